@@ -1,0 +1,238 @@
+//! The broker of the embedded backend: queues in this process's memory.
+//!
+//! Nothing here needs to be durable. When a flow's state is durable (the
+//! SQLite store), a restarted process rebuilds its queues from the store
+//! with [`crate::store::Store::recover`]; when it is not, the queues die
+//! with the flows they serve.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::{queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox};
+use crate::ids::FlowId;
+use crate::model::Task;
+
+struct Inner {
+    queues: Mutex<HashMap<String, VecDeque<Task>>>,
+    available: Notify,
+    nudges: mpsc::UnboundedSender<FlowId>,
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<FlowId>>>,
+    events: broadcast::Sender<FlowEvent>,
+    closed: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct LocalBroker {
+    inner: Arc<Inner>,
+}
+
+impl Default for LocalBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalBroker {
+    pub fn new() -> Self {
+        let (nudges, inbox) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            inner: Arc::new(Inner {
+                queues: Mutex::new(HashMap::new()),
+                available: Notify::new(),
+                nudges,
+                inbox: Mutex::new(Some(inbox)),
+                events,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn push(&self, tasks: Vec<Task>) {
+        if tasks.is_empty() {
+            return;
+        }
+        {
+            let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            for task in tasks {
+                let (handler, version) = task.handler();
+                queues
+                    .entry(queue_name(handler, version))
+                    .or_default()
+                    .push_back(task);
+            }
+        }
+        self.inner.available.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Tasks waiting in queues, for progress displays and tests.
+    pub fn depth(&self) -> usize {
+        let queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.values().map(VecDeque::len).sum()
+    }
+}
+
+#[async_trait]
+impl Broker for LocalBroker {
+    async fn publish(&self, tasks: Vec<Task>) -> Result<(), BrokerError> {
+        if self.is_closed() {
+            return Err(BrokerError::Closed);
+        }
+        self.push(tasks);
+        Ok(())
+    }
+
+    async fn publish_later(&self, task: Task, delay: Duration) -> Result<(), BrokerError> {
+        if self.is_closed() {
+            return Err(BrokerError::Closed);
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if !broker.is_closed() {
+                broker.push(vec![task]);
+            }
+        });
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        queues: Vec<String>,
+        prefetch: usize,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        Ok(Box::new(LocalConsumer {
+            broker: self.clone(),
+            queues,
+            next_queue: 0,
+            unacked: Arc::new(Semaphore::new(prefetch.max(1))),
+        }))
+    }
+
+    async fn nudge(&self, flow: &FlowId) -> Result<(), BrokerError> {
+        self.inner
+            .nudges
+            .send(flow.clone())
+            .map_err(|_| BrokerError::Closed)
+    }
+
+    async fn inbox(&self) -> Result<Box<dyn Inbox>, BrokerError> {
+        let receiver = self
+            .inner
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| BrokerError::Backend("the local broker serves one engine".into()))?;
+        Ok(Box::new(LocalInbox {
+            broker: self.clone(),
+            receiver,
+        }))
+    }
+
+    async fn announce(&self, event: FlowEvent) -> Result<(), BrokerError> {
+        // Nobody listening is fine: events are for whoever cares right now.
+        let _ = self.inner.events.send(event);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.available.notify_waiters();
+        // Wakes the inbox: a nudge for nobody, seen after `closed` is set.
+        let _ = self.inner.nudges.send(FlowId::new(""));
+    }
+}
+
+struct LocalConsumer {
+    broker: LocalBroker,
+    queues: Vec<String>,
+    next_queue: usize,
+    unacked: Arc<Semaphore>,
+}
+
+impl LocalConsumer {
+    fn try_pop(&mut self) -> Option<Task> {
+        let mut queues = self
+            .broker
+            .inner
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for offset in 0..self.queues.len() {
+            let index = (self.next_queue + offset) % self.queues.len();
+            if let Some(task) = queues
+                .get_mut(&self.queues[index])
+                .and_then(VecDeque::pop_front)
+            {
+                // Take turns, so that one busy queue cannot starve the others.
+                self.next_queue = index + 1;
+                return Some(task);
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl Consumer for LocalConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        let permit = self.unacked.clone().acquire_owned().await.ok()?;
+        let inner = self.broker.inner.clone();
+        loop {
+            let notified = inner.available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.broker.is_closed() {
+                return None;
+            }
+            if let Some(task) = self.try_pop() {
+                return Some(Delivery {
+                    task,
+                    ack: Box::new(LocalAck { _permit: permit }),
+                });
+            }
+            notified.await;
+        }
+    }
+}
+
+struct LocalAck {
+    _permit: OwnedSemaphorePermit,
+}
+
+#[async_trait]
+impl Acknowledge for LocalAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+struct LocalInbox {
+    broker: LocalBroker,
+    receiver: mpsc::UnboundedReceiver<FlowId>,
+}
+
+#[async_trait]
+impl Inbox for LocalInbox {
+    async fn next(&mut self) -> Option<FlowId> {
+        let flow = self.receiver.recv().await?;
+        if self.broker.is_closed() {
+            return None;
+        }
+        Some(flow)
+    }
+}

@@ -1,0 +1,104 @@
+//! Queues: how tasks reach workers and how workers wake the engine.
+//!
+//! A [`Broker`] carries three kinds of traffic: tasks for handlers (one
+//! queue per handler and version, as in the seed), nudges that tell an
+//! engine to look at a flow again, and flow events that clients wait on.
+//! Like stores, brokers speak in domain terms; the library behind them
+//! stays inside the adapter.
+
+mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+pub use local::LocalBroker;
+
+use crate::ids::{FlowId, HandlerName, PhaseName};
+use crate::model::{FlowStatus, Task};
+use crate::version::Version;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    #[error("the broker is shut down")]
+    Closed,
+    #[error("the broker failed: {0}")]
+    Backend(String),
+}
+
+/// The queue of one handler version, named as the seed names them.
+pub fn queue_name(handler: &HandlerName, version: &Version) -> String {
+    format!("{handler}@{version}")
+}
+
+/// Something that happened to a flow, for those waiting on it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlowEvent {
+    Entered { flow: FlowId, phase: PhaseName },
+    Ended { flow: FlowId, status: FlowStatus },
+}
+
+impl FlowEvent {
+    pub fn flow(&self) -> &FlowId {
+        match self {
+            FlowEvent::Entered { flow, .. } | FlowEvent::Ended { flow, .. } => flow,
+        }
+    }
+}
+
+/// A task handed to a worker, to be acknowledged once its result is safe.
+pub struct Delivery {
+    pub task: Task,
+    pub ack: Box<dyn Acknowledge>,
+}
+
+#[async_trait]
+pub trait Acknowledge: Send + Sync {
+    /// The task's outcome is recorded; the broker may forget it.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+}
+
+/// A stream of deliveries from a set of queues.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` once the broker shuts down.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// A stream of flows an engine should look at.
+#[async_trait]
+pub trait Inbox: Send {
+    async fn next(&mut self) -> Option<FlowId>;
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    async fn publish(&self, tasks: Vec<Task>) -> Result<(), BrokerError>;
+
+    /// Publishes a task once `delay` has passed (retries with backoff).
+    async fn publish_later(&self, task: Task, delay: Duration) -> Result<(), BrokerError>;
+
+    /// Consumes the named queues, with at most `prefetch` unacknowledged
+    /// deliveries at a time.
+    async fn consume(
+        &self,
+        queues: Vec<String>,
+        prefetch: usize,
+    ) -> Result<Box<dyn Consumer>, BrokerError>;
+
+    /// Asks an engine to look at a flow again.
+    async fn nudge(&self, flow: &FlowId) -> Result<(), BrokerError>;
+
+    /// Nudges, for an engine.
+    async fn inbox(&self) -> Result<Box<dyn Inbox>, BrokerError>;
+
+    async fn announce(&self, event: FlowEvent) -> Result<(), BrokerError>;
+
+    /// Flow events from now on.
+    fn subscribe(&self) -> broadcast::Receiver<FlowEvent>;
+
+    /// Stops deliveries; consumers and inboxes end.
+    fn shutdown(&self);
+}

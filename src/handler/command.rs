@@ -1,0 +1,267 @@
+//! Handlers written in any language: commands that speak JSON on stdin and
+//! stdout.
+//!
+//! Every call starts the command afresh, without a shell and with an
+//! explicit environment, so a handler sees only what its configuration
+//! gives it. The protocol is documented in `docs/command-protocol.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{EnumerateRequest, Handler, HandlerError, JobRequest};
+
+/// The variables a command inherits from the worker; everything else it
+/// gets must be set in its configuration.
+const INHERITED_ENVIRONMENT: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// How much of a failing command's stderr goes into the error.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+#[derive(Clone, Debug)]
+pub struct CommandHandler {
+    enumerate: Option<Vec<String>>,
+    process: Option<Vec<String>>,
+    working_dir: PathBuf,
+    environment: BTreeMap<String, String>,
+}
+
+impl CommandHandler {
+    /// `enumerate` and `process` are argv lists; a missing `enumerate`
+    /// means "one job, `null`", and a missing `process` means "jobs succeed
+    /// with no output". A program path with a slash resolves against
+    /// `working_dir`.
+    pub fn new(
+        enumerate: Option<Vec<String>>,
+        process: Option<Vec<String>>,
+        working_dir: &Path,
+        extra_environment: BTreeMap<String, String>,
+    ) -> Self {
+        let resolve = |argv: Vec<String>| resolve_program(argv, working_dir);
+        let mut environment: BTreeMap<String, String> = INHERITED_ENVIRONMENT
+            .iter()
+            .filter_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .map(|value| (name.to_string(), value))
+            })
+            .collect();
+        environment.extend(extra_environment);
+        Self {
+            enumerate: enumerate.map(resolve),
+            process: process.map(resolve),
+            working_dir: working_dir.to_path_buf(),
+            environment,
+        }
+    }
+
+    async fn call(&self, argv: &[String], input: &impl Serialize) -> Result<String, HandlerError> {
+        let stdin_json = serde_json::to_vec(input)
+            .map_err(|e| HandlerError::permanent(format!("cannot encode the input: {e}")))?;
+        let mut child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&self.working_dir)
+            .env_clear()
+            .envs(&self.environment)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                HandlerError::new(format!(
+                    "cannot start `{}` in {}: {e}",
+                    argv.join(" "),
+                    self.working_dir.display()
+                ))
+            })?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let feed = async move {
+            // A command that exits without reading its input is allowed.
+            let _ = stdin.write_all(&stdin_json).await;
+            drop(stdin);
+        };
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let (_, out_read, err_read, status) = tokio::join!(
+            feed,
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err),
+            child.wait()
+        );
+        let status =
+            status.map_err(|e| HandlerError::new(format!("waiting for the command: {e}")))?;
+        out_read.map_err(|e| HandlerError::new(format!("reading stdout: {e}")))?;
+        err_read.map_err(|e| HandlerError::new(format!("reading stderr: {e}")))?;
+        if !status.success() {
+            let tail = stderr_tail(&err);
+            let how = match status.code() {
+                Some(code) => format!("exit status {code}"),
+                None => "killed by a signal".to_owned(),
+            };
+            return Err(HandlerError::new(if tail.is_empty() {
+                how
+            } else {
+                format!("{how}: {tail}")
+            }));
+        }
+        String::from_utf8(out)
+            .map_err(|_| HandlerError::new("the command printed output that is not UTF-8"))
+    }
+}
+
+fn resolve_program(mut argv: Vec<String>, working_dir: &Path) -> Vec<String> {
+    if let Some(program) = argv.first_mut() {
+        let path = Path::new(program.as_str());
+        if path.is_relative() && program.contains('/') {
+            *program = working_dir.join(path).to_string_lossy().into_owned();
+        }
+    }
+    argv
+}
+
+fn stderr_tail(stderr: &[u8]) -> String {
+    let start = stderr.len().saturating_sub(STDERR_TAIL_BYTES);
+    String::from_utf8_lossy(&stderr[start..]).trim().to_owned()
+}
+
+/// Reads what enumerate printed: a JSON array of jobs.
+pub fn parse_enumerate_output(stdout: &str) -> Result<Vec<Value>, HandlerError> {
+    let value: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
+        HandlerError::new(format!(
+            "enumerate must print a JSON array of jobs, but its output is not valid JSON ({e}): {}",
+            preview(stdout)
+        ))
+    })?;
+    match value {
+        Value::Array(jobs) => Ok(jobs),
+        other => Err(HandlerError::new(format!(
+            "enumerate must print a JSON array of jobs, but it printed {}: {}",
+            json_kind(&other),
+            preview(stdout)
+        ))),
+    }
+}
+
+/// Reads what process printed: nothing, or one JSON value.
+pub fn parse_process_output(stdout: &str) -> Result<Option<Value>, HandlerError> {
+    let trimmed = stdout.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(trimmed).map(Some).map_err(|e| {
+        HandlerError::new(format!(
+            "process must print nothing or one JSON value, but its output is not valid JSON ({e}): {}",
+            preview(stdout)
+        ))
+    })
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn preview(text: &str) -> String {
+    const LIMIT: usize = 200;
+    let trimmed = text.trim();
+    match trimmed.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Handler for CommandHandler {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        match &self.enumerate {
+            Some(argv) => parse_enumerate_output(&self.call(argv, &request).await?),
+            None => Ok(vec![Value::Null]),
+        }
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        match &self.process {
+            Some(argv) => parse_process_output(&self.call(argv, &request).await?),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enumerate_output_must_be_an_array() {
+        assert_eq!(
+            parse_enumerate_output(" [1, {\"a\": 2}]\n").unwrap().len(),
+            2
+        );
+        let error = parse_enumerate_output("{\"a\": 1}").unwrap_err();
+        assert!(
+            error.message.contains("printed an object"),
+            "{}",
+            error.message
+        );
+        let error = parse_enumerate_output("[1,").unwrap_err();
+        assert!(
+            error.message.contains("not valid JSON"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn process_output_is_nothing_or_one_value() {
+        assert_eq!(parse_process_output("  \n").unwrap(), None);
+        assert_eq!(parse_process_output("42\n").unwrap(), Some(Value::from(42)));
+        let error = parse_process_output("done!").unwrap_err();
+        assert!(
+            error.message.contains("not valid JSON"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.ends_with("done!"), "{}", error.message);
+        assert!(
+            parse_process_output("1 2").is_err(),
+            "two values are not one"
+        );
+    }
+
+    #[test]
+    fn only_programs_with_a_slash_resolve_against_the_folder() {
+        let folder = Path::new("/srv/handlers");
+        let argv = |s: &str| vec![s.to_owned(), "x".to_owned()];
+        assert_eq!(resolve_program(argv("python3"), folder)[0], "python3");
+        assert_eq!(
+            resolve_program(argv("bin/run.sh"), folder)[0],
+            "/srv/handlers/bin/run.sh"
+        );
+        assert_eq!(
+            resolve_program(argv("/usr/bin/env"), folder)[0],
+            "/usr/bin/env"
+        );
+    }
+
+    #[test]
+    fn long_stderr_keeps_its_tail() {
+        let noise = "x".repeat(5000) + "the real reason";
+        let tail = stderr_tail(noise.as_bytes());
+        assert!(tail.ends_with("the real reason"));
+        assert!(tail.len() <= STDERR_TAIL_BYTES);
+    }
+}

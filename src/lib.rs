@@ -1,0 +1,25 @@
+//! distribot: a workflow engine that moves flows through phases, fans each
+//! phase out into jobs on queues, and fans the results back in.
+//!
+//! The crate is layered so that the decisions are pure and the I/O sits at
+//! the edges:
+//!
+//! - [`definition`] turns workflow JSON into a validated [`definition::Workflow`];
+//! - [`rules`] holds the engine's decisions as plain functions;
+//! - [`store`] and [`broker`] are the backend traits, with their adapters;
+//! - [`handler`] is the user's code: Rust handlers and command handlers;
+//! - [`runtime`] runs engines, workers and clients over any backend.
+//!
+//! `ARCHITECTURE.md` in the repository follows one job through these parts.
+
+pub mod broker;
+pub mod definition;
+pub mod graph;
+pub mod handler;
+pub mod ids;
+pub mod model;
+pub mod rules;
+pub mod runtime;
+pub mod store;
+pub mod time;
+pub mod version;

@@ -1,0 +1,501 @@
+//! The records every part of the engine shares: flow status, transitions,
+//! per-phase and per-handler progress, errors, and the tasks that travel on
+//! queues.
+//!
+//! These are plain data. Stores persist them, the rules read them, the CLI and
+//! the API print them; none of them does I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::definition::Workflow;
+use crate::ids::{Cursor, FlowId, HandlerName, JobId, JobKey, PhaseName, WorkflowName};
+use crate::time::Timestamp;
+use crate::version::Version;
+
+/// Where a flow stands as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FlowStatus {
+    Running,
+    Paused,
+    Finished,
+    Failed,
+    Canceled,
+}
+
+impl FlowStatus {
+    pub const ALL: [FlowStatus; 5] = [
+        FlowStatus::Running,
+        FlowStatus::Paused,
+        FlowStatus::Finished,
+        FlowStatus::Failed,
+        FlowStatus::Canceled,
+    ];
+
+    pub fn is_ended(self) -> bool {
+        matches!(
+            self,
+            FlowStatus::Finished | FlowStatus::Failed | FlowStatus::Canceled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowStatus::Running => "running",
+            FlowStatus::Paused => "paused",
+            FlowStatus::Finished => "finished",
+            FlowStatus::Failed => "failed",
+            FlowStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl fmt::Display for FlowStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What made a phase fail: the handler, the job (none when enumerate
+/// failed), how many attempts were spent, and the last message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowError {
+    pub phase: PhaseName,
+    pub handler: Option<HandlerName>,
+    pub job_id: Option<JobId>,
+    pub attempts: u32,
+    pub message: String,
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "phase `{}`", self.phase)?;
+        if let Some(handler) = &self.handler {
+            write!(f, ", handler `{handler}`")?;
+        }
+        if let Some(job) = &self.job_id {
+            write!(f, ", job {job}")?;
+        }
+        write!(
+            f,
+            " failed after {} attempt(s): {}",
+            self.attempts, self.message
+        )
+    }
+}
+
+/// One entry in a flow's history. The first transition of every flow comes
+/// from no phase (`from: null`) into the initial phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub from: Option<PhaseName>,
+    pub to: PhaseName,
+    pub at: Timestamp,
+    /// Set when this is an error transition; it carries what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<FlowError>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseState {
+    Running,
+    Completed,
+    Failed,
+}
+
+/// Progress of one handler within one visit of a phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandlerRun {
+    pub handler: HandlerName,
+    /// The version that enumerated, once one has.
+    pub version: Option<Version>,
+    pub enumerated: bool,
+    pub total: u64,
+    pub done: u64,
+    /// Jobs whose attempts were all spent.
+    pub failed: u64,
+    /// Attempts that failed and were tried again.
+    pub retried: u64,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl HandlerRun {
+    pub fn new(handler: HandlerName) -> Self {
+        Self {
+            handler,
+            version: None,
+            enumerated: false,
+            total: 0,
+            done: 0,
+            failed: 0,
+            retried: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.enumerated && self.done >= self.total
+    }
+}
+
+/// One visit of a phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRun {
+    pub seq: u32,
+    pub phase: PhaseName,
+    pub state: PhaseState,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub handlers: Vec<HandlerRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<FlowError>,
+}
+
+impl PhaseRun {
+    /// A fresh visit; a phase without handlers is complete the moment it starts.
+    pub fn enter(seq: u32, phase: &crate::definition::Phase, at: Timestamp) -> Self {
+        let handlers: Vec<HandlerRun> = phase
+            .handlers
+            .iter()
+            .map(|spec| HandlerRun::new(spec.name.clone()))
+            .collect();
+        let state = if handlers.is_empty() {
+            PhaseState::Completed
+        } else {
+            PhaseState::Running
+        };
+        Self {
+            seq,
+            phase: phase.name.clone(),
+            state,
+            started_at: at,
+            finished_at: (state == PhaseState::Completed).then_some(at),
+            handlers,
+            error: None,
+        }
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            seq: self.seq,
+            phase: self.phase.clone(),
+        }
+    }
+
+    /// Re-derives `state` after a handler's counts changed. Only a running
+    /// phase can complete; a failed one stays failed.
+    pub fn settle(&mut self, at: Timestamp) -> Progress {
+        if self.state == PhaseState::Running && self.handlers.iter().all(HandlerRun::is_complete) {
+            self.state = PhaseState::Completed;
+            self.finished_at = Some(at);
+        }
+        Progress::of(self.state)
+    }
+}
+
+/// What a store reports after recording something about a phase: whether
+/// the engine now has a decision to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Jobs are still outstanding.
+    Running,
+    /// Every job is done; the phase can be left. Reported every time it is
+    /// asked, not only the first, so that a lost notification is repaired by
+    /// the next duplicate.
+    Completed,
+    Failed,
+    /// The flow has left this phase visit (or ended); nothing to do.
+    Stale,
+}
+
+impl Progress {
+    pub fn of(state: PhaseState) -> Self {
+        match state {
+            PhaseState::Running => Progress::Running,
+            PhaseState::Completed => Progress::Completed,
+            PhaseState::Failed => Progress::Failed,
+        }
+    }
+
+    /// Whether the engine should look at the flow again.
+    pub fn needs_engine(self) -> bool {
+        matches!(self, Progress::Completed | Progress::Failed)
+    }
+}
+
+/// Everything known about one flow.
+#[derive(Clone, Debug)]
+pub struct FlowRecord {
+    pub id: FlowId,
+    pub workflow: Arc<Workflow>,
+    pub data: Arc<Map<String, Value>>,
+    pub status: FlowStatus,
+    pub transitions: Vec<Transition>,
+    /// One per transition, in the same order: `phases[seq]`.
+    pub phases: Vec<PhaseRun>,
+    pub error: Option<FlowError>,
+    pub created_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}
+
+impl FlowRecord {
+    /// A new flow, already in its initial phase.
+    pub fn new(
+        id: FlowId,
+        workflow: Arc<Workflow>,
+        data: Map<String, Value>,
+        at: Timestamp,
+    ) -> Self {
+        let initial = workflow.initial_phase();
+        let transitions = vec![Transition {
+            from: None,
+            to: initial.name.clone(),
+            at,
+            error: None,
+        }];
+        let phases = vec![PhaseRun::enter(0, initial, at)];
+        Self {
+            id,
+            data: Arc::new(data),
+            workflow,
+            status: FlowStatus::Running,
+            transitions,
+            phases,
+            error: None,
+            created_at: at,
+            ended_at: None,
+        }
+    }
+
+    pub fn current(&self) -> &PhaseRun {
+        self.phases.last().expect("a flow always has a phase")
+    }
+
+    pub fn current_mut(&mut self) -> &mut PhaseRun {
+        self.phases.last_mut().expect("a flow always has a phase")
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        self.current().cursor()
+    }
+
+    /// The phase visit a cursor names, if it is the current one.
+    pub fn current_at(&mut self, cursor: &Cursor) -> Option<&mut PhaseRun> {
+        let run = self.phases.last_mut()?;
+        (run.seq == cursor.seq && run.phase == cursor.phase).then_some(run)
+    }
+
+    /// Records a transition into `to` and starts its visit.
+    pub fn enter(&mut self, to: &PhaseName, error: Option<FlowError>, at: Timestamp) -> Cursor {
+        let from = self.current().phase.clone();
+        let seq = self.phases.len() as u32;
+        let phase = self
+            .workflow
+            .phase(to.as_str())
+            .expect("transitions name phases of the workflow");
+        let run = PhaseRun::enter(seq, phase, at);
+        if let Some(error) = &error {
+            self.error = Some(error.clone());
+        }
+        self.transitions.push(Transition {
+            from: Some(from),
+            to: to.clone(),
+            at,
+            error,
+        });
+        self.phases.push(run);
+        self.cursor()
+    }
+
+    /// Whether the flow ever took an error transition.
+    pub fn took_error_transition(&self) -> bool {
+        self.transitions.iter().any(|t| t.error.is_some())
+    }
+
+    /// Jobs per handler, summed over every phase visit.
+    pub fn handler_totals(&self) -> BTreeMap<HandlerName, HandlerTotals> {
+        let mut totals: BTreeMap<HandlerName, HandlerTotals> = BTreeMap::new();
+        for run in &self.phases {
+            for handler in &run.handlers {
+                let entry = totals.entry(handler.handler.clone()).or_default();
+                entry.done += handler.done;
+                entry.failed += handler.failed;
+                entry.retried += handler.retried;
+                entry.total += handler.total;
+            }
+        }
+        totals
+    }
+
+    pub fn summary(&self) -> FlowSummary {
+        FlowSummary {
+            id: self.id.clone(),
+            workflow: self.workflow.name.clone(),
+            status: self.status,
+            phase: self.current().phase.clone(),
+            transitions: self.transitions.clone(),
+            handlers: self.handler_totals(),
+            error: self.error.clone(),
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+        }
+    }
+}
+
+/// Jobs per handler over a whole flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerTotals {
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub retried: u64,
+}
+
+/// The JSON summary `run --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowSummary {
+    pub id: FlowId,
+    pub workflow: WorkflowName,
+    pub status: FlowStatus,
+    pub phase: PhaseName,
+    pub transitions: Vec<Transition>,
+    pub handlers: BTreeMap<HandlerName, HandlerTotals>,
+    pub error: Option<FlowError>,
+    pub created_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}
+
+/// Outputs of a flow as enumerate sees them: `{PHASE: {HANDLER: [output, ...]}}`.
+pub type Outputs = BTreeMap<PhaseName, BTreeMap<HandlerName, Vec<Value>>>;
+
+/// What enumerate needs to know beyond the flow's data.
+#[derive(Clone, Debug, Default)]
+pub struct EnumerateInput {
+    pub outputs: Outputs,
+    /// The error that brought the flow into this phase, if it came by an
+    /// error transition.
+    pub error: Option<FlowError>,
+}
+
+/// The unchanging part of a flow that workers need for every job.
+#[derive(Clone, Debug)]
+pub struct FlowContext {
+    pub id: FlowId,
+    pub workflow: Arc<Workflow>,
+    pub data: Arc<Map<String, Value>>,
+}
+
+/// Work for a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// Ask a handler for the jobs of a phase visit.
+    Enumerate {
+        flow: FlowId,
+        cursor: Cursor,
+        slot: u16,
+        handler: HandlerName,
+        version: Version,
+        attempt: u32,
+    },
+    /// Process one job.
+    Process {
+        key: JobKey,
+        phase: PhaseName,
+        handler: HandlerName,
+        version: Version,
+        attempt: u32,
+        job: Value,
+    },
+}
+
+impl Task {
+    pub fn flow(&self) -> &FlowId {
+        match self {
+            Task::Enumerate { flow, .. } => flow,
+            Task::Process { key, .. } => &key.flow,
+        }
+    }
+
+    pub fn handler(&self) -> (&HandlerName, &Version) {
+        match self {
+            Task::Enumerate {
+                handler, version, ..
+            }
+            | Task::Process {
+                handler, version, ..
+            } => (handler, version),
+        }
+    }
+
+    pub fn attempt(&self) -> u32 {
+        match self {
+            Task::Enumerate { attempt, .. } | Task::Process { attempt, .. } => *attempt,
+        }
+    }
+
+    pub fn phase(&self) -> &PhaseName {
+        match self {
+            Task::Enumerate { cursor, .. } => &cursor.phase,
+            Task::Process { phase, .. } => phase,
+        }
+    }
+
+    pub fn seq_and_slot(&self) -> (u32, u16) {
+        match self {
+            Task::Enumerate { cursor, slot, .. } => (cursor.seq, *slot),
+            Task::Process { key, .. } => (key.seq, key.slot),
+        }
+    }
+
+    /// The same task, for its next attempt.
+    pub fn next_attempt(&self) -> Task {
+        let mut next = self.clone();
+        match &mut next {
+            Task::Enumerate { attempt, .. } | Task::Process { attempt, .. } => *attempt += 1,
+        }
+        next
+    }
+}
+
+/// What a store decides about a task a worker is about to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Run,
+    /// The flow is paused; the store kept the task and gives it back on resume.
+    Parked,
+    /// The flow ended, left the phase, or the job is already done.
+    Drop,
+}
+
+/// A request to change a flow's status from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Cancel => "cancel",
+        })
+    }
+}

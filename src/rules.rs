@@ -1,0 +1,543 @@
+//! The engine's decisions, as plain functions of records.
+//!
+//! Nothing here does I/O or reads a clock: every input is an argument, so
+//! each rule is tested with values, and the same rules drive every backend
+//! and the simulation. Stores do the atomic bookkeeping (counting jobs per
+//! id); these functions decide what that bookkeeping means.
+
+use std::time::Duration;
+
+use crate::definition::{HandlerSpec, RetryPolicy, Workflow};
+use crate::ids::{Cursor, HandlerName, PhaseName};
+use crate::model::{Admission, Command, FlowError, FlowRecord, FlowStatus, PhaseState, Task};
+use crate::version::{Requirement, Version};
+
+/// What the engine should do next with a flow.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Nothing to decide: jobs are outstanding, or the flow is paused or over.
+    Idle,
+    /// Leave the current phase visit for `to`.
+    Enter {
+        from: Cursor,
+        to: PhaseName,
+        error: Option<FlowError>,
+    },
+    /// The flow is over.
+    End { from: Cursor, status: FlowStatus },
+    /// Ask these handlers to enumerate. Some handlers may also be waiting.
+    Dispatch {
+        cursor: Cursor,
+        orders: Vec<EnumerateOrder>,
+        waiting: Vec<Waiting>,
+    },
+}
+
+/// One handler of the current phase that has yet to enumerate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnumerateOrder {
+    pub slot: u16,
+    pub handler: HandlerName,
+    pub version: Version,
+}
+
+/// A handler that no worker currently offers in a matching version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiting {
+    pub handler: HandlerName,
+    pub requirement: Option<Requirement>,
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "waiting for a worker: {}", self.handler)?;
+        if let Some(requirement) = &self.requirement {
+            write!(f, " {requirement}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Decides the next step of a flow. `offered` lists the versions of a
+/// handler that some worker can run now.
+pub fn next_step<'a>(
+    flow: &FlowRecord,
+    offered: impl Fn(&HandlerName) -> Vec<Version> + 'a,
+) -> Step {
+    if flow.status != FlowStatus::Running {
+        return Step::Idle;
+    }
+    let run = flow.current();
+    let phase = flow
+        .workflow
+        .phase(run.phase.as_str())
+        .expect("records name phases of their workflow");
+    let from = run.cursor();
+    match run.state {
+        PhaseState::Completed => match &phase.transitions_to {
+            Some(next) if !phase.is_final => Step::Enter {
+                from,
+                to: next.clone(),
+                error: None,
+            },
+            _ => Step::End {
+                from,
+                status: FlowStatus::Finished,
+            },
+        },
+        PhaseState::Failed => {
+            let entered_by_error = flow
+                .transitions
+                .get(run.seq as usize)
+                .is_some_and(|transition| transition.error.is_some());
+            match &phase.on_error_transition_to {
+                // A failure while handling a failure ends the flow: error
+                // phases that fail into each other would otherwise loop.
+                Some(target) if !entered_by_error => Step::Enter {
+                    from,
+                    to: target.clone(),
+                    error: run.error.clone(),
+                },
+                _ => Step::End {
+                    from,
+                    status: FlowStatus::Failed,
+                },
+            }
+        }
+        PhaseState::Running => {
+            let mut orders = Vec::new();
+            let mut waiting = Vec::new();
+            for (slot, (spec, handler_run)) in phase.handlers.iter().zip(&run.handlers).enumerate()
+            {
+                if handler_run.enumerated {
+                    continue;
+                }
+                match resolve_version(spec, &offered(&spec.name)) {
+                    Some(version) => orders.push(EnumerateOrder {
+                        slot: slot as u16,
+                        handler: spec.name.clone(),
+                        version,
+                    }),
+                    None => waiting.push(Waiting {
+                        handler: spec.name.clone(),
+                        requirement: spec.version.clone(),
+                    }),
+                }
+            }
+            if orders.is_empty() && waiting.is_empty() {
+                Step::Idle
+            } else {
+                Step::Dispatch {
+                    cursor: from,
+                    orders,
+                    waiting,
+                }
+            }
+        }
+    }
+}
+
+/// The version a phase uses: the highest offered one that satisfies the
+/// requirement, or simply the highest when there is none.
+pub fn resolve_version(spec: &HandlerSpec, offered: &[Version]) -> Option<Version> {
+    match &spec.version {
+        Some(requirement) => requirement.best(offered.iter()).cloned(),
+        None => offered.iter().max().cloned(),
+    }
+}
+
+/// What happens after an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    Retry { delay: Duration },
+    GiveUp,
+}
+
+/// Exponential backoff that always ends: attempt `n` (counted from 1) waits
+/// `initial_delay * 2^(n-1)`, capped at `max_delay`, and there is no attempt
+/// past `max_attempts`. A handler can refuse retries for errors it knows are
+/// permanent.
+pub fn after_failure(policy: &RetryPolicy, attempt: u32, retryable: bool) -> AfterFailure {
+    if !retryable || attempt >= policy.max_attempts {
+        return AfterFailure::GiveUp;
+    }
+    AfterFailure::Retry {
+        delay: backoff(policy, attempt),
+    }
+}
+
+/// The wait before the attempt after `attempt`.
+pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(32);
+    let factor = 1u64 << doublings;
+    let millis = (policy.initial_delay.as_millis() as u64).saturating_mul(factor);
+    Duration::from_millis(millis).min(policy.max_delay)
+}
+
+/// Why a command does not apply to a flow in its current status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {command} a flow that is {status}: {reason}")]
+pub struct CommandRejected {
+    pub command: Command,
+    pub status: FlowStatus,
+    pub reason: &'static str,
+}
+
+/// The status a command leads to, or why it does not apply. The wrong state
+/// is an error rather than a quiet no-op, so that scripts notice.
+pub fn apply_command(status: FlowStatus, command: Command) -> Result<FlowStatus, CommandRejected> {
+    let reject = |reason| {
+        Err(CommandRejected {
+            command,
+            status,
+            reason,
+        })
+    };
+    match (command, status) {
+        (Command::Pause, FlowStatus::Running) => Ok(FlowStatus::Paused),
+        (Command::Pause, _) => reject("only a running flow can be paused"),
+        (Command::Resume, FlowStatus::Paused) => Ok(FlowStatus::Running),
+        (Command::Resume, _) => reject("only a paused flow can be resumed"),
+        (Command::Cancel, FlowStatus::Running | FlowStatus::Paused) => Ok(FlowStatus::Canceled),
+        (Command::Cancel, _) => reject("the flow has already ended"),
+    }
+}
+
+/// Whether a task may start now. A job starts only while its flow runs and
+/// its phase visit is the current one and has not failed; jobs of a paused
+/// flow wait; everything else is dropped.
+pub fn admission(flow: &FlowRecord, task: &Task, job_already_done: bool) -> Admission {
+    if flow.status.is_ended() || job_already_done {
+        return Admission::Drop;
+    }
+    let run = flow.current();
+    let (seq, slot) = task.seq_and_slot();
+    let enumerated = run
+        .handlers
+        .get(slot as usize)
+        .is_some_and(|handler| handler.enumerated);
+    let still_wanted = run.seq == seq
+        && run.state == PhaseState::Running
+        && match task {
+            Task::Enumerate { .. } => !enumerated,
+            Task::Process { .. } => true,
+        };
+    if !still_wanted {
+        Admission::Drop
+    } else if flow.status == FlowStatus::Paused {
+        Admission::Parked
+    } else {
+        Admission::Run
+    }
+}
+
+/// Whether a flow that ended counts as a success for scripts: it finished
+/// without ever passing through an error transition.
+pub fn ended_well(flow: &FlowRecord) -> bool {
+    flow.status == FlowStatus::Finished && !flow.took_error_transition()
+}
+
+/// The handlers of a workflow, each with every requirement phases put on it.
+/// Used to check up front that a set of handlers can serve a workflow.
+pub fn required_handlers(workflow: &Workflow) -> Vec<(&HandlerName, Option<&Requirement>)> {
+    workflow
+        .phases
+        .iter()
+        .flat_map(|phase| phase.handlers.iter())
+        .map(|spec| (&spec.name, spec.version.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{json, Map};
+
+    use super::*;
+    use crate::definition::parse_definition_value;
+    use crate::ids::{FlowId, JobKey};
+    use crate::time::Timestamp;
+
+    fn seed_workflow() -> Arc<Workflow> {
+        let definition = json!({
+            "workflow": "search",
+            "phases": {
+                "pending": {"is_initial": true, "transitions_to": "searching", "on_error_transition_to": "error"},
+                "searching": {"transitions_to": "fetching-pages", "on_error_transition_to": "error", "handlers": ["GoogleSearcher"]},
+                "fetching-pages": {"transitions_to": "finished", "on_error_transition_to": "error", "handlers": [{"name": "PageDownloader", "version": "~> 1.2"}, "Archiver"]},
+                "error": {"is_final": true, "handlers": ["ErrorEmailer"]},
+                "finished": {"is_final": true, "handlers": ["JobFinisher"]}
+            }
+        });
+        Arc::new(parse_definition_value(&definition).expect("valid"))
+    }
+
+    fn new_flow() -> FlowRecord {
+        FlowRecord::new(FlowId::new("f1"), seed_workflow(), Map::new(), Timestamp(1))
+    }
+
+    fn v(text: &str) -> Version {
+        text.parse().unwrap()
+    }
+
+    fn everything_at(version: &'static str) -> impl Fn(&HandlerName) -> Vec<Version> {
+        move |_| vec![v(version)]
+    }
+
+    fn error_in(phase: &str) -> FlowError {
+        FlowError {
+            phase: PhaseName::new(phase),
+            handler: Some(HandlerName::new("PageDownloader")),
+            job_id: None,
+            attempts: 3,
+            message: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn a_phase_without_handlers_moves_on_at_once() {
+        let flow = new_flow();
+        assert_eq!(
+            next_step(&flow, everything_at("1.0")),
+            Step::Enter {
+                from: Cursor {
+                    seq: 0,
+                    phase: "pending".into()
+                },
+                to: "searching".into(),
+                error: None
+            }
+        );
+    }
+
+    #[test]
+    fn entering_a_phase_dispatches_each_handler_at_its_best_version() {
+        let mut flow = new_flow();
+        flow.enter(&"searching".into(), None, Timestamp(2));
+        flow.current_mut().state = PhaseState::Completed;
+        flow.enter(&"fetching-pages".into(), None, Timestamp(3));
+        let offered = |name: &HandlerName| match name.as_str() {
+            "PageDownloader" => vec![v("1.1.0"), v("1.2.5"), v("2.0.0")],
+            _ => vec![v("0.3.0"), v("0.1.0")],
+        };
+        let Step::Dispatch {
+            orders,
+            waiting,
+            cursor,
+        } = next_step(&flow, offered)
+        else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(cursor.seq, 2);
+        assert!(waiting.is_empty());
+        assert_eq!(orders[0].version, v("1.2.5"));
+        assert_eq!(orders[1].slot, 1);
+        assert_eq!(orders[1].version, v("0.3.0"));
+    }
+
+    #[test]
+    fn a_handler_nobody_offers_waits_and_says_for_what() {
+        let mut flow = new_flow();
+        flow.enter(&"fetching-pages".into(), None, Timestamp(2));
+        let Step::Dispatch {
+            orders, waiting, ..
+        } = next_step(&flow, |_| vec![v("1.0.0")])
+        else {
+            panic!("expected a dispatch");
+        };
+        assert_eq!(
+            orders.len(),
+            1,
+            "Archiver has no requirement and goes ahead"
+        );
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(
+            waiting[0].to_string(),
+            "waiting for a worker: PageDownloader ~> 1.2"
+        );
+    }
+
+    #[test]
+    fn handlers_already_enumerated_are_not_asked_again() {
+        let mut flow = new_flow();
+        flow.enter(&"searching".into(), None, Timestamp(2));
+        flow.current_mut().handlers[0].enumerated = true;
+        flow.current_mut().handlers[0].total = 4;
+        assert_eq!(next_step(&flow, everything_at("1.0")), Step::Idle);
+    }
+
+    #[test]
+    fn a_completed_final_phase_finishes_the_flow() {
+        let mut flow = new_flow();
+        flow.enter(&"finished".into(), None, Timestamp(2));
+        flow.current_mut().state = PhaseState::Completed;
+        assert!(matches!(
+            next_step(&flow, everything_at("1.0")),
+            Step::End {
+                status: FlowStatus::Finished,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failed_phase_takes_its_error_transition_carrying_the_error() {
+        let mut flow = new_flow();
+        flow.enter(&"fetching-pages".into(), None, Timestamp(2));
+        flow.current_mut().state = PhaseState::Failed;
+        flow.current_mut().error = Some(error_in("fetching-pages"));
+        assert_eq!(
+            next_step(&flow, everything_at("1.0")),
+            Step::Enter {
+                from: Cursor {
+                    seq: 1,
+                    phase: "fetching-pages".into()
+                },
+                to: "error".into(),
+                error: Some(error_in("fetching-pages")),
+            }
+        );
+    }
+
+    #[test]
+    fn a_failure_without_an_error_phase_fails_the_flow() {
+        let mut flow = new_flow();
+        flow.enter(&"finished".into(), None, Timestamp(2));
+        flow.current_mut().state = PhaseState::Failed;
+        assert!(matches!(
+            next_step(&flow, everything_at("1.0")),
+            Step::End {
+                status: FlowStatus::Failed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failure_inside_error_handling_ends_the_flow_instead_of_looping() {
+        let definition = json!({
+            "workflow": "loop",
+            "phases": {
+                "start": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "recover", "handlers": ["A"]},
+                "recover": {"transitions_to": "done", "on_error_transition_to": "recover", "handlers": ["B"]},
+                "done": {"is_final": true}
+            }
+        });
+        let workflow = Arc::new(parse_definition_value(&definition).unwrap());
+        let mut flow = FlowRecord::new(FlowId::new("f"), workflow, Map::new(), Timestamp(1));
+        flow.enter(&"recover".into(), Some(error_in("start")), Timestamp(2));
+        flow.current_mut().state = PhaseState::Failed;
+        assert!(matches!(
+            next_step(&flow, everything_at("1.0")),
+            Step::End {
+                status: FlowStatus::Failed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn paused_and_ended_flows_make_no_transition() {
+        for status in [
+            FlowStatus::Paused,
+            FlowStatus::Canceled,
+            FlowStatus::Finished,
+        ] {
+            let mut flow = new_flow();
+            flow.status = status;
+            assert_eq!(next_step(&flow, everything_at("1.0")), Step::Idle);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_attempts_run_out() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        let delays: Vec<AfterFailure> = (1..=5).map(|n| after_failure(&policy, n, true)).collect();
+        assert_eq!(
+            delays,
+            vec![
+                AfterFailure::Retry {
+                    delay: Duration::from_millis(100)
+                },
+                AfterFailure::Retry {
+                    delay: Duration::from_millis(200)
+                },
+                AfterFailure::Retry {
+                    delay: Duration::from_millis(350)
+                },
+                AfterFailure::Retry {
+                    delay: Duration::from_millis(350)
+                },
+                AfterFailure::GiveUp,
+            ]
+        );
+        assert_eq!(after_failure(&policy, 1, false), AfterFailure::GiveUp);
+        assert_eq!(backoff(&policy, u32::MAX), Duration::from_millis(350));
+    }
+
+    #[test]
+    fn commands_apply_only_in_the_right_status() {
+        use FlowStatus::*;
+        assert_eq!(apply_command(Running, Command::Pause), Ok(Paused));
+        assert_eq!(apply_command(Paused, Command::Resume), Ok(Running));
+        assert_eq!(apply_command(Paused, Command::Cancel), Ok(Canceled));
+        assert_eq!(apply_command(Running, Command::Cancel), Ok(Canceled));
+        let rejected = apply_command(Running, Command::Resume).unwrap_err();
+        assert_eq!(
+            rejected.to_string(),
+            "cannot resume a flow that is running: only a paused flow can be resumed"
+        );
+        assert!(apply_command(Paused, Command::Pause).is_err());
+        for ended in [Finished, Failed, Canceled] {
+            for command in [Command::Pause, Command::Resume, Command::Cancel] {
+                assert!(apply_command(ended, command).is_err());
+            }
+        }
+    }
+
+    fn job_task(seq: u32) -> Task {
+        Task::Process {
+            key: JobKey {
+                flow: FlowId::new("f1"),
+                seq,
+                slot: 0,
+                index: 0,
+            },
+            phase: "searching".into(),
+            handler: "GoogleSearcher".into(),
+            version: v("1.0"),
+            attempt: 1,
+            job: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn jobs_run_only_in_their_own_running_phase_visit() {
+        let mut flow = new_flow();
+        flow.enter(&"searching".into(), None, Timestamp(2));
+        assert_eq!(admission(&flow, &job_task(1), false), Admission::Run);
+        assert_eq!(admission(&flow, &job_task(1), true), Admission::Drop);
+        assert_eq!(admission(&flow, &job_task(0), false), Admission::Drop);
+        flow.status = FlowStatus::Paused;
+        assert_eq!(admission(&flow, &job_task(1), false), Admission::Parked);
+        flow.status = FlowStatus::Canceled;
+        assert_eq!(admission(&flow, &job_task(1), false), Admission::Drop);
+        flow.status = FlowStatus::Running;
+        flow.current_mut().state = PhaseState::Failed;
+        assert_eq!(admission(&flow, &job_task(1), false), Admission::Drop);
+    }
+
+    #[test]
+    fn only_a_clean_finish_ends_well() {
+        let mut flow = new_flow();
+        flow.status = FlowStatus::Finished;
+        assert!(ended_well(&flow));
+        flow.enter(&"error".into(), Some(error_in("pending")), Timestamp(2));
+        assert!(!ended_well(&flow));
+    }
+}

@@ -1,0 +1,144 @@
+//! The client: start flows, read them, steer them, wait for them.
+//!
+//! It talks straight to the backend, so the CLI, a Rust program and the
+//! HTTP API all steer flows the same way.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Backend, RuntimeError};
+use crate::broker::FlowEvent;
+use crate::definition::Workflow;
+use crate::ids::FlowId;
+use crate::model::{Command, FlowRecord, FlowStatus};
+use crate::store::{CommandApplied, FlowQuery, StoreError};
+use crate::time::Timestamp;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("no flow with id `{0}`")]
+    UnknownFlow(FlowId),
+    #[error(transparent)]
+    Rejected(#[from] crate::rules::CommandRejected),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<StoreError> for ClientError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::UnknownFlow(id) => ClientError::UnknownFlow(id),
+            StoreError::Rejected(rejected) => ClientError::Rejected(rejected),
+            other => ClientError::Runtime(RuntimeError::Store(other)),
+        }
+    }
+}
+
+impl From<crate::broker::BrokerError> for ClientError {
+    fn from(error: crate::broker::BrokerError) -> Self {
+        ClientError::Runtime(RuntimeError::Broker(error))
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    backend: Backend,
+}
+
+impl Client {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend }
+    }
+
+    /// Starts a flow of `workflow` with `data` laid over the definition's
+    /// default data.
+    pub async fn start(
+        &self,
+        workflow: Arc<Workflow>,
+        data: Map<String, Value>,
+    ) -> Result<FlowId, ClientError> {
+        let id = FlowId::generate();
+        let data = workflow.flow_data(data);
+        let record = FlowRecord::new(id.clone(), workflow, data, Timestamp::now());
+        self.backend.store.create_flow(record).await?;
+        self.backend.broker.nudge(&id).await?;
+        Ok(id)
+    }
+
+    pub async fn status(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
+        self.backend
+            .store
+            .flow(id)
+            .await?
+            .ok_or_else(|| ClientError::UnknownFlow(id.clone()))
+    }
+
+    pub async fn list(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, ClientError> {
+        Ok(self.backend.store.list_flows(query).await?)
+    }
+
+    pub async fn pause(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
+        self.command(id, Command::Pause).await
+    }
+
+    pub async fn resume(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
+        self.command(id, Command::Resume).await
+    }
+
+    pub async fn cancel(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
+        self.command(id, Command::Cancel).await
+    }
+
+    async fn command(&self, id: &FlowId, command: Command) -> Result<FlowStatus, ClientError> {
+        let CommandApplied { status, released } = self
+            .backend
+            .store
+            .apply_command(id, command, Timestamp::now())
+            .await?;
+        let broker = &self.backend.broker;
+        match status {
+            FlowStatus::Running => {
+                broker.publish(released).await?;
+                // A phase may have completed while the flow was paused.
+                broker.nudge(id).await?;
+            }
+            FlowStatus::Canceled => {
+                broker
+                    .announce(FlowEvent::Ended {
+                        flow: id.clone(),
+                        status,
+                    })
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(status)
+    }
+
+    /// Waits until the flow has ended, and returns its record.
+    pub async fn wait(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
+        let mut events = self.backend.broker.subscribe();
+        loop {
+            // Checked after subscribing, so an end between the two is not missed.
+            let record = self.status(id).await?;
+            if record.status.is_ended() {
+                return Ok(record);
+            }
+            loop {
+                match events.recv().await {
+                    Ok(FlowEvent::Ended { flow, .. }) if flow == *id => break,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => {
+                        return Err(ClientError::Runtime(RuntimeError::Broker(
+                            crate::broker::BrokerError::Closed,
+                        )))
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The engine: it moves flows from phase to phase.
+//!
+//! It wakes on nudges (a phase completed or failed, a flow started or was
+//! resumed), asks [`rules::next_step`] what the flow needs, and carries it
+//! out. Every transition is a compare-and-set on the flow's cursor, so
+//! several engines, duplicate nudges or a replay after a crash still move a
+//! flow once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use super::{Backend, RuntimeError};
+use crate::broker::FlowEvent;
+use crate::ids::{Cursor, FlowId, HandlerName};
+use crate::model::{FlowError, FlowRecord, PhaseState, Task};
+use crate::rules::{self, Step};
+use crate::time::{format_duration, Timestamp};
+use crate::version::Version;
+
+/// Which handler versions some worker can run right now.
+pub trait Catalog: Send + Sync + 'static {
+    fn offered(&self, handler: &HandlerName) -> Vec<Version>;
+}
+
+impl Catalog for crate::handler::HandlerRegistry {
+    fn offered(&self, handler: &HandlerName) -> Vec<Version> {
+        crate::handler::HandlerRegistry::offered(self, handler)
+    }
+}
+
+/// How many flows one engine advances at once.
+const CONCURRENT_FLOWS: usize = 256;
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    catalog: Arc<dyn Catalog>,
+    /// Flows being advanced now, and whether another nudge came meanwhile.
+    active: Mutex<HashMap<FlowId, bool>>,
+    /// Enumerations this engine already asked for, per flow: (visit, slot).
+    dispatched: Mutex<HashMap<FlowId, HashSet<(u32, u16)>>>,
+    /// Phase visits whose timeout is armed.
+    deadlines: Mutex<HashSet<(FlowId, u32)>>,
+    /// Why a flow waits, when it waits for a worker.
+    waiting: Mutex<HashMap<FlowId, Vec<String>>>,
+    limit: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(backend: Backend, catalog: Arc<dyn Catalog>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                catalog,
+                active: Mutex::new(HashMap::new()),
+                dispatched: Mutex::new(HashMap::new()),
+                deadlines: Mutex::new(HashSet::new()),
+                waiting: Mutex::new(HashMap::new()),
+                limit: Arc::new(Semaphore::new(CONCURRENT_FLOWS)),
+            }),
+        }
+    }
+
+    /// Picks up every unfinished flow (after a restart, queues that lived in
+    /// the dead process are rebuilt from the store), then serves nudges until
+    /// the broker shuts down.
+    pub async fn run(&self) -> Result<(), RuntimeError> {
+        let mut inbox = self.inner.backend.broker.inbox().await?;
+        self.recover().await?;
+        while let Some(flow) = inbox.next().await {
+            self.nudge(flow).await;
+        }
+        Ok(())
+    }
+
+    /// Requeues what a crash lost and looks at every unfinished flow.
+    pub async fn recover(&self) -> Result<(), RuntimeError> {
+        let backend = &self.inner.backend;
+        for flow in backend.store.unfinished_flows().await? {
+            let tasks = backend.store.recover(&flow).await?;
+            backend.broker.publish(tasks).await?;
+            self.nudge(flow).await;
+        }
+        Ok(())
+    }
+
+    /// Why a flow is waiting for a worker, if it is.
+    pub fn waiting_reason(&self, flow: &FlowId) -> Option<Vec<String>> {
+        lock(&self.inner.waiting).get(flow).cloned()
+    }
+
+    /// Advances a flow in the background. Nudges for a flow already being
+    /// advanced fold into one more pass, so a flow is advanced by one task
+    /// at a time and no nudge is lost.
+    pub async fn nudge(&self, flow: FlowId) {
+        {
+            let mut active = lock(&self.inner.active);
+            if let Some(again) = active.get_mut(&flow) {
+                *again = true;
+                return;
+            }
+            active.insert(flow.clone(), false);
+        }
+        let Ok(permit) = self.inner.limit.clone().acquire_owned().await else {
+            return;
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                if let Err(error) = engine.advance(&flow).await {
+                    tracing::warn!(%flow, %error, "advancing a flow failed; it will be looked at again on the next nudge");
+                }
+                let mut active = lock(&engine.inner.active);
+                match active.get_mut(&flow) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        active.remove(&flow);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes steps until the flow has nothing more to decide.
+    pub async fn advance(&self, flow: &FlowId) -> Result<(), RuntimeError> {
+        let backend = &self.inner.backend;
+        loop {
+            let Some(record) = backend.store.flow(flow).await? else {
+                return Ok(());
+            };
+            self.arm_deadline(&record);
+            let step = rules::next_step(&record, |handler| self.inner.catalog.offered(handler));
+            match step {
+                Step::Idle => return Ok(()),
+                Step::Enter { from, to, error } => {
+                    let entered = backend
+                        .store
+                        .enter_phase(flow, &from, &to, error, Timestamp::now())
+                        .await?;
+                    if entered.is_some() {
+                        backend
+                            .broker
+                            .announce(FlowEvent::Entered {
+                                flow: flow.clone(),
+                                phase: to,
+                            })
+                            .await?;
+                    }
+                }
+                Step::End { from, status } => {
+                    if backend
+                        .store
+                        .end_flow(flow, &from, status, Timestamp::now())
+                        .await?
+                    {
+                        self.forget(flow);
+                        backend
+                            .broker
+                            .announce(FlowEvent::Ended {
+                                flow: flow.clone(),
+                                status,
+                            })
+                            .await?;
+                    }
+                    return Ok(());
+                }
+                Step::Dispatch {
+                    cursor,
+                    orders,
+                    waiting,
+                } => {
+                    self.note_waiting(flow, &waiting);
+                    let tasks = self.fresh_orders(flow, &cursor, orders);
+                    backend.broker.publish(tasks).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn note_waiting(&self, flow: &FlowId, waiting: &[rules::Waiting]) {
+        let mut all = lock(&self.inner.waiting);
+        if waiting.is_empty() {
+            all.remove(flow);
+        } else {
+            all.insert(
+                flow.clone(),
+                waiting.iter().map(ToString::to_string).collect(),
+            );
+        }
+    }
+
+    /// Enumerate tasks this engine has not sent yet for this visit.
+    fn fresh_orders(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        orders: Vec<rules::EnumerateOrder>,
+    ) -> Vec<Task> {
+        let mut dispatched = lock(&self.inner.dispatched);
+        let sent = dispatched.entry(flow.clone()).or_default();
+        sent.retain(|(seq, _)| *seq == cursor.seq);
+        orders
+            .into_iter()
+            .filter(|order| sent.insert((cursor.seq, order.slot)))
+            .map(|order| Task::Enumerate {
+                flow: flow.clone(),
+                cursor: cursor.clone(),
+                slot: order.slot,
+                handler: order.handler,
+                version: order.version,
+                attempt: 1,
+            })
+            .collect()
+    }
+
+    fn forget(&self, flow: &FlowId) {
+        lock(&self.inner.dispatched).remove(flow);
+        lock(&self.inner.waiting).remove(flow);
+        lock(&self.inner.deadlines).retain(|(id, _)| id != flow);
+    }
+
+    /// Starts the clock of a phase with a timeout, once per visit.
+    fn arm_deadline(&self, record: &FlowRecord) {
+        let run = record.current();
+        if run.state != PhaseState::Running || record.status.is_ended() {
+            return;
+        }
+        let Some(timeout) = record
+            .workflow
+            .phase(run.phase.as_str())
+            .and_then(|phase| phase.timeout)
+        else {
+            return;
+        };
+        if !lock(&self.inner.deadlines).insert((record.id.clone(), run.seq)) {
+            return;
+        }
+        let deadline = run.started_at.plus(timeout);
+        let wait = Timestamp::now().until(deadline);
+        let engine = self.clone();
+        let flow = record.id.clone();
+        let cursor = run.cursor();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let error = FlowError {
+                phase: cursor.phase.clone(),
+                handler: None,
+                job_id: None,
+                attempts: 0,
+                message: format!(
+                    "the phase did not complete within {}",
+                    format_duration(timeout)
+                ),
+            };
+            let store = &engine.inner.backend.store;
+            match store
+                .record_failure(&flow, &cursor, None, error, Timestamp::now())
+                .await
+            {
+                Ok(progress) if progress.needs_engine() => engine.nudge(flow).await,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%flow, %error, "recording a phase timeout failed"),
+            }
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

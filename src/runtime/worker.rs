@@ -1,0 +1,373 @@
+//! The worker: it runs handlers on the tasks of their queues.
+//!
+//! For each delivery it asks the store whether the task may start (this is
+//! where pause parks a task and cancel drops it), runs the handler under its
+//! timeout, records the result, and only then acknowledges the delivery, so
+//! a crash at any point leaves the task to be delivered again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{Backend, RuntimeError};
+use crate::broker::{queue_name, Delivery};
+use crate::definition::HandlerSpec;
+use crate::handler::{
+    EnumerateRequest, HandlerError, HandlerRegistry, JobRequest, RegisteredHandler,
+};
+use crate::ids::{Cursor, JobKey};
+use crate::model::{Admission, FlowContext, FlowError, Progress, Task};
+use crate::rules::{self, AfterFailure};
+use crate::time::{format_duration, Timestamp};
+
+/// Jobs in flight per handler version when neither the handlers file nor the
+/// workflow says otherwise.
+pub const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
+
+pub struct WorkerBuilder {
+    backend: Backend,
+    registry: HandlerRegistry,
+    concurrency: Option<usize>,
+}
+
+impl WorkerBuilder {
+    pub fn new(backend: Backend, registry: HandlerRegistry) -> Self {
+        Self {
+            backend,
+            registry,
+            concurrency: None,
+        }
+    }
+
+    /// Caps the jobs in flight across all of this worker's handlers.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = Some(limit.max(1));
+        self
+    }
+
+    pub fn build(self) -> Worker {
+        Worker {
+            inner: Arc::new(WorkerInner {
+                backend: self.backend,
+                registry: self.registry,
+                overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<WorkerInner>,
+}
+
+struct WorkerInner {
+    backend: Backend,
+    registry: HandlerRegistry,
+    overall: Option<Arc<Semaphore>>,
+}
+
+/// How a task's attempt ended, before it is recorded.
+enum Attempt {
+    Enumerated(Vec<serde_json::Value>),
+    Processed(Option<serde_json::Value>),
+    Failed(HandlerError),
+}
+
+impl Worker {
+    pub fn registry(&self) -> &HandlerRegistry {
+        &self.inner.registry
+    }
+
+    /// Consumes every hosted handler's queue until the broker shuts down.
+    /// Each handler version gets its own consumer, so a slow handler never
+    /// holds up the others.
+    pub async fn run(&self) -> Result<(), RuntimeError> {
+        let mut consumers = JoinSet::new();
+        for entry in self.inner.registry.iter() {
+            let prefetch = entry
+                .options
+                .concurrency
+                .unwrap_or(DEFAULT_HANDLER_CONCURRENCY);
+            let queue = queue_name(&entry.name, &entry.version);
+            let mut consumer = self
+                .inner
+                .backend
+                .broker
+                .consume(vec![queue], prefetch)
+                .await?;
+            let worker = self.clone();
+            consumers.spawn(async move {
+                let mut in_flight = JoinSet::new();
+                while let Some(delivery) = consumer.next().await {
+                    let worker = worker.clone();
+                    in_flight.spawn(async move { worker.handle(delivery).await });
+                    // Reap finished jobs so the set does not grow without bound.
+                    while in_flight.try_join_next().is_some() {}
+                }
+                while in_flight.join_next().await.is_some() {}
+            });
+        }
+        while consumers.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let Delivery { task, ack } = delivery;
+        let _overall = match &self.inner.overall {
+            Some(limit) => limit.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        match self.execute(&task).await {
+            Ok(()) => {
+                if let Err(error) = ack.ack().await {
+                    tracing::warn!(%error, "acknowledging a task failed; it will be delivered again");
+                }
+            }
+            // Not acknowledged: the broker delivers it again (or, in one
+            // process, recovery after a restart requeues it).
+            Err(error) => {
+                tracing::error!(%error, flow = %task.flow(), "recording a task's result failed")
+            }
+        }
+    }
+
+    async fn execute(&self, task: &Task) -> Result<(), RuntimeError> {
+        let store = &self.inner.backend.store;
+        if store.admit(task).await? != Admission::Run {
+            return Ok(());
+        }
+        let Some(context) = store.flow_context(task.flow()).await? else {
+            return Ok(());
+        };
+        let (handler, version) = task.handler();
+        let Some(registered) = self.inner.registry.get(handler, version) else {
+            let error =
+                HandlerError::permanent(format!("this worker does not host {handler} {version}"));
+            return self.settle(task, &context, Attempt::Failed(error)).await;
+        };
+        let spec = handler_spec(&context, task);
+        let timeout = spec
+            .and_then(|spec| spec.timeout)
+            .or(registered.options.timeout);
+        let attempt = self.attempt(task, &context, registered, timeout).await?;
+        self.settle(task, &context, attempt).await
+    }
+
+    /// Runs the handler in a task of its own, so that a panic or a timeout
+    /// becomes a failed attempt instead of a lost job.
+    async fn attempt(
+        &self,
+        task: &Task,
+        context: &FlowContext,
+        registered: &RegisteredHandler,
+        timeout: Option<Duration>,
+    ) -> Result<Attempt, RuntimeError> {
+        let handler = registered.handler.clone();
+        let call = match task {
+            Task::Enumerate {
+                cursor,
+                handler: name,
+                ..
+            } => {
+                let input = self
+                    .inner
+                    .backend
+                    .store
+                    .enumerate_input(task.flow(), cursor)
+                    .await?;
+                let request = EnumerateRequest {
+                    flow_id: context.id.clone(),
+                    workflow: context.workflow.name.clone(),
+                    phase: cursor.phase.clone(),
+                    handler: name.clone(),
+                    data: context.data.clone(),
+                    outputs: input.outputs,
+                    error: input.error,
+                };
+                tokio::spawn(
+                    async move { handler.enumerate(request).await.map(Attempt::Enumerated) },
+                )
+            }
+            Task::Process {
+                key,
+                phase,
+                handler: name,
+                attempt,
+                job,
+                ..
+            } => {
+                let request = JobRequest {
+                    flow_id: context.id.clone(),
+                    workflow: context.workflow.name.clone(),
+                    phase: phase.clone(),
+                    handler: name.clone(),
+                    job_id: key.id(),
+                    attempt: *attempt,
+                    job: job.clone(),
+                    data: context.data.clone(),
+                };
+                tokio::spawn(async move { handler.process(request).await.map(Attempt::Processed) })
+            }
+        };
+        let abort = call.abort_handle();
+        let outcome = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    abort.abort();
+                    return Ok(Attempt::Failed(HandlerError::new(format!(
+                        "timed out after {}",
+                        format_duration(limit)
+                    ))));
+                }
+            },
+            None => call.await,
+        };
+        Ok(match outcome {
+            Ok(Ok(attempt)) => attempt,
+            Ok(Err(error)) => Attempt::Failed(error),
+            Err(join_error) => Attempt::Failed(HandlerError::new(panic_message(join_error))),
+        })
+    }
+
+    /// Records an attempt's outcome and tells the engine when the phase has
+    /// something to decide.
+    async fn settle(
+        &self,
+        task: &Task,
+        context: &FlowContext,
+        attempt: Attempt,
+    ) -> Result<(), RuntimeError> {
+        let backend = &self.inner.backend;
+        let now = Timestamp::now();
+        let progress = match (task, attempt) {
+            (
+                Task::Enumerate {
+                    flow,
+                    cursor,
+                    slot,
+                    handler,
+                    version,
+                    ..
+                },
+                Attempt::Enumerated(jobs),
+            ) => {
+                let recorded = backend
+                    .store
+                    .record_enumerated(flow, cursor, *slot, version, &jobs, now)
+                    .await?;
+                if recorded.fresh {
+                    let tasks = jobs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, job)| Task::Process {
+                            key: JobKey {
+                                flow: flow.clone(),
+                                seq: cursor.seq,
+                                slot: *slot,
+                                index: index as u32,
+                            },
+                            phase: cursor.phase.clone(),
+                            handler: handler.clone(),
+                            version: version.clone(),
+                            attempt: 1,
+                            job,
+                        })
+                        .collect();
+                    backend.broker.publish(tasks).await?;
+                }
+                recorded.progress
+            }
+            (Task::Process { key, .. }, Attempt::Processed(output)) => {
+                backend.store.record_job_done(key, output, now).await?
+            }
+            (_, Attempt::Failed(error)) => self.fail(task, context, error).await?,
+            // A handler answers the kind of task it was given.
+            (_, Attempt::Enumerated(_) | Attempt::Processed(_)) => Progress::Running,
+        };
+        if progress.needs_engine() {
+            backend.broker.nudge(task.flow()).await?;
+        }
+        Ok(())
+    }
+
+    /// Retries with backoff while attempts remain; then fails the phase.
+    async fn fail(
+        &self,
+        task: &Task,
+        context: &FlowContext,
+        error: HandlerError,
+    ) -> Result<Progress, RuntimeError> {
+        let backend = &self.inner.backend;
+        let policy = handler_spec(context, task)
+            .map(|spec| spec.retry.clone())
+            .unwrap_or_default();
+        let attempt = task.attempt();
+        match rules::after_failure(&policy, attempt, error.retryable) {
+            AfterFailure::Retry { delay } => {
+                tracing::debug!(flow = %task.flow(), attempt, %error, "attempt failed; retrying");
+                backend.store.record_retry(task, attempt + 1).await?;
+                backend
+                    .broker
+                    .publish_later(task.next_attempt(), delay)
+                    .await?;
+                Ok(Progress::Running)
+            }
+            AfterFailure::GiveUp => {
+                let (seq, slot) = task.seq_and_slot();
+                let (handler, _) = task.handler();
+                let job_id = match task {
+                    Task::Process { key, .. } => Some(key.id()),
+                    Task::Enumerate { .. } => None,
+                };
+                let flow_error = FlowError {
+                    phase: task.phase().clone(),
+                    handler: Some(handler.clone()),
+                    job_id,
+                    attempts: attempt,
+                    message: error.message,
+                };
+                tracing::info!(flow = %task.flow(), error = %flow_error, "giving up");
+                let cursor = Cursor {
+                    seq,
+                    phase: task.phase().clone(),
+                };
+                Ok(backend
+                    .store
+                    .record_failure(
+                        task.flow(),
+                        &cursor,
+                        Some(slot),
+                        flow_error,
+                        Timestamp::now(),
+                    )
+                    .await?)
+            }
+        }
+    }
+}
+
+fn handler_spec<'a>(context: &'a FlowContext, task: &Task) -> Option<&'a HandlerSpec> {
+    let (_, slot) = task.seq_and_slot();
+    context
+        .workflow
+        .phase(task.phase().as_str())?
+        .handlers
+        .get(slot as usize)
+}
+
+fn panic_message(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return "the handler was stopped".to_owned();
+    }
+    let payload = error.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!("the handler panicked: {text}")
+}

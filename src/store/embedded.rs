@@ -1,0 +1,655 @@
+//! The embedded store: flow state in this process, optionally made durable
+//! in a SQLite file.
+//!
+//! All bookkeeping (per-job done flags, counters, parking) happens here
+//! under one mutex, which makes each operation atomic. With a database the
+//! same state also journals every change, and a writer thread commits the
+//! journal (see `sqlite.rs`); an operation returns only once its change is
+//! committed. So the rules of counting live in one place, whether state is
+//! durable or not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{CommandApplied, Enumerated, FlowQuery, Store, StoreError};
+use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
+use crate::model::{
+    Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
+    PhaseState, Progress, Task,
+};
+use crate::rules;
+use crate::time::Timestamp;
+use crate::version::Version;
+
+/// The jobs one handler enumerated in one phase visit.
+#[derive(Clone, Debug)]
+pub(super) struct JobTable {
+    pub handler: HandlerName,
+    pub version: Version,
+    pub jobs: Vec<Value>,
+    pub done: Vec<bool>,
+    pub outputs: Vec<Option<Value>>,
+    /// The attempt each job is on; 1 until it fails once.
+    pub attempts: Vec<u32>,
+}
+
+impl JobTable {
+    pub fn new(handler: HandlerName, version: Version, jobs: Vec<Value>) -> Self {
+        let count = jobs.len();
+        Self {
+            handler,
+            version,
+            jobs,
+            done: vec![false; count],
+            outputs: vec![None; count],
+            attempts: vec![1; count],
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct FlowState {
+    pub record: FlowRecord,
+    /// Keyed by (phase visit, handler slot).
+    pub jobs: HashMap<(u32, u16), JobTable>,
+    pub parked: Vec<Task>,
+}
+
+/// A change the durable store must write, in the order it happened.
+#[derive(Debug)]
+pub(super) enum JournalEntry {
+    FlowChanged(FlowId),
+    JobsAdded {
+        flow: FlowId,
+        seq: u32,
+        slot: u16,
+        jobs: Vec<Value>,
+    },
+    JobDone {
+        key: JobKey,
+        output: Option<Value>,
+    },
+    JobAttempt {
+        key: JobKey,
+        attempt: u32,
+    },
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub flows: BTreeMap<FlowId, FlowState>,
+    journaling: bool,
+    pub pending: Vec<JournalEntry>,
+    /// How many entries were ever logged; the number a change waits for.
+    pub logged: u64,
+    pub closed: bool,
+}
+
+impl State {
+    fn log(&mut self, entry: JournalEntry) {
+        if self.journaling {
+            self.pending.push(entry);
+            self.logged += 1;
+        }
+    }
+
+    fn flow_mut(&mut self, id: &FlowId) -> Result<&mut FlowState, StoreError> {
+        self.flows
+            .get_mut(id)
+            .ok_or_else(|| StoreError::UnknownFlow(id.clone()))
+    }
+}
+
+/// How far the journal has been made durable.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Committed {
+    pub upto: u64,
+    pub failure: Option<String>,
+}
+
+pub(super) struct Shared {
+    pub state: Mutex<State>,
+    /// Wakes the journal writer when entries are pending.
+    pub wake: Condvar,
+    pub committed: watch::Receiver<Committed>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counts we can no longer
+        // trust, but the process is going down anyway; keep serving reads.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Flow state in this process: in memory only ([`EmbeddedStore::in_memory`])
+/// or durable in SQLite ([`EmbeddedStore::open`]).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    pub(super) shared: Arc<Shared>,
+    /// Keeps a durable store's writer running while any clone lives.
+    _writer: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl EmbeddedStore {
+    /// State in memory only: fast, and gone when the process exits.
+    pub fn in_memory() -> Self {
+        let (_, committed) = watch::channel(Committed::default());
+        Self::from_parts(State::default(), committed)
+    }
+
+    /// A store whose changes are also journaled for a writer to persist.
+    pub(super) fn journaled(
+        flows: BTreeMap<FlowId, FlowState>,
+        committed: watch::Receiver<Committed>,
+    ) -> Self {
+        let state = State {
+            flows,
+            journaling: true,
+            ..State::default()
+        };
+        Self::from_parts(state, committed)
+    }
+
+    fn from_parts(state: State, committed: watch::Receiver<Committed>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                wake: Condvar::new(),
+                committed,
+            }),
+            _writer: None,
+        }
+    }
+
+    pub(super) fn with_guard(mut self, guard: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self._writer = Some(guard);
+        self
+    }
+
+    /// Runs a change under the lock, then waits until whatever it journaled
+    /// is durable, so that callers never act on a change a crash could undo.
+    async fn change<R>(
+        &self,
+        apply: impl FnOnce(&mut State) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let (result, ticket) = {
+            let mut state = self.shared.lock();
+            let before = state.logged;
+            let result = apply(&mut state)?;
+            let ticket = (state.logged > before).then_some(state.logged);
+            (result, ticket)
+        };
+        if let Some(ticket) = ticket {
+            self.shared.wake.notify_one();
+            self.wait_durable(ticket).await?;
+        }
+        Ok(result)
+    }
+
+    async fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
+        let mut committed = self.shared.committed.clone();
+        let reached = committed
+            .wait_for(|c| c.upto >= ticket || c.failure.is_some())
+            .await
+            .map_err(|_| StoreError::Backend("the state database writer stopped".into()))?;
+        match &reached.failure {
+            Some(failure) if reached.upto < ticket => Err(StoreError::Backend(failure.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    fn read<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        read(&self.shared.lock())
+    }
+}
+
+fn visit_is_current(record: &FlowRecord, cursor: &Cursor) -> bool {
+    let run = record.current();
+    run.seq == cursor.seq && run.phase == cursor.phase
+}
+
+/// Progress of the visit `seq` as seen by someone working on it.
+fn progress_of(record: &FlowRecord, seq: u32) -> Progress {
+    if record.status.is_ended() || record.current().seq != seq {
+        Progress::Stale
+    } else {
+        Progress::of(record.current().state)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+        self.change(|state| {
+            if state.flows.contains_key(&flow.id) {
+                return Err(StoreError::DuplicateFlow(flow.id.clone()));
+            }
+            let id = flow.id.clone();
+            state.flows.insert(
+                id.clone(),
+                FlowState {
+                    record: flow,
+                    jobs: HashMap::new(),
+                    parked: Vec::new(),
+                },
+            );
+            state.log(JournalEntry::FlowChanged(id));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
+        Ok(self.read(|state| state.flows.get(id).map(|flow| flow.record.clone())))
+    }
+
+    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
+        Ok(self.read(|state| {
+            state.flows.get(id).map(|flow| FlowContext {
+                id: id.clone(),
+                workflow: flow.record.workflow.clone(),
+                data: flow.record.data.clone(),
+            })
+        }))
+    }
+
+    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .flows
+                .values()
+                .filter(|flow| !flow.record.status.is_ended())
+                .map(|flow| flow.record.id.clone())
+                .collect()
+        }))
+    }
+
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
+        Ok(self.read(|state| {
+            let newest_first: Box<dyn Iterator<Item = &FlowState>> = match &query.before {
+                Some(before) => Box::new(state.flows.range(..before.clone()).rev().map(|(_, f)| f)),
+                None => Box::new(state.flows.values().rev()),
+            };
+            newest_first
+                .map(|flow| &flow.record)
+                .filter(|record| query.status.is_none_or(|status| record.status == status))
+                .filter(|record| {
+                    query
+                        .workflow
+                        .as_deref()
+                        .is_none_or(|name| record.workflow.name.as_str() == name)
+                })
+                .take(query.limit.max(1))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn enter_phase(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<Option<Cursor>, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let record = &mut entry.record;
+            if record.status != FlowStatus::Running || !visit_is_current(record, from) {
+                return Ok(None);
+            }
+            if record.workflow.phase(to.as_str()).is_none() {
+                return Err(StoreError::Corrupt(format!(
+                    "flow {flow} cannot enter `{to}`: its workflow has no such phase"
+                )));
+            }
+            let cursor = record.enter(to, error, at);
+            state.log(JournalEntry::FlowChanged(flow.clone()));
+            Ok(Some(cursor))
+        })
+        .await
+    }
+
+    async fn end_flow(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        status: FlowStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            if entry.record.status != FlowStatus::Running || !visit_is_current(&entry.record, from)
+            {
+                return Ok(false);
+            }
+            entry.record.status = status;
+            entry.record.ended_at = Some(at);
+            release_jobs(entry);
+            state.log(JournalEntry::FlowChanged(flow.clone()));
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_enumerated(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+        version: &Version,
+        jobs: &[Value],
+        at: Timestamp,
+    ) -> Result<Enumerated, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let record = &mut entry.record;
+            if record.status.is_ended() || !visit_is_current(record, cursor) {
+                return Ok(Enumerated {
+                    progress: Progress::Stale,
+                    fresh: false,
+                });
+            }
+            let run = record.current_mut();
+            let Some(handler) = run.handlers.get_mut(slot as usize) else {
+                return Err(StoreError::Corrupt(format!(
+                    "phase `{}` has no handler in slot {slot}",
+                    cursor.phase
+                )));
+            };
+            if handler.enumerated || run.state != PhaseState::Running {
+                let progress = Progress::of(run.state);
+                return Ok(Enumerated {
+                    progress,
+                    fresh: false,
+                });
+            }
+            handler.enumerated = true;
+            handler.version = Some(version.clone());
+            handler.total = jobs.len() as u64;
+            handler.started_at = Some(at);
+            if jobs.is_empty() {
+                handler.finished_at = Some(at);
+            }
+            let name = handler.handler.clone();
+            let progress = run.settle(at);
+            entry.jobs.insert(
+                (cursor.seq, slot),
+                JobTable::new(name, version.clone(), jobs.to_vec()),
+            );
+            if state.journaling {
+                state.log(JournalEntry::JobsAdded {
+                    flow: flow.clone(),
+                    seq: cursor.seq,
+                    slot,
+                    jobs: jobs.to_vec(),
+                });
+            }
+            state.log(JournalEntry::FlowChanged(flow.clone()));
+            Ok(Enumerated {
+                progress,
+                fresh: true,
+            })
+        })
+        .await
+    }
+
+    async fn record_job_done(
+        &self,
+        key: &JobKey,
+        output: Option<Value>,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.change(|state| {
+            let journaling = state.journaling;
+            let entry = state.flow_mut(&key.flow)?;
+            let Some(table) = entry.jobs.get_mut(&(key.seq, key.slot)) else {
+                // The flow ended and released its jobs, or never had these.
+                return Ok(progress_of(&entry.record, key.seq));
+            };
+            let index = key.index as usize;
+            if index >= table.done.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "job {} is past the {} jobs enumerated",
+                    key.id(),
+                    table.done.len()
+                )));
+            }
+            if table.done[index] {
+                return Ok(progress_of(&entry.record, key.seq));
+            }
+            table.done[index] = true;
+            let journal_output = if journaling { output.clone() } else { None };
+            table.outputs[index] = output;
+            let record = &mut entry.record;
+            let Some(run) = record.phases.get_mut(key.seq as usize) else {
+                return Err(StoreError::Corrupt(format!(
+                    "job {} names no phase visit",
+                    key.id()
+                )));
+            };
+            if let Some(handler) = run.handlers.get_mut(key.slot as usize) {
+                handler.done += 1;
+                if handler.done >= handler.total {
+                    handler.finished_at = Some(at);
+                }
+            }
+            run.settle(at);
+            let progress = progress_of(record, key.seq);
+            state.log(JournalEntry::JobDone {
+                key: key.clone(),
+                output: journal_output,
+            });
+            state.log(JournalEntry::FlowChanged(key.flow.clone()));
+            Ok(progress)
+        })
+        .await
+    }
+
+    async fn record_retry(&self, task: &Task, next_attempt: u32) -> Result<(), StoreError> {
+        self.change(|state| {
+            let flow = task.flow().clone();
+            let entry = state.flow_mut(&flow)?;
+            let (seq, slot) = task.seq_and_slot();
+            if let Some(handler) = entry
+                .record
+                .phases
+                .get_mut(seq as usize)
+                .and_then(|run| run.handlers.get_mut(slot as usize))
+            {
+                handler.retried += 1;
+            }
+            if let Task::Process { key, .. } = task {
+                if let Some(attempt) = entry
+                    .jobs
+                    .get_mut(&(seq, slot))
+                    .and_then(|table| table.attempts.get_mut(key.index as usize))
+                {
+                    *attempt = next_attempt;
+                }
+                state.log(JournalEntry::JobAttempt {
+                    key: key.clone(),
+                    attempt: next_attempt,
+                });
+            }
+            state.log(JournalEntry::FlowChanged(flow));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_failure(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: Option<u16>,
+        error: FlowError,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let record = &mut entry.record;
+            let Some(run) = record.phases.get_mut(cursor.seq as usize) else {
+                return Ok(Progress::Stale);
+            };
+            if let (Some(slot), Some(_)) = (slot, &error.job_id) {
+                if let Some(handler) = run.handlers.get_mut(slot as usize) {
+                    handler.failed += 1;
+                }
+            }
+            if run.state == PhaseState::Running {
+                run.state = PhaseState::Failed;
+                run.finished_at = Some(at);
+                run.error = Some(error);
+            }
+            let progress = progress_of(record, cursor.seq);
+            state.log(JournalEntry::FlowChanged(flow.clone()));
+            Ok(progress)
+        })
+        .await
+    }
+
+    async fn admit(&self, task: &Task) -> Result<Admission, StoreError> {
+        self.change(|state: &mut State| {
+            let Some(entry) = state.flows.get_mut(task.flow()) else {
+                return Ok(Admission::Drop);
+            };
+            let already_done = match task {
+                Task::Process { key, .. } => {
+                    entry.jobs.get(&(key.seq, key.slot)).is_none_or(|table| {
+                        table.done.get(key.index as usize).copied().unwrap_or(true)
+                    })
+                }
+                Task::Enumerate { .. } => false,
+            };
+            let admission = rules::admission(&entry.record, task, already_done);
+            // Parked tasks are not journaled: after a restart, recovery
+            // queues every unfinished job again and a paused flow parks it anew.
+            if admission == Admission::Parked {
+                entry.parked.push(task.clone());
+            }
+            Ok(admission)
+        })
+        .await
+    }
+
+    async fn apply_command(
+        &self,
+        flow: &FlowId,
+        command: Command,
+        at: Timestamp,
+    ) -> Result<CommandApplied, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let status = rules::apply_command(entry.record.status, command)?;
+            entry.record.status = status;
+            let released = match status {
+                FlowStatus::Running => std::mem::take(&mut entry.parked),
+                FlowStatus::Canceled => {
+                    entry.record.ended_at = Some(at);
+                    release_jobs(entry);
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+            state.log(JournalEntry::FlowChanged(flow.clone()));
+            Ok(CommandApplied { status, released })
+        })
+        .await
+    }
+
+    async fn enumerate_input(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+    ) -> Result<EnumerateInput, StoreError> {
+        self.read(|state| {
+            let entry = state
+                .flows
+                .get(flow)
+                .ok_or_else(|| StoreError::UnknownFlow(flow.clone()))?;
+            Ok(EnumerateInput {
+                outputs: collect_outputs(entry, cursor.seq),
+                error: entry
+                    .record
+                    .transitions
+                    .get(cursor.seq as usize)
+                    .and_then(|transition| transition.error.clone()),
+            })
+        })
+    }
+
+    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            entry.parked.clear();
+            let record = &entry.record;
+            let run = record.current();
+            let mut tasks = Vec::new();
+            if !record.status.is_ended() && run.state == PhaseState::Running {
+                for slot in 0..run.handlers.len() as u16 {
+                    let Some(table) = entry.jobs.get(&(run.seq, slot)) else {
+                        continue;
+                    };
+                    for (index, job) in table.jobs.iter().enumerate() {
+                        if table.done[index] {
+                            continue;
+                        }
+                        tasks.push(Task::Process {
+                            key: JobKey {
+                                flow: flow.clone(),
+                                seq: run.seq,
+                                slot,
+                                index: index as u32,
+                            },
+                            phase: run.phase.clone(),
+                            handler: table.handler.clone(),
+                            version: table.version.clone(),
+                            attempt: table.attempts[index],
+                            job: job.clone(),
+                        });
+                    }
+                }
+            }
+            Ok(tasks)
+        })
+        .await
+    }
+}
+
+/// An ended flow needs none of its jobs again; dropping them keeps memory
+/// flat over long runs.
+fn release_jobs(entry: &mut FlowState) {
+    entry.jobs.clear();
+    entry.parked.clear();
+}
+
+/// `{PHASE: {HANDLER: [output, ...]}}` over the visits before `before_seq`,
+/// the latest visit of a phase winning, outputs in enumeration order.
+pub(super) fn collect_outputs(entry: &FlowState, before_seq: u32) -> Outputs {
+    let mut outputs = Outputs::new();
+    for run in entry.record.phases.iter().take(before_seq as usize) {
+        let mut by_handler = BTreeMap::new();
+        for (slot, handler) in run.handlers.iter().enumerate() {
+            let values: Vec<Value> = entry
+                .jobs
+                .get(&(run.seq, slot as u16))
+                .map(|table| table.outputs.iter().flatten().cloned().collect())
+                .unwrap_or_default();
+            by_handler
+                .entry(handler.handler.clone())
+                .or_insert_with(Vec::new)
+                .extend(values);
+        }
+        outputs.insert(run.phase.clone(), by_handler);
+    }
+    outputs
+}

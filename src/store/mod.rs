@@ -1,0 +1,162 @@
+//! Where flow state lives, as domain operations.
+//!
+//! The engine and workers never read or write raw keys: they ask a [`Store`]
+//! to "record this job as done and tell me whether the phase completed",
+//! which each backend makes atomic in its own way (a mutex, a SQLite
+//! transaction, a Redis script). Counting is per job id, so a duplicated or
+//! redelivered completion is never counted twice.
+
+mod embedded;
+mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use embedded::EmbeddedStore;
+
+use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
+use crate::model::{
+    Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Progress,
+    Task,
+};
+use crate::rules::CommandRejected;
+use crate::time::Timestamp;
+use crate::version::Version;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no flow with id `{0}`")]
+    UnknownFlow(FlowId),
+    #[error("a flow with id `{0}` already exists")]
+    DuplicateFlow(FlowId),
+    #[error(transparent)]
+    Rejected(#[from] CommandRejected),
+    #[error("the state database failed: {0}")]
+    Backend(String),
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The outcome of recording a handler's enumeration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enumerated {
+    pub progress: Progress,
+    /// False when this phase visit's handler had already enumerated (a
+    /// duplicate request): the caller must not queue the jobs again.
+    pub fresh: bool,
+}
+
+/// What a status command did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandApplied {
+    pub status: FlowStatus,
+    /// Tasks that waited while the flow was paused, to be queued again.
+    pub released: Vec<Task>,
+}
+
+/// Which flows a listing shows.
+#[derive(Clone, Debug, Default)]
+pub struct FlowQuery {
+    pub status: Option<FlowStatus>,
+    pub workflow: Option<String>,
+    /// Show flows created before this id (ids sort by creation time).
+    pub before: Option<FlowId>,
+    pub limit: usize,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new flow, already in its initial phase.
+    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError>;
+
+    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError>;
+
+    /// The parts of a flow that never change, cheap enough to ask per job.
+    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError>;
+
+    /// Flows that are running or paused, oldest first.
+    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError>;
+
+    /// Newest first.
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError>;
+
+    /// Moves a running flow from the visit `from` into phase `to`. Returns
+    /// `None` when the flow is no longer at `from`: someone else moved it, or
+    /// it stopped running. This is what makes transitions happen once.
+    async fn enter_phase(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<Option<Cursor>, StoreError>;
+
+    /// Ends a running flow that is still at `from`. False when it was not.
+    async fn end_flow(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        status: FlowStatus,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Records the jobs a handler enumerated for a phase visit. The first
+    /// enumeration wins; later ones are reported as not fresh.
+    async fn record_enumerated(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+        version: &Version,
+        jobs: &[Value],
+        at: Timestamp,
+    ) -> Result<Enumerated, StoreError>;
+
+    /// Records a job as done, once per job id, with its output.
+    async fn record_job_done(
+        &self,
+        key: &JobKey,
+        output: Option<Value>,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError>;
+
+    /// Records that a task failed and will be tried again as `next_attempt`.
+    async fn record_retry(&self, task: &Task, next_attempt: u32) -> Result<(), StoreError>;
+
+    /// Fails the phase visit of a task whose attempts are spent. The first
+    /// failure wins; the phase's remaining jobs are dropped.
+    async fn record_failure(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: Option<u16>,
+        error: FlowError,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError>;
+
+    /// Decides whether a worker may start a task now, and keeps the task
+    /// aside (atomically with the decision) when its flow is paused.
+    async fn admit(&self, task: &Task) -> Result<Admission, StoreError>;
+
+    /// Pauses, resumes or cancels a flow, or says why it cannot.
+    async fn apply_command(
+        &self,
+        flow: &FlowId,
+        command: Command,
+        at: Timestamp,
+    ) -> Result<CommandApplied, StoreError>;
+
+    /// Outputs of earlier phases, and the error that led here, for enumerate.
+    async fn enumerate_input(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+    ) -> Result<EnumerateInput, StoreError>;
+
+    /// After a restart: the tasks of a flow's current visit that must be
+    /// queued again because a queue that lived in this process was lost.
+    /// Backends whose queues are durable on their own return nothing.
+    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError>;
+}

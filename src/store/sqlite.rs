@@ -1,0 +1,414 @@
+//! Durability for the embedded store: a journal writer and a loader over one
+//! SQLite file.
+//!
+//! The file runs in WAL mode with `synchronous=NORMAL`: a committed
+//! transaction survives the process being killed (`kill -9`), which is the
+//! crash this backend promises to survive. A writer thread commits journal
+//! entries in batches (group commit), so thousands of job completions share
+//! one transaction while each caller still waits for its own to be durable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use super::embedded::{Committed, EmbeddedStore, FlowState, JobTable, JournalEntry, Shared};
+use super::StoreError;
+use crate::definition::{parse_definition_value, Workflow};
+use crate::ids::FlowId;
+use crate::model::{FlowError, FlowRecord, FlowStatus, PhaseRun, Transition};
+use crate::time::Timestamp;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flows (
+    id TEXT PRIMARY KEY,
+    workflow_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    data TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flows_by_status ON flows (status);
+CREATE TABLE IF NOT EXISTS jobs (
+    flow TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    job TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    output TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (flow, seq, slot, idx)
+) WITHOUT ROWID;
+";
+
+/// The parts of a flow record that change, as one JSON column.
+#[derive(Serialize, Deserialize)]
+struct StoredProgress {
+    status: FlowStatus,
+    transitions: Vec<Transition>,
+    phases: Vec<PhaseRun>,
+    error: Option<FlowError>,
+    created_at: Timestamp,
+    ended_at: Option<Timestamp>,
+}
+
+impl StoredProgress {
+    fn of(record: &FlowRecord) -> Self {
+        Self {
+            status: record.status,
+            transitions: record.transitions.clone(),
+            phases: record.phases.clone(),
+            error: record.error.clone(),
+            created_at: record.created_at,
+            ended_at: record.ended_at,
+        }
+    }
+}
+
+fn backend_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |error| {
+        if let rusqlite::Error::SqliteFailure(failure, _) = &error {
+            if failure.code == rusqlite::ErrorCode::DatabaseBusy {
+                return StoreError::Backend(format!(
+                    "{} is in use by another distribot process",
+                    path.display()
+                ));
+            }
+        }
+        StoreError::Backend(format!("{}: {error}", path.display()))
+    }
+}
+
+/// Stops the writer once the last handle to the store is gone.
+struct WriterGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) a durable store in a SQLite file, and loads every
+    /// flow it holds. One process at a time may hold the file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let fail = backend_error(path);
+        let conn = Connection::open(path).map_err(&fail)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA busy_timeout = 0;",
+        )
+        .map_err(&fail)?;
+        // Taking the write lock now makes a second process fail at open,
+        // not halfway through a run.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(&fail)?;
+        conn.execute_batch(SCHEMA).map_err(&fail)?;
+        check_schema_version(&conn).map_err(|e| match e {
+            SchemaProblem::Sql(e) => fail(e),
+            SchemaProblem::Newer(found) => StoreError::Backend(format!(
+                "{} was written by a newer distribot (schema {found}, this one reads {SCHEMA_VERSION})",
+                path.display()
+            )),
+        })?;
+        let flows = load_flows(&conn, path)?;
+        let (committed_tx, committed_rx) = watch::channel(Committed::default());
+        let store = EmbeddedStore::journaled(flows, committed_rx);
+        let shared = store.shared.clone();
+        let path_for_writer = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("distribot-sqlite".into())
+            .spawn(move || write_journal(conn, shared, committed_tx, path_for_writer))
+            .map_err(|e| StoreError::Backend(format!("cannot start the database writer: {e}")))?;
+        let guard = WriterGuard {
+            shared: store.shared.clone(),
+        };
+        Ok(store.with_guard(Arc::new(guard)))
+    }
+}
+
+enum SchemaProblem {
+    Sql(rusqlite::Error),
+    Newer(i64),
+}
+
+fn check_schema_version(conn: &Connection) -> Result<(), SchemaProblem> {
+    let found: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(SchemaProblem::Sql)?;
+    match found.and_then(|v| v.parse::<i64>().ok()) {
+        Some(version) if version > SCHEMA_VERSION => Err(SchemaProblem::Newer(version)),
+        Some(_) => Ok(()),
+        None => conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+                params![SCHEMA_VERSION.to_string()],
+            )
+            .map(|_| ())
+            .map_err(SchemaProblem::Sql),
+    }
+}
+
+fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowState>, StoreError> {
+    let fail = backend_error(path);
+    let corrupt = |what: String| StoreError::Corrupt(format!("{}: {what}", path.display()));
+    let mut definitions: HashMap<String, Arc<Workflow>> = HashMap::new();
+    let mut flows = BTreeMap::new();
+    let mut statement = conn
+        .prepare("SELECT id, definition, data, record FROM flows")
+        .map_err(&fail)?;
+    let mut rows = statement.query([]).map_err(&fail)?;
+    while let Some(row) = rows.next().map_err(&fail)? {
+        let id: String = row.get(0).map_err(&fail)?;
+        let definition: String = row.get(1).map_err(&fail)?;
+        let data: String = row.get(2).map_err(&fail)?;
+        let progress: String = row.get(3).map_err(&fail)?;
+        let workflow = match definitions.get(&definition) {
+            Some(workflow) => workflow.clone(),
+            None => {
+                let value: Value = serde_json::from_str(&definition)
+                    .map_err(|e| corrupt(format!("flow {id}: definition: {e}")))?;
+                let workflow = Arc::new(
+                    parse_definition_value(&value)
+                        .map_err(|e| corrupt(format!("flow {id}: definition: {e}")))?,
+                );
+                definitions.insert(definition, workflow.clone());
+                workflow
+            }
+        };
+        let data: Map<String, Value> =
+            serde_json::from_str(&data).map_err(|e| corrupt(format!("flow {id}: data: {e}")))?;
+        let progress: StoredProgress = serde_json::from_str(&progress)
+            .map_err(|e| corrupt(format!("flow {id}: record: {e}")))?;
+        let id = FlowId::new(id);
+        let record = FlowRecord {
+            id: id.clone(),
+            workflow,
+            data: Arc::new(data),
+            status: progress.status,
+            transitions: progress.transitions,
+            phases: progress.phases,
+            error: progress.error,
+            created_at: progress.created_at,
+            ended_at: progress.ended_at,
+        };
+        if record.phases.is_empty() {
+            return Err(corrupt(format!("flow {id} has no phase")));
+        }
+        flows.insert(
+            id,
+            FlowState {
+                record,
+                jobs: HashMap::new(),
+                parked: Vec::new(),
+            },
+        );
+    }
+    load_jobs(conn, path, &mut flows)?;
+    Ok(flows)
+}
+
+/// Jobs of unfinished flows: outputs for later phases' enumerate, and the
+/// unfinished ones for recovery to queue again.
+fn load_jobs(
+    conn: &Connection,
+    path: &Path,
+    flows: &mut BTreeMap<FlowId, FlowState>,
+) -> Result<(), StoreError> {
+    let fail = backend_error(path);
+    let corrupt = |what: String| StoreError::Corrupt(format!("{}: {what}", path.display()));
+    let mut statement = conn
+        .prepare(
+            "SELECT seq, slot, idx, job, done, output, attempt FROM jobs
+             WHERE flow = ?1 ORDER BY seq, slot, idx",
+        )
+        .map_err(&fail)?;
+    for (id, state) in flows.iter_mut() {
+        if state.record.status.is_ended() {
+            continue;
+        }
+        let mut rows = statement.query(params![id.as_str()]).map_err(&fail)?;
+        while let Some(row) = rows.next().map_err(&fail)? {
+            let seq: u32 = row.get(0).map_err(&fail)?;
+            let slot: u16 = row.get(1).map_err(&fail)?;
+            let index: usize = row.get(2).map_err(&fail)?;
+            let job: String = row.get(3).map_err(&fail)?;
+            let done: bool = row.get(4).map_err(&fail)?;
+            let output: Option<String> = row.get(5).map_err(&fail)?;
+            let attempt: u32 = row.get(6).map_err(&fail)?;
+            let handler = state
+                .record
+                .phases
+                .get(seq as usize)
+                .and_then(|run| run.handlers.get(slot as usize))
+                .ok_or_else(|| {
+                    corrupt(format!("flow {id}: a job names visit {seq} slot {slot}"))
+                })?;
+            let version = handler.version.clone().unwrap_or_default();
+            let table = state
+                .jobs
+                .entry((seq, slot))
+                .or_insert_with(|| JobTable::new(handler.handler.clone(), version, Vec::new()));
+            if index != table.jobs.len() {
+                return Err(corrupt(format!(
+                    "flow {id}: job {index} of visit {seq} slot {slot} is out of order"
+                )));
+            }
+            let parse = |text: &str| {
+                serde_json::from_str::<Value>(text)
+                    .map_err(|e| corrupt(format!("flow {id}: job {seq}.{slot}.{index}: {e}")))
+            };
+            table.jobs.push(parse(&job)?);
+            table.done.push(done);
+            table
+                .outputs
+                .push(output.as_deref().map(parse).transpose()?);
+            table.attempts.push(attempt);
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread: drains the journal, commits it, and tells waiters.
+fn write_journal(
+    mut conn: Connection,
+    shared: Arc<Shared>,
+    committed: watch::Sender<Committed>,
+    path: PathBuf,
+) {
+    loop {
+        let (entries, snapshots, upto) = {
+            let mut state = shared.lock();
+            while state.pending.is_empty() && !state.closed {
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if state.pending.is_empty() {
+                return;
+            }
+            let entries = std::mem::take(&mut state.pending);
+            let changed: HashSet<&FlowId> = entries
+                .iter()
+                .filter_map(|entry| match entry {
+                    JournalEntry::FlowChanged(id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            // Taken under the same lock as the entries, so the snapshots are
+            // exactly the state those entries lead to.
+            let snapshots: Vec<FlowRecord> = changed
+                .into_iter()
+                .filter_map(|id| state.flows.get(id).map(|flow| flow.record.clone()))
+                .collect();
+            (entries, snapshots, state.logged)
+        };
+        match commit(&mut conn, &entries, &snapshots) {
+            Ok(()) => committed.send_modify(|c| c.upto = upto),
+            Err(error) => {
+                let message = format!("{}: {error}", path.display());
+                tracing::error!(%message, "committing flow state failed");
+                committed.send_modify(|c| c.failure = Some(message));
+                return;
+            }
+        }
+    }
+}
+
+fn commit(
+    conn: &mut Connection,
+    entries: &[JournalEntry],
+    snapshots: &[FlowRecord],
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert_job = tx.prepare_cached(
+            "INSERT OR IGNORE INTO jobs (flow, seq, slot, idx, job) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut job_done = tx.prepare_cached(
+            "UPDATE jobs SET done = 1, output = ?5 WHERE flow = ?1 AND seq = ?2 AND slot = ?3 AND idx = ?4",
+        )?;
+        let mut job_attempt = tx.prepare_cached(
+            "UPDATE jobs SET attempt = ?5 WHERE flow = ?1 AND seq = ?2 AND slot = ?3 AND idx = ?4",
+        )?;
+        let mut upsert_flow = tx.prepare_cached(
+            "INSERT INTO flows (id, workflow_name, status, created_at, definition, data, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record",
+        )?;
+        // Flows first: jobs refer to them, and a new flow's row must exist.
+        for record in snapshots {
+            let progress = serde_json::to_string(&StoredProgress::of(record))
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let definition = record.workflow.to_json().to_string();
+            let data = Value::Object((*record.data).clone()).to_string();
+            upsert_flow.execute(params![
+                record.id.as_str(),
+                record.workflow.name.as_str(),
+                record.status.as_str(),
+                record.created_at.millis() as i64,
+                definition,
+                data,
+                progress
+            ])?;
+        }
+        for entry in entries {
+            match entry {
+                JournalEntry::FlowChanged(_) => {}
+                JournalEntry::JobsAdded {
+                    flow,
+                    seq,
+                    slot,
+                    jobs,
+                } => {
+                    for (index, job) in jobs.iter().enumerate() {
+                        insert_job.execute(params![
+                            flow.as_str(),
+                            seq,
+                            slot,
+                            index as i64,
+                            job.to_string()
+                        ])?;
+                    }
+                }
+                JournalEntry::JobDone { key, output } => {
+                    job_done.execute(params![
+                        key.flow.as_str(),
+                        key.seq,
+                        key.slot,
+                        key.index,
+                        output.as_ref().map(Value::to_string)
+                    ])?;
+                }
+                JournalEntry::JobAttempt { key, attempt } => {
+                    job_attempt.execute(params![
+                        key.flow.as_str(),
+                        key.seq,
+                        key.slot,
+                        key.index,
+                        attempt
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
