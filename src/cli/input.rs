@@ -1,0 +1,87 @@
+//! Reading the user's files and flags, with errors that say what, where and
+//! how to fix. Every failure here is bad input (exit 2).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use distribot::definition::{parse_definition, Workflow};
+use distribot::handler::{load_handlers_file, HandlerRegistry};
+use serde_json::{Map, Value};
+
+use super::{CliError, CliResult};
+
+fn bad(message: impl Into<String>) -> CliError {
+    CliError::BadInput(message.into())
+}
+
+pub fn load_workflow(path: &Path) -> CliResult<Arc<Workflow>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read workflow file {}: {e}", path.display())))?;
+    let workflow = parse_definition(&text).map_err(|e| {
+        let rendered = e.to_string();
+        let lines: Vec<&str> = rendered.lines().collect();
+        let prefix = path.display();
+        if lines.len() <= 1 {
+            bad(format!("{prefix}: {rendered}"))
+        } else {
+            let body = lines
+                .iter()
+                .map(|line| format!("  {line}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            bad(format!("{prefix}: {} problems:\n{body}", lines.len()))
+        }
+    })?;
+    Ok(Arc::new(workflow))
+}
+
+/// `--handlers FILE`, or `handlers.toml` beside the workflow file.
+pub fn handlers_path(explicit: Option<&Path>, workflow: &Path) -> PathBuf {
+    match explicit {
+        Some(path) => path.to_path_buf(),
+        None => workflow
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("handlers.toml"),
+    }
+}
+
+pub fn load_handlers(path: &Path) -> CliResult<HandlerRegistry> {
+    load_handlers_file(path).map_err(|e| bad(e.to_string()))
+}
+
+/// `--data JSON` or `--data @file.json`; must be a JSON object.
+pub fn parse_data(raw: Option<&str>) -> CliResult<Map<String, Value>> {
+    let Some(raw) = raw else {
+        return Ok(Map::new());
+    };
+    let (text, origin) = match raw.strip_prefix('@') {
+        Some(file) => (
+            std::fs::read_to_string(file)
+                .map_err(|e| bad(format!("cannot read --data file {file}: {e}")))?,
+            format!("--data file {file}"),
+        ),
+        None => (raw.to_owned(), "--data".to_owned()),
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "{origin} is not valid JSON (line {}, column {}: {e}); pass an object like '{{\"query\": \"rust\"}}'",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(bad(format!(
+            "{origin} must be a JSON object, like '{{\"query\": \"rust\"}}', not {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ))),
+    }
+}

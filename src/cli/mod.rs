@@ -1,0 +1,168 @@
+//! Command-line parsing, exit statuses, and dispatch to subcommands.
+//!
+//! Exit statuses are part of the interface scripts rely on: 0 when a flow
+//! ended well, 1 when it took an error transition, failed or was canceled
+//! (or the command failed at run time), 2 for bad input or usage.
+
+mod bench;
+mod input;
+mod progress;
+mod run;
+mod summary;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A failure that decides the exit status.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad input or usage: exit 2.
+    BadInput(String),
+    /// Something failed while running: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> Self {
+        CliError::Runtime(error)
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FLOW_FAILED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Parser)]
+#[command(name = "distribot", version, about = "Run workflows of phases, fanned out into jobs and back in.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a flow of a workflow on this machine, with live progress.
+    Run(run::RunArgs),
+    /// Continue every unfinished flow of a state database after a crash.
+    Resume(run::ResumeArgs),
+    /// Check a workflow definition: exit 0 when valid, 2 when not.
+    Validate {
+        /// The workflow JSON file.
+        file: PathBuf,
+    },
+    /// Draw a workflow definition.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Mermaid)]
+        format: Format,
+    },
+    /// Measure throughput and latency with no-op in-process handlers.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Mermaid,
+    Dot,
+}
+
+pub fn main() -> i32 {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                _ => EXIT_BAD_INPUT,
+            };
+        }
+    };
+    init_logging();
+    let outcome = match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Graph { file, format } => graph(&file, format),
+        Command::Run(args) => with_runtime(|| run::run(args)),
+        Command::Resume(args) => with_runtime(|| run::resume(args)),
+        Command::Bench(args) => with_runtime(|| bench::bench(args)),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(CliError::BadInput(message)) => {
+            eprintln!("error: {message}");
+            EXIT_BAD_INPUT
+        }
+        Err(CliError::Runtime(error)) => {
+            eprintln!("error: {error:#}");
+            EXIT_FLOW_FAILED
+        }
+    }
+}
+
+fn with_runtime<F, Fut>(body: F) -> CliResult<i32>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = CliResult<i32>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(anyhow::anyhow!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(body())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A bug must still end in one line, not a backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("error: internal error{location}: {message} (please report this)");
+    }));
+}
+
+fn validate(file: &std::path::Path) -> CliResult<i32> {
+    let workflow = input::load_workflow(file)?;
+    let handlers: std::collections::BTreeSet<&str> = workflow
+        .phases
+        .iter()
+        .flat_map(|phase| phase.handlers.iter().map(|h| h.name.as_str()))
+        .collect();
+    println!(
+        "{}: valid workflow `{}` ({} phases, {} handlers)",
+        file.display(),
+        workflow.name,
+        workflow.phases.len(),
+        handlers.len()
+    );
+    Ok(EXIT_OK)
+}
+
+fn graph(file: &std::path::Path, format: Format) -> CliResult<i32> {
+    let workflow = input::load_workflow(file)?;
+    let format = match format {
+        Format::Mermaid => distribot::graph::GraphFormat::Mermaid,
+        Format::Dot => distribot::graph::GraphFormat::Dot,
+    };
+    print!("{}", distribot::graph::render(&workflow, format));
+    Ok(EXIT_OK)
+}

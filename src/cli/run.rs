@@ -1,0 +1,147 @@
+//! `distribot run` and `distribot resume`: flows on this machine, in one
+//! process, with live progress and a summary at the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use distribot::ids::FlowId;
+use distribot::model::{FlowRecord, FlowStatus};
+use distribot::rules;
+use distribot::runtime::Embedded;
+use distribot::store::{EmbeddedStore, Store};
+
+use super::input::{handlers_path, load_handlers, load_workflow, parse_data};
+use super::progress::follow;
+use super::summary::{print_human, print_json};
+use super::{CliError, CliResult, EXIT_FLOW_FAILED, EXIT_OK};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The workflow JSON file.
+    workflow: PathBuf,
+    /// The handlers file [default: handlers.toml beside the workflow].
+    #[arg(long)]
+    handlers: Option<PathBuf>,
+    /// The flow's input: a JSON object, or @file.json.
+    #[arg(long)]
+    data: Option<String>,
+    /// Keep state durable in this SQLite file (in memory without it).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Print a JSON summary on stdout at the end.
+    #[arg(long)]
+    json: bool,
+    /// The most jobs in flight at once, across all handlers.
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    /// The state database a crashed or interrupted run left.
+    #[arg(long)]
+    db: PathBuf,
+    /// The handlers file for the flows' handlers.
+    #[arg(long)]
+    handlers: PathBuf,
+    /// Print a JSON summary per flow on stdout at the end (one per line).
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+fn open_store(db: Option<&Path>) -> CliResult<Arc<dyn Store>> {
+    Ok(match db {
+        Some(path) => Arc::new(
+            EmbeddedStore::open(path).map_err(|e| CliError::BadInput(format!("--db: {e}")))?,
+        ),
+        None => Arc::new(EmbeddedStore::in_memory()),
+    })
+}
+
+pub async fn run(args: RunArgs) -> CliResult<i32> {
+    let workflow = load_workflow(&args.workflow)?;
+    let handlers_file = handlers_path(args.handlers.as_deref(), &args.workflow);
+    let registry = load_handlers(&handlers_file)?;
+    registry
+        .check_serves(&workflow)
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", handlers_file.display())))?;
+    let data = parse_data(args.data.as_deref())?;
+    let store = open_store(args.db.as_deref())?;
+    let mut builder = Embedded::builder().store_arc(store).handlers(registry);
+    if let Some(limit) = args.concurrency {
+        builder = builder.concurrency(limit);
+    }
+    let embedded = builder.start().await.context("starting the engine")?;
+    let id = embedded
+        .client()
+        .start(workflow, data)
+        .await
+        .context("starting the flow")?;
+    let interrupted_hint = args.db.as_ref().map(|db| {
+        format!(
+            "the flow is saved; continue it with: distribot resume --db {} --handlers {}",
+            db.display(),
+            handlers_file.display()
+        )
+    });
+    let records = follow(embedded.client(), vec![id], interrupted_hint).await?;
+    report(&records, args.json)
+}
+
+pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
+    let registry = load_handlers(&args.handlers)?;
+    let store = open_store(Some(&args.db))?;
+    let mut to_follow: Vec<FlowId> = Vec::new();
+    for id in store.unfinished_flows().await.context("reading flows")? {
+        let Some(record) = store.flow(&id).await.context("reading a flow")? else {
+            continue;
+        };
+        registry.check_serves(&record.workflow).map_err(|e| {
+            CliError::BadInput(format!(
+                "{}: flow {id} (workflow `{}`): {e}",
+                args.handlers.display(),
+                record.workflow.name
+            ))
+        })?;
+        if record.status == FlowStatus::Paused {
+            eprintln!("flow {id} is paused; it stays paused");
+            continue;
+        }
+        to_follow.push(id);
+    }
+    if to_follow.is_empty() {
+        eprintln!("{}: no unfinished flow to resume", args.db.display());
+        return Ok(EXIT_OK);
+    }
+    eprintln!("resuming {} flow(s) from {}", to_follow.len(), args.db.display());
+    let mut builder = Embedded::builder().store_arc(store).handlers(registry);
+    if let Some(limit) = args.concurrency {
+        builder = builder.concurrency(limit);
+    }
+    let embedded = builder.start().await.context("starting the engine")?;
+    let hint = format!(
+        "the flows are saved; continue them with: distribot resume --db {} --handlers {}",
+        args.db.display(),
+        args.handlers.display()
+    );
+    let records = follow(embedded.client(), to_follow, Some(hint)).await?;
+    report(&records, args.json)
+}
+
+/// Prints the summaries and picks the exit status: 0 only when every flow
+/// ended well.
+fn report(records: &[FlowRecord], json: bool) -> CliResult<i32> {
+    for record in records {
+        if json {
+            print_json(record)?;
+            print_human(record, &mut std::io::stderr())?;
+        } else {
+            print_human(record, &mut std::io::stdout())?;
+        }
+    }
+    let all_well = records.iter().all(rules::ended_well);
+    Ok(if all_well { EXIT_OK } else { EXIT_FLOW_FAILED })
+}

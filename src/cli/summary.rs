@@ -1,0 +1,79 @@
+//! The end-of-run summary: transitions with their times and durations, jobs
+//! per handler, and the final phase, for people and as JSON for scripts.
+
+use std::io::Write;
+
+use anyhow::Context;
+use distribot::model::FlowRecord;
+use distribot::time::format_duration;
+
+use super::CliResult;
+
+pub fn print_json(record: &FlowRecord) -> CliResult<()> {
+    let json = serde_json::to_string(&record.summary()).context("encoding the summary")?;
+    println!("{json}");
+    Ok(())
+}
+
+pub fn print_human(record: &FlowRecord, out: &mut impl Write) -> CliResult<()> {
+    render_human(record, out).context("writing the summary")?;
+    Ok(())
+}
+
+fn render_human(record: &FlowRecord, out: &mut impl Write) -> std::io::Result<()> {
+    let took = record
+        .ended_at
+        .map(|end| format!(" in {}", format_duration(record.created_at.until(end))))
+        .unwrap_or_default();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "flow {} ({}): {} in phase `{}`{took}",
+        record.id,
+        record.workflow.name,
+        record.status,
+        record.current().phase
+    )?;
+    writeln!(out, "transitions:")?;
+    for (index, transition) in record.transitions.iter().enumerate() {
+        let left = record
+            .transitions
+            .get(index + 1)
+            .map(|next| next.at)
+            .or(record.ended_at);
+        let stayed = left
+            .map(|end| format_duration(transition.at.until(end)))
+            .unwrap_or_else(|| "…".to_owned());
+        let from = transition
+            .from
+            .as_ref()
+            .map(|p| p.as_str())
+            .unwrap_or("(start)");
+        let marker = if transition.error.is_some() { "  [error]" } else { "" };
+        writeln!(
+            out,
+            "  {}  {from} → {}  (stayed {stayed}){marker}",
+            transition.at, transition.to
+        )?;
+    }
+    let totals = record.handler_totals();
+    if !totals.is_empty() {
+        let width = totals.keys().map(|name| name.as_str().len()).max().unwrap_or(7).max(7);
+        writeln!(out, "handlers:")?;
+        writeln!(out, "  {:<width$}  {:>8}  {:>8}  {:>8}", "handler", "done", "failed", "retried")?;
+        for (name, counts) in &totals {
+            writeln!(
+                out,
+                "  {:<width$}  {:>8}  {:>8}  {:>8}",
+                name.as_str(),
+                counts.done,
+                counts.failed,
+                counts.retried
+            )?;
+        }
+    }
+    if let Some(error) = &record.error {
+        writeln!(out, "error: {error}")?;
+    }
+    Ok(())
+}
