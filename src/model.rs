@@ -340,8 +340,23 @@ impl FlowRecord {
         totals
     }
 
-    pub fn summary(&self) -> FlowSummary {
+    /// The summary `run --json` prints. `outputs` are the whole flow's; the
+    /// summary keeps those of the last phase that produced any, which is
+    /// where a workflow's result usually is.
+    pub fn summary(&self, outputs: &Outputs) -> FlowSummary {
+        let result = self.phases.iter().rev().find_map(|run| {
+            outputs
+                .get(&run.phase)
+                .filter(|by_handler| by_handler.values().any(|values| !values.is_empty()))
+                .map(|by_handler| (run.phase.clone(), by_handler.clone()))
+        });
+        let (outputs_phase, outputs) = match result {
+            Some((phase, outputs)) => (Some(phase), outputs),
+            None => (None, BTreeMap::new()),
+        };
         FlowSummary {
+            outputs_phase,
+            outputs,
             id: self.id.clone(),
             workflow: self.workflow.name.clone(),
             status: self.status,
@@ -374,6 +389,9 @@ pub struct FlowSummary {
     pub transitions: Vec<Transition>,
     pub handlers: BTreeMap<HandlerName, HandlerTotals>,
     pub error: Option<FlowError>,
+    /// The last phase whose jobs produced outputs, and those outputs.
+    pub outputs_phase: Option<PhaseName>,
+    pub outputs: BTreeMap<HandlerName, Vec<Value>>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
 }

@@ -157,7 +157,16 @@ fn run_child(args: &BenchArgs, scenario: Scenario, store: StoreKind) -> CliResul
 fn print_table(outcomes: &[Outcome]) {
     println!(
         "{:<8} {:<7} {:>7} {:>9} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}",
-        "scenario", "store", "flows", "jobs", "seconds", "jobs/s", "flows/s", "p50 ms", "p99 ms", "RSS MB"
+        "scenario",
+        "store",
+        "flows",
+        "jobs",
+        "seconds",
+        "jobs/s",
+        "flows/s",
+        "p50 ms",
+        "p99 ms",
+        "RSS MB"
     );
     for o in outcomes {
         println!(
@@ -212,7 +221,9 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
     let store: Arc<dyn Store> = match kind {
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&scratch).context("creating a scratch folder")?;
-            Arc::new(EmbeddedStore::open(&scratch.join("bench.db")).context("opening the database")?)
+            Arc::new(
+                EmbeddedStore::open(&scratch.join("bench.db")).context("opening the database")?,
+            )
         }
         _ => Arc::new(EmbeddedStore::in_memory()),
     };
@@ -256,7 +267,9 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
             Ok(FlowEvent::Ended { flow, status }) => {
                 if let Some(at) = started.remove(&flow) {
                     if status != distribot::model::FlowStatus::Finished {
-                        return Err(CliError::Runtime(anyhow::anyhow!("flow {flow} ended {status}")));
+                        return Err(CliError::Runtime(anyhow::anyhow!(
+                            "flow {flow} ended {status}"
+                        )));
                     }
                     latencies.push(at.elapsed());
                 }

@@ -36,7 +36,11 @@ pub const EXIT_FLOW_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 
 #[derive(Parser)]
-#[command(name = "distribot", version, about = "Run workflows of phases, fanned out into jobs and back in.")]
+#[command(
+    name = "distribot",
+    version,
+    about = "Run workflows of phases, fanned out into jobs and back in."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +80,9 @@ pub fn main() -> i32 {
         Err(error) => {
             let _ = error.print();
             return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
                 _ => EXIT_BAD_INPUT,
             };
         }

@@ -173,7 +173,8 @@ impl View {
                             None => true,
                             Some((done, total, at)) => {
                                 (*done, *total) != (handler.done, handler.total)
-                                    && (finished || now.duration_since(*at) >= Duration::from_secs(1))
+                                    && (finished
+                                        || now.duration_since(*at) >= Duration::from_secs(1))
                             }
                         };
                         if changed {
@@ -192,7 +193,11 @@ impl View {
                 if record.status.is_ended() && transitions.get(&record.id).is_some() {
                     let key = (record.id.clone(), u32::MAX, u16::MAX);
                     if printed.insert(key, (0, 0, Instant::now())).is_none() {
-                        eprintln!("{elapsed} {flow}{} in phase `{}`", record.status, record.current().phase);
+                        eprintln!(
+                            "{elapsed} {flow}{} in phase `{}`",
+                            record.status,
+                            record.current().phase
+                        );
                     }
                 }
             }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use distribot::ids::FlowId;
 use distribot::model::{FlowRecord, FlowStatus};
 use distribot::rules;
-use distribot::runtime::Embedded;
+use distribot::runtime::{Client, Embedded};
 use distribot::store::{EmbeddedStore, Store};
 
 use super::input::{handlers_path, load_handlers, load_workflow, parse_data};
@@ -88,7 +88,7 @@ pub async fn run(args: RunArgs) -> CliResult<i32> {
         )
     });
     let records = follow(embedded.client(), vec![id], interrupted_hint).await?;
-    report(&records, args.json)
+    report(embedded.client(), &records, args.json).await
 }
 
 pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
@@ -116,7 +116,11 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
         eprintln!("{}: no unfinished flow to resume", args.db.display());
         return Ok(EXIT_OK);
     }
-    eprintln!("resuming {} flow(s) from {}", to_follow.len(), args.db.display());
+    eprintln!(
+        "resuming {} flow(s) from {}",
+        to_follow.len(),
+        args.db.display()
+    );
     let mut builder = Embedded::builder().store_arc(store).handlers(registry);
     if let Some(limit) = args.concurrency {
         builder = builder.concurrency(limit);
@@ -128,18 +132,24 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
         args.handlers.display()
     );
     let records = follow(embedded.client(), to_follow, Some(hint)).await?;
-    report(&records, args.json)
+    report(embedded.client(), &records, args.json).await
 }
 
 /// Prints the summaries and picks the exit status: 0 only when every flow
 /// ended well.
-fn report(records: &[FlowRecord], json: bool) -> CliResult<i32> {
+async fn report(client: &Client, records: &[FlowRecord], json: bool) -> CliResult<i32> {
     for record in records {
+        let summary = record.summary(
+            &client
+                .outputs(&record.id)
+                .await
+                .context("reading outputs")?,
+        );
         if json {
-            print_json(record)?;
-            print_human(record, &mut std::io::stderr())?;
+            print_json(&summary)?;
+            print_human(record, &summary, &mut std::io::stderr())?;
         } else {
-            print_human(record, &mut std::io::stdout())?;
+            print_human(record, &summary, &mut std::io::stdout())?;
         }
     }
     let all_well = records.iter().all(rules::ended_well);

@@ -4,23 +4,35 @@
 use std::io::Write;
 
 use anyhow::Context;
-use distribot::model::FlowRecord;
+use distribot::model::{FlowRecord, FlowSummary};
 use distribot::time::format_duration;
 
 use super::CliResult;
 
-pub fn print_json(record: &FlowRecord) -> CliResult<()> {
-    let json = serde_json::to_string(&record.summary()).context("encoding the summary")?;
+pub fn print_json(summary: &FlowSummary) -> CliResult<()> {
+    let json = serde_json::to_string(summary).context("encoding the summary")?;
     println!("{json}");
     Ok(())
 }
 
-pub fn print_human(record: &FlowRecord, out: &mut impl Write) -> CliResult<()> {
-    render_human(record, out).context("writing the summary")?;
+pub fn print_human(
+    record: &FlowRecord,
+    summary: &FlowSummary,
+    out: &mut impl Write,
+) -> CliResult<()> {
+    render_human(record, summary, out).context("writing the summary")?;
     Ok(())
 }
 
-fn render_human(record: &FlowRecord, out: &mut impl Write) -> std::io::Result<()> {
+/// Outputs longer than this are cut in the human summary; `--json` has them whole.
+const OUTPUT_PREVIEW_CHARS: usize = 300;
+const OUTPUT_PREVIEW_COUNT: usize = 5;
+
+fn render_human(
+    record: &FlowRecord,
+    summary: &FlowSummary,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let took = record
         .ended_at
         .map(|end| format!(" in {}", format_duration(record.created_at.until(end))))
@@ -49,7 +61,11 @@ fn render_human(record: &FlowRecord, out: &mut impl Write) -> std::io::Result<()
             .as_ref()
             .map(|p| p.as_str())
             .unwrap_or("(start)");
-        let marker = if transition.error.is_some() { "  [error]" } else { "" };
+        let marker = if transition.error.is_some() {
+            "  [error]"
+        } else {
+            ""
+        };
         writeln!(
             out,
             "  {}  {from} → {}  (stayed {stayed}){marker}",
@@ -58,9 +74,18 @@ fn render_human(record: &FlowRecord, out: &mut impl Write) -> std::io::Result<()
     }
     let totals = record.handler_totals();
     if !totals.is_empty() {
-        let width = totals.keys().map(|name| name.as_str().len()).max().unwrap_or(7).max(7);
+        let width = totals
+            .keys()
+            .map(|name| name.as_str().len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
         writeln!(out, "handlers:")?;
-        writeln!(out, "  {:<width$}  {:>8}  {:>8}  {:>8}", "handler", "done", "failed", "retried")?;
+        writeln!(
+            out,
+            "  {:<width$}  {:>8}  {:>8}  {:>8}",
+            "handler", "done", "failed", "retried"
+        )?;
         for (name, counts) in &totals {
             writeln!(
                 out,
@@ -70,6 +95,29 @@ fn render_human(record: &FlowRecord, out: &mut impl Write) -> std::io::Result<()
                 counts.failed,
                 counts.retried
             )?;
+        }
+    }
+    let outputs: Vec<_> = summary
+        .outputs
+        .iter()
+        .filter(|(_, values)| !values.is_empty())
+        .collect();
+    if let (false, Some(phase)) = (outputs.is_empty(), &summary.outputs_phase) {
+        writeln!(out, "outputs of `{phase}`:")?;
+        for (handler, values) in outputs {
+            for value in values.iter().take(OUTPUT_PREVIEW_COUNT) {
+                let text = value.to_string();
+                let shown: String = text.chars().take(OUTPUT_PREVIEW_CHARS).collect();
+                let cut = if shown.len() < text.len() { "…" } else { "" };
+                writeln!(out, "  {handler}: {shown}{cut}")?;
+            }
+            if values.len() > OUTPUT_PREVIEW_COUNT {
+                writeln!(
+                    out,
+                    "  {handler}: … {} more",
+                    values.len() - OUTPUT_PREVIEW_COUNT
+                )?;
+            }
         }
     }
     if let Some(error) = &record.error {

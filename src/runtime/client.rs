@@ -12,7 +12,7 @@ use super::{Backend, RuntimeError};
 use crate::broker::FlowEvent;
 use crate::definition::Workflow;
 use crate::ids::FlowId;
-use crate::model::{Command, FlowRecord, FlowStatus};
+use crate::model::{Command, FlowRecord, FlowStatus, Outputs};
 use crate::store::{CommandApplied, FlowQuery, StoreError};
 use crate::time::Timestamp;
 
@@ -74,6 +74,11 @@ impl Client {
             .flow(id)
             .await?
             .ok_or_else(|| ClientError::UnknownFlow(id.clone()))
+    }
+
+    /// Every output of the flow's jobs: `{PHASE: {HANDLER: [...]}}`.
+    pub async fn outputs(&self, id: &FlowId) -> Result<Outputs, ClientError> {
+        Ok(self.backend.store.outputs(id).await?)
     }
 
     pub async fn list(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, ClientError> {

@@ -587,6 +587,16 @@ impl Store for EmbeddedStore {
         })
     }
 
+    async fn outputs(&self, flow: &FlowId) -> Result<Outputs, StoreError> {
+        self.read(|state| {
+            let entry = state
+                .flows
+                .get(flow)
+                .ok_or_else(|| StoreError::UnknownFlow(flow.clone()))?;
+            Ok(collect_outputs(entry, u32::MAX))
+        })
+    }
+
     async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
         self.change(|state| {
             let entry = state.flow_mut(flow)?;
@@ -625,10 +635,14 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// An ended flow needs none of its jobs again; dropping them keeps memory
-/// flat over long runs.
+/// An ended flow runs none of its jobs again: dropping their payloads keeps
+/// memory flat over long runs. Outputs stay, for whoever reads the result,
+/// and so do the done flags that make late duplicates harmless.
 fn release_jobs(entry: &mut FlowState) {
-    entry.jobs.clear();
+    for table in entry.jobs.values_mut() {
+        table.jobs = Vec::new();
+        table.attempts = Vec::new();
+    }
     entry.parked.clear();
 }
 

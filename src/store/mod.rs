@@ -16,8 +16,8 @@ pub use embedded::EmbeddedStore;
 
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
-    Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Progress,
-    Task,
+    Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
+    Progress, Task,
 };
 use crate::rules::CommandRejected;
 use crate::time::Timestamp;
@@ -154,6 +154,10 @@ pub trait Store: Send + Sync + 'static {
         flow: &FlowId,
         cursor: &Cursor,
     ) -> Result<EnumerateInput, StoreError>;
+
+    /// Every output the flow's jobs produced: `{PHASE: {HANDLER: [...]}}`,
+    /// the latest visit of each phase.
+    async fn outputs(&self, flow: &FlowId) -> Result<Outputs, StoreError>;
 
     /// After a restart: the tasks of a flow's current visit that must be
     /// queued again because a queue that lived in this process was lost.
