@@ -303,7 +303,11 @@ impl Store for EmbeddedStore {
         self.change(|state| {
             let entry = state.flow_mut(flow)?;
             let record = &mut entry.record;
-            if record.status != FlowStatus::Running || !visit_is_current(record, from) {
+            // Only a settled visit can be left: a running one still has jobs.
+            if record.status != FlowStatus::Running
+                || !visit_is_current(record, from)
+                || record.current().state == PhaseState::Running
+            {
                 return Ok(None);
             }
             if record.workflow.phase(to.as_str()).is_none() {

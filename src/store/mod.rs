@@ -81,9 +81,10 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError>;
 
-    /// Moves a running flow from the visit `from` into phase `to`. Returns
-    /// `None` when the flow is no longer at `from`: someone else moved it, or
-    /// it stopped running. This is what makes transitions happen once.
+    /// Moves a running flow from the visit `from`, which must have completed
+    /// or failed, into phase `to`. Returns `None` when the flow is no longer
+    /// at such a visit: someone else moved it, or it stopped running. This
+    /// is what makes transitions happen once.
     async fn enter_phase(
         &self,
         flow: &FlowId,

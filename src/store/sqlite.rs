@@ -88,15 +88,20 @@ fn backend_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     }
 }
 
-/// Stops the writer once the last handle to the store is gone.
+/// Stops the writer once the last handle to the store is gone, and waits
+/// for it, so that the file is released when the store is.
 struct WriterGuard {
     shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -130,12 +135,13 @@ impl EmbeddedStore {
         let store = EmbeddedStore::journaled(flows, committed_rx);
         let shared = store.shared.clone();
         let path_for_writer = path.to_path_buf();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("distribot-sqlite".into())
             .spawn(move || write_journal(conn, shared, committed_tx, path_for_writer))
             .map_err(|e| StoreError::Backend(format!("cannot start the database writer: {e}")))?;
         let guard = WriterGuard {
             shared: store.shared.clone(),
+            thread: Some(thread),
         };
         Ok(store.with_guard(Arc::new(guard)))
     }
