@@ -111,11 +111,13 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let fail = backend_error(path);
         let conn = Connection::open(path).map_err(&fail)?;
+        // Another process holding the file is an answer, not a reason to wait.
+        conn.busy_timeout(std::time::Duration::ZERO)
+            .map_err(&fail)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
-             PRAGMA locking_mode = EXCLUSIVE;
-             PRAGMA busy_timeout = 0;",
+             PRAGMA locking_mode = EXCLUSIVE;",
         )
         .map_err(&fail)?;
         // Taking the write lock now makes a second process fail at open,
