@@ -831,6 +831,48 @@ async fn many_flows_at_once_finish_with_exact_counts(kind: Kind) {
     );
 }
 
+/// Tracks how many of its jobs run at once.
+struct Overlap {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Overlap {
+    async fn enumerate(&self, _request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        Ok(vec![Value::Null; 30])
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        let running = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(running, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(None)
+    }
+}
+
+async fn a_workflow_concurrency_limit_bounds_jobs_in_flight(kind: Kind) {
+    let overlap = Arc::new(Overlap {
+        now: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(kind, registry(vec![("Overlap", overlap.clone())])).await;
+    let flow = workflow(json!({
+        "workflow": "limited",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done",
+                     "handlers": [{"name": "Overlap", "concurrency": 3}]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({})).await;
+    assert!(rules::ended_well(&record));
+    assert_eq!(totals(&record, "Overlap"), (30, 30, 0, 0));
+    let most = overlap.most.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&most), "{most} jobs ran at once");
+}
+
 /// Store-level: a flow in a phase with one enumerated handler.
 async fn flow_in_a_phase(store: &dyn Store, jobs: usize) -> (FlowId, Cursor) {
     let flow = workflow(json!({
@@ -1055,6 +1097,7 @@ every_backend!(
     commands_in_the_wrong_state_are_errors,
     cancel_drops_queued_jobs_and_nothing_runs_again,
     many_flows_at_once_finish_with_exact_counts,
+    a_workflow_concurrency_limit_bounds_jobs_in_flight,
     completions_count_once_per_job_id,
     enumeration_is_recorded_once,
     a_transition_happens_once_however_many_ask,

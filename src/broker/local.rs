@@ -40,7 +40,7 @@ impl Default for LocalBroker {
 impl LocalBroker {
     pub fn new() -> Self {
         let (nudges, inbox) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
+        let (events, _) = broadcast::channel(1 << 16);
         Self {
             inner: Arc::new(Inner {
                 queues: Mutex::new(HashMap::new()),

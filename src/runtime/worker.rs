@@ -5,7 +5,8 @@
 //! timeout, records the result, and only then acknowledges the delivery, so
 //! a crash at any point leaves the task to be delivered again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -17,7 +18,7 @@ use crate::definition::HandlerSpec;
 use crate::handler::{
     EnumerateRequest, HandlerError, HandlerRegistry, JobRequest, RegisteredHandler,
 };
-use crate::ids::{Cursor, JobKey};
+use crate::ids::{Cursor, HandlerName, JobKey};
 use crate::model::{Admission, FlowContext, FlowError, Progress, Task};
 use crate::rules::{self, AfterFailure};
 use crate::time::{format_duration, Timestamp};
@@ -53,6 +54,7 @@ impl WorkerBuilder {
                 backend: self.backend,
                 registry: self.registry,
                 overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+                workflow_limits: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -67,6 +69,9 @@ struct WorkerInner {
     backend: Backend,
     registry: HandlerRegistry,
     overall: Option<Arc<Semaphore>>,
+    /// The workflow's own `concurrency` per handler, keyed by handler name and
+    /// limit (two workflows may set different limits on one handler).
+    workflow_limits: Mutex<HashMap<(HandlerName, u32), Arc<Semaphore>>>,
 }
 
 /// How a task's attempt ended, before it is recorded.
@@ -152,8 +157,28 @@ impl Worker {
         let timeout = spec
             .and_then(|spec| spec.timeout)
             .or(registered.options.timeout);
+        let _slot = match spec.and_then(|spec| spec.concurrency) {
+            Some(limit) => self
+                .workflow_limit(handler, limit)
+                .acquire_owned()
+                .await
+                .ok(),
+            None => None,
+        };
         let attempt = self.attempt(task, &context, registered, timeout).await?;
         self.settle(task, &context, attempt).await
+    }
+
+    fn workflow_limit(&self, handler: &HandlerName, limit: u32) -> Arc<Semaphore> {
+        let mut limits = self
+            .inner
+            .workflow_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        limits
+            .entry((handler.clone(), limit))
+            .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
+            .clone()
     }
 
     /// Runs the handler in a task of its own, so that a panic or a timeout
