@@ -240,7 +240,7 @@ impl Constraint {
                 ordering != Ordering::Less
                     && self
                         .upper_bound()
-                        .map_or(true, |bound| candidate.release() < bound)
+                        .is_none_or(|bound| candidate.release() < bound)
             }
         }
     }
