@@ -249,6 +249,10 @@ pub struct FlowRecord {
     pub error: Option<FlowError>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
+    /// Why the flow cannot go on right now, such as
+    /// `waiting for a worker: PageDownloader ~> 1.2`. Not durable: the
+    /// engine notes it again whenever it looks at the flow.
+    pub waiting: Vec<String>,
 }
 
 impl FlowRecord {
@@ -277,6 +281,7 @@ impl FlowRecord {
             error: None,
             created_at: at,
             ended_at: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -497,6 +502,23 @@ pub enum Admission {
     Parked,
     /// The flow ended, left the phase, or the job is already done.
     Drop,
+}
+
+/// A worker as it announces itself: what it hosts, and when it last said so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub handlers: Vec<HostedHandler>,
+    pub started_at: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedHandler {
+    pub name: HandlerName,
+    pub version: Version,
 }
 
 /// A request to change a flow's status from outside.

@@ -47,8 +47,6 @@ struct Inner {
     dispatched: Mutex<HashMap<FlowId, HashSet<(u32, u16)>>>,
     /// Phase visits whose timeout is armed.
     deadlines: Mutex<HashSet<(FlowId, u32)>>,
-    /// Why a flow waits, when it waits for a worker.
-    waiting: Mutex<HashMap<FlowId, Vec<String>>>,
     limit: Arc<Semaphore>,
 }
 
@@ -61,7 +59,6 @@ impl Engine {
                 active: Mutex::new(HashMap::new()),
                 dispatched: Mutex::new(HashMap::new()),
                 deadlines: Mutex::new(HashSet::new()),
-                waiting: Mutex::new(HashMap::new()),
                 limit: Arc::new(Semaphore::new(CONCURRENT_FLOWS)),
             }),
         }
@@ -88,11 +85,6 @@ impl Engine {
             self.nudge(flow).await;
         }
         Ok(())
-    }
-
-    /// Why a flow is waiting for a worker, if it is.
-    pub fn waiting_reason(&self, flow: &FlowId) -> Option<Vec<String>> {
-        lock(&self.inner.waiting).get(flow).cloned()
     }
 
     /// Advances a flow in the background. Nudges for a flow already being
@@ -177,24 +169,15 @@ impl Engine {
                     orders,
                     waiting,
                 } => {
-                    self.note_waiting(flow, &waiting);
+                    let reasons: Vec<String> = waiting.iter().map(ToString::to_string).collect();
+                    if reasons != record.waiting {
+                        backend.store.note_waiting(flow, reasons).await?;
+                    }
                     let tasks = self.fresh_orders(flow, &cursor, orders);
                     backend.broker.publish(tasks).await?;
                     return Ok(());
                 }
             }
-        }
-    }
-
-    fn note_waiting(&self, flow: &FlowId, waiting: &[rules::Waiting]) {
-        let mut all = lock(&self.inner.waiting);
-        if waiting.is_empty() {
-            all.remove(flow);
-        } else {
-            all.insert(
-                flow.clone(),
-                waiting.iter().map(ToString::to_string).collect(),
-            );
         }
     }
 
@@ -224,7 +207,6 @@ impl Engine {
 
     fn forget(&self, flow: &FlowId) {
         lock(&self.inner.dispatched).remove(flow);
-        lock(&self.inner.waiting).remove(flow);
         lock(&self.inner.deadlines).retain(|(id, _)| id != flow);
     }
 

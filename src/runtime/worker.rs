@@ -19,8 +19,9 @@ use crate::handler::{
     EnumerateRequest, HandlerError, HandlerRegistry, JobRequest, RegisteredHandler,
 };
 use crate::ids::{Cursor, HandlerName, JobKey};
-use crate::model::{Admission, FlowContext, FlowError, Progress, Task};
+use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
+use crate::store::WORKER_LIVENESS;
 use crate::time::{format_duration, Timestamp};
 
 /// Jobs in flight per handler version when neither the handlers file nor the
@@ -55,6 +56,8 @@ impl WorkerBuilder {
                 registry: self.registry,
                 overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 workflow_limits: Mutex::new(HashMap::new()),
+                id: format!("{}-{}", host_name(), uuid::Uuid::now_v7().simple()),
+                started_at: Timestamp::now(),
             }),
         }
     }
@@ -72,6 +75,8 @@ struct WorkerInner {
     /// The workflow's own `concurrency` per handler, keyed by handler name and
     /// limit (two workflows may set different limits on one handler).
     workflow_limits: Mutex<HashMap<(HandlerName, u32), Arc<Semaphore>>>,
+    id: String,
+    started_at: Timestamp,
 }
 
 /// How a task's attempt ended, before it is recorded.
@@ -90,6 +95,46 @@ impl Worker {
     /// Each handler version gets its own consumer, so a slow handler never
     /// holds up the others.
     pub async fn run(&self) -> Result<(), RuntimeError> {
+        let heartbeat = tokio::spawn(self.clone().announce_forever());
+        let result = self.consume_all().await;
+        heartbeat.abort();
+        result
+    }
+
+    /// Who this worker is and what it hosts.
+    pub fn info(&self) -> WorkerInfo {
+        let now = Timestamp::now();
+        WorkerInfo {
+            id: self.inner.id.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            handlers: self
+                .inner
+                .registry
+                .iter()
+                .map(|entry| HostedHandler {
+                    name: entry.name.clone(),
+                    version: entry.version.clone(),
+                })
+                .collect(),
+            started_at: self.inner.started_at,
+            last_seen: now,
+        }
+    }
+
+    /// Announces the worker well within the liveness window, so that engines
+    /// route phases to the versions it hosts, and forget it once it stops.
+    async fn announce_forever(self) {
+        let period = WORKER_LIVENESS / 4;
+        loop {
+            if let Err(error) = self.inner.backend.store.heartbeat(&self.info()).await {
+                tracing::warn!(%error, "announcing the worker failed");
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    async fn consume_all(&self) -> Result<(), RuntimeError> {
         let mut consumers = JoinSet::new();
         for entry in self.inner.registry.iter() {
             let prefetch = entry
@@ -373,6 +418,14 @@ impl Worker {
             }
         }
     }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn handler_spec<'a>(context: &'a FlowContext, task: &Task) -> Option<&'a HandlerSpec> {

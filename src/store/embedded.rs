@@ -16,10 +16,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{CommandApplied, Enumerated, FlowQuery, Store, StoreError};
+use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    PhaseState, Progress, Task,
+    PhaseState, Progress, Task, WorkerInfo,
 };
 use crate::rules;
 use crate::time::Timestamp;
@@ -77,11 +78,14 @@ pub(super) enum JournalEntry {
         key: JobKey,
         attempt: u32,
     },
+    WorkflowPut(Arc<Workflow>),
 }
 
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub flows: BTreeMap<FlowId, FlowState>,
+    pub workflows: BTreeMap<String, Arc<Workflow>>,
+    workers: HashMap<String, WorkerInfo>,
     journaling: bool,
     pub pending: Vec<JournalEntry>,
     /// How many entries were ever logged; the number a change waits for.
@@ -147,10 +151,12 @@ impl EmbeddedStore {
     /// A store whose changes are also journaled for a writer to persist.
     pub(super) fn journaled(
         flows: BTreeMap<FlowId, FlowState>,
+        workflows: BTreeMap<String, Arc<Workflow>>,
         committed: watch::Receiver<Committed>,
     ) -> Self {
         let state = State {
             flows,
+            workflows,
             journaling: true,
             ..State::default()
         };
@@ -279,16 +285,66 @@ impl Store for EmbeddedStore {
             };
             newest_first
                 .map(|flow| &flow.record)
-                .filter(|record| query.status.is_none_or(|status| record.status == status))
-                .filter(|record| {
-                    query
-                        .workflow
-                        .as_deref()
-                        .is_none_or(|name| record.workflow.name.as_str() == name)
-                })
+                .filter(|record| matches_query(record, query))
                 .take(query.limit.max(1))
                 .cloned()
                 .collect()
+        }))
+    }
+
+    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .flows
+                .values()
+                .filter(|flow| matches_query(&flow.record, query))
+                .count() as u64
+        }))
+    }
+
+    async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        if let Some(entry) = state.flows.get_mut(flow) {
+            entry.record.waiting = reasons;
+        }
+        Ok(())
+    }
+
+    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let name = workflow.name.as_str().to_owned();
+            let created = state.workflows.insert(name, workflow.clone()).is_none();
+            state.log(JournalEntry::WorkflowPut(workflow));
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError> {
+        Ok(self.read(|state| state.workflows.get(name).cloned()))
+    }
+
+    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError> {
+        Ok(self.read(|state| state.workflows.values().cloned().collect()))
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        state.workers.insert(worker.id.clone(), worker.clone());
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let now = Timestamp::now();
+        Ok(self.read(|state| {
+            let mut live: Vec<WorkerInfo> = state
+                .workers
+                .values()
+                .filter(|worker| worker.last_seen.until(now) <= super::WORKER_LIVENESS)
+                .cloned()
+                .collect();
+            live.sort_by(|a, b| a.id.cmp(&b.id));
+            live
         }))
     }
 
@@ -637,6 +693,14 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+}
+
+fn matches_query(record: &FlowRecord, query: &FlowQuery) -> bool {
+    query.status.is_none_or(|status| record.status == status)
+        && query
+            .workflow
+            .as_deref()
+            .is_none_or(|name| record.workflow.name.as_str() == name)
 }
 
 /// An ended flow runs none of its jobs again: dropping their payloads keeps

@@ -9,15 +9,19 @@
 mod embedded;
 mod sqlite;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde_json::Value;
 
 pub use embedded::EmbeddedStore;
 
+use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    Progress, Task,
+    Progress, Task, WorkerInfo,
 };
 use crate::rules::CommandRejected;
 use crate::time::Timestamp;
@@ -37,6 +41,9 @@ pub enum StoreError {
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
 }
+
+/// A worker that has not announced itself for this long counts as gone.
+pub const WORKER_LIVENESS: Duration = Duration::from_secs(10);
 
 /// The outcome of recording a handler's enumeration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +87,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Newest first.
     async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError>;
+
+    /// How many flows match the query's filters (its `before` and `limit`
+    /// are ignored).
+    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError>;
+
+    /// Notes why a flow cannot go on right now (empty: it can).
+    async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError>;
+
+    /// Registers (or replaces) a workflow definition by its name. True when
+    /// the name was new.
+    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError>;
+
+    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError>;
+
+    /// Every registered workflow, by name.
+    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError>;
+
+    /// Announces a live worker; it counts as live until it stops announcing.
+    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
+
+    /// Workers that announced themselves recently enough to count as live.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
 
     /// Moves a running flow from the visit `from`, which must have completed
     /// or failed, into phase `to`. Returns `None` when the flow is no longer

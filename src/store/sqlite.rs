@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS flows (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS flows_by_status ON flows (status);
+CREATE TABLE IF NOT EXISTS workflows (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     flow TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -133,8 +137,9 @@ impl EmbeddedStore {
             )),
         })?;
         let flows = load_flows(&conn, path)?;
+        let workflows = load_workflows(&conn, path)?;
         let (committed_tx, committed_rx) = watch::channel(Committed::default());
-        let store = EmbeddedStore::journaled(flows, committed_rx);
+        let store = EmbeddedStore::journaled(flows, workflows, committed_rx);
         let shared = store.shared.clone();
         let path_for_writer = path.to_path_buf();
         let thread = std::thread::Builder::new()
@@ -216,6 +221,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             error: progress.error,
             created_at: progress.created_at,
             ended_at: progress.ended_at,
+            waiting: Vec::new(),
         };
         if record.phases.is_empty() {
             return Err(corrupt(format!("flow {id} has no phase")));
@@ -231,6 +237,30 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
     }
     load_jobs(conn, path, &mut flows)?;
     Ok(flows)
+}
+
+fn load_workflows(
+    conn: &Connection,
+    path: &Path,
+) -> Result<BTreeMap<String, Arc<Workflow>>, StoreError> {
+    let fail = backend_error(path);
+    let mut statement = conn
+        .prepare("SELECT name, definition FROM workflows")
+        .map_err(&fail)?;
+    let mut rows = statement.query([]).map_err(&fail)?;
+    let mut workflows = BTreeMap::new();
+    while let Some(row) = rows.next().map_err(&fail)? {
+        let name: String = row.get(0).map_err(&fail)?;
+        let definition: String = row.get(1).map_err(&fail)?;
+        let workflow = serde_json::from_str::<Value>(&definition)
+            .map_err(|e| e.to_string())
+            .and_then(|value| parse_definition_value(&value).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                StoreError::Corrupt(format!("{}: workflow `{name}`: {e}", path.display()))
+            })?;
+        workflows.insert(name, Arc::new(workflow));
+    }
+    Ok(workflows)
 }
 
 /// Jobs of unfinished flows: outputs for later phases' enumerate, and the
@@ -354,6 +384,10 @@ fn commit(
         let mut job_done = tx.prepare_cached(
             "UPDATE jobs SET done = 1, output = ?5 WHERE flow = ?1 AND seq = ?2 AND slot = ?3 AND idx = ?4",
         )?;
+        let mut put_workflow = tx.prepare_cached(
+            "INSERT INTO workflows (name, definition) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
+        )?;
         let mut job_attempt = tx.prepare_cached(
             "UPDATE jobs SET attempt = ?5 WHERE flow = ?1 AND seq = ?2 AND slot = ?3 AND idx = ?4",
         )?;
@@ -404,6 +438,12 @@ fn commit(
                         key.slot,
                         key.index,
                         output.as_ref().map(Value::to_string)
+                    ])?;
+                }
+                JournalEntry::WorkflowPut(workflow) => {
+                    put_workflow.execute(params![
+                        workflow.name.as_str(),
+                        workflow.to_json().to_string()
                     ])?;
                 }
                 JournalEntry::JobAttempt { key, attempt } => {
