@@ -147,7 +147,7 @@ impl HandlerRun {
     }
 
     pub fn is_complete(&self) -> bool {
-        self.enumerated && self.done >= self.total
+        crate::rules::visit_complete([(self.enumerated, self.total, self.done)])
     }
 }
 
@@ -198,7 +198,11 @@ impl PhaseRun {
     /// Re-derives `state` after a handler's counts changed. Only a running
     /// phase can complete; a failed one stays failed.
     pub fn settle(&mut self, at: Timestamp) -> Progress {
-        if self.state == PhaseState::Running && self.handlers.iter().all(HandlerRun::is_complete) {
+        let counts = self
+            .handlers
+            .iter()
+            .map(|h| (h.enumerated, h.total, h.done));
+        if self.state == PhaseState::Running && crate::rules::visit_complete(counts) {
             self.state = PhaseState::Completed;
             self.finished_at = Some(at);
         }

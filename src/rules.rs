@@ -203,32 +203,69 @@ pub fn apply_command(status: FlowStatus, command: Command) -> Result<FlowStatus,
     }
 }
 
+/// What admission needs to know about a task's flow, however a store
+/// gathers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionFacts {
+    pub status: FlowStatus,
+    /// The flow's current visit, and its state.
+    pub current_seq: u32,
+    pub visit_state: PhaseState,
+    /// Whether the task's handler already enumerated in the task's visit.
+    pub enumerated: bool,
+    /// Whether the task's job is already done (false for enumerate tasks).
+    pub job_done: bool,
+}
+
+impl AdmissionFacts {
+    /// The facts about `task` in a full flow record.
+    pub fn from_record(flow: &FlowRecord, task: &Task, job_done: bool) -> Self {
+        let run = flow.current();
+        let (seq, slot) = task.seq_and_slot();
+        let enumerated = flow
+            .phases
+            .get(seq as usize)
+            .and_then(|visit| visit.handlers.get(slot as usize))
+            .is_some_and(|handler| handler.enumerated);
+        Self {
+            status: flow.status,
+            current_seq: run.seq,
+            visit_state: run.state,
+            enumerated,
+            job_done,
+        }
+    }
+}
+
 /// Whether a task may start now. A job starts only while its flow runs and
 /// its phase visit is the current one and has not failed; jobs of a paused
 /// flow wait; everything else is dropped.
-pub fn admission(flow: &FlowRecord, task: &Task, job_already_done: bool) -> Admission {
-    if flow.status.is_ended() || job_already_done {
+pub fn admission(facts: &AdmissionFacts, task: &Task) -> Admission {
+    if facts.status.is_ended() || facts.job_done {
         return Admission::Drop;
     }
-    let run = flow.current();
-    let (seq, slot) = task.seq_and_slot();
-    let enumerated = run
-        .handlers
-        .get(slot as usize)
-        .is_some_and(|handler| handler.enumerated);
-    let still_wanted = run.seq == seq
-        && run.state == PhaseState::Running
+    let (seq, _) = task.seq_and_slot();
+    let still_wanted = facts.current_seq == seq
+        && facts.visit_state == PhaseState::Running
         && match task {
-            Task::Enumerate { .. } => !enumerated,
+            Task::Enumerate { .. } => !facts.enumerated,
             Task::Process { .. } => true,
         };
     if !still_wanted {
         Admission::Drop
-    } else if flow.status == FlowStatus::Paused {
+    } else if facts.status == FlowStatus::Paused {
         Admission::Parked
     } else {
         Admission::Run
     }
+}
+
+/// Whether a phase visit is complete: every handler enumerated, and every
+/// job it enumerated is done. Counts are `(enumerated, total, done)`.
+pub fn visit_complete(handlers: impl IntoIterator<Item = (bool, u64, u64)>) -> bool {
+    handlers
+        .into_iter()
+        .all(|(enumerated, total, done)| enumerated && done >= total)
 }
 
 /// Whether a flow that ended counts as a success for scripts: it finished
@@ -520,6 +557,9 @@ mod tests {
     fn jobs_run_only_in_their_own_running_phase_visit() {
         let mut flow = new_flow();
         flow.enter(&"searching".into(), None, Timestamp(2));
+        let admission = |flow: &FlowRecord, task: &Task, done: bool| {
+            admission(&AdmissionFacts::from_record(flow, task, done), task)
+        };
         assert_eq!(admission(&flow, &job_task(1), false), Admission::Run);
         assert_eq!(admission(&flow, &job_task(1), true), Admission::Drop);
         assert_eq!(admission(&flow, &job_task(0), false), Admission::Drop);
@@ -530,6 +570,17 @@ mod tests {
         flow.status = FlowStatus::Running;
         flow.current_mut().state = PhaseState::Failed;
         assert_eq!(admission(&flow, &job_task(1), false), Admission::Drop);
+    }
+
+    #[test]
+    fn a_visit_completes_when_every_handler_enumerated_all_its_jobs_done() {
+        assert!(visit_complete([]));
+        assert!(visit_complete([(true, 0, 0), (true, 3, 3)]));
+        assert!(!visit_complete([(true, 3, 2)]));
+        assert!(
+            !visit_complete([(false, 0, 5)]),
+            "done before enumerated is not complete"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
 use distribot::model::{FlowError, FlowRecord, FlowStatus, PhaseState, Progress};
 use distribot::rules;
 use distribot::runtime::{Backend, Client, ClientError, Engine, WorkerBuilder};
-use distribot::store::{EmbeddedStore, Store};
+use distribot::store::{EmbeddedStore, RedisStore, Store};
 use distribot::time::Timestamp;
 use distribot::version::Version;
 use serde_json::{json, Map, Value};
@@ -30,6 +30,43 @@ use tokio::sync::Notify;
 enum Kind {
     Memory,
     Sqlite,
+    /// Redis state with the in-process broker: the store's half of the
+    /// distributed backend.
+    Redis,
+}
+
+/// Where the Redis tier's server is; those tests skip without it.
+fn redis_url() -> Option<String> {
+    std::env::var("DISTRIBOT_REDIS_URL").ok()
+}
+
+/// Removes every key under a test's prefix (never the whole database).
+fn remove_prefix(url: &str, prefix: &str) {
+    let Ok(client) = ::redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = ::redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
+/// Cleans a test's Redis keys when the test ends.
+struct PrefixGuard {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        remove_prefix(&self.url, &self.prefix);
+    }
 }
 
 struct Harness {
@@ -37,8 +74,15 @@ struct Harness {
     backend: Backend,
     local: Option<LocalBroker>,
     kind: Kind,
-    _dir: Option<tempfile::TempDir>,
+    _scratch: Scratch,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a backend leaves behind, removed when the test ends.
+enum Scratch {
+    Nothing,
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Redis(#[allow(dead_code)] PrefixGuard),
 }
 
 impl Drop for Harness {
@@ -52,38 +96,35 @@ impl Drop for Harness {
 
 impl Harness {
     /// A backend of `kind` with nothing running on it yet.
-    fn backend(kind: Kind) -> (Backend, Option<tempfile::TempDir>) {
+    async fn backend(kind: Kind) -> (Backend, Scratch) {
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new());
-        Self::backend_with(kind, broker)
+        Self::backend_with(kind, broker).await
     }
 
-    fn backend_with(kind: Kind, broker: Arc<dyn Broker>) -> (Backend, Option<tempfile::TempDir>) {
-        match kind {
-            Kind::Memory => (
-                Backend {
-                    store: Arc::new(EmbeddedStore::in_memory()),
-                    broker,
-                },
-                None,
-            ),
+    async fn backend_with(kind: Kind, broker: Arc<dyn Broker>) -> (Backend, Scratch) {
+        let (store, scratch): (Arc<dyn Store>, Scratch) = match kind {
+            Kind::Memory => (Arc::new(EmbeddedStore::in_memory()), Scratch::Nothing),
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = EmbeddedStore::open(&dir.path().join("state.db")).expect("open db");
-                (
-                    Backend {
-                        store: Arc::new(store),
-                        broker,
-                    },
-                    Some(dir),
-                )
+                (Arc::new(store), Scratch::Dir(dir))
             }
-        }
+            Kind::Redis => {
+                let url = redis_url().expect("the Redis tier runs with DISTRIBOT_REDIS_URL set");
+                let prefix = format!("distribot-test-{}", uuid::Uuid::now_v7().simple());
+                let store = RedisStore::connect(&url, &prefix)
+                    .await
+                    .expect("connect to redis");
+                (Arc::new(store), Scratch::Redis(PrefixGuard { url, prefix }))
+            }
+        };
+        (Backend { store, broker }, scratch)
     }
 
     /// An engine and a worker hosting `registry`, over a fresh backend.
     async fn start(kind: Kind, registry: HandlerRegistry) -> Harness {
         let local = LocalBroker::new();
-        let (backend, dir) = Self::backend_with(kind, Arc::new(local.clone()));
+        let (backend, scratch) = Self::backend_with(kind, Arc::new(local.clone())).await;
         let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
         let worker = WorkerBuilder::new(backend.clone(), registry).build();
         let tasks = vec![
@@ -99,7 +140,7 @@ impl Harness {
             backend,
             local: Some(local),
             kind,
-            _dir: dir,
+            _scratch: scratch,
             tasks,
         }
     }
@@ -922,7 +963,7 @@ fn key(flow: &FlowId, index: u32) -> JobKey {
 }
 
 async fn completions_count_once_per_job_id(kind: Kind) {
-    let (backend, _dir) = Harness::backend(kind);
+    let (backend, _scratch) = Harness::backend(kind).await;
     let store = backend.store.as_ref();
     let (id, _) = flow_in_a_phase(store, 2).await;
     let now = Timestamp::now();
@@ -966,7 +1007,7 @@ async fn completions_count_once_per_job_id(kind: Kind) {
 }
 
 async fn enumeration_is_recorded_once(kind: Kind) {
-    let (backend, _dir) = Harness::backend(kind);
+    let (backend, _scratch) = Harness::backend(kind).await;
     let store = backend.store.as_ref();
     let (id, cursor) = flow_in_a_phase(store, 3).await;
     let again = store
@@ -981,7 +1022,7 @@ async fn enumeration_is_recorded_once(kind: Kind) {
 }
 
 async fn a_transition_happens_once_however_many_ask(kind: Kind) {
-    let (backend, _dir) = Harness::backend(kind);
+    let (backend, _scratch) = Harness::backend(kind).await;
     let store = backend.store.clone();
     let (id, cursor) = flow_in_a_phase(store.as_ref(), 0).await;
     let mut attempts = Vec::new();
@@ -1011,7 +1052,7 @@ async fn a_transition_happens_once_however_many_ask(kind: Kind) {
 }
 
 async fn the_first_failure_wins_and_late_work_is_stale(kind: Kind) {
-    let (backend, _dir) = Harness::backend(kind);
+    let (backend, _scratch) = Harness::backend(kind).await;
     let store = backend.store.as_ref();
     let (id, cursor) = flow_in_a_phase(store, 3).await;
     let error = |message: &str| FlowError {
@@ -1074,10 +1115,28 @@ macro_rules! conformance {
     };
 }
 
+macro_rules! conformance_with_service {
+    ($backend:ident, $kind:expr, $available:expr, $variable:literal, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if !$available {
+                        eprintln!("skipped: set {} to run the {} tier", $variable, stringify!($backend));
+                        return;
+                    }
+                    super::$case($kind).await;
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
         conformance!(memory, super::Kind::Memory, [$($case),*]);
         conformance!(sqlite, super::Kind::Sqlite, [$($case),*]);
+        conformance_with_service!(redis, super::Kind::Redis, super::redis_url().is_some(), "DISTRIBOT_REDIS_URL", [$($case),*]);
     };
 }
 

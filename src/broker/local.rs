@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::{queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox};
+use super::{
+    queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox, Nudge,
+};
 use crate::ids::FlowId;
 use crate::model::Task;
 
@@ -200,9 +202,14 @@ impl Consumer for LocalConsumer {
                 return None;
             }
             if let Some(task) = self.try_pop() {
+                let ack = LocalAck {
+                    _permit: permit,
+                    broker: self.broker.clone(),
+                    task: Some(task.clone()),
+                };
                 return Some(Delivery {
                     task,
-                    ack: Box::new(LocalAck { _permit: permit }),
+                    ack: Box::new(ack),
                 });
             }
             notified.await;
@@ -210,13 +217,48 @@ impl Consumer for LocalConsumer {
     }
 }
 
+/// How long a task or nudge that could not be handled waits before it is
+/// delivered again, so that a failing store is not hammered.
+const REDELIVERY_DELAY: Duration = Duration::from_millis(200);
+
 struct LocalAck {
     _permit: OwnedSemaphorePermit,
+    broker: LocalBroker,
+    task: Option<Task>,
 }
 
 #[async_trait]
 impl Acknowledge for LocalAck {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn retry(mut self: Box<Self>) -> Result<(), BrokerError> {
+        if let Some(task) = self.task.take() {
+            self.broker.publish_later(task, REDELIVERY_DELAY).await?;
+        }
+        Ok(())
+    }
+}
+
+struct LocalNudgeAck {
+    broker: LocalBroker,
+    flow: FlowId,
+}
+
+#[async_trait]
+impl Acknowledge for LocalNudgeAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn retry(self: Box<Self>) -> Result<(), BrokerError> {
+        let broker = self.broker.clone();
+        let flow = self.flow.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REDELIVERY_DELAY).await;
+            let _ = broker.nudge(&flow).await;
+        });
         Ok(())
     }
 }
@@ -228,11 +270,18 @@ struct LocalInbox {
 
 #[async_trait]
 impl Inbox for LocalInbox {
-    async fn next(&mut self) -> Option<FlowId> {
+    async fn next(&mut self) -> Option<Nudge> {
         let flow = self.receiver.recv().await?;
         if self.broker.is_closed() {
             return None;
         }
-        Some(flow)
+        let ack = LocalNudgeAck {
+            broker: self.broker.clone(),
+            flow: flow.clone(),
+        };
+        Some(Nudge {
+            flow,
+            ack: Box::new(ack),
+        })
     }
 }

@@ -58,6 +58,16 @@ pub struct Delivery {
 pub trait Acknowledge: Send + Sync {
     /// The task's outcome is recorded; the broker may forget it.
     async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+
+    /// The task could not be handled now (its result could not be
+    /// recorded): deliver it again, to this consumer or another.
+    async fn retry(self: Box<Self>) -> Result<(), BrokerError>;
+}
+
+/// A request to look at a flow again, acknowledged once the engine has.
+pub struct Nudge {
+    pub flow: FlowId,
+    pub ack: Box<dyn Acknowledge>,
 }
 
 /// A stream of deliveries from a set of queues.
@@ -70,7 +80,7 @@ pub trait Consumer: Send {
 /// A stream of flows an engine should look at.
 #[async_trait]
 pub trait Inbox: Send {
-    async fn next(&mut self) -> Option<FlowId>;
+    async fn next(&mut self) -> Option<Nudge>;
 }
 
 #[async_trait]

@@ -106,7 +106,9 @@ impl Client {
         let broker = &self.backend.broker;
         match status {
             FlowStatus::Running => {
+                let count = released.len();
                 broker.publish(released).await?;
+                self.backend.store.forget_released(id, count).await?;
                 // A phase may have completed while the flow was paused.
                 broker.nudge(id).await?;
             }

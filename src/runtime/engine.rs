@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use super::{Backend, RuntimeError};
-use crate::broker::FlowEvent;
+use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::model::{FlowError, FlowRecord, PhaseState, Task};
 use crate::rules::{self, Step};
@@ -30,6 +30,14 @@ impl Catalog for crate::handler::HandlerRegistry {
     }
 }
 
+/// A flow being advanced, and what came for it meanwhile.
+struct Pending {
+    /// Another nudge came: take one more pass.
+    again: bool,
+    /// Broker nudges to settle after the next pass.
+    acks: Vec<Box<dyn Acknowledge>>,
+}
+
 /// How many flows one engine advances at once.
 const CONCURRENT_FLOWS: usize = 256;
 
@@ -41,8 +49,8 @@ pub struct Engine {
 struct Inner {
     backend: Backend,
     catalog: Arc<dyn Catalog>,
-    /// Flows being advanced now, and whether another nudge came meanwhile.
-    active: Mutex<HashMap<FlowId, bool>>,
+    /// Flows being advanced now.
+    active: Mutex<HashMap<FlowId, Pending>>,
     /// Enumerations this engine already asked for, per flow: (visit, slot).
     dispatched: Mutex<HashMap<FlowId, HashSet<(u32, u16)>>>,
     /// Phase visits whose timeout is armed.
@@ -70,8 +78,8 @@ impl Engine {
     pub async fn run(&self) -> Result<(), RuntimeError> {
         let mut inbox = self.inner.backend.broker.inbox().await?;
         self.recover().await?;
-        while let Some(flow) = inbox.next().await {
-            self.nudge(flow).await;
+        while let Some(nudge) = inbox.next().await {
+            self.take_nudge(nudge.flow, Some(nudge.ack)).await;
         }
         Ok(())
     }
@@ -80,9 +88,20 @@ impl Engine {
     pub async fn recover(&self) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
         for flow in backend.store.unfinished_flows().await? {
-            let tasks = backend.store.recover(&flow).await?;
-            backend.broker.publish(tasks).await?;
+            self.requeue(&flow).await?;
             self.nudge(flow).await;
+        }
+        Ok(())
+    }
+
+    /// Queues again what the store says was lost for a flow.
+    async fn requeue(&self, flow: &FlowId) -> Result<(), RuntimeError> {
+        let backend = &self.inner.backend;
+        let tasks = backend.store.recover(flow).await?;
+        if !tasks.is_empty() {
+            let count = tasks.len();
+            backend.broker.publish(tasks).await?;
+            backend.store.forget_released(flow, count).await?;
         }
         Ok(())
     }
@@ -91,13 +110,27 @@ impl Engine {
     /// advanced fold into one more pass, so a flow is advanced by one task
     /// at a time and no nudge is lost.
     pub async fn nudge(&self, flow: FlowId) {
+        self.take_nudge(flow, None).await
+    }
+
+    /// Like [`Engine::nudge`], for a nudge from the broker: it is
+    /// acknowledged once a pass after it succeeded, and handed back for
+    /// redelivery if that pass failed.
+    async fn take_nudge(&self, flow: FlowId, ack: Option<Box<dyn Acknowledge>>) {
         {
             let mut active = lock(&self.inner.active);
-            if let Some(again) = active.get_mut(&flow) {
-                *again = true;
+            if let Some(pending) = active.get_mut(&flow) {
+                pending.again = true;
+                pending.acks.extend(ack);
                 return;
             }
-            active.insert(flow.clone(), false);
+            active.insert(
+                flow.clone(),
+                Pending {
+                    again: false,
+                    acks: ack.into_iter().collect(),
+                },
+            );
         }
         let Ok(permit) = self.inner.limit.clone().acquire_owned().await else {
             return;
@@ -106,12 +139,26 @@ impl Engine {
         tokio::spawn(async move {
             let _permit = permit;
             loop {
-                if let Err(error) = engine.advance(&flow).await {
-                    tracing::warn!(%flow, %error, "advancing a flow failed; it will be looked at again on the next nudge");
+                let acks = match lock(&engine.inner.active).get_mut(&flow) {
+                    Some(pending) => std::mem::take(&mut pending.acks),
+                    None => Vec::new(),
+                };
+                let outcome = engine.advance(&flow).await;
+                for ack in acks {
+                    let settled = match &outcome {
+                        Ok(()) => ack.ack().await,
+                        Err(_) => ack.retry().await,
+                    };
+                    if let Err(error) = settled {
+                        tracing::warn!(%flow, %error, "settling a nudge failed");
+                    }
+                }
+                if let Err(error) = outcome {
+                    tracing::warn!(%flow, %error, "advancing a flow failed; it will be looked at again");
                 }
                 let mut active = lock(&engine.inner.active);
                 match active.get_mut(&flow) {
-                    Some(again) if *again => *again = false,
+                    Some(pending) if pending.again => pending.again = false,
                     _ => {
                         active.remove(&flow);
                         break;

@@ -176,10 +176,13 @@ impl Worker {
                     tracing::warn!(%error, "acknowledging a task failed; it will be delivered again");
                 }
             }
-            // Not acknowledged: the broker delivers it again (or, in one
-            // process, recovery after a restart requeues it).
+            // Its result is not recorded: hand it back to be delivered again
+            // (the store may be restarting; the delay keeps this from spinning).
             Err(error) => {
-                tracing::error!(%error, flow = %task.flow(), "recording a task's result failed")
+                tracing::error!(%error, flow = %task.flow(), "recording a task's result failed; it will be delivered again");
+                if let Err(error) = ack.retry().await {
+                    tracing::warn!(%error, "handing a task back failed");
+                }
             }
         }
     }

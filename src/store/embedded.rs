@@ -590,7 +590,8 @@ impl Store for EmbeddedStore {
                 }
                 Task::Enumerate { .. } => false,
             };
-            let admission = rules::admission(&entry.record, task, already_done);
+            let facts = rules::AdmissionFacts::from_record(&entry.record, task, already_done);
+            let admission = rules::admission(&facts, task);
             // Parked tasks are not journaled: after a restart, recovery
             // queues every unfinished job again and a paused flow parks it anew.
             if admission == Admission::Parked {

@@ -7,6 +7,7 @@
 //! redelivered completion is never counted twice.
 
 mod embedded;
+mod redis;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
 use crate::definition::Workflow;
@@ -189,8 +191,18 @@ pub trait Store: Send + Sync + 'static {
     /// the latest visit of each phase.
     async fn outputs(&self, flow: &FlowId) -> Result<Outputs, StoreError>;
 
-    /// After a restart: the tasks of a flow's current visit that must be
-    /// queued again because a queue that lived in this process was lost.
-    /// Backends whose queues are durable on their own return nothing.
+    /// Tasks of a flow that must be queued again. For the embedded store,
+    /// after a restart: every unfinished job of the current visit, since the
+    /// in-process queues died with the process. For backends whose queues
+    /// are durable on their own: only tasks parked while the flow was paused
+    /// that were not released since (a client died while resuming it).
     async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError>;
+
+    /// The first `count` tasks that `apply_command` or `recover` handed back
+    /// are queued again; the store may forget them. Stores that hand tasks
+    /// over by taking them need not do anything.
+    async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {
+        let _ = (flow, count);
+        Ok(())
+    }
 }
