@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use distribot::broker::{Broker, LocalBroker};
+use distribot::broker::{AmqpBroker, Broker, LocalBroker};
 use distribot::definition::{parse_definition_value, Workflow};
 use distribot::handler::{
     EnumerateRequest, Handler, HandlerError, HandlerOptions, HandlerRegistry, JobRequest,
@@ -33,6 +33,38 @@ enum Kind {
     /// Redis state with the in-process broker: the store's half of the
     /// distributed backend.
     Redis,
+    /// Redis state and RabbitMQ queues: the distributed backend.
+    Distributed,
+}
+
+fn amqp_url() -> Option<String> {
+    std::env::var("DISTRIBOT_AMQP_URL").ok()
+}
+
+/// Deletes a test's queues when the test ends.
+struct QueueGuard {
+    url: String,
+    broker: AmqpBroker,
+}
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        let queues = self.broker.declared_queues();
+        let url = self.url.clone();
+        // The test's runtime is going away; clean up on one of our own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(broker) = AmqpBroker::connect(&url, &url, "cleanup").await {
+                    let _ = broker.delete_queues(&queues).await;
+                    broker.shutdown();
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Where the Redis tier's server is; those tests skip without it.
@@ -83,6 +115,10 @@ enum Scratch {
     Nothing,
     Dir(#[allow(dead_code)] tempfile::TempDir),
     Redis(#[allow(dead_code)] PrefixGuard),
+    Distributed(
+        #[allow(dead_code)] PrefixGuard,
+        #[allow(dead_code)] QueueGuard,
+    ),
 }
 
 impl Drop for Harness {
@@ -101,6 +137,10 @@ impl Harness {
         Self::backend_with(kind, broker).await
     }
 
+    fn test_prefix() -> String {
+        format!("distribot-test-{}", uuid::Uuid::now_v7().simple())
+    }
+
     async fn backend_with(kind: Kind, broker: Arc<dyn Broker>) -> (Backend, Scratch) {
         let (store, scratch): (Arc<dyn Store>, Scratch) = match kind {
             Kind::Memory => (Arc::new(EmbeddedStore::in_memory()), Scratch::Nothing),
@@ -111,11 +151,36 @@ impl Harness {
             }
             Kind::Redis => {
                 let url = redis_url().expect("the Redis tier runs with DISTRIBOT_REDIS_URL set");
-                let prefix = format!("distribot-test-{}", uuid::Uuid::now_v7().simple());
+                let prefix = Self::test_prefix();
                 let store = RedisStore::connect(&url, &prefix)
                     .await
                     .expect("connect to redis");
                 (Arc::new(store), Scratch::Redis(PrefixGuard { url, prefix }))
+            }
+            Kind::Distributed => {
+                let redis = redis_url().expect("DISTRIBOT_REDIS_URL");
+                let amqp = amqp_url().expect("DISTRIBOT_AMQP_URL");
+                let prefix = Self::test_prefix();
+                let store = RedisStore::connect(&redis, &prefix)
+                    .await
+                    .expect("connect to redis");
+                let amqp_broker = AmqpBroker::connect(&amqp, &amqp, &prefix)
+                    .await
+                    .expect("connect to rabbitmq");
+                let scratch = Scratch::Distributed(
+                    PrefixGuard { url: redis, prefix },
+                    QueueGuard {
+                        url: amqp,
+                        broker: amqp_broker.clone(),
+                    },
+                );
+                return (
+                    Backend {
+                        store: Arc::new(store),
+                        broker: Arc::new(amqp_broker),
+                    },
+                    scratch,
+                );
             }
         };
         (Backend { store, broker }, scratch)
@@ -125,6 +190,8 @@ impl Harness {
     async fn start(kind: Kind, registry: HandlerRegistry) -> Harness {
         let local = LocalBroker::new();
         let (backend, scratch) = Self::backend_with(kind, Arc::new(local.clone())).await;
+        // The distributed backend brings its own broker.
+        let local = matches!(kind, Kind::Memory | Kind::Sqlite | Kind::Redis).then_some(local);
         let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
         let worker = WorkerBuilder::new(backend.clone(), registry).build();
         let tasks = vec![
@@ -138,7 +205,7 @@ impl Harness {
         Harness {
             client: Client::new(backend.clone()),
             backend,
-            local: Some(local),
+            local,
             kind,
             _scratch: scratch,
             tasks,
@@ -1137,6 +1204,7 @@ macro_rules! every_backend {
         conformance!(memory, super::Kind::Memory, [$($case),*]);
         conformance!(sqlite, super::Kind::Sqlite, [$($case),*]);
         conformance_with_service!(redis, super::Kind::Redis, super::redis_url().is_some(), "DISTRIBOT_REDIS_URL", [$($case),*]);
+        conformance_with_service!(distributed, super::Kind::Distributed, super::redis_url().is_some() && super::amqp_url().is_some(), "DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL", [$($case),*]);
     };
 }
 

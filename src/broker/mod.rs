@@ -6,6 +6,7 @@
 //! Like stores, brokers speak in domain terms; the library behind them
 //! stays inside the adapter.
 
+mod amqp;
 mod local;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+pub use amqp::AmqpBroker;
 pub use local::LocalBroker;
 
 use crate::ids::{FlowId, HandlerName, PhaseName};

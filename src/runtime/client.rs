@@ -126,6 +126,10 @@ impl Client {
     }
 
     /// Waits until the flow has ended, and returns its record.
+    ///
+    /// Events are a fast path, not the source of truth: a subscription that
+    /// is still being set up, or a broker reconnecting, can miss one, so the
+    /// record is read again at least every [`WAIT_RECHECK`].
     pub async fn wait(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
         let mut events = self.backend.broker.subscribe();
         loop {
@@ -134,12 +138,13 @@ impl Client {
             if record.status.is_ended() {
                 return Ok(record);
             }
+            let deadline = tokio::time::Instant::now() + WAIT_RECHECK;
             loop {
-                match events.recv().await {
-                    Ok(FlowEvent::Ended { flow, .. }) if flow == *id => break,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Ok(FlowEvent::Ended { flow, .. })) if flow == *id => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RecvError::Lagged(_))) | Err(_) => break,
+                    Ok(Err(RecvError::Closed)) => {
                         return Err(ClientError::Runtime(RuntimeError::Broker(
                             crate::broker::BrokerError::Closed,
                         )))
@@ -149,3 +154,6 @@ impl Client {
         }
     }
 }
+
+/// The longest [`Client::wait`] trusts events alone.
+pub const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);

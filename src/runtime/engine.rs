@@ -8,10 +8,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::{Backend, RuntimeError};
+use super::{Backend, LiveCatalog, RuntimeError};
 use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::model::{FlowError, FlowRecord, PhaseState, Task};
@@ -37,6 +38,9 @@ struct Pending {
     /// Broker nudges to settle after the next pass.
     acks: Vec<Box<dyn Acknowledge>>,
 }
+
+/// How often an engine among many processes re-reads the live workers.
+const CATALOG_REFRESH: Duration = Duration::from_secs(1);
 
 /// How many flows one engine advances at once.
 const CONCURRENT_FLOWS: usize = 256;
@@ -82,6 +86,35 @@ impl Engine {
             self.take_nudge(nudge.flow, Some(nudge.ack)).await;
         }
         Ok(())
+    }
+
+    /// For engines among many processes: keeps `catalog` current from the
+    /// workers' heartbeats, and every `sweep` looks at every unfinished flow
+    /// again. The sweep repairs what a crash elsewhere can leave behind: a
+    /// completion whose nudge was never sent, tasks a resuming client took
+    /// and never queued. It also lets flows that wait for a worker go on as
+    /// soon as one appears. Runs until the task is dropped.
+    pub async fn maintain(&self, catalog: Arc<LiveCatalog>, sweep: Duration) {
+        let store = self.inner.backend.store.clone();
+        let mut refresh = tokio::time::interval(CATALOG_REFRESH);
+        let mut sweeps = tokio::time::interval(sweep);
+        loop {
+            let everything = tokio::select! {
+                _ = refresh.tick() => match catalog.refresh(store.as_ref()).await {
+                    Ok(changed) => changed,
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the live workers failed");
+                        false
+                    }
+                },
+                _ = sweeps.tick() => true,
+            };
+            if everything {
+                if let Err(error) = self.recover().await {
+                    tracing::warn!(%error, "sweeping unfinished flows failed");
+                }
+            }
+        }
     }
 
     /// Requeues what a crash lost and looks at every unfinished flow.

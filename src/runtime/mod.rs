@@ -7,6 +7,7 @@
 //! through the store and a [`crate::broker::Broker`]. None of them knows
 //! which backend it runs on.
 
+mod catalog;
 mod client;
 mod embedded;
 mod engine;
@@ -14,6 +15,7 @@ mod worker;
 
 use std::sync::Arc;
 
+pub use catalog::LiveCatalog;
 pub use client::{Client, ClientError};
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine};

@@ -1,0 +1,838 @@
+//! The distributed broker: RabbitMQ, through `lapin`.
+//!
+//! Queues are durable, messages persistent, and every publish waits for the
+//! broker's confirm, so a task that `publish` returned for survives a
+//! RabbitMQ restart. Workers acknowledge a message only once every task in
+//! it has its result recorded. When the connection drops, every part
+//! reconnects with backoff on its own; unacknowledged messages go back to
+//! their queues, and the per-job-id counting in the store makes the
+//! redelivered ones harmless.
+//!
+//! Layout, under a prefix `P` (see `ARCHITECTURE.md`):
+//!
+//! | name | kind | carries |
+//! | --- | --- | --- |
+//! | `P.task.HANDLER@VERSION` | durable queue | task batches for one handler version |
+//! | `P.delay.MS.QUEUE` | durable queue, TTL `MS`, dead-letters to `QUEUE` | retries waiting out their backoff |
+//! | `P.engine` | durable queue | nudges: flow ids for an engine to look at |
+//! | `P.events` | fanout exchange | flow events, for clients waiting on flows |
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::StreamExt;
+
+use super::{
+    queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox, Nudge,
+};
+use crate::ids::{FlowId, PhaseName};
+use crate::model::{FlowStatus, Task};
+
+/// Tasks per message: enough to get well past one confirm per job, few
+/// enough that a worker's crash redelivers little.
+const TASKS_PER_MESSAGE: usize = 32;
+
+/// How long a handed-back task waits before it is delivered again.
+const REDELIVERY_DELAY: Duration = Duration::from_millis(200);
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MOST: Duration = Duration::from_secs(5);
+
+fn failure(error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Backend(format!("rabbitmq: {error}"))
+}
+
+/// The connection in use, and which one it is, so that whoever notices it
+/// broke replaces it only once.
+struct Link {
+    connection: Connection,
+    publisher: Channel,
+    generation: u64,
+}
+
+struct Inner {
+    url: String,
+    display_url: String,
+    prefix: String,
+    link: Mutex<Option<Link>>,
+    generation: AtomicUsize,
+    /// Queues declared on the current connection.
+    declared: SyncMutex<HashSet<String>>,
+    /// Every queue this broker ever declared, for [`AmqpBroker::delete_queues`].
+    ever_declared: SyncMutex<HashSet<String>>,
+    events: broadcast::Sender<FlowEvent>,
+    listening: AtomicBool,
+    closed: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct AmqpBroker {
+    inner: Arc<Inner>,
+}
+
+/// A flow event as it travels on the events exchange.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireEvent {
+    Entered { flow: FlowId, phase: PhaseName },
+    Ended { flow: FlowId, status: FlowStatus },
+}
+
+impl From<&FlowEvent> for WireEvent {
+    fn from(event: &FlowEvent) -> Self {
+        match event {
+            FlowEvent::Entered { flow, phase } => WireEvent::Entered {
+                flow: flow.clone(),
+                phase: phase.clone(),
+            },
+            FlowEvent::Ended { flow, status } => WireEvent::Ended {
+                flow: flow.clone(),
+                status: *status,
+            },
+        }
+    }
+}
+
+impl From<WireEvent> for FlowEvent {
+    fn from(event: WireEvent) -> Self {
+        match event {
+            WireEvent::Entered { flow, phase } => FlowEvent::Entered { flow, phase },
+            WireEvent::Ended { flow, status } => FlowEvent::Ended { flow, status },
+        }
+    }
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+impl AmqpBroker {
+    /// Connects to RabbitMQ at `url`, naming every queue under `prefix`.
+    /// `display_url` is the URL with its password masked, for messages.
+    pub async fn connect(url: &str, display_url: &str, prefix: &str) -> Result<Self, BrokerError> {
+        let (events, _) = broadcast::channel(1 << 14);
+        let broker = Self {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                display_url: display_url.to_owned(),
+                prefix: prefix.to_owned(),
+                link: Mutex::new(None),
+                generation: AtomicUsize::new(0),
+                declared: SyncMutex::new(HashSet::new()),
+                ever_declared: SyncMutex::new(HashSet::new()),
+                events,
+                listening: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+            }),
+        };
+        // The first connection must work: a wrong URL is better reported
+        // now than retried forever.
+        broker.open_link(None).await?;
+        Ok(broker)
+    }
+
+    fn task_queue(&self, queue: &str) -> String {
+        format!("{}.task.{queue}", self.inner.prefix)
+    }
+
+    fn engine_queue(&self) -> String {
+        format!("{}.engine", self.inner.prefix)
+    }
+
+    fn events_exchange(&self) -> String {
+        format!("{}.events", self.inner.prefix)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    async fn dial(&self) -> Result<Connection, BrokerError> {
+        let properties = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name("distribot".into());
+        Connection::connect(&self.inner.url, properties)
+            .await
+            .map_err(|e| failure(format!("cannot connect to {}: {e}", self.inner.display_url)))
+    }
+
+    /// Replaces the connection unless someone already replaced the broken
+    /// one (`broken` is the generation the caller saw fail).
+    async fn open_link(&self, broken: Option<u64>) -> Result<(Channel, u64), BrokerError> {
+        let mut link = self.inner.link.lock().await;
+        if let Some(current) = link.as_ref() {
+            let replaced = broken != Some(current.generation);
+            if replaced && current.connection.status().connected() {
+                return Ok((current.publisher.clone(), current.generation));
+            }
+        }
+        let connection = self.dial().await?;
+        let publisher = connection.create_channel().await.map_err(failure)?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(failure)?;
+        let generation = self.inner.generation.fetch_add(1, Ordering::AcqRel) as u64 + 1;
+        self.inner
+            .declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(old) = link.replace(Link {
+            connection,
+            publisher: publisher.clone(),
+            generation,
+        }) {
+            let _ = old.connection.close(0, "replaced").await;
+        }
+        Ok((publisher, generation))
+    }
+
+    /// The current publishing channel, reconnecting with backoff while
+    /// RabbitMQ is away.
+    async fn publisher(&self) -> Result<(Channel, u64), BrokerError> {
+        {
+            let link = self.inner.link.lock().await;
+            if let Some(link) = link.as_ref() {
+                if link.connection.status().connected() && link.publisher.status().connected() {
+                    return Ok((link.publisher.clone(), link.generation));
+                }
+            }
+        }
+        self.reconnect(None).await
+    }
+
+    async fn reconnect(&self, broken: Option<u64>) -> Result<(Channel, u64), BrokerError> {
+        let mut wait = RECONNECT_FIRST;
+        loop {
+            if self.is_closed() {
+                return Err(BrokerError::Closed);
+            }
+            match self.open_link(broken).await {
+                Ok(link) => return Ok(link),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?wait, "rabbitmq unavailable; reconnecting");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECONNECT_MOST);
+                }
+            }
+        }
+    }
+
+    async fn declare(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        let known = self
+            .inner
+            .declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(queue);
+        if !known {
+            channel
+                .queue_declare(queue, durable(), arguments)
+                .await
+                .map_err(failure)?;
+            self.inner
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(queue.to_owned());
+            self.inner
+                .ever_declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(queue.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Every queue this broker declared so far.
+    pub fn declared_queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self
+            .inner
+            .ever_declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        queues.sort();
+        queues
+    }
+
+    /// Deletes queues by name (an installation's own, when it is torn down).
+    pub async fn delete_queues(&self, queues: &[String]) -> Result<(), BrokerError> {
+        let (channel, _) = self.publisher().await?;
+        for queue in queues {
+            channel
+                .queue_delete(queue, lapin::options::QueueDeleteOptions::default())
+                .await
+                .map_err(failure)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes persistent messages and waits for every confirm, retrying
+    /// the lot on a new connection if the broker goes away meanwhile.
+    async fn publish_confirmed(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut wait = RECONNECT_FIRST;
+        loop {
+            let (channel, generation) = self.publisher().await?;
+            match self.try_publish(&channel, messages).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    if self.is_closed() {
+                        return Err(BrokerError::Closed);
+                    }
+                    tracing::warn!(%error, "publishing failed; retrying on a fresh connection");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECONNECT_MOST);
+                    self.reconnect(Some(generation)).await?;
+                }
+            }
+        }
+    }
+
+    async fn try_publish(
+        &self,
+        channel: &Channel,
+        messages: &[Outgoing],
+    ) -> Result<(), BrokerError> {
+        for message in messages {
+            self.declare(channel, &message.queue, message.arguments.clone())
+                .await?;
+            if let Some(target) = &message.target {
+                self.declare(channel, target, FieldTable::default()).await?;
+            }
+        }
+        let mut confirms = Vec::with_capacity(messages.len());
+        for message in messages {
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "",
+                        &message.queue,
+                        BasicPublishOptions::default(),
+                        &message.body,
+                        persistent(),
+                    )
+                    .await
+                    .map_err(failure)?,
+            );
+        }
+        for confirm in confirms {
+            match confirm.await.map_err(failure)? {
+                Confirmation::Nack(_) => return Err(failure("the broker refused a message")),
+                Confirmation::Ack(_) | Confirmation::NotRequested => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `consume` on a fresh channel for as long as the broker is open,
+    /// starting it again after every disconnection.
+    fn keep_consuming<F, Fut>(&self, what: &'static str, consume: F)
+    where
+        F: Fn(AmqpBroker, Channel) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), BrokerError>> + Send,
+    {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut wait = RECONNECT_FIRST;
+            let mut broken = None;
+            while !broker.is_closed() {
+                let outcome = async {
+                    let (_, generation) = match broken {
+                        Some(generation) => broker.reconnect(Some(generation)).await?,
+                        None => broker.publisher().await?,
+                    };
+                    broken = Some(generation);
+                    let channel = {
+                        let link = broker.inner.link.lock().await;
+                        let link = link.as_ref().ok_or(BrokerError::Closed)?;
+                        link.connection.create_channel().await.map_err(failure)?
+                    };
+                    consume(broker.clone(), channel).await
+                }
+                .await;
+                if broker.is_closed() {
+                    break;
+                }
+                match outcome {
+                    Ok(()) => wait = RECONNECT_FIRST,
+                    Err(error) => {
+                        tracing::warn!(%error, what, retry_in = ?wait, "consuming stopped; starting again");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(RECONNECT_MOST);
+                    }
+                }
+            }
+        });
+    }
+
+    fn start_listening(&self) {
+        if self.inner.listening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.keep_consuming("flow events", |broker, channel| async move {
+            let exchange = broker.events_exchange();
+            channel
+                .exchange_declare(
+                    &exchange,
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failure)?;
+            let queue = channel
+                .queue_declare(
+                    "",
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failure)?;
+            channel
+                .queue_bind(
+                    queue.name().as_str(),
+                    &exchange,
+                    "",
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failure)?;
+            let mut deliveries = channel
+                .basic_consume(
+                    queue.name().as_str(),
+                    "",
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..BasicConsumeOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failure)?;
+            while let Some(delivery) = deliveries.next().await {
+                let delivery = delivery.map_err(failure)?;
+                if let Ok(event) = serde_json::from_slice::<WireEvent>(&delivery.data) {
+                    let _ = broker.inner.events.send(event.into());
+                }
+            }
+            Err(failure("the events consumer ended"))
+        });
+    }
+}
+
+/// One message to publish: where, what, and the queue's arguments.
+struct Outgoing {
+    queue: String,
+    body: Vec<u8>,
+    arguments: FieldTable,
+    /// For delay queues: the queue they dead-letter into, which must exist.
+    target: Option<String>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, BrokerError> {
+    serde_json::to_vec(value).map_err(|e| BrokerError::Backend(format!("cannot encode: {e}")))
+}
+
+fn delay_arguments(delay: Duration, target: &str) -> FieldTable {
+    let millis = delay.as_millis().min(u32::MAX as u128) as u32;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-message-ttl"),
+        AMQPValue::LongUInt(millis),
+    );
+    arguments.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    arguments.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(LongString::from(target)),
+    );
+    // An idle delay queue deletes itself.
+    arguments.insert(
+        ShortString::from("x-expires"),
+        AMQPValue::LongUInt(millis.saturating_mul(2).saturating_add(60_000)),
+    );
+    arguments
+}
+
+#[async_trait]
+impl Broker for AmqpBroker {
+    async fn publish(&self, tasks: Vec<Task>) -> Result<(), BrokerError> {
+        let mut by_queue: BTreeMap<String, Vec<Task>> = BTreeMap::new();
+        for task in tasks {
+            let (handler, version) = task.handler();
+            by_queue
+                .entry(self.task_queue(&queue_name(handler, version)))
+                .or_default()
+                .push(task);
+        }
+        let mut messages = Vec::new();
+        for (queue, tasks) in by_queue {
+            for chunk in tasks.chunks(TASKS_PER_MESSAGE) {
+                messages.push(Outgoing {
+                    queue: queue.clone(),
+                    body: encode(&chunk)?,
+                    arguments: FieldTable::default(),
+                    target: None,
+                });
+            }
+        }
+        self.publish_confirmed(&messages).await
+    }
+
+    async fn publish_later(&self, task: Task, delay: Duration) -> Result<(), BrokerError> {
+        let (handler, version) = task.handler();
+        let target = self.task_queue(&queue_name(handler, version));
+        let queue = format!("{}.delay.{}.{target}", self.inner.prefix, delay.as_millis());
+        let message = Outgoing {
+            arguments: delay_arguments(delay, &target),
+            body: encode(&[task])?,
+            queue,
+            target: Some(target),
+        };
+        self.publish_confirmed(std::slice::from_ref(&message)).await
+    }
+
+    async fn consume(
+        &self,
+        queues: Vec<String>,
+        prefetch: usize,
+    ) -> Result<Box<dyn Consumer>, BrokerError> {
+        let prefetch = prefetch.max(1);
+        // Room for one message being worked on and the next one arriving.
+        let messages_in_flight =
+            (prefetch.div_ceil(TASKS_PER_MESSAGE) + 1).min(u16::MAX as usize) as u16;
+        let (sender, receiver) =
+            mpsc::channel::<(Task, Arc<MessageAck>)>(prefetch + TASKS_PER_MESSAGE);
+        for queue in queues {
+            let queue = self.task_queue(&queue);
+            let sender = sender.clone();
+            self.keep_consuming("tasks", move |broker, channel| {
+                let queue = queue.clone();
+                let sender = sender.clone();
+                async move {
+                    broker.declare(&channel, &queue, FieldTable::default()).await?;
+                    channel
+                        .basic_qos(messages_in_flight, BasicQosOptions::default())
+                        .await
+                        .map_err(failure)?;
+                    let mut deliveries = channel
+                        .basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default())
+                        .await
+                        .map_err(failure)?;
+                    while let Some(delivery) = deliveries.next().await {
+                        let delivery = delivery.map_err(failure)?;
+                        let tasks: Vec<Task> = match serde_json::from_slice(&delivery.data) {
+                            Ok(tasks) => tasks,
+                            Err(error) => {
+                                // Not ours to understand: keeping it would
+                                // redeliver it forever.
+                                tracing::error!(%error, queue, "dropping a message that is not a task batch");
+                                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                                continue;
+                            }
+                        };
+                        if tasks.is_empty() {
+                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                            continue;
+                        }
+                        let ack = Arc::new(MessageAck {
+                            remaining: AtomicUsize::new(tasks.len()),
+                            handed_back: AtomicBool::new(false),
+                            acker: delivery.acker,
+                        });
+                        for task in tasks {
+                            if sender.send((task, ack.clone())).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Err(failure("the task consumer ended"))
+                }
+            });
+        }
+        Ok(Box::new(AmqpConsumer {
+            broker: self.clone(),
+            receiver,
+            unacked: Arc::new(Semaphore::new(prefetch)),
+        }))
+    }
+
+    async fn nudge(&self, flow: &FlowId) -> Result<(), BrokerError> {
+        let message = Outgoing {
+            queue: self.engine_queue(),
+            body: flow.as_str().as_bytes().to_vec(),
+            arguments: FieldTable::default(),
+            target: None,
+        };
+        self.publish_confirmed(std::slice::from_ref(&message)).await
+    }
+
+    async fn inbox(&self) -> Result<Box<dyn Inbox>, BrokerError> {
+        let (sender, receiver) = mpsc::channel::<Nudge>(1024);
+        let queue = self.engine_queue();
+        self.keep_consuming("nudges", move |broker, channel| {
+            let queue = queue.clone();
+            let sender = sender.clone();
+            async move {
+                broker
+                    .declare(&channel, &queue, FieldTable::default())
+                    .await?;
+                channel
+                    .basic_qos(512, BasicQosOptions::default())
+                    .await
+                    .map_err(failure)?;
+                let mut deliveries = channel
+                    .basic_consume(
+                        &queue,
+                        "",
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(failure)?;
+                while let Some(delivery) = deliveries.next().await {
+                    let delivery = delivery.map_err(failure)?;
+                    let flow = FlowId::new(String::from_utf8_lossy(&delivery.data).into_owned());
+                    let ack = NudgeAck {
+                        broker: broker.clone(),
+                        flow: flow.clone(),
+                        acker: delivery.acker,
+                    };
+                    if sender
+                        .send(Nudge {
+                            flow,
+                            ack: Box::new(ack),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(failure("the nudge consumer ended"))
+            }
+        });
+        Ok(Box::new(AmqpInbox { receiver }))
+    }
+
+    async fn announce(&self, event: FlowEvent) -> Result<(), BrokerError> {
+        let body = encode(&WireEvent::from(&event))?;
+        let (channel, _) = self.publisher().await?;
+        let exchange = self.events_exchange();
+        // Declared on first use, like queues; events are for whoever
+        // listens now, so a lost one is repaired by the waiter's own check.
+        let known = self
+            .inner
+            .declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&exchange);
+        if !known {
+            channel
+                .exchange_declare(
+                    &exchange,
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failure)?;
+            self.inner
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(exchange.clone());
+        }
+        let _confirm = channel
+            .basic_publish(
+                &exchange,
+                "",
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
+        let receiver = self.inner.events.subscribe();
+        self.start_listening();
+        receiver
+    }
+
+    fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if let Some(link) = inner.link.lock().await.take() {
+                let _ = link.connection.close(0, "shutting down").await;
+            }
+        });
+    }
+}
+
+/// Acknowledges a message once every task in it is settled.
+struct MessageAck {
+    remaining: AtomicUsize,
+    handed_back: AtomicBool,
+    acker: lapin::acker::Acker,
+}
+
+impl MessageAck {
+    async fn settle_one(&self) -> Result<(), BrokerError> {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        if self.handed_back.load(Ordering::Acquire) {
+            self.acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+                .map_err(failure)
+        } else {
+            self.acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(failure)
+        }
+    }
+}
+
+struct TaskAck {
+    broker: AmqpBroker,
+    task: Task,
+    message: Arc<MessageAck>,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[async_trait]
+impl Acknowledge for TaskAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.message.settle_one().await
+    }
+
+    async fn retry(self: Box<Self>) -> Result<(), BrokerError> {
+        // Send this task alone round again; if even that fails, the whole
+        // message goes back to its queue.
+        if self
+            .broker
+            .publish_later(self.task.clone(), REDELIVERY_DELAY)
+            .await
+            .is_err()
+        {
+            self.message.handed_back.store(true, Ordering::Release);
+        }
+        self.message.settle_one().await
+    }
+}
+
+struct AmqpConsumer {
+    broker: AmqpBroker,
+    receiver: mpsc::Receiver<(Task, Arc<MessageAck>)>,
+    unacked: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        let permit = self.unacked.clone().acquire_owned().await.ok()?;
+        let (task, message) = self.receiver.recv().await?;
+        if self.broker.is_closed() {
+            return None;
+        }
+        Some(Delivery {
+            task: task.clone(),
+            ack: Box::new(TaskAck {
+                broker: self.broker.clone(),
+                task,
+                message,
+                _permit: permit,
+            }),
+        })
+    }
+}
+
+struct NudgeAck {
+    broker: AmqpBroker,
+    flow: FlowId,
+    acker: lapin::acker::Acker,
+}
+
+#[async_trait]
+impl Acknowledge for NudgeAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(failure)
+    }
+
+    async fn retry(self: Box<Self>) -> Result<(), BrokerError> {
+        tokio::time::sleep(REDELIVERY_DELAY).await;
+        self.broker.nudge(&self.flow).await?;
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(failure)
+    }
+}
+
+struct AmqpInbox {
+    receiver: mpsc::Receiver<Nudge>,
+}
+
+#[async_trait]
+impl Inbox for AmqpInbox {
+    async fn next(&mut self) -> Option<Nudge> {
+        self.receiver.recv().await
+    }
+}
