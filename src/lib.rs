@@ -12,11 +12,14 @@
 //!
 //! `ARCHITECTURE.md` in the repository follows one job through these parts.
 
+pub mod api;
 pub mod broker;
+pub mod config;
 pub mod definition;
 pub mod graph;
 pub mod handler;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod rules;
 pub mod runtime;

@@ -1016,7 +1016,8 @@ async fn flow_in_a_phase(store: &dyn Store, jobs: usize) -> (FlowId, Cursor) {
         )
         .await
         .unwrap();
-    assert!(enumerated.fresh);
+    assert!(enumerated.publish);
+    store.jobs_queued(&id, &cursor, 0).await.unwrap();
     (id, cursor)
 }
 
@@ -1081,7 +1082,7 @@ async fn enumeration_is_recorded_once(kind: Kind) {
         .record_enumerated(&id, &cursor, 0, &v1(), &[Value::Null], Timestamp::now())
         .await
         .unwrap();
-    assert!(!again.fresh);
+    assert!(!again.publish, "queued jobs are not queued twice");
     assert_eq!(
         store.flow(&id).await.unwrap().unwrap().current().handlers[0].total,
         3

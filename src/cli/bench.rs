@@ -1,24 +1,29 @@
-//! `distribot bench`: throughput and latency with no-op in-process handlers.
+//! `distribot bench`: throughput and latency with no-op handlers.
 //!
-//! Each scenario runs in a fresh child process so that its peak RSS is its
-//! own. Results are one JSON object per scenario, then a table.
+//! On the embedded backend each scenario runs in a fresh child process, so
+//! that its peak RSS is its own. On the distributed backend each scenario
+//! gets a fresh engine process and two worker processes, all hosting the
+//! built-in `noop` handler, on the given RabbitMQ and Redis under a prefix
+//! of its own. Results are one JSON object per scenario, then a table.
 
 use std::collections::HashMap;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_trait::async_trait;
 use distribot::broker::FlowEvent;
-use distribot::definition::parse_definition_value;
-use distribot::handler::{EnumerateRequest, Handler, HandlerError, JobRequest};
+use distribot::definition::{parse_definition_value, Workflow};
+use distribot::handler::Noop;
 use distribot::ids::FlowId;
-use distribot::runtime::Embedded;
+use distribot::model::FlowStatus;
+use distribot::runtime::{Backend, Client, Embedded};
 use distribot::store::{EmbeddedStore, Store};
 use distribot::version::Version;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
+use super::distributed::BackendArgs;
 use super::{CliError, CliResult, EXIT_OK};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -35,18 +40,21 @@ enum Scenario {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum StoreKind {
+enum BackendKind {
     Memory,
     Sqlite,
-    Both,
+    /// Memory and SQLite, one after the other.
+    Embedded,
+    /// RabbitMQ + Redis, with 1 engine and 2 worker processes.
+    Distributed,
 }
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     scenario: Scenario,
-    #[arg(long, value_enum, default_value_t = StoreKind::Both)]
-    store: StoreKind,
+    #[arg(long, value_enum, default_value_t = BackendKind::Embedded)]
+    backend: BackendKind,
     /// Jobs in the fan-out phase of the `fanout` scenario.
     #[arg(long, default_value_t = 100_000)]
     jobs: u64,
@@ -59,15 +67,20 @@ pub struct BenchArgs {
     /// Flows in the `latency` scenario.
     #[arg(long, default_value_t = 500)]
     latency_flows: usize,
+    /// Jobs in flight per worker process (distributed).
+    #[arg(long, default_value_t = 256)]
+    worker_concurrency: usize,
     /// Print one JSON line per scenario instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    services: BackendArgs,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Outcome {
     scenario: Scenario,
-    store: StoreKind,
+    backend: BackendKind,
     flows: usize,
     jobs: u64,
     seconds: f64,
@@ -79,28 +92,23 @@ struct Outcome {
 }
 
 pub async fn bench(args: BenchArgs) -> CliResult<i32> {
-    let single = args.scenario != Scenario::All && args.store != StoreKind::Both;
-    if single {
-        let outcome = run_scenario(&args, args.scenario, args.store).await?;
-        if args.json {
-            println!("{}", serde_json::to_string(&outcome).context("encoding")?);
-        } else {
-            print_table(&[outcome]);
-        }
-        return Ok(EXIT_OK);
-    }
     let scenarios = match args.scenario {
         Scenario::All => vec![Scenario::Fanout, Scenario::Flows, Scenario::Latency],
         one => vec![one],
     };
-    let stores = match args.store {
-        StoreKind::Both => vec![StoreKind::Memory, StoreKind::Sqlite],
+    let backends = match args.backend {
+        BackendKind::Embedded => vec![BackendKind::Memory, BackendKind::Sqlite],
         one => vec![one],
     };
+    let in_this_process = scenarios.len() == 1 && backends.len() == 1;
     let mut outcomes = Vec::new();
     for scenario in scenarios {
-        for store in &stores {
-            let outcome = run_child(&args, scenario, *store)?;
+        for backend in &backends {
+            let outcome = match backend {
+                BackendKind::Distributed => run_distributed(&args, scenario).await?,
+                _ if in_this_process => run_embedded(&args, scenario, *backend).await?,
+                _ => run_child(&args, scenario, *backend)?,
+            };
             if args.json {
                 println!("{}", serde_json::to_string(&outcome).context("encoding")?);
             }
@@ -120,17 +128,21 @@ fn value_name<T: clap::ValueEnum>(value: T) -> String {
         .unwrap_or_default()
 }
 
-fn run_child(args: &BenchArgs, scenario: Scenario, store: StoreKind) -> CliResult<Outcome> {
+fn run_child(args: &BenchArgs, scenario: Scenario, backend: BackendKind) -> CliResult<Outcome> {
     let exe = std::env::current_exe().context("finding this program")?;
-    eprintln!("running {} on {}…", value_name(scenario), value_name(store));
+    eprintln!(
+        "running {} on {}…",
+        value_name(scenario),
+        value_name(backend)
+    );
     let output = std::process::Command::new(exe)
         .args([
             "bench",
             "--json",
             "--scenario",
             &value_name(scenario),
-            "--store",
-            &value_name(store),
+            "--backend",
+            &value_name(backend),
             "--jobs",
             &args.jobs.to_string(),
             "--flows",
@@ -140,14 +152,14 @@ fn run_child(args: &BenchArgs, scenario: Scenario, store: StoreKind) -> CliResul
             "--latency-flows",
             &args.latency_flows.to_string(),
         ])
-        .stderr(std::process::Stdio::inherit())
+        .stderr(Stdio::inherit())
         .output()
         .context("running a scenario")?;
     if !output.status.success() {
         return Err(CliError::Runtime(anyhow::anyhow!(
             "scenario {} on {} failed",
             value_name(scenario),
-            value_name(store)
+            value_name(backend)
         )));
     }
     let line = String::from_utf8_lossy(&output.stdout);
@@ -156,9 +168,9 @@ fn run_child(args: &BenchArgs, scenario: Scenario, store: StoreKind) -> CliResul
 
 fn print_table(outcomes: &[Outcome]) {
     println!(
-        "{:<8} {:<7} {:>7} {:>9} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}",
+        "{:<8} {:<11} {:>7} {:>9} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}",
         "scenario",
-        "store",
+        "backend",
         "flows",
         "jobs",
         "seconds",
@@ -170,9 +182,9 @@ fn print_table(outcomes: &[Outcome]) {
     );
     for o in outcomes {
         println!(
-            "{:<8} {:<7} {:>7} {:>9} {:>9.3} {:>12.0} {:>10.0} {:>9.2} {:>9.2} {:>9.1}",
+            "{:<8} {:<11} {:>7} {:>9} {:>9.3} {:>12.0} {:>10.0} {:>9.2} {:>9.2} {:>9.1}",
             value_name(o.scenario),
-            value_name(o.store),
+            value_name(o.backend),
             o.flows,
             o.jobs,
             o.seconds,
@@ -185,28 +197,8 @@ fn print_table(outcomes: &[Outcome]) {
     }
 }
 
-/// Enumerates as many jobs as the flow's data asks for its phase (one by
-/// default), and does nothing with them.
-struct Noop;
-
-#[async_trait]
-impl Handler for Noop {
-    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
-        let count = request
-            .data
-            .get(request.phase.as_str())
-            .and_then(Value::as_u64)
-            .unwrap_or(1);
-        Ok(vec![Value::Null; count as usize])
-    }
-
-    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
-        Ok(None)
-    }
-}
-
-async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> CliResult<Outcome> {
-    let workflow = Arc::new(
+fn bench_workflow() -> CliResult<Arc<Workflow>> {
+    Ok(Arc::new(
         parse_definition_value(&json!({
             "workflow": "bench",
             "phases": {
@@ -216,10 +208,33 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
             }
         }))
         .map_err(|e| CliError::Runtime(anyhow::anyhow!("bench workflow: {e}")))?,
-    );
+    ))
+}
+
+/// How many flows a scenario runs, and with what data (the built-in `noop`
+/// handler enumerates `data.jobs[PHASE]` jobs).
+fn shape(args: &BenchArgs, scenario: Scenario) -> (usize, Map<String, Value>) {
+    let (flows, jobs) = match scenario {
+        Scenario::Fanout => (1, json!({"fanout": args.jobs})),
+        Scenario::Flows => (
+            args.flows,
+            json!({"prepare": args.jobs_per_phase, "fanout": args.jobs_per_phase, "finish": args.jobs_per_phase}),
+        ),
+        _ => (args.latency_flows, json!({})),
+    };
+    let mut data = Map::new();
+    data.insert("jobs".to_owned(), jobs);
+    (flows, data)
+}
+
+async fn run_embedded(
+    args: &BenchArgs,
+    scenario: Scenario,
+    kind: BackendKind,
+) -> CliResult<Outcome> {
     let scratch = std::env::temp_dir().join(format!("distribot-bench-{}", std::process::id()));
     let store: Arc<dyn Store> = match kind {
-        StoreKind::Sqlite => {
+        BackendKind::Sqlite => {
             std::fs::create_dir_all(&scratch).context("creating a scratch folder")?;
             Arc::new(
                 EmbeddedStore::open(&scratch.join("bench.db")).context("opening the database")?,
@@ -233,17 +248,143 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
         .start()
         .await
         .context("starting")?;
-    let (flow_count, data) = match scenario {
-        Scenario::Fanout => (1, json!({"fanout": args.jobs})),
-        Scenario::Flows => (
-            args.flows,
-            json!({"prepare": args.jobs_per_phase, "fanout": args.jobs_per_phase, "finish": args.jobs_per_phase}),
-        ),
-        _ => (args.latency_flows, json!({})),
+    let mut outcome = measure(args, scenario, kind, embedded.backend()).await?;
+    outcome.peak_rss_mb = peak_rss_mb("self");
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(outcome)
+}
+
+/// Child processes that are killed when the scenario is over, however it ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outcome> {
+    let config = args.services.config()?;
+    let (Some(amqp), Some(redis)) = (config.amqp_url.clone(), config.redis_url.clone()) else {
+        return Err(CliError::BadInput(
+            "--backend distributed needs --amqp and --redis (or DISTRIBOT_AMQP_URL and DISTRIBOT_REDIS_URL)".into(),
+        ));
     };
-    let data = data.as_object().cloned().unwrap_or_default();
-    let client = embedded.client().clone();
-    let mut events = embedded.backend().broker.subscribe();
+    let prefix = format!("distribot-bench-{}", uuid::Uuid::now_v7().simple());
+    let dir = tempfile_dir()?;
+    let handlers = dir.join("handlers.toml");
+    std::fs::write(
+        &handlers,
+        "[[handlers]]\nname = \"Noop\"\nversion = \"1.0.0\"\nbuiltin = \"noop\"\n",
+    )
+    .context("writing the bench handlers")?;
+    eprintln!(
+        "running {} on distributed (prefix {prefix})…",
+        value_name(scenario)
+    );
+    let exe = std::env::current_exe().context("finding this program")?;
+    let spawn = |args: &[&str]| -> CliResult<Child> {
+        std::process::Command::new(&exe)
+            .args(args)
+            .args(["--amqp", &amqp, "--redis", &redis, "--prefix", &prefix])
+            .env_remove("DISTRIBOT_API_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| CliError::Runtime(anyhow::anyhow!("starting a process: {e}")))
+    };
+    let concurrency = args.worker_concurrency.to_string();
+    let handlers_arg = handlers.to_string_lossy().into_owned();
+    let worker = [
+        "worker",
+        "--handlers",
+        handlers_arg.as_str(),
+        "--concurrency",
+        concurrency.as_str(),
+    ];
+    let mut processes = Processes(vec![spawn(&["serve", "--listen", "127.0.0.1:0"])?]);
+    processes.0.push(spawn(&worker)?);
+    processes.0.push(spawn(&worker)?);
+    let backend = Backend::distributed(&amqp, &redis, &prefix)
+        .await
+        .context("connecting")?;
+    // Both workers announce themselves before the clock starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backend
+        .store
+        .workers()
+        .await
+        .context("reading workers")?
+        .len()
+        < 2
+    {
+        if Instant::now() > deadline {
+            return Err(CliError::Runtime(anyhow::anyhow!(
+                "the workers did not come up"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut outcome = measure(args, scenario, BackendKind::Distributed, &backend).await?;
+    outcome.peak_rss_mb = processes
+        .0
+        .iter()
+        .map(|child| peak_rss_mb(&child.id().to_string()))
+        .fold(0.0, f64::max);
+    drop(processes);
+    backend.broker.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::process::Command::new("redis-cli")
+        .args(["-u", &redis, "--scan", "--pattern", &format!("{prefix}:*")])
+        .output()
+        .map(|listing| {
+            let keys: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            for chunk in keys.chunks(500) {
+                let _ = std::process::Command::new("redis-cli")
+                    .args(["-u", &redis, "DEL"])
+                    .args(chunk)
+                    .output();
+            }
+        });
+    Ok(outcome)
+}
+
+fn tempfile_dir() -> CliResult<std::path::PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("distribot-bench-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).context("creating a scratch folder")?;
+    Ok(dir)
+}
+
+/// Starts the scenario's flows on `backend` and waits for them all.
+async fn measure(
+    args: &BenchArgs,
+    scenario: Scenario,
+    kind: BackendKind,
+    backend: &Backend,
+) -> CliResult<Outcome> {
+    let workflow = bench_workflow()?;
+    let (flow_count, data) = shape(args, scenario);
+    let client = Client::new(backend.clone());
+    let mut events = backend.broker.subscribe();
+    // One small flow first, so that connections, queues, caches and scripts
+    // are warm: the figures are for a running installation, not a cold one.
+    let warm_up = client
+        .start(workflow.clone(), Map::new())
+        .await
+        .context("starting the warm-up flow")?;
+    client
+        .wait(&warm_up)
+        .await
+        .context("waiting for the warm-up flow")?;
     let mut started: HashMap<FlowId, Instant> = HashMap::new();
     let mut latencies: Vec<Duration> = Vec::new();
     let began = Instant::now();
@@ -263,10 +404,11 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
                 launched += 1;
             }
         }
-        match events.recv().await {
-            Ok(FlowEvent::Ended { flow, status }) => {
+        let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+        match event {
+            Ok(Ok(FlowEvent::Ended { flow, status })) => {
                 if let Some(at) = started.remove(&flow) {
-                    if status != distribot::model::FlowStatus::Finished {
+                    if status != FlowStatus::Finished {
                         return Err(CliError::Runtime(anyhow::anyhow!(
                             "flow {flow} ended {status}"
                         )));
@@ -274,19 +416,33 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
                     latencies.push(at.elapsed());
                 }
             }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                return Err(CliError::Runtime(anyhow::anyhow!(
-                    "the bench fell behind the flow events"
-                )))
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+            // Missed events (a lagging or late subscription): ask the store.
+            Ok(Err(_)) | Err(_) => {
+                let mut ended = Vec::new();
+                for (id, at) in &started {
+                    let record = client.status(id).await.context("reading a flow")?;
+                    if record.status.is_ended() {
+                        ended.push((id.clone(), *at));
+                    }
+                }
+                for (id, at) in ended {
+                    started.remove(&id);
+                    latencies.push(at.elapsed());
+                }
             }
-            Err(_) => break,
         }
     }
     let seconds = began.elapsed().as_secs_f64();
     let jobs_per_flow: u64 = ["prepare", "fanout", "finish"]
         .iter()
-        .map(|phase| data.get(*phase).and_then(Value::as_u64).unwrap_or(1))
+        .map(|phase| {
+            data.get("jobs")
+                .and_then(|jobs| jobs.get(*phase))
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+        })
         .sum();
     let jobs = jobs_per_flow * flow_count as u64;
     latencies.sort();
@@ -296,9 +452,9 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
     };
-    let outcome = Outcome {
+    Ok(Outcome {
         scenario,
-        store: kind,
+        backend: kind,
         flows: flow_count,
         jobs,
         seconds,
@@ -306,16 +462,13 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario, kind: StoreKind) -> 
         flows_per_second: flow_count as f64 / seconds,
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
-        peak_rss_mb: peak_rss_mb(),
-    };
-    drop(embedded);
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(outcome)
+        peak_rss_mb: 0.0,
+    })
 }
 
-/// The process's peak resident set, from /proc (Linux).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A process's peak resident set, from /proc (Linux): `self` or a pid.
+fn peak_rss_mb(process: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|status| {
             status

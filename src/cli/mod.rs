@@ -4,10 +4,14 @@
 //! ended well, 1 when it took an error transition, failed or was canceled
 //! (or the command failed at run time), 2 for bad input or usage.
 
+mod api_client;
 mod bench;
+mod distributed;
 mod input;
 mod progress;
+mod remote;
 mod run;
+mod serve;
 mod summary;
 
 use std::path::PathBuf;
@@ -50,7 +54,8 @@ struct Cli {
 enum Command {
     /// Run a flow of a workflow on this machine, with live progress.
     Run(run::RunArgs),
-    /// Continue every unfinished flow of a state database after a crash.
+    /// Resume a paused flow on a server (ID), or continue every unfinished
+    /// flow of a state database after a crash (--db, --handlers).
     Resume(run::ResumeArgs),
     /// Check a workflow definition: exit 0 when valid, 2 when not.
     Validate {
@@ -65,6 +70,26 @@ enum Command {
     },
     /// Measure throughput and latency with no-op in-process handlers.
     Bench(bench::BenchArgs),
+    /// Serve the engine, in-process workers, the HTTP API and the dashboard.
+    Serve(serve::ServeArgs),
+    /// Run a worker for a distributed installation (RabbitMQ + Redis).
+    Worker(distributed::WorkerArgs),
+    /// Start a flow on a server: a registered workflow, or a workflow file.
+    Start(remote::StartArgs),
+    /// Show a flow on a server: status, phase, progress, transitions.
+    Status(remote::FlowArgs),
+    /// List the flows on a server, newest first.
+    List(remote::ListArgs),
+    /// Pause a running flow on a server.
+    Pause(remote::FlowArgs),
+    /// Cancel a running or paused flow on a server.
+    Cancel(remote::FlowArgs),
+    /// Follow a flow on a server until it ends; exit 0 if it ended well.
+    Watch(remote::FlowArgs),
+    /// List the live workers of a server.
+    Workers(remote::OutputArgs),
+    /// List a server's workflows, print one (NAME), or register one (put FILE).
+    Workflows(remote::WorkflowsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +119,16 @@ pub fn main() -> i32 {
         Command::Run(args) => with_runtime(|| run::run(args)),
         Command::Resume(args) => with_runtime(|| run::resume(args)),
         Command::Bench(args) => with_runtime(|| bench::bench(args)),
+        Command::Serve(args) => with_runtime(|| serve::serve(args)),
+        Command::Worker(args) => with_runtime(|| distributed::worker(args)),
+        Command::Start(args) => with_runtime(|| remote::start(args)),
+        Command::Status(args) => with_runtime(|| remote::status(args)),
+        Command::List(args) => with_runtime(|| remote::list(args)),
+        Command::Pause(args) => with_runtime(|| remote::pause(args)),
+        Command::Cancel(args) => with_runtime(|| remote::cancel(args)),
+        Command::Watch(args) => with_runtime(|| remote::watch(args)),
+        Command::Workers(args) => with_runtime(|| remote::workers(args)),
+        Command::Workflows(args) => with_runtime(|| remote::workflows(args)),
     };
     match outcome {
         Ok(code) => code,

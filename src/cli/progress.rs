@@ -1,13 +1,17 @@
 //! Live progress on stderr while flows run: a bar per phase and handler on
 //! a terminal, plain lines otherwise (logs, CI, pipes).
+//!
+//! `run` feeds the view records from its own store; `watch` feeds it what a
+//! server's event stream says. Both go through [`Snapshot`], so the two
+//! commands look the same.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use distribot::ids::FlowId;
-use distribot::model::FlowRecord;
+use distribot::ids::{FlowId, PhaseName};
+use distribot::model::{FlowRecord, FlowStatus, PhaseRun, Transition};
 use distribot::runtime::Client;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
@@ -44,7 +48,7 @@ pub async fn follow(
             _ = ticker.tick() => {
                 for id in &flows {
                     if let Ok(record) = client.status(id).await {
-                        view.show(&record);
+                        view.show(&Snapshot::from(&record));
                     }
                 }
             }
@@ -56,7 +60,7 @@ pub async fn follow(
         }
     }
     for record in &ended {
-        view.show(record);
+        view.show(&Snapshot::from(record));
     }
     view.clear();
     let order: HashMap<&FlowId, usize> = flows.iter().enumerate().map(|(i, id)| (id, i)).collect();
@@ -64,10 +68,31 @@ pub async fn follow(
     Ok(ended)
 }
 
+/// What the view shows of one flow, wherever it was read.
+pub struct Snapshot<'a> {
+    pub id: &'a FlowId,
+    pub status: FlowStatus,
+    pub phase: &'a PhaseName,
+    pub transitions: &'a [Transition],
+    pub phases: &'a [PhaseRun],
+}
+
+impl<'a> From<&'a FlowRecord> for Snapshot<'a> {
+    fn from(record: &'a FlowRecord) -> Self {
+        Snapshot {
+            id: &record.id,
+            status: record.status,
+            phase: &record.current().phase,
+            transitions: &record.transitions,
+            phases: &record.phases,
+        }
+    }
+}
+
 /// Per phase visit and handler slot.
 type BarKey = (FlowId, u32, u16);
 
-enum View {
+pub enum View {
     Bars {
         multi: MultiProgress,
         bars: HashMap<BarKey, ProgressBar>,
@@ -82,7 +107,9 @@ enum View {
 }
 
 impl View {
-    fn new(label_flows: bool) -> Self {
+    /// Bars on a terminal, lines otherwise; `label_flows` prefixes each
+    /// with the flow's short id, for when several flows share the screen.
+    pub fn new(label_flows: bool) -> Self {
         if std::io::stderr().is_terminal() {
             View::Bars {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
@@ -106,7 +133,7 @@ impl View {
         }
     }
 
-    fn show(&mut self, record: &FlowRecord) {
+    pub fn show(&mut self, record: &Snapshot<'_>) {
         match self {
             View::Bars {
                 multi,
@@ -118,14 +145,14 @@ impl View {
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
-                for run in &record.phases {
+                for run in record.phases {
                     for (slot, handler) in run.handlers.iter().enumerate() {
                         let key = (record.id.clone(), run.seq, slot as u16);
                         let bar = bars.entry(key).or_insert_with(|| {
                             let bar = multi.add(ProgressBar::new(0));
                             bar.set_style(style.clone());
                             let flow = if *label_flows {
-                                format!("{} ", short(&record.id))
+                                format!("{} ", short(record.id))
                             } else {
                                 String::new()
                             };
@@ -151,7 +178,7 @@ impl View {
                 label_flows,
             } => {
                 let flow = if *label_flows {
-                    format!("{} ", short(&record.id))
+                    format!("{} ", short(record.id))
                 } else {
                     String::new()
                 };
@@ -161,7 +188,7 @@ impl View {
                     eprintln!("{elapsed} {flow}→ {}", transition.to);
                 }
                 *seen = record.transitions.len();
-                for run in &record.phases {
+                for run in record.phases {
                     for (slot, handler) in run.handlers.iter().enumerate() {
                         if !handler.enumerated {
                             continue;
@@ -190,13 +217,12 @@ impl View {
                         }
                     }
                 }
-                if record.status.is_ended() && transitions.get(&record.id).is_some() {
+                if record.status.is_ended() && transitions.get(record.id).is_some() {
                     let key = (record.id.clone(), u32::MAX, u16::MAX);
                     if printed.insert(key, (0, 0, Instant::now())).is_none() {
                         eprintln!(
                             "{elapsed} {flow}{} in phase `{}`",
-                            record.status,
-                            record.current().phase
+                            record.status, record.phase
                         );
                     }
                 }
@@ -204,7 +230,7 @@ impl View {
         }
     }
 
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         if let View::Bars { multi, .. } = self {
             let _ = multi.clear();
         }

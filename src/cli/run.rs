@@ -1,5 +1,6 @@
 //! `distribot run` and `distribot resume`: flows on this machine, in one
-//! process, with live progress and a summary at the end.
+//! process, with live progress and a summary at the end. (`resume ID`
+//! resumes a paused flow on a server instead; see `remote`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use distribot::store::{EmbeddedStore, Store};
 
 use super::input::{handlers_path, load_handlers, load_workflow, parse_data};
 use super::progress::follow;
+use super::remote;
 use super::summary::{print_human, print_json};
 use super::{CliError, CliResult, EXIT_FLOW_FAILED, EXIT_OK};
 
@@ -39,20 +41,26 @@ pub struct RunArgs {
 
 #[derive(clap::Args)]
 pub struct ResumeArgs {
+    /// A paused flow to resume on a server (see --server).
+    #[arg(conflicts_with_all = ["db", "handlers", "concurrency"])]
+    id: Option<String>,
     /// The state database a crashed or interrupted run left.
-    #[arg(long)]
-    db: PathBuf,
+    #[arg(long, required_unless_present = "id")]
+    db: Option<PathBuf>,
     /// The handlers file for the flows' handlers.
-    #[arg(long)]
-    handlers: PathBuf,
-    /// Print a JSON summary per flow on stdout at the end (one per line).
+    #[arg(long, required_unless_present = "id")]
+    handlers: Option<PathBuf>,
+    /// Print a JSON summary per flow on stdout at the end (one per line);
+    /// with ID, the API's answer.
     #[arg(long)]
     json: bool,
     #[arg(long)]
     concurrency: Option<usize>,
+    #[command(flatten)]
+    connect: remote::Connect,
 }
 
-fn open_store(db: Option<&Path>) -> CliResult<Arc<dyn Store>> {
+pub(super) fn open_store(db: Option<&Path>) -> CliResult<Arc<dyn Store>> {
     Ok(match db {
         Some(path) => Arc::new(
             EmbeddedStore::open(path).map_err(|e| CliError::BadInput(format!("--db: {e}")))?,
@@ -92,8 +100,16 @@ pub async fn run(args: RunArgs) -> CliResult<i32> {
 }
 
 pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
-    let registry = load_handlers(&args.handlers)?;
-    let store = open_store(Some(&args.db))?;
+    if let Some(id) = &args.id {
+        return remote::resume(id, args.json, &args.connect).await;
+    }
+    let (Some(db), Some(handlers)) = (&args.db, &args.handlers) else {
+        return Err(CliError::BadInput(
+            "resume needs a flow ID (to resume a paused flow on a server) or --db and --handlers (to continue after a crash)".to_owned(),
+        ));
+    };
+    let registry = load_handlers(handlers)?;
+    let store = open_store(Some(db))?;
     let mut to_follow: Vec<FlowId> = Vec::new();
     for id in store.unfinished_flows().await.context("reading flows")? {
         let Some(record) = store.flow(&id).await.context("reading a flow")? else {
@@ -102,7 +118,7 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
         registry.check_serves(&record.workflow).map_err(|e| {
             CliError::BadInput(format!(
                 "{}: flow {id} (workflow `{}`): {e}",
-                args.handlers.display(),
+                handlers.display(),
                 record.workflow.name
             ))
         })?;
@@ -113,14 +129,10 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
         to_follow.push(id);
     }
     if to_follow.is_empty() {
-        eprintln!("{}: no unfinished flow to resume", args.db.display());
+        eprintln!("{}: no unfinished flow to resume", db.display());
         return Ok(EXIT_OK);
     }
-    eprintln!(
-        "resuming {} flow(s) from {}",
-        to_follow.len(),
-        args.db.display()
-    );
+    eprintln!("resuming {} flow(s) from {}", to_follow.len(), db.display());
     let mut builder = Embedded::builder().store_arc(store).handlers(registry);
     if let Some(limit) = args.concurrency {
         builder = builder.concurrency(limit);
@@ -128,8 +140,8 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
     let embedded = builder.start().await.context("starting the engine")?;
     let hint = format!(
         "the flows are saved; continue them with: distribot resume --db {} --handlers {}",
-        args.db.display(),
-        args.handlers.display()
+        db.display(),
+        handlers.display()
     );
     let records = follow(embedded.client(), to_follow, Some(hint)).await?;
     report(embedded.client(), &records, args.json).await
@@ -147,9 +159,9 @@ async fn report(client: &Client, records: &[FlowRecord], json: bool) -> CliResul
         );
         if json {
             print_json(&summary)?;
-            print_human(record, &summary, &mut std::io::stderr())?;
+            print_human(&summary, &mut std::io::stderr())?;
         } else {
-            print_human(record, &summary, &mut std::io::stdout())?;
+            print_human(&summary, &mut std::io::stdout())?;
         }
     }
     let all_well = records.iter().all(rules::ended_well);

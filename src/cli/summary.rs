@@ -1,10 +1,14 @@
 //! The end-of-run summary: transitions with their times and durations, jobs
 //! per handler, and the final phase, for people and as JSON for scripts.
+//!
+//! It reads only a [`FlowSummary`], which `run` builds from its own store
+//! and `watch`/`status` from what a server answers, so that both print the
+//! same thing.
 
 use std::io::Write;
 
 use anyhow::Context;
-use distribot::model::{FlowRecord, FlowSummary};
+use distribot::model::FlowSummary;
 use distribot::time::format_duration;
 
 use super::CliResult;
@@ -15,12 +19,8 @@ pub fn print_json(summary: &FlowSummary) -> CliResult<()> {
     Ok(())
 }
 
-pub fn print_human(
-    record: &FlowRecord,
-    summary: &FlowSummary,
-    out: &mut impl Write,
-) -> CliResult<()> {
-    render_human(record, summary, out).context("writing the summary")?;
+pub fn print_human(summary: &FlowSummary, out: &mut impl Write) -> CliResult<()> {
+    render_human(summary, out).context("writing the summary")?;
     Ok(())
 }
 
@@ -28,11 +28,8 @@ pub fn print_human(
 const OUTPUT_PREVIEW_CHARS: usize = 300;
 const OUTPUT_PREVIEW_COUNT: usize = 5;
 
-fn render_human(
-    record: &FlowRecord,
-    summary: &FlowSummary,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
+fn render_human(summary: &FlowSummary, out: &mut impl Write) -> std::io::Result<()> {
+    let record = summary;
     let took = record
         .ended_at
         .map(|end| format!(" in {}", format_duration(record.created_at.until(end))))
@@ -41,10 +38,7 @@ fn render_human(
     writeln!(
         out,
         "flow {} ({}): {} in phase `{}`{took}",
-        record.id,
-        record.workflow.name,
-        record.status,
-        record.current().phase
+        record.id, record.workflow, record.status, record.phase
     )?;
     writeln!(out, "transitions:")?;
     for (index, transition) in record.transitions.iter().enumerate() {
@@ -72,7 +66,7 @@ fn render_human(
             transition.at, transition.to
         )?;
     }
-    let totals = record.handler_totals();
+    let totals = &record.handlers;
     if !totals.is_empty() {
         let width = totals
             .keys()
@@ -86,7 +80,7 @@ fn render_human(
             "  {:<width$}  {:>8}  {:>8}  {:>8}",
             "handler", "done", "failed", "retried"
         )?;
-        for (name, counts) in &totals {
+        for (name, counts) in totals {
             writeln!(
                 out,
                 "  {:<width$}  {:>8}  {:>8}  {:>8}",

@@ -44,6 +44,8 @@ struct HandlerEntry {
     concurrency: Option<usize>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// A handler built into distribot instead of commands.
+    builtin: Option<String>,
 }
 
 /// Reads a handlers file into a registry of command handlers.
@@ -96,11 +98,31 @@ fn parse_handlers(text: &str, folder: &Path) -> Result<HandlerRegistry, String> 
                 "{at}: version {version} of `{name}` is configured twice"
             ));
         }
-        let handler = CommandHandler::new(entry.enumerate, entry.process, folder, entry.env);
+        let handler: Arc<dyn super::Handler> = match &entry.builtin {
+            Some(builtin) => {
+                if entry.enumerate.is_some() || entry.process.is_some() {
+                    return Err(format!(
+                        "{at}: `builtin` replaces `enumerate` and `process`; give one or the other"
+                    ));
+                }
+                super::builtin::builtin(builtin).ok_or_else(|| {
+                    format!(
+                        "{at}: `builtin = \"{builtin}\"` is not a built-in handler; the built-in ones are {}",
+                        super::builtin::BUILTIN_NAMES.join(", ")
+                    )
+                })?
+            }
+            None => Arc::new(CommandHandler::new(
+                entry.enumerate,
+                entry.process,
+                folder,
+                entry.env,
+            )),
+        };
         registry.register_arc(
             name,
             version,
-            Arc::new(handler),
+            handler,
             HandlerOptions {
                 timeout,
                 concurrency: entry.concurrency,
@@ -190,6 +212,17 @@ mod tests {
         assert!(error.contains("line 3"), "{error}");
         assert!(error.contains("unknown field `proces`"), "{error}");
         assert!(!error.contains('\n'), "one line: {error}");
+    }
+
+    #[test]
+    fn builtins_replace_commands() {
+        let registry = parse("[[handlers]]\nname = \"N\"\nbuiltin = \"noop\"\n").unwrap();
+        assert_eq!(registry.offered(&HandlerName::new("N")).len(), 1);
+        let error = parse("[[handlers]]\nname = \"N\"\nbuiltin = \"nope\"\n").unwrap_err();
+        assert!(error.contains("noop, fail"), "{error}");
+        let error = parse("[[handlers]]\nname = \"N\"\nbuiltin = \"noop\"\nprocess = [\"x\"]\n")
+            .unwrap_err();
+        assert!(error.contains("one or the other"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! over stdin and stdout. Workers host handlers through a
 //! [`HandlerRegistry`], which maps each name and version to its code.
 
+mod builtin;
 mod command;
 mod config;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use builtin::{Fail, Noop};
 pub use command::CommandHandler;
 pub use config::{load_handlers_file, HandlersFileError};
 

@@ -23,10 +23,22 @@ impl LiveCatalog {
     pub fn new() -> Self {
         Self::default()
     }
+}
+
+#[async_trait::async_trait]
+impl Catalog for LiveCatalog {
+    fn offered(&self, handler: &HandlerName) -> Vec<Version> {
+        self.offered
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(handler)
+            .cloned()
+            .unwrap_or_default()
+    }
 
     /// Reads the live workers again. True when what they offer changed,
     /// which may let waiting flows go on.
-    pub async fn refresh(&self, store: &dyn Store) -> Result<bool, StoreError> {
+    async fn refresh(&self, store: &dyn Store) -> Result<bool, StoreError> {
         let mut offered: BTreeMap<HandlerName, Vec<Version>> = BTreeMap::new();
         for worker in store.workers().await? {
             for hosted in worker.handlers {
@@ -46,16 +58,5 @@ impl LiveCatalog {
         let changed = *current != offered;
         *current = offered;
         Ok(changed)
-    }
-}
-
-impl Catalog for LiveCatalog {
-    fn offered(&self, handler: &HandlerName) -> Vec<Version> {
-        self.offered
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(handler)
-            .cloned()
-            .unwrap_or_default()
     }
 }

@@ -63,9 +63,13 @@ impl Client {
         let id = FlowId::generate();
         let data = workflow.flow_data(data);
         let record = FlowRecord::new(id.clone(), workflow, data, Timestamp::now());
-        self.backend.store.create_flow(record).await?;
-        self.backend.broker.nudge(&id).await?;
-        Ok(id)
+        let backend = self.backend.clone();
+        run_to_the_end(async move {
+            backend.store.create_flow(record).await?;
+            backend.broker.nudge(&id).await?;
+            Ok(id)
+        })
+        .await
     }
 
     pub async fn status(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
@@ -98,45 +102,53 @@ impl Client {
     }
 
     async fn command(&self, id: &FlowId, command: Command) -> Result<FlowStatus, ClientError> {
-        let CommandApplied { status, released } = self
-            .backend
-            .store
-            .apply_command(id, command, Timestamp::now())
-            .await?;
-        let broker = &self.backend.broker;
-        match status {
-            FlowStatus::Running => {
-                let count = released.len();
-                broker.publish(released).await?;
-                self.backend.store.forget_released(id, count).await?;
-                // A phase may have completed while the flow was paused.
-                broker.nudge(id).await?;
+        let backend = self.backend.clone();
+        let id = id.clone();
+        run_to_the_end(async move {
+            let CommandApplied { status, released } = backend
+                .store
+                .apply_command(&id, command, Timestamp::now())
+                .await?;
+            let broker = &backend.broker;
+            match status {
+                FlowStatus::Running => {
+                    let count = released.len();
+                    broker.publish(released).await?;
+                    backend.store.forget_released(&id, count).await?;
+                    // A phase may have completed while the flow was paused.
+                    broker.nudge(&id).await?;
+                }
+                FlowStatus::Canceled => {
+                    broker
+                        .announce(FlowEvent::Ended { flow: id, status })
+                        .await?;
+                }
+                _ => {}
             }
-            FlowStatus::Canceled => {
-                broker
-                    .announce(FlowEvent::Ended {
-                        flow: id.clone(),
-                        status,
-                    })
-                    .await?;
-            }
-            _ => {}
-        }
-        Ok(status)
+            Ok(status)
+        })
+        .await
     }
 
     /// Waits until the flow has ended, and returns its record.
     ///
     /// Events are a fast path, not the source of truth: a subscription that
     /// is still being set up, or a broker reconnecting, can miss one, so the
-    /// record is read again at least every [`WAIT_RECHECK`].
+    /// record is read again at least every [`WAIT_RECHECK`]. A store that
+    /// cannot be reached for a while is waited out, not reported.
     pub async fn wait(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
         let mut events = self.backend.broker.subscribe();
         loop {
             // Checked after subscribing, so an end between the two is not missed.
-            let record = self.status(id).await?;
-            if record.status.is_ended() {
-                return Ok(record);
+            match self.status(id).await {
+                Ok(record) if record.status.is_ended() => return Ok(record),
+                Ok(_) => {}
+                // The store restarting is no reason to stop waiting for a
+                // flow that goes on meanwhile.
+                Err(ClientError::Runtime(RuntimeError::Store(StoreError::Backend(error)))) => {
+                    tracing::warn!(%error, flow = %id, "reading the flow failed; trying again");
+                }
+                Err(other) => return Err(other),
             }
             let deadline = tokio::time::Instant::now() + WAIT_RECHECK;
             loop {
@@ -153,6 +165,20 @@ impl Client {
             }
         }
     }
+}
+
+/// Runs a change of several steps to its end even if the caller stops
+/// waiting (an HTTP client hanging up drops its request's future). Cut in
+/// half, a change could leave a flow stored but never nudged, or resumed
+/// with its parked jobs never queued again.
+async fn run_to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::spawn(change).await.unwrap_or_else(|join_error| {
+        Err(ClientError::Runtime(RuntimeError::Broker(
+            crate::broker::BrokerError::Backend(format!("a change stopped halfway: {join_error}")),
+        )))
+    })
 }
 
 /// The longest [`Client::wait`] trusts events alone.

@@ -17,12 +17,21 @@ use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::model::{FlowError, FlowRecord, PhaseState, Task};
 use crate::rules::{self, Step};
+use crate::store::{Store, StoreError};
 use crate::time::{format_duration, Timestamp};
 use crate::version::Version;
 
 /// Which handler versions some worker can run right now.
+#[async_trait::async_trait]
 pub trait Catalog: Send + Sync + 'static {
     fn offered(&self, handler: &HandlerName) -> Vec<Version>;
+
+    /// Looks again at what workers offer; true when it changed. Catalogs
+    /// that cannot change need not do anything.
+    async fn refresh(&self, store: &dyn Store) -> Result<bool, StoreError> {
+        let _ = store;
+        Ok(false)
+    }
 }
 
 impl Catalog for crate::handler::HandlerRegistry {
@@ -42,6 +51,12 @@ struct Pending {
 /// How often an engine among many processes re-reads the live workers.
 const CATALOG_REFRESH: Duration = Duration::from_secs(1);
 
+/// When each enumerate task of a flow went out, by (visit, slot).
+type Dispatched = HashMap<(u32, u16), std::time::Instant>;
+
+/// How long an engine trusts that an enumerate task it sent is on its way.
+const REDISPATCH_AFTER: Duration = Duration::from_secs(60);
+
 /// How many flows one engine advances at once.
 const CONCURRENT_FLOWS: usize = 256;
 
@@ -55,8 +70,9 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     /// Flows being advanced now.
     active: Mutex<HashMap<FlowId, Pending>>,
-    /// Enumerations this engine already asked for, per flow: (visit, slot).
-    dispatched: Mutex<HashMap<FlowId, HashSet<(u32, u16)>>>,
+    /// Enumerations this engine already asked for, per flow: (visit, slot),
+    /// and when.
+    dispatched: Mutex<HashMap<FlowId, Dispatched>>,
     /// Phase visits whose timeout is armed.
     deadlines: Mutex<HashSet<(FlowId, u32)>>,
     limit: Arc<Semaphore>,
@@ -204,6 +220,7 @@ impl Engine {
     /// Takes steps until the flow has nothing more to decide.
     pub async fn advance(&self, flow: &FlowId) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
+        let mut looked_again = false;
         loop {
             let Some(record) = backend.store.flow(flow).await? else {
                 return Ok(());
@@ -249,6 +266,14 @@ impl Engine {
                     orders,
                     waiting,
                 } => {
+                    // A worker may have come since the catalog was read: look
+                    // once before making the flow wait for the next refresh.
+                    if !waiting.is_empty() && !looked_again {
+                        looked_again = true;
+                        if self.inner.catalog.refresh(backend.store.as_ref()).await? {
+                            continue;
+                        }
+                    }
                     let reasons: Vec<String> = waiting.iter().map(ToString::to_string).collect();
                     if reasons != record.waiting {
                         backend.store.note_waiting(flow, reasons).await?;
@@ -268,12 +293,18 @@ impl Engine {
         cursor: &Cursor,
         orders: Vec<rules::EnumerateOrder>,
     ) -> Vec<Task> {
+        let now = std::time::Instant::now();
         let mut dispatched = lock(&self.inner.dispatched);
         let sent = dispatched.entry(flow.clone()).or_default();
-        sent.retain(|(seq, _)| *seq == cursor.seq);
+        // Forget other visits, and dispatches so old that the task may be
+        // lost for good: asking again costs a duplicate at worst, which the
+        // store ignores.
+        sent.retain(|(seq, _), at| {
+            *seq == cursor.seq && now.duration_since(*at) < REDISPATCH_AFTER
+        });
         orders
             .into_iter()
-            .filter(|order| sent.insert((cursor.seq, order.slot)))
+            .filter(|order| sent.insert((cursor.seq, order.slot), now).is_none())
             .map(|order| Task::Enumerate {
                 flow: flow.clone(),
                 cursor: cursor.clone(),

@@ -31,6 +31,56 @@ pub struct Backend {
     pub broker: Arc<dyn Broker>,
 }
 
+impl Backend {
+    /// The distributed backend: tasks on RabbitMQ, state in Redis, every
+    /// queue and key under `prefix`. Connection failures name the server by
+    /// its masked URL.
+    pub async fn distributed(
+        amqp_url: &str,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Result<Backend, RuntimeError> {
+        let store = crate::store::RedisStore::connect(redis_url, prefix)
+            .await
+            .map_err(|e| match e {
+                StoreError::Backend(message) => StoreError::Backend(format!(
+                    "{}: {message}",
+                    crate::config::mask_url(redis_url)
+                )),
+                other => other,
+            })?;
+        let broker = crate::broker::AmqpBroker::connect(
+            amqp_url,
+            &crate::config::mask_url(amqp_url),
+            prefix,
+        )
+        .await?;
+        Ok(Backend {
+            store: Arc::new(store),
+            broker: Arc::new(broker),
+        })
+    }
+}
+
+/// Runs an engine among many processes: it follows the workers' heartbeats
+/// for handler versions and sweeps unfinished flows every `sweep`, until
+/// the broker shuts down.
+pub async fn run_distributed_engine(
+    backend: Backend,
+    sweep: std::time::Duration,
+) -> Result<(), RuntimeError> {
+    let catalog = Arc::new(LiveCatalog::new());
+    catalog.refresh(backend.store.as_ref()).await?;
+    let engine = Engine::new(backend, catalog.clone());
+    let maintenance = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.maintain(catalog, sweep).await })
+    };
+    let outcome = engine.run().await;
+    maintenance.abort();
+    outcome
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {

@@ -332,7 +332,7 @@ impl Worker {
                     .store
                     .record_enumerated(flow, cursor, *slot, version, &jobs, now)
                     .await?;
-                if recorded.fresh {
+                if recorded.publish {
                     let tasks = jobs
                         .into_iter()
                         .enumerate()
@@ -351,6 +351,7 @@ impl Worker {
                         })
                         .collect();
                     backend.broker.publish(tasks).await?;
+                    backend.store.jobs_queued(flow, cursor, *slot).await?;
                 }
                 recorded.progress
             }

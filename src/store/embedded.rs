@@ -415,7 +415,7 @@ impl Store for EmbeddedStore {
             if record.status.is_ended() || !visit_is_current(record, cursor) {
                 return Ok(Enumerated {
                     progress: Progress::Stale,
-                    fresh: false,
+                    publish: false,
                 });
             }
             let run = record.current_mut();
@@ -429,7 +429,7 @@ impl Store for EmbeddedStore {
                 let progress = Progress::of(run.state);
                 return Ok(Enumerated {
                     progress,
-                    fresh: false,
+                    publish: false,
                 });
             }
             handler.enumerated = true;
@@ -456,7 +456,7 @@ impl Store for EmbeddedStore {
             state.log(JournalEntry::FlowChanged(flow.clone()));
             Ok(Enumerated {
                 progress,
-                fresh: true,
+                publish: true,
             })
         })
         .await

@@ -51,9 +51,11 @@ pub const WORKER_LIVENESS: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Enumerated {
     pub progress: Progress,
-    /// False when this phase visit's handler had already enumerated (a
-    /// duplicate request): the caller must not queue the jobs again.
-    pub fresh: bool,
+    /// Whether the caller must queue the jobs: true for the first
+    /// enumeration, and for a repeat of one whose jobs were never confirmed
+    /// queued (the worker that did it died in between). Then it calls
+    /// [`Store::jobs_queued`] once they are.
+    pub publish: bool,
 }
 
 /// What a status command did.
@@ -135,7 +137,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Records the jobs a handler enumerated for a phase visit. The first
-    /// enumeration wins; later ones are reported as not fresh.
+    /// enumeration's count wins.
     async fn record_enumerated(
         &self,
         flow: &FlowId,
@@ -145,6 +147,19 @@ pub trait Store: Send + Sync + 'static {
         jobs: &[Value],
         at: Timestamp,
     ) -> Result<Enumerated, StoreError>;
+
+    /// The jobs of an enumeration are on the broker: a repeated enumeration
+    /// need not queue them again. Stores whose queues die with the process
+    /// (and are rebuilt by [`Store::recover`]) need not do anything.
+    async fn jobs_queued(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+    ) -> Result<(), StoreError> {
+        let _ = (flow, cursor, slot);
+        Ok(())
+    }
 
     /// Records a job as done, once per job id, with its output.
     async fn record_job_done(

@@ -115,6 +115,15 @@ impl Keys {
     }
 }
 
+/// A flow's keys as one pipelined read returns them: meta, hot, visits,
+/// transitions.
+type StoredFlow = (
+    HashMap<String, String>,
+    HashMap<String, String>,
+    Vec<String>,
+    Vec<String>,
+);
+
 /// The per-visit JSON kept in `P:flow:ID:visits`.
 #[derive(Serialize, Deserialize)]
 struct StoredVisit {
@@ -209,18 +218,25 @@ return 1
             ),
             // KEYS: hot
             // ARGV: seq phase slot version total at
-            // Returns {status, current seq, visit state, fresh}
+            // Returns {status, current seq, visit state, publish}
             enumerated: with_settle(
                 r#"
 local hot = KEYS[1]
 local seq, slot = ARGV[1], ARGV[3]
-local st = redis.call('HMGET', hot, 'status', 'seq', 'p:' .. seq, 's:' .. seq, 'en:' .. seq .. ':' .. slot)
+local h = seq .. ':' .. slot
+local st = redis.call('HMGET', hot, 'status', 'seq', 'p:' .. seq, 's:' .. seq, 'en:' .. h, 'q:' .. h)
 if not st[1] then return {'', '', '', '0'} end
 if st[1] == 'finished' or st[1] == 'failed' or st[1] == 'canceled' or st[2] ~= seq or st[3] ~= ARGV[2] then
   return {st[1], st[2], st[4] or '', '0'}
 end
-if st[5] == '1' or st[4] ~= 'running' then return {st[1], st[2], st[4], '0'} end
-local h = seq .. ':' .. slot
+if st[4] ~= 'running' then return {st[1], st[2], st[4], '0'} end
+if st[5] == '1' then
+  -- Enumerated before, but its jobs were never confirmed queued: the
+  -- worker that did it died in between, so this one queues them.
+  local publish = '1'
+  if st[6] == '1' then publish = '0' end
+  return {st[1], st[2], st[4], publish}
+end
 redis.call('HSET', hot, 'en:' .. h, '1', 't:' .. h, ARGV[5], 'v:' .. h, ARGV[4], 'ts:' .. h, ARGV[6])
 local done = tonumber(redis.call('HGET', hot, 'd:' .. h) or '0')
 if done >= tonumber(ARGV[5]) then redis.call('HSET', hot, 'tf:' .. h, ARGV[6]) end
@@ -265,11 +281,12 @@ return {status, redis.call('HGET', hot, 'seq'), redis.call('HGET', hot, 's:' .. 
             ),
             // KEYS: hot done
             // ARGV: seq slot index(or '')
-            // Returns {status, current seq, current visit state, enumerated, job done}
+            // Returns {status, current seq, current visit state, enumerated
+            // and queued, job done}
             facts: Script::new(
                 r#"
 local hot = KEYS[1]
-local st = redis.call('HMGET', hot, 'status', 'seq', 'en:' .. ARGV[1] .. ':' .. ARGV[2])
+local st = redis.call('HMGET', hot, 'status', 'seq', 'q:' .. ARGV[1] .. ':' .. ARGV[2])
 if not st[1] then return {'', '', '', '0', '0'} end
 local state = redis.call('HGET', hot, 's:' .. st[2]) or ''
 local done = 0
@@ -426,12 +443,7 @@ impl RedisStore {
 
     async fn load(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
         let mut conn = self.conn();
-        let (meta, hot, visits, transitions): (
-            HashMap<String, String>,
-            HashMap<String, String>,
-            Vec<String>,
-            Vec<String>,
-        ) = redis::pipe()
+        let (meta, hot, visits, transitions): StoredFlow = redis::pipe()
             .hgetall(self.keys.flow(id))
             .hgetall(self.keys.hot(id))
             .lrange(self.keys.visits(id), 0, -1)
@@ -935,8 +947,22 @@ impl Store for RedisStore {
         }
         Ok(Enumerated {
             progress: progress(&reply[0], &reply[1], &reply[2], cursor.seq),
-            fresh: reply.get(3).is_some_and(|f| f == "1"),
+            publish: reply.get(3).is_some_and(|f| f == "1"),
         })
+    }
+
+    async fn jobs_queued(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+    ) -> Result<(), StoreError> {
+        let _: () = self
+            .conn()
+            .hset(self.keys.hot(flow), format!("q:{}:{slot}", cursor.seq), "1")
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn record_job_done(

@@ -1,0 +1,235 @@
+//! Every error the API answers, and the one place that turns each into a
+//! status code and the JSON body `{"error": {"code", "message", "path"?}}`.
+//!
+//! Handlers return `Result<_, ApiError>` and convert library errors with
+//! `?`; nothing else in the API chooses a status code for a failure. Codes
+//! are stable words clients can branch on; messages are for people.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::views::{ErrorBody, ErrorDetail, FaultView};
+use crate::broker::BrokerError;
+use crate::definition::{DefinitionError, Fault};
+use crate::ids::FlowId;
+use crate::rules::CommandRejected;
+use crate::runtime::{ClientError, RuntimeError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request is wrong in a way its sender can fix.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        /// The JSON path of the fault in the body, when there is one.
+        path: Option<String>,
+    },
+    #[error("malformed JSON at line {line}, column {column}: {message}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("invalid workflow definition: {}", join_faults(.0))]
+    InvalidDefinition(Vec<Fault>),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("send the body as JSON with `Content-Type: application/json`{}", found_type(.found))]
+    UnsupportedMediaType { found: Option<String> },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("no flow with id `{0}`")]
+    UnknownFlow(FlowId),
+    #[error("no workflow named `{name}` is registered; register it with PUT /api/workflows/{name}, or start the flow with an inline `definition`")]
+    UnknownWorkflow { name: String, path: Option<String> },
+    #[error("no route for {path}; the API is described at /api/openapi.json")]
+    NotFound { path: String },
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error(transparent)]
+    Rejected(CommandRejected),
+    /// The backend did not answer; trying again later may work.
+    #[error("the backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join_faults(faults: &[Fault]) -> String {
+    faults
+        .iter()
+        .map(Fault::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn found_type(found: &Option<String>) -> String {
+    match found {
+        Some(found) => format!(" (got `{found}`)"),
+        None => " (the request had no Content-Type)".to_owned(),
+    }
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    pub fn bad_field(
+        code: &'static str,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            path: Some(path.into()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. }
+            | ApiError::MalformedJson { .. }
+            | ApiError::InvalidDefinition(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::UnknownFlow(_)
+            | ApiError::UnknownWorkflow { .. }
+            | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Rejected(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable word clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::MalformedJson { .. } => "malformed_json",
+            ApiError::InvalidDefinition(_) => "invalid_definition",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::UnknownFlow(_) => "unknown_flow",
+            ApiError::UnknownWorkflow { .. } => "unknown_workflow",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Rejected(_) => "wrong_state",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn path(&self) -> Option<String> {
+        match self {
+            ApiError::BadRequest { path, .. } | ApiError::UnknownWorkflow { path, .. } => {
+                path.clone()
+            }
+            ApiError::InvalidDefinition(faults) => faults.first().map(|fault| fault.path.clone()),
+            _ => None,
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let faults = match self {
+            ApiError::InvalidDefinition(faults) => faults
+                .iter()
+                .map(|fault| FaultView {
+                    path: fault.path.clone(),
+                    message: fault.message.clone(),
+                    hint: fault.hint.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                path: self.path(),
+                faults,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::UnknownFlow(id) => ApiError::UnknownFlow(id),
+            StoreError::Rejected(rejected) => ApiError::Rejected(rejected),
+            StoreError::Backend(message) => ApiError::Unavailable(message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        ApiError::Unavailable(error.to_string())
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(error: RuntimeError) -> Self {
+        match error {
+            RuntimeError::Store(store) => store.into(),
+            RuntimeError::Broker(broker) => broker.into(),
+        }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::UnknownFlow(id) => ApiError::UnknownFlow(id),
+            ClientError::Rejected(rejected) => ApiError::Rejected(rejected),
+            ClientError::Runtime(runtime) => runtime.into(),
+        }
+    }
+}
+
+impl From<DefinitionError> for ApiError {
+    fn from(error: DefinitionError) -> Self {
+        match error {
+            DefinitionError::Json {
+                line,
+                column,
+                message,
+            } => ApiError::MalformedJson {
+                line,
+                column,
+                message,
+            },
+            DefinitionError::Invalid(faults) => ApiError::InvalidDefinition(faults),
+        }
+    }
+}

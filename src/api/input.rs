@@ -1,0 +1,444 @@
+//! Reading what a request carries (JSON bodies, query strings, path
+//! segments), refusing bad input with a precise 4xx before a handler sees
+//! it.
+//!
+//! Bodies are read into a `serde_json::Value` first and checked by hand
+//! rather than deserialised straight into structs: that is how every fault
+//! gets a JSON path, and how NUL bytes and absurd nesting are refused with a
+//! message of their own instead of a parser's generic complaint.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::definition::DefinitionError;
+use crate::ids::FlowId;
+use crate::model::FlowStatus;
+
+/// Deeper JSON than this is refused. serde_json stops at 128 on its own;
+/// refusing earlier leaves room for the envelopes stores wrap data in, so
+/// that what was accepted can always be read back.
+pub const MAX_DEPTH: usize = 64;
+
+/// Flows per page when the request does not say.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+/// A request body that is well-formed JSON, sent as JSON, within the size
+/// limit, without NUL characters and not nested absurdly deep.
+pub struct JsonBody(pub Value);
+
+impl FromRequest<ApiState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        check_content_type(request.headers())?;
+        let limit = state.body_limit();
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge { limit }
+                } else {
+                    ApiError::bad_request("unreadable_body", rejection.body_text())
+                }
+            })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let found = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let is_json = found.as_deref().is_some_and(|text| {
+        let essence = text
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType { found })
+    }
+}
+
+/// Parses a body, refusing NUL bytes and deep nesting before the parser
+/// runs, and NUL characters hidden in escapes after.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    if let Some(at) = bytes.iter().position(|&byte| byte == 0) {
+        return Err(ApiError::bad_request(
+            "nul_byte",
+            format!("the body contains a NUL byte (at byte {at})"),
+        ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "the body is empty; send a JSON object",
+        ));
+    }
+    check_depth(bytes)?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
+        let full = error.to_string();
+        if full.contains("recursion limit exceeded") {
+            return too_deep(error.line(), error.column());
+        }
+        let position = format!(" at line {} column {}", error.line(), error.column());
+        ApiError::MalformedJson {
+            line: error.line(),
+            column: error.column(),
+            message: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
+        }
+    })?;
+    if let Some(path) = find_nul(&value, "$".to_owned()) {
+        return Err(ApiError::bad_field(
+            "nul_byte",
+            path,
+            "a string contains a NUL character (\\u0000)",
+        ));
+    }
+    Ok(value)
+}
+
+fn too_deep(line: usize, column: usize) -> ApiError {
+    ApiError::bad_request(
+        "too_deep",
+        format!(
+            "the JSON is nested more than {MAX_DEPTH} levels deep (at line {line}, column {column})"
+        ),
+    )
+}
+
+/// Counts brackets outside strings; cheaper than parsing, and it stops
+/// before the parser would recurse.
+fn check_depth(bytes: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in bytes {
+        column += 1;
+        if byte == b'\n' {
+            line += 1;
+            column = 0;
+        }
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_deep(line, column));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The path of the first string or key holding a NUL character.
+fn find_nul(value: &Value, path: String) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then_some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| find_nul(item, format!("{path}[{index}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let here = child(&path, key);
+            if key.contains('\0') {
+                Some(here)
+            } else {
+                find_nul(item, here)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Where a flow's workflow comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlowSource {
+    /// The name of a registered workflow.
+    Registered(String),
+    /// A whole definition, validated on arrival.
+    Inline(Value),
+}
+
+/// The body of `POST /api/flows`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartFlow {
+    pub source: FlowSource,
+    pub data: Map<String, Value>,
+}
+
+const START_FIELDS: &str = "`workflow`, `definition` or `data`";
+
+impl StartFlow {
+    pub fn from_json(value: Value) -> Result<Self, ApiError> {
+        let Value::Object(mut body) = value else {
+            return Err(ApiError::bad_field(
+                "invalid_body",
+                "$",
+                "the body must be a JSON object: {\"workflow\": NAME, \"data\": {...}} or {\"definition\": {...}, \"data\": {...}}",
+            ));
+        };
+        if let Some(unknown) = body
+            .keys()
+            .find(|key| !matches!(key.as_str(), "workflow" | "definition" | "data"))
+        {
+            return Err(ApiError::bad_field(
+                "unknown_field",
+                path_of(unknown),
+                format!("unknown field `{unknown}`; expected {START_FIELDS}"),
+            ));
+        }
+        let workflow = body.remove("workflow").filter(|v| !v.is_null());
+        let definition = body.remove("definition").filter(|v| !v.is_null());
+        let source = match (workflow, definition) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$.definition",
+                    "give either `workflow` (a registered name) or `definition` (an inline definition), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$",
+                    "say which workflow to run: `workflow` (a registered name) or `definition` (an inline definition)",
+                ))
+            }
+            (Some(Value::String(name)), None) if !name.trim().is_empty() => {
+                FlowSource::Registered(name)
+            }
+            (Some(_), None) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$.workflow",
+                    "`workflow` must be the name of a registered workflow (a non-empty string)",
+                ))
+            }
+            (None, Some(definition)) => FlowSource::Inline(definition),
+        };
+        let data = match body.remove("data") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(data)) => data,
+            Some(_) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$.data",
+                    "`data` must be a JSON object, like {\"query\": \"rust\"}",
+                ))
+            }
+        };
+        Ok(Self { source, data })
+    }
+}
+
+fn path_of(key: &str) -> String {
+    child("$", key)
+}
+
+/// `$.key`, or `$["odd key"]` where the key is not a plain identifier, as
+/// definition faults write their paths.
+fn child(path: &str, key: &str) -> String {
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        format!("{path}.{key}")
+    } else {
+        format!("{path}[{}]", Value::String(key.to_owned()))
+    }
+}
+
+/// Faults of a definition found inside a larger body point into that body:
+/// `$.phases` becomes `$.definition.phases`.
+pub fn nest_definition_error(error: DefinitionError, under: &str) -> ApiError {
+    match error {
+        DefinitionError::Invalid(faults) => ApiError::InvalidDefinition(
+            faults
+                .into_iter()
+                .map(|mut fault| {
+                    fault.path = format!("{under}{}", fault.path.trim_start_matches('$'));
+                    fault
+                })
+                .collect(),
+        ),
+        other => other.into(),
+    }
+}
+
+/// The query of `GET /api/flows`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<FlowStatus>,
+    pub workflow: Option<String>,
+    pub before: Option<FlowId>,
+    pub limit: usize,
+}
+
+impl ListQuery {
+    pub fn from_parts(parts: &Parts) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
+        let mut query = ListQuery {
+            status: None,
+            workflow: None,
+            before: None,
+            limit: DEFAULT_PAGE,
+        };
+        for (key, value) in pairs {
+            // An empty value means "no filter", as HTML forms send it.
+            if value.is_empty() {
+                continue;
+            }
+            match key.as_str() {
+                "status" => {
+                    query.status = Some(FlowStatus::parse(&value).ok_or_else(|| {
+                        let valid: Vec<&str> =
+                            FlowStatus::ALL.iter().map(|status| status.as_str()).collect();
+                        ApiError::bad_request(
+                            "invalid_query",
+                            format!(
+                                "unknown status `{value}`; the statuses are {}",
+                                valid.join(", ")
+                            ),
+                        )
+                    })?)
+                }
+                "workflow" => query.workflow = Some(value),
+                "before" => query.before = Some(FlowId::new(value)),
+                "limit" => {
+                    query.limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_query",
+                                format!("`limit` must be a number from 1 to {MAX_PAGE}, not `{value}`"),
+                            )
+                        })?
+                }
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_query",
+                        format!("unknown parameter `{other}`; expected `status`, `workflow`, `before` or `limit`"),
+                    ))
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        ListQuery::from_parts(parts)
+    }
+}
+
+/// The one `{...}` segment of a route's path, decoded.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
+        if value.contains('\0') {
+            return Err(ApiError::bad_request(
+                "nul_byte",
+                "the path contains a NUL character",
+            ));
+        }
+        Ok(PathParam(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse_json(deep.as_bytes()).is_ok());
+        let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(
+            parse_json(deeper.as_bytes()).unwrap_err().code(),
+            "too_deep"
+        );
+        let quoted = format!("{{\"a\": \"{}\\\"{}\"}}", "[".repeat(200), "{".repeat(200));
+        assert!(parse_json(quoted.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_found_raw_and_escaped() {
+        assert_eq!(parse_json(b"{\"a\": 1}\0").unwrap_err().code(), "nul_byte");
+        let escaped = parse_json(br#"{"data": {"list": ["ok", "bad\u0000"]}}"#).unwrap_err();
+        assert_eq!(escaped.code(), "nul_byte");
+        assert!(
+            matches!(escaped, ApiError::BadRequest { path: Some(ref p), .. } if p == "$.data.list[1]")
+        );
+    }
+
+    #[test]
+    fn malformed_json_says_where() {
+        match parse_json(b"{\n  \"a\": ,\n}") {
+            Err(ApiError::MalformedJson { line, column, .. }) => assert_eq!((line, column), (2, 8)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn start_bodies_are_checked_field_by_field() {
+        let unknown =
+            StartFlow::from_json(serde_json::json!({"workflow": "a", "dta": {}})).unwrap_err();
+        assert_eq!(unknown.code(), "unknown_field");
+        let both = StartFlow::from_json(serde_json::json!({"workflow": "a", "definition": {}}))
+            .unwrap_err();
+        assert_eq!(both.code(), "invalid_body");
+        let data =
+            StartFlow::from_json(serde_json::json!({"workflow": "a", "data": [1]})).unwrap_err();
+        assert!(data.to_string().contains("`data` must be a JSON object"));
+        let good =
+            StartFlow::from_json(serde_json::json!({"workflow": "a", "data": {"x": 1}})).unwrap();
+        assert_eq!(good.source, FlowSource::Registered("a".into()));
+    }
+}

@@ -1,0 +1,281 @@
+//! The JSON shapes the API answers with.
+//!
+//! They are their own types, not the stored records, so that the wire
+//! format stays stable when the records change, and so that clients (the
+//! `distribot` CLI among them) can read them back with the same structs.
+//! `docs/api.md` and `openapi.json` describe the same shapes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::definition::Workflow;
+use crate::ids::{FlowId, HandlerName, PhaseName, WorkflowName};
+use crate::model::{
+    FlowError, FlowRecord, FlowStatus, HandlerRun, HandlerTotals, PhaseRun, PhaseState, Transition,
+    WorkerInfo,
+};
+use crate::rules;
+use crate::time::Timestamp;
+use crate::version::Version;
+
+/// One handler's counts in the current phase visit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandlerProgress {
+    pub handler: HandlerName,
+    pub version: Option<Version>,
+    pub enumerated: bool,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub retried: u64,
+}
+
+impl From<&HandlerRun> for HandlerProgress {
+    fn from(run: &HandlerRun) -> Self {
+        Self {
+            handler: run.handler.clone(),
+            version: run.version.clone(),
+            enumerated: run.enumerated,
+            total: run.total,
+            done: run.done,
+            failed: run.failed,
+            retried: run.retried,
+        }
+    }
+}
+
+/// The current phase visit of a flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseProgress {
+    pub phase: PhaseName,
+    pub state: PhaseState,
+    pub handlers: Vec<HandlerProgress>,
+}
+
+impl From<&PhaseRun> for PhaseProgress {
+    fn from(run: &PhaseRun) -> Self {
+        Self {
+            phase: run.phase.clone(),
+            state: run.state,
+            handlers: run.handlers.iter().map(HandlerProgress::from).collect(),
+        }
+    }
+}
+
+/// A flow as the list shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowItem {
+    pub id: FlowId,
+    pub workflow: WorkflowName,
+    pub status: FlowStatus,
+    pub phase: PhaseName,
+    pub created_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// Why the flow cannot go on right now (no worker offers a handler, say).
+    pub waiting: Vec<String>,
+    pub progress: PhaseProgress,
+}
+
+impl From<&FlowRecord> for FlowItem {
+    fn from(record: &FlowRecord) -> Self {
+        let current = record.current();
+        Self {
+            id: record.id.clone(),
+            workflow: record.workflow.name.clone(),
+            status: record.status,
+            phase: current.phase.clone(),
+            created_at: record.created_at,
+            ended_at: record.ended_at,
+            waiting: record.waiting.clone(),
+            progress: PhaseProgress::from(current),
+        }
+    }
+}
+
+/// Everything about one flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowDetail {
+    #[serde(flatten)]
+    pub item: FlowItem,
+    /// True once the flow finished without taking an error transition:
+    /// what makes `distribot run` and `watch` exit 0.
+    pub ended_well: bool,
+    pub data: Map<String, Value>,
+    pub transitions: Vec<Transition>,
+    /// Every phase visit, in order: `phases[seq]`.
+    pub phases: Vec<PhaseRun>,
+    /// Jobs per handler over the whole flow.
+    pub handlers: BTreeMap<HandlerName, HandlerTotals>,
+    pub error: Option<FlowError>,
+    pub outputs_count: u64,
+    /// The canonical JSON of the workflow the flow runs.
+    pub definition: Value,
+}
+
+impl FlowDetail {
+    pub fn new(record: &FlowRecord, outputs_count: u64) -> Self {
+        Self {
+            item: FlowItem::from(record),
+            ended_well: rules::ended_well(record),
+            data: record.data.as_ref().clone(),
+            transitions: record.transitions.clone(),
+            phases: record.phases.clone(),
+            handlers: record.handler_totals(),
+            error: record.error.clone(),
+            outputs_count,
+            definition: record.workflow.to_json(),
+        }
+    }
+}
+
+/// One page of `GET /api/flows`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowPage {
+    pub flows: Vec<FlowItem>,
+    /// Pass as `before` for the next page; null on the last one.
+    pub next: Option<FlowId>,
+    /// Flows matching the filters, on every page.
+    pub total: u64,
+}
+
+/// The answer to starting a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub id: FlowId,
+}
+
+/// The answer to pause, resume and cancel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub id: FlowId,
+    pub status: FlowStatus,
+}
+
+/// The `progress` event of a flow's event stream: the parts of
+/// [`FlowDetail`] that move while it runs, under the same names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowProgress {
+    pub id: FlowId,
+    pub status: FlowStatus,
+    pub phase: PhaseName,
+    pub waiting: Vec<String>,
+    pub progress: PhaseProgress,
+    pub phases: Vec<PhaseRun>,
+    pub handlers: BTreeMap<HandlerName, HandlerTotals>,
+}
+
+impl From<&FlowRecord> for FlowProgress {
+    fn from(record: &FlowRecord) -> Self {
+        let current = record.current();
+        Self {
+            id: record.id.clone(),
+            status: record.status,
+            phase: current.phase.clone(),
+            waiting: record.waiting.clone(),
+            progress: PhaseProgress::from(current),
+            phases: record.phases.clone(),
+            handlers: record.handler_totals(),
+        }
+    }
+}
+
+/// The `end` event of a flow's event stream, its last.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowEnd {
+    pub id: FlowId,
+    pub status: FlowStatus,
+    pub phase: PhaseName,
+    pub ended_well: bool,
+    pub error: Option<FlowError>,
+}
+
+impl From<&FlowRecord> for FlowEnd {
+    fn from(record: &FlowRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            status: record.status,
+            phase: record.current().phase.clone(),
+            ended_well: rules::ended_well(record),
+            error: record.error.clone(),
+        }
+    }
+}
+
+/// The `flow` event of `/api/events`: a flow changed status or phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowChange {
+    pub id: FlowId,
+    pub status: FlowStatus,
+    pub phase: PhaseName,
+}
+
+/// The `refresh` event of `/api/events`: how many flows are in each status,
+/// and the newest. When it changes, a list on screen is out of date.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowCounts {
+    pub total: u64,
+    pub counts: BTreeMap<String, u64>,
+    pub newest: Option<FlowId>,
+}
+
+/// A registered workflow in the list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowItem {
+    pub name: WorkflowName,
+    pub phases: usize,
+    /// Every handler the workflow names, in the order phases name them.
+    pub handlers: Vec<HandlerName>,
+}
+
+impl From<&Workflow> for WorkflowItem {
+    fn from(workflow: &Workflow) -> Self {
+        let mut handlers: Vec<HandlerName> = Vec::new();
+        for spec in workflow.phases.iter().flat_map(|phase| &phase.handlers) {
+            if !handlers.contains(&spec.name) {
+                handlers.push(spec.name.clone());
+            }
+        }
+        Self {
+            name: workflow.name.clone(),
+            phases: workflow.phases.len(),
+            handlers,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// Every error answer: `{"error": {...}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Every fault of an invalid definition (`path` is the first one's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultView {
+    pub path: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}

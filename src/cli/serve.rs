@@ -1,0 +1,274 @@
+//! `distribot serve`: the engine, in-process workers, the HTTP API and the
+//! dashboard in one process, so that one machine needs one command.
+//!
+//! Serving without a token is only allowed on loopback: anyone who can
+//! reach the port could otherwise start and cancel flows.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use distribot::api::{self, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
+use distribot::definition::Workflow;
+use distribot::handler::HandlerRegistry;
+use distribot::runtime::{run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder};
+use tokio::sync::Notify;
+
+use super::distributed::{self, BackendArgs};
+use super::input::{load_handlers, load_workflow};
+use super::run::open_store;
+use super::{CliError, CliResult, EXIT_OK};
+
+/// How long a shutdown waits for open requests before it stops anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// Keep state durable in this SQLite file.
+    #[arg(long, default_value = "distribot.db")]
+    db: PathBuf,
+    /// Keep state in memory only: it is gone when the server stops.
+    #[arg(long, conflicts_with = "db")]
+    memory: bool,
+    /// Host in-process workers for the handlers in this file.
+    #[arg(long)]
+    handlers: Option<PathBuf>,
+    /// Register every `*.json` workflow definition in this folder at start
+    /// (replacing registered ones of the same name).
+    #[arg(long, value_name = "DIR")]
+    workflows: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on /api and /metrics. Prefer
+    /// the environment variable: other users can read command lines.
+    #[arg(long, env = "DISTRIBOT_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Serve without a token on an address other than loopback.
+    #[arg(long)]
+    insecure: bool,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// The most jobs in flight at once across the in-process handlers.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// With `--amqp` and `--redis`: join a distributed installation instead
+    /// of keeping state in `--db`.
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// How often an engine of a distributed installation looks at every
+    /// unfinished flow again (repairs what crashes elsewhere left behind).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    sweep: Duration,
+}
+
+pub async fn serve(args: ServeArgs) -> CliResult<i32> {
+    let addresses = resolve(&args.listen).await?;
+    let token = args.token.clone().and_then(ApiToken::new);
+    if token.is_none() && !args.insecure {
+        if let Some(open) = addresses.iter().find(|addr| !addr.ip().is_loopback()) {
+            return Err(CliError::BadInput(format!(
+                "refusing to serve without a token on {open}, which is not a loopback address: anyone who can reach it could start and cancel flows; set DISTRIBOT_API_TOKEN (or --token), or pass --insecure on a trusted network"
+            )));
+        }
+    }
+    let registry = match &args.handlers {
+        Some(path) => load_handlers(path)?,
+        None => HandlerRegistry::new(),
+    };
+    let workflows = match &args.workflows {
+        Some(folder) => load_folder(folder)?,
+        None => Vec::new(),
+    };
+
+    let runtime = Runtime::start(&args, registry).await?;
+    let backend = runtime.backend().clone();
+    for workflow in workflows {
+        backend
+            .store
+            .put_workflow(workflow)
+            .await
+            .context("registering the workflows of --workflows")?;
+    }
+
+    let state = ApiState::new(
+        &backend,
+        ApiOptions {
+            token,
+            body_limit: args.body_limit,
+            ..ApiOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(addresses.as_slice())
+        .await
+        .map_err(|e| CliError::Runtime(anyhow!("cannot listen on {}: {e}", args.listen)))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the address listened on")?;
+    eprintln!("listening on http://{bound}");
+
+    let signalled = Arc::new(Notify::new());
+    let shutdown = {
+        let state = state.clone();
+        let signalled = signalled.clone();
+        async move {
+            stop_signal().await;
+            eprintln!("shutting down");
+            // Event streams would otherwise hold the graceful shutdown open.
+            state.close();
+            signalled.notify_one();
+        }
+    };
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    let served = tokio::select! {
+        served = &mut server => served,
+        _ = signalled.notified() => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+            Ok(served) => served,
+            Err(_) => {
+                eprintln!("some requests were still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            return Err(CliError::Runtime(anyhow!(
+                "the HTTP server failed: {error}"
+            )))
+        }
+        Err(join_error) => {
+            return Err(CliError::Runtime(anyhow!(
+                "the HTTP server stopped: {join_error}"
+            )))
+        }
+    }
+    runtime.shutdown().await.context("stopping the engine")?;
+    Ok(EXIT_OK)
+}
+
+/// The engine and workers this server runs.
+enum Runtime {
+    /// One process: state in SQLite (or memory), queues in memory.
+    Embedded(Embedded),
+    /// One engine (and optionally a worker) of a distributed installation.
+    Distributed {
+        backend: Backend,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    },
+}
+
+impl Runtime {
+    async fn start(args: &ServeArgs, registry: HandlerRegistry) -> CliResult<Runtime> {
+        if args.backend.is_distributed()? {
+            let backend = distributed::connect(&args.backend).await?;
+            let mut tasks = Vec::new();
+            let engine_backend = backend.clone();
+            let sweep = args.sweep;
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = run_distributed_engine(engine_backend, sweep).await {
+                    tracing::error!(%error, "the engine stopped");
+                }
+            }));
+            if !registry.is_empty() {
+                let mut worker = WorkerBuilder::new(backend.clone(), registry);
+                if let Some(limit) = args.concurrency {
+                    worker = worker.concurrency(limit);
+                }
+                let worker = worker.build();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(error) = worker.run().await {
+                        tracing::error!(%error, "the worker stopped");
+                    }
+                }));
+            }
+            return Ok(Runtime::Distributed { backend, tasks });
+        }
+        let store = open_store((!args.memory).then_some(args.db.as_path()))?;
+        let mut builder = Embedded::builder().store_arc(store).handlers(registry);
+        if let Some(limit) = args.concurrency {
+            builder = builder.concurrency(limit);
+        }
+        let embedded = builder.start().await.context("starting the engine")?;
+        Ok(Runtime::Embedded(embedded))
+    }
+
+    fn backend(&self) -> &Backend {
+        match self {
+            Runtime::Embedded(embedded) => embedded.backend(),
+            Runtime::Distributed { backend, .. } => backend,
+        }
+    }
+
+    async fn shutdown(self) -> Result<(), RuntimeError> {
+        match self {
+            Runtime::Embedded(embedded) => embedded.shutdown().await,
+            Runtime::Distributed { backend, tasks } => {
+                backend.broker.shutdown();
+                for task in tasks {
+                    task.abort();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn resolve(listen: &str) -> CliResult<Vec<SocketAddr>> {
+    let bad = |why: String| {
+        CliError::BadInput(format!(
+            "--listen `{listen}`: {why}; write it like 127.0.0.1:7878"
+        ))
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(bad("it names no address".to_owned()));
+    }
+    Ok(addresses)
+}
+
+/// Every `*.json` of a folder, validated, in name order.
+fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
+    let entries = std::fs::read_dir(folder)
+        .map_err(|e| CliError::BadInput(format!("--workflows {}: {e}", folder.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    files.iter().map(|path| load_workflow(path)).collect()
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,1298 @@
+//! The HTTP API without sockets: requests go straight into the router
+//! (`tower::ServiceExt::oneshot`) over an embedded runtime with in-process
+//! Rust handlers and the in-memory store (SQLite where a test needs a
+//! change to wait for its commit).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use distribot::api::{self, ApiOptions, ApiState, ApiToken};
+use distribot::handler::{EnumerateRequest, Handler, HandlerError, JobRequest};
+use distribot::runtime::Embedded;
+use distribot::version::Version;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tower::ServiceExt;
+
+// ---------------------------------------------------------------- harness
+
+/// Enumerates `data.jobs` jobs (3 by default) and outputs `{"n": i}` for
+/// each; fails every job when `data.fail` is true.
+struct Work;
+
+#[async_trait]
+impl Handler for Work {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let jobs = request
+            .data
+            .get("jobs")
+            .and_then(Value::as_u64)
+            .unwrap_or(3);
+        Ok((0..jobs).map(|n| json!({"n": n})).collect())
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        if request.data.get("fail").and_then(Value::as_bool) == Some(true) {
+            return Err(HandlerError::permanent("asked to fail"));
+        }
+        Ok(Some(request.job))
+    }
+}
+
+/// Holds every job until the gate opens, so that flows stay running.
+struct Hold {
+    gate: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl Handler for Hold {
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        Ok(None)
+    }
+}
+
+struct Server {
+    router: Router,
+    embedded: Embedded,
+    gate: watch::Sender<bool>,
+}
+
+fn quick_definition() -> Value {
+    json!({
+        "workflow": "quick",
+        "phases": {
+            "pending": {"is_initial": true, "transitions_to": "work"},
+            "work": {"handlers": ["Work"], "transitions_to": "done", "on_error_transition_to": "error"},
+            "error": {"is_final": true},
+            "done": {"is_final": true}
+        }
+    })
+}
+
+fn held_definition() -> Value {
+    json!({
+        "workflow": "held",
+        "phases": {
+            "pending": {"is_initial": true, "transitions_to": "hold"},
+            "hold": {"handlers": ["Hold"], "transitions_to": "done"},
+            "done": {"is_final": true}
+        }
+    })
+}
+
+fn instant_definition() -> Value {
+    json!({
+        "workflow": "instant",
+        "phases": {
+            "start": {"is_initial": true, "transitions_to": "end"},
+            "end": {"is_final": true}
+        }
+    })
+}
+
+async fn server_with(options: ApiOptions) -> Server {
+    let (gate, gate_rx) = watch::channel(false);
+    let embedded = Embedded::builder()
+        .handler("Work", Version::new(1, 0, 0), Work)
+        .handler("Hold", Version::new(1, 0, 0), Hold { gate: gate_rx })
+        .start()
+        .await
+        .expect("start the embedded runtime");
+    let state = ApiState::new(embedded.backend(), options);
+    for definition in [quick_definition(), held_definition(), instant_definition()] {
+        let workflow = distribot::definition::parse_definition_value(&definition).unwrap();
+        state
+            .store()
+            .put_workflow(Arc::new(workflow))
+            .await
+            .unwrap();
+    }
+    Server {
+        router: api::router(state),
+        embedded,
+        gate,
+    }
+}
+
+async fn server() -> Server {
+    server_with(ApiOptions::default()).await
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Answer {
+    /// Asserts the shape every error shares, and returns its code.
+    fn error_code(&self) -> &str {
+        let error = &self.body["error"];
+        assert!(
+            error["code"].is_string() && error["message"].is_string(),
+            "not an error body: {} {}",
+            self.status,
+            self.text
+        );
+        assert_eq!(
+            self.headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "errors are JSON"
+        );
+        error["code"].as_str().unwrap()
+    }
+
+    fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    fn path(&self) -> Option<&str> {
+        self.body["error"]["path"].as_str()
+    }
+}
+
+impl Server {
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router never fails");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("read the body");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Answer {
+        self.send(json_request(Method::POST, uri, body.to_string()))
+            .await
+    }
+
+    async fn put(&self, uri: &str, body: Value) -> Answer {
+        self.send(json_request(Method::PUT, uri, body.to_string()))
+            .await
+    }
+
+    async fn start(&self, body: Value) -> String {
+        let answer = self.post("/api/flows", body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        answer.body["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Polls the flow until `condition` holds, within a deadline.
+    async fn flow_until(&self, id: &str, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = self.get(&format!("/api/flows/{id}")).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            if condition(&answer.body) {
+                return answer.body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {}",
+                answer.text
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn ended(&self, id: &str) -> Value {
+        self.flow_until(id, "the flow to end", |flow| {
+            ["finished", "failed", "canceled"].contains(&flow["status"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+}
+
+fn json_request(method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- flows
+
+#[tokio::test]
+async fn starts_a_registered_workflow_by_name_and_runs_it() {
+    let server = server().await;
+    let answer = server
+        .post(
+            "/api/flows",
+            json!({"workflow": "quick", "data": {"jobs": 4}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let id = answer.body["id"].as_str().unwrap();
+    assert_eq!(
+        answer.headers[header::LOCATION].to_str().unwrap(),
+        format!("/api/flows/{id}")
+    );
+    let flow = server.ended(id).await;
+    assert_eq!(flow["status"], "finished");
+    assert_eq!(flow["ended_well"], true);
+    assert_eq!(flow["handlers"]["Work"]["done"], 4);
+    assert_eq!(flow["outputs_count"], 4);
+    assert_eq!(flow["data"]["jobs"], 4);
+}
+
+#[tokio::test]
+async fn starts_an_inline_definition() {
+    let server = server().await;
+    let mut definition = quick_definition();
+    definition["workflow"] = json!("inline-quick");
+    let id = server
+        .start(json!({"definition": definition, "data": {"jobs": 2}}))
+        .await;
+    let flow = server.ended(&id).await;
+    assert_eq!(flow["workflow"], "inline-quick");
+    assert_eq!(flow["status"], "finished");
+    assert_eq!(flow["definition"], definition);
+    // An inline definition runs; it is not registered by it.
+    let answer = server.get("/api/workflows/inline-quick").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn start_refuses_what_it_cannot_run() {
+    let server = server().await;
+    let unknown = server.post("/api/flows", json!({"workflow": "nope"})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error_code(), "unknown_workflow");
+    assert_eq!(unknown.path(), Some("$.workflow"));
+
+    let mut bad = quick_definition();
+    bad["phases"]["work"]["transitions_to"] = json!("nowhere");
+    let invalid = server.post("/api/flows", json!({"definition": bad})).await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    assert_eq!(invalid.error_code(), "invalid_definition");
+    assert_eq!(
+        invalid.path(),
+        Some("$.definition.phases.work.transitions_to"),
+        "{}",
+        invalid.text
+    );
+
+    for (body, path) in [
+        (json!({"workflow": "quick", "data": [1, 2]}), "$.data"),
+        (json!({"workflow": 7}), "$.workflow"),
+        (json!({"data": {}}), "$"),
+        (
+            json!({"workflow": "quick", "definition": quick_definition()}),
+            "$.definition",
+        ),
+        (json!([1]), "$"),
+    ] {
+        let answer = server.post("/api/flows", body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "invalid_body");
+        assert_eq!(answer.path(), Some(path), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn lists_newest_first_with_filters_and_pages() {
+    let server = server().await;
+    let mut instant = Vec::new();
+    for _ in 0..7 {
+        instant.push(server.start(json!({"workflow": "instant"})).await);
+    }
+    let quick = server.start(json!({"workflow": "quick"})).await;
+    for id in instant.iter().chain([&quick]) {
+        server.ended(id).await;
+    }
+
+    let all = server.get("/api/flows").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    assert_eq!(all.body["total"], 8);
+    assert_eq!(all.body["next"], Value::Null);
+    let ids: Vec<&str> = all.body["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|flow| flow["id"].as_str().unwrap())
+        .collect();
+    let mut newest_first: Vec<&str> = instant.iter().chain([&quick]).map(String::as_str).collect();
+    newest_first.reverse();
+    assert_eq!(ids, newest_first);
+
+    // Pages of three, following `next`.
+    let mut seen = Vec::new();
+    let mut uri = "/api/flows?workflow=instant&limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = server.get(&uri).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        assert_eq!(page.body["total"], 7, "total counts every page's filter");
+        pages += 1;
+        for flow in page.body["flows"].as_array().unwrap() {
+            assert_eq!(flow["workflow"], "instant");
+            seen.push(flow["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next"].as_str() {
+            Some(next) => uri = format!("/api/flows?workflow=instant&limit=3&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut expected = instant.clone();
+    expected.reverse();
+    assert_eq!(seen, expected);
+
+    let finished = server
+        .get("/api/flows?status=finished&workflow=quick")
+        .await;
+    assert_eq!(finished.body["total"], 1);
+    assert_eq!(finished.body["flows"][0]["id"], quick.as_str());
+    let running = server.get("/api/flows?status=running").await;
+    assert_eq!(running.body["total"], 0);
+    assert_eq!(running.body["flows"], json!([]));
+    // Empty values are no filter, as forms send them.
+    let blank = server.get("/api/flows?status=&workflow=").await;
+    assert_eq!(blank.body["total"], 8);
+
+    let bad_status = server.get("/api/flows?status=done").await;
+    assert_eq!(bad_status.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_status.error_code(), "invalid_query");
+    for word in ["running", "paused", "finished", "failed", "canceled"] {
+        assert!(
+            bad_status.message().contains(word),
+            "{}",
+            bad_status.message()
+        );
+    }
+    for query in ["limit=0", "limit=501", "limit=ten", "sort=asc"] {
+        let answer = server.get(&format!("/api/flows?{query}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(answer.error_code(), "invalid_query");
+    }
+    let most = server.get("/api/flows?limit=500").await;
+    assert_eq!(most.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn flow_detail_has_every_field_and_progress_reaches_done() {
+    let server = server().await;
+    let id = server
+        .start(json!({"workflow": "quick", "data": {"jobs": 5}}))
+        .await;
+    let flow = server.ended(&id).await;
+    for field in [
+        "id",
+        "workflow",
+        "status",
+        "phase",
+        "created_at",
+        "ended_at",
+        "waiting",
+        "progress",
+        "transitions",
+        "phases",
+        "handlers",
+        "error",
+        "outputs_count",
+        "definition",
+        "ended_well",
+        "data",
+    ] {
+        assert!(flow.get(field).is_some(), "no `{field}` in {flow}");
+    }
+    assert_eq!(flow["phase"], "done");
+    assert_eq!(flow["progress"]["phase"], "done");
+    assert_eq!(flow["progress"]["state"], "completed");
+    let transitions: Vec<(Value, Value)> = flow["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["from"].clone(), t["to"].clone()))
+        .collect();
+    assert_eq!(
+        transitions,
+        vec![
+            (Value::Null, json!("pending")),
+            (json!("pending"), json!("work")),
+            (json!("work"), json!("done")),
+        ]
+    );
+    let work = &flow["phases"][1];
+    assert_eq!(work["phase"], "work");
+    let handler = &work["handlers"][0];
+    assert_eq!(handler["handler"], "Work");
+    assert_eq!(handler["version"], "1.0.0");
+    assert_eq!(
+        (handler["total"].as_u64(), handler["done"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(
+        flow["handlers"]["Work"],
+        json!({"total": 5, "done": 5, "failed": 0, "retried": 0})
+    );
+    assert_eq!(flow["error"], Value::Null);
+
+    // While it runs, the list's progress shows the current visit's counts.
+    let held = server.start(json!({"workflow": "held"})).await;
+    let running = server
+        .flow_until(&held, "the hold phase to enumerate", |flow| {
+            flow["progress"]["phase"] == "hold"
+                && flow["progress"]["handlers"][0]["enumerated"] == true
+        })
+        .await;
+    let progress = &running["progress"]["handlers"][0];
+    for field in [
+        "handler",
+        "version",
+        "enumerated",
+        "total",
+        "done",
+        "failed",
+        "retried",
+    ] {
+        assert!(progress.get(field).is_some(), "no `{field}` in {progress}");
+    }
+    let listed = server.get("/api/flows?workflow=held").await;
+    assert_eq!(listed.body["flows"][0]["progress"]["phase"], "hold");
+    server.gate.send_replace(true);
+    server.ended(&held).await;
+}
+
+#[tokio::test]
+async fn a_failed_flow_shows_its_error() {
+    let server = server().await;
+    let id = server
+        .start(json!({"workflow": "quick", "data": {"fail": true, "jobs": 1}}))
+        .await;
+    let flow = server.ended(&id).await;
+    assert_eq!(flow["status"], "finished");
+    assert_eq!(flow["phase"], "error");
+    assert_eq!(flow["ended_well"], false);
+    assert_eq!(flow["error"]["handler"], "Work");
+    assert!(flow["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("asked to fail"));
+}
+
+#[tokio::test]
+async fn pause_resume_and_cancel_check_the_state() {
+    let server = server().await;
+    let id = server.start(json!({"workflow": "held"})).await;
+    let flow = |verb: &'static str| format!("/api/flows/{id}/{verb}");
+
+    let paused = server.post(&flow("pause"), json!({})).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    assert_eq!(paused.body, json!({"id": id, "status": "paused"}));
+    let again = server.post(&flow("pause"), json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.error_code(), "wrong_state");
+    assert!(
+        again
+            .message()
+            .contains("only a running flow can be paused"),
+        "{}",
+        again.message()
+    );
+
+    let resumed = server
+        .send(Request::post(flow("resume")).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        resumed.status,
+        StatusCode::OK,
+        "a command needs no body: {}",
+        resumed.text
+    );
+    assert_eq!(resumed.body["status"], "running");
+    let not_paused = server.post(&flow("resume"), json!({})).await;
+    assert_eq!(not_paused.status, StatusCode::CONFLICT);
+
+    let canceled = server.post(&flow("cancel"), json!({})).await;
+    assert_eq!(canceled.body["status"], "canceled");
+    let twice = server.post(&flow("cancel"), json!({})).await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert!(twice.message().contains("already ended"));
+    let detail = server.get(&format!("/api/flows/{id}")).await;
+    assert_eq!(detail.body["status"], "canceled");
+
+    for verb in ["pause", "resume", "cancel"] {
+        let answer = server
+            .post(&format!("/api/flows/no-such-flow/{verb}"), json!({}))
+            .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{verb}");
+        assert_eq!(answer.error_code(), "unknown_flow");
+    }
+    let unknown = server.get("/api/flows/no-such-flow").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error_code(), "unknown_flow");
+}
+
+// ---------------------------------------------------------------- workflows, workers
+
+#[tokio::test]
+async fn workflows_register_replace_and_read_back() {
+    let server = server().await;
+    let mut definition = quick_definition();
+    definition["workflow"] = json!("fresh");
+    let created = server.put("/api/workflows/fresh", definition.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(
+        created.body,
+        json!({"name": "fresh", "phases": 4, "handlers": ["Work"]})
+    );
+    let replaced = server.put("/api/workflows/fresh", definition.clone()).await;
+    assert_eq!(replaced.status, StatusCode::OK);
+
+    let one = server.get("/api/workflows/fresh").await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(
+        one.body, definition,
+        "the canonical form of a canonical definition is itself"
+    );
+
+    // The gem's form is read and answered in canonical form.
+    let gem = json!({
+        "name": "gem",
+        "phases": [
+            {"name": "pending", "is_initial": true, "transitions_to": "done"},
+            {"name": "done", "is_final": true}
+        ]
+    });
+    assert_eq!(
+        server.put("/api/workflows/gem", gem).await.status,
+        StatusCode::CREATED
+    );
+    let canonical = server.get("/api/workflows/gem").await;
+    assert_eq!(canonical.body["workflow"], "gem");
+    assert!(canonical.body["phases"]["pending"].is_object());
+
+    let list = server.get("/api/workflows").await;
+    let names: Vec<&str> = list.body["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fresh", "gem", "held", "instant", "quick"]);
+
+    let mut bad = quick_definition();
+    bad["phases"]["work"]["transitons_to"] = json!("done");
+    let invalid = server.put("/api/workflows/quick", bad).await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    assert_eq!(invalid.error_code(), "invalid_definition");
+    assert_eq!(
+        invalid.path(),
+        Some("$.phases.work.transitons_to"),
+        "{}",
+        invalid.text
+    );
+    assert!(invalid.body["error"]["faults"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty()));
+
+    let mismatch = server.put("/api/workflows/other", quick_definition()).await;
+    assert_eq!(mismatch.status, StatusCode::BAD_REQUEST);
+    assert_eq!(mismatch.error_code(), "name_mismatch");
+    assert_eq!(mismatch.path(), Some("$.workflow"));
+    let gem_mismatch = server
+        .put(
+            "/api/workflows/other",
+            json!({"name": "gem", "phases": [{"name": "only", "is_initial": true, "is_final": true}]}),
+        )
+        .await;
+    assert_eq!(
+        gem_mismatch.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        gem_mismatch.text
+    );
+    assert_eq!(gem_mismatch.path(), Some("$.name"));
+
+    let missing = server.get("/api/workflows/missing").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error_code(), "unknown_workflow");
+}
+
+#[tokio::test]
+async fn workers_show_their_handlers() {
+    let server = server().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let workers = loop {
+        let answer = server.get("/api/workers").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let workers = answer.body["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !workers.is_empty() {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "no worker announced itself");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let worker = &workers[0];
+    for field in ["id", "host", "pid", "handlers", "started_at", "last_seen"] {
+        assert!(worker.get(field).is_some(), "no `{field}` in {worker}");
+    }
+    assert_eq!(worker["pid"], std::process::id());
+    let mut handlers: Vec<String> = worker["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{}@{}",
+                h["name"].as_str().unwrap(),
+                h["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    handlers.sort();
+    assert_eq!(handlers, ["Hold@1.0.0", "Work@1.0.0"]);
+    drop(server.embedded);
+}
+
+// ---------------------------------------------------------------- probes, metrics, openapi
+
+#[tokio::test]
+async fn probes_answer() {
+    let server = server().await;
+    let health = server.get("/healthz").await;
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let ready = server.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body.clone()),
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+}
+
+#[tokio::test]
+async fn metrics_render_prometheus_text() {
+    let server = server().await;
+    let id = server.start(json!({"workflow": "instant"})).await;
+    server.ended(&id).await;
+    let answer = server.get("/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    for needle in [
+        "# HELP distribot_flows ",
+        "# TYPE distribot_flows gauge",
+        "distribot_flows{status=\"finished\"}",
+        "distribot_flows{status=\"running\"}",
+        "distribot_live_workers",
+    ] {
+        assert!(
+            answer.text.contains(needle),
+            "no `{needle}` in\n{}",
+            answer.text
+        );
+    }
+    // The recording functions feed the same text.
+    distribot::metrics::job_processed("ApiTestHandler", Duration::from_millis(12));
+    let again = server.get("/metrics").await;
+    assert!(again
+        .text
+        .contains("distribot_jobs_processed_total{handler=\"ApiTestHandler\"} 1"));
+    assert!(again.text.contains(
+        "distribot_job_duration_seconds_bucket{handler=\"ApiTestHandler\",le=\"0.025\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let server = server().await;
+    let answer = server.get("/api/openapi.json").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let document = answer.body;
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    let routes = api::routes();
+    assert!(routes.len() >= 16);
+    for (method, path) in &routes {
+        let operation = &paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not in openapi.json"))
+            [method.as_str().to_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {path} is not in openapi.json"
+        );
+        assert!(
+            operation["responses"].is_object(),
+            "{method} {path} has no responses"
+        );
+    }
+    // And the document describes nothing the router does not serve.
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let known = routes
+                .iter()
+                .any(|(m, p)| p == path && m.as_str().eq_ignore_ascii_case(method));
+            assert!(
+                known || path == "/",
+                "openapi.json has {method} {path}, which is not routed"
+            );
+        }
+    }
+    // Every `$ref` points at something.
+    let text = api::OPENAPI;
+    for reference in text.split("\"$ref\": \"#/").skip(1) {
+        let target = reference.split('"').next().unwrap();
+        let mut node = &document;
+        for part in target.split('/') {
+            node = &node[part];
+        }
+        assert!(!node.is_null(), "dangling $ref #/{target}");
+    }
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx() {
+    let server = server().await;
+
+    let too_big = format!(
+        "{{\"workflow\": \"quick\", \"data\": {{\"pad\": \"{}\"}}}}",
+        "x".repeat(1024 * 1024)
+    );
+    assert!(too_big.len() > 1024 * 1024);
+    let mut declared = json_request(Method::POST, "/api/flows", too_big.clone());
+    declared
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, too_big.len().into());
+    for request in [declared, json_request(Method::POST, "/api/flows", too_big)] {
+        let answer = server.send(request).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "body_too_large");
+    }
+    let exactly = "x".repeat(1024 * 1024 + 1);
+    let answer = server
+        .send(json_request(Method::PUT, "/api/workflows/quick", exactly))
+        .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    for depth in [65, 200, 100_000] {
+        let deep = format!(
+            "{{\"workflow\": \"quick\", \"data\": {{\"x\": {}{}}}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let answer = server
+            .send(json_request(Method::POST, "/api/flows", deep))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "depth {depth}");
+        assert_eq!(answer.error_code(), "too_deep");
+        assert!(answer.message().contains("nested"), "{}", answer.message());
+    }
+
+    let nul = server
+        .send(json_request(
+            Method::POST,
+            "/api/flows",
+            b"{\"workflow\": \"quick\0\"}".to_vec(),
+        ))
+        .await;
+    assert_eq!(nul.status, StatusCode::BAD_REQUEST);
+    assert_eq!(nul.error_code(), "nul_byte");
+    let escaped = server
+        .send(json_request(
+            Method::POST,
+            "/api/flows",
+            r#"{"workflow": "quick", "data": {"name": "a\u0000b"}}"#,
+        ))
+        .await;
+    assert_eq!(escaped.status, StatusCode::BAD_REQUEST);
+    assert_eq!(escaped.error_code(), "nul_byte");
+    assert_eq!(escaped.path(), Some("$.data.name"));
+
+    let unknown = server
+        .post("/api/flows", json!({"workflow": "quick", "dta": {}}))
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown.error_code(), "unknown_field");
+    assert_eq!(unknown.path(), Some("$.dta"));
+
+    let malformed = server
+        .send(json_request(
+            Method::POST,
+            "/api/flows",
+            "{\"workflow\": \"quick\",\n \"data\": {,}}",
+        ))
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.error_code(), "malformed_json");
+    assert!(
+        malformed.message().contains("line 2, column 11"),
+        "{}",
+        malformed.message()
+    );
+    let empty = server
+        .send(json_request(Method::POST, "/api/flows", ""))
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert_eq!(empty.error_code(), "malformed_json");
+
+    let wrong_method = server
+        .send(Request::delete("/api/flows").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.error_code(), "method_not_allowed");
+    let allow = wrong_method.headers[header::ALLOW]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let get_only = server
+        .send(json_request(Method::POST, "/api/workers", "{}"))
+        .await;
+    assert_eq!(get_only.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get_only.error_code(), "method_not_allowed");
+
+    for uri in ["/api/nope", "/nope", "/api/flows/x/y/z"] {
+        let missing = server.get(uri).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(missing.error_code(), "not_found");
+    }
+
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = Request::post("/api/flows");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let answer = server
+            .send(
+                request
+                    .body(Body::from(r#"{"workflow": "quick"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(answer.error_code(), "unsupported_media_type");
+    }
+    let charset = server
+        .send(
+            Request::post("/api/flows")
+                .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+                .body(Body::from(r#"{"workflow": "instant"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(charset.status, StatusCode::CREATED, "{}", charset.text);
+}
+
+#[tokio::test]
+async fn the_body_limit_is_configurable() {
+    let server = server_with(ApiOptions {
+        body_limit: 64,
+        ..ApiOptions::default()
+    })
+    .await;
+    let small = server
+        .post("/api/flows", json!({"workflow": "instant"}))
+        .await;
+    assert_eq!(small.status, StatusCode::CREATED);
+    let large = server
+        .post(
+            "/api/flows",
+            json!({"workflow": "instant", "data": {"pad": "x".repeat(64)}}),
+        )
+        .await;
+    assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(large.message().contains("64 bytes"));
+}
+
+// ---------------------------------------------------------------- auth
+
+#[tokio::test]
+async fn a_token_guards_the_api_and_metrics() {
+    let token = "t0ken-for-tests";
+    let server = server_with(ApiOptions {
+        token: ApiToken::new(token),
+        ..ApiOptions::default()
+    })
+    .await;
+    let with = |uri: &str, value: &str| {
+        Request::get(uri)
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for uri in [
+        "/api/flows",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/nope",
+        "/api/flows/x/events",
+    ] {
+        let none = server.get(uri).await;
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(none.error_code(), "unauthorized");
+        assert_eq!(none.headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(!none.text.contains(token));
+        for wrong in ["Bearer nope", "Bearer t0ken-for-test", "Basic dTpw", token] {
+            let answer = server.send(with(uri, wrong)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{uri} with {wrong}"
+            );
+            assert!(!answer.text.contains(token));
+        }
+    }
+    let ok = server
+        .send(with("/api/flows", &format!("Bearer {token}")))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    let lower = server
+        .send(with("/metrics", &format!("bearer {token}")))
+        .await;
+    assert_eq!(lower.status, StatusCode::OK);
+    let start = server
+        .send({
+            let mut request =
+                json_request(Method::POST, "/api/flows", r#"{"workflow": "instant"}"#);
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+            request
+        })
+        .await;
+    assert_eq!(start.status, StatusCode::CREATED);
+
+    for public in ["/healthz", "/readyz", "/"] {
+        assert_eq!(server.get(public).await.status, StatusCode::OK, "{public}");
+    }
+    // The comparison is the token's own, in constant time.
+    let guard = ApiToken::new(token).unwrap();
+    assert!(guard.matches(token.as_bytes()));
+    assert!(!guard.matches(b"t0ken-for-testz"));
+}
+
+#[tokio::test]
+async fn the_dashboard_placeholder_is_served() {
+    let server = server().await;
+    let page = server.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text.contains("distribot"));
+}
+
+// ---------------------------------------------------------------- events
+
+/// A server-sent event stream, read one event at a time.
+struct Events {
+    body: axum::body::BodyDataStream,
+    buffer: String,
+    ready: std::collections::VecDeque<(String, Value)>,
+}
+
+impl Events {
+    async fn open(server: &Server, uri: &str) -> Events {
+        let response = server
+            .router
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        Events {
+            body: response.into_body().into_data_stream(),
+            buffer: String::new(),
+            ready: Default::default(),
+        }
+    }
+
+    /// The next event with data; `None` once the server closed the stream.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("an event came in time")?;
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk.expect("a chunk")));
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if !data.is_empty() {
+                    let data = serde_json::from_str(&data).expect("event data is JSON");
+                    self.ready.push_back((name, data));
+                }
+            }
+        }
+    }
+
+    /// Events until `stop` says so (false) or the stream ends (true).
+    async fn until(
+        &mut self,
+        events: &mut Vec<(String, Value)>,
+        stop: impl Fn(&[(String, Value)]) -> bool,
+    ) -> bool {
+        while !stop(events) {
+            match self.next().await {
+                Some(event) => events.push(event),
+                None => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Reads server-sent events until `stop` says so or the stream ends.
+async fn read_events(
+    server: &Server,
+    uri: &str,
+    stop: impl Fn(&[(String, Value)]) -> bool,
+) -> (Vec<(String, Value)>, bool) {
+    let mut stream = Events::open(server, uri).await;
+    let mut events = Vec::new();
+    let closed = stream.until(&mut events, stop).await;
+    (events, closed)
+}
+
+#[tokio::test]
+async fn a_flow_streams_transitions_and_progress_until_its_end() {
+    let server = server().await;
+    let id = server.start(json!({"workflow": "held"})).await;
+    let uri = format!("/api/flows/{id}/events");
+    let (first, _) = read_events(&server, &uri, |events| {
+        events
+            .iter()
+            .any(|(name, data)| name == "progress" && data["phase"] == "hold")
+    })
+    .await;
+    assert_eq!(first[0].0, "transition");
+    assert_eq!(first[0].1["to"], "pending");
+    // Once the stream has shown the held phase, let it go.
+    server.gate.send_replace(true);
+    let (events, closed) = read_events(&server, &uri, |_| false).await;
+    assert!(closed, "the stream closes after `end`");
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    let end = &events.last().unwrap().1;
+    assert_eq!(end["status"], "finished");
+    assert_eq!(end["ended_well"], true);
+    let entered: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "transition")
+        .map(|(_, data)| data["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(entered, ["pending", "hold", "done"]);
+    let progress = events
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "progress")
+        .map(|(_, data)| data)
+        .unwrap();
+    assert_eq!(progress["status"], "finished");
+    assert_eq!(progress["handlers"]["Hold"]["done"], 1);
+    assert_eq!(progress["id"], id.as_str());
+
+    let missing = server.get("/api/flows/nope/events").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error_code(), "unknown_flow");
+}
+
+#[tokio::test]
+async fn live_progress_streams_while_a_flow_runs() {
+    let server = server().await;
+    let id = server
+        .start(json!({"workflow": "quick", "data": {"jobs": 20}}))
+        .await;
+    let (events, closed) =
+        read_events(&server, &format!("/api/flows/{id}/events"), |_| false).await;
+    assert!(closed);
+    let last = events
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "progress")
+        .unwrap();
+    assert_eq!(last.1["phases"][1]["handlers"][0]["done"], 20);
+    assert_eq!(events.last().unwrap().0, "end");
+}
+
+#[tokio::test]
+async fn the_list_stream_tells_of_changes() {
+    let server = server_with(ApiOptions {
+        refresh_interval: Duration::from_millis(50),
+        ..ApiOptions::default()
+    })
+    .await;
+    let id = server.start(json!({"workflow": "held"})).await;
+    server
+        .flow_until(&id, "the hold phase", |flow| flow["phase"] == "hold")
+        .await;
+    let mut stream = Events::open(&server, "/api/events").await;
+    // The stream listens once it has said anything.
+    let first = stream.next().await.expect("a first event");
+    assert_eq!(first.0, "refresh", "the stream opens with the counts");
+    assert_eq!(first.1["total"], 1);
+    assert_eq!(first.1["counts"]["running"], 1);
+
+    let paused = server
+        .post(&format!("/api/flows/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(paused.status, StatusCode::OK);
+    let instant = server.start(json!({"workflow": "instant"})).await;
+    let mut events = Vec::new();
+    let closed = stream
+        .until(&mut events, |events| {
+            let paused = events
+                .iter()
+                .any(|(name, data)| name == "flow" && data["status"] == "paused");
+            let ended = events
+                .iter()
+                .any(|(name, data)| name == "flow" && data["status"] == "finished");
+            let refreshed = events
+                .iter()
+                .any(|(name, data)| name == "refresh" && data["total"] == 2);
+            paused && ended && refreshed
+        })
+        .await;
+    assert!(!closed, "the list stream stays open");
+    let paused = events
+        .iter()
+        .find(|(name, data)| name == "flow" && data["status"] == "paused")
+        .unwrap();
+    assert_eq!(
+        paused.1,
+        json!({"id": id, "status": "paused", "phase": "hold"})
+    );
+    let ended = events
+        .iter()
+        .find(|(name, data)| name == "flow" && data["status"] == "finished")
+        .unwrap();
+    assert_eq!(ended.1["id"], instant.as_str());
+    assert_eq!(ended.1["phase"], "end");
+    let refreshed = events
+        .iter()
+        .find(|(name, data)| name == "refresh" && data["total"] == 2)
+        .unwrap();
+    assert_eq!(refreshed.1["newest"], instant.as_str());
+}
+
+// ---------------------------------------------------------------- dropped requests
+
+/// A client that hangs up while its request waits for the database must
+/// not leave a flow stored but never moved.
+#[tokio::test]
+async fn a_request_dropped_halfway_still_leaves_its_flow_moving() {
+    use std::future::Future;
+    use std::task::Poll;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = distribot::store::EmbeddedStore::open(&dir.path().join("state.db")).unwrap();
+    let embedded = Embedded::builder().store(store).start().await.unwrap();
+    let state = ApiState::new(embedded.backend(), ApiOptions::default());
+    let workflow = distribot::definition::parse_definition_value(&instant_definition()).unwrap();
+    state
+        .store()
+        .put_workflow(Arc::new(workflow))
+        .await
+        .unwrap();
+    let router = api::router(state.clone());
+    for _ in 0..50 {
+        let call = router.clone().oneshot(json_request(
+            Method::POST,
+            "/api/flows",
+            r#"{"workflow": "instant"}"#,
+        ));
+        let mut call = std::pin::pin!(call);
+        // One poll gets as far as waiting for the commit; then hang up.
+        std::future::poll_fn(|cx| {
+            let _ = call.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+    let all = distribot::store::FlowQuery::default();
+    let running = distribot::store::FlowQuery {
+        status: Some(distribot::model::FlowStatus::Running),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = state.store().count_flows(&all).await.unwrap();
+        let moving = state.store().count_flows(&running).await.unwrap();
+        if stored > 0 && moving == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{moving} of {stored} flows were stored but never moved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(embedded);
+}

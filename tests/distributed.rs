@@ -1,0 +1,357 @@
+//! Process-level tests of the distributed backend: real `distribot serve`
+//! engines and `distribot worker` processes on real RabbitMQ and Redis,
+//! killed and restarted while flows run.
+//!
+//! They need `DISTRIBOT_AMQP_URL` and `DISTRIBOT_REDIS_URL`; without them
+//! each test says so in one line and passes. Every test uses its own prefix,
+//! so they run in parallel with each other and with the other tiers.
+
+mod cluster;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster::{assert_exact, eventually, fan_out, services, workflow, Installation};
+use distribot::model::FlowStatus;
+use distribot::rules;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_and_three_workers_run_twenty_flows_of_a_thousand_jobs() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    installation.start_engine();
+    for _ in 0..3 {
+        installation.start_worker();
+    }
+    let flow = fan_out();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            installation
+                .start(&flow, json!({"jobs": {"work": 1000}}))
+                .await,
+        );
+    }
+    for id in &ids {
+        let record = installation.wait(id, Duration::from_secs(120)).await;
+        assert_exact(&record, 1000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_mid_job_lose_nothing() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    for _ in 0..3 {
+        installation.start_worker();
+    }
+    let flow = fan_out();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            installation
+                .start(&flow, json!({"jobs": {"work": 400}, "sleep_ms": 4}))
+                .await,
+        );
+    }
+    let mut kills = 0;
+    let mut last_done = 0;
+    while kills < 10 {
+        // Strike only while jobs are moving, so each kill lands mid-run.
+        let before = last_done;
+        eventually("jobs to progress", Duration::from_secs(60), || {
+            let installation = &installation;
+            let ids = &ids;
+            async move { installation.done(ids).await > before }
+        })
+        .await;
+        last_done = installation.done(&ids).await;
+        let victim = kills % installation.workers.len();
+        let mut child = installation.workers.remove(victim);
+        child.kill().expect("kill -9 a worker");
+        child.wait().ok();
+        installation.start_worker();
+        kills += 1;
+    }
+    assert!(
+        last_done < 6 * 402,
+        "the kills landed before the run ended ({last_done} jobs done)"
+    );
+    for id in &ids {
+        let record = installation.wait(id, Duration::from_secs(120)).await;
+        assert_exact(&record, 400);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_engine_is_covered_by_the_other_and_a_restarted_one_rejoins() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    installation.start_engine();
+    installation.start_worker();
+    installation.start_worker();
+    let flow = workflow(json!({
+        "workflow": "many-phases",
+        "phases": {
+            "prepare": {"is_initial": true, "transitions_to": "a", "handlers": ["Noop"]},
+            "a": {"transitions_to": "b", "handlers": ["Noop"]},
+            "b": {"transitions_to": "c", "handlers": ["Noop"]},
+            "c": {"transitions_to": "done", "handlers": ["Noop"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let data = json!({"jobs": {"a": 50, "b": 50, "c": 50}, "sleep_ms": 5});
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(installation.start(&flow, data.clone()).await);
+    }
+    eventually("jobs to progress", Duration::from_secs(60), || {
+        let installation = &installation;
+        let ids = &ids;
+        async move { installation.done(ids).await > 50 }
+    })
+    .await;
+    // Kill one engine, start a new one, then kill the other: the flows can
+    // only finish if the new one took its share.
+    let mut first = installation.engines.remove(0);
+    first.kill().unwrap();
+    first.wait().ok();
+    installation.start_engine();
+    let done_then = installation.done(&ids).await;
+    eventually(
+        "jobs to progress after the kill",
+        Duration::from_secs(60),
+        || {
+            let installation = &installation;
+            let ids = &ids;
+            async move { installation.done(ids).await > done_then + 50 }
+        },
+    )
+    .await;
+    let mut second = installation.engines.remove(0);
+    second.kill().unwrap();
+    second.wait().ok();
+    for id in &ids {
+        let record = installation.wait(id, Duration::from_secs(120)).await;
+        assert!(
+            rules::ended_well(&record),
+            "flow {id} ended {}",
+            record.status
+        );
+        let entered: Vec<&str> = record.transitions.iter().map(|t| t.to.as_str()).collect();
+        assert_eq!(
+            entered,
+            ["prepare", "a", "b", "c", "done"],
+            "each phase entered once"
+        );
+        assert_eq!(record.handler_totals()["Noop"].done, 151);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_jobs_end_in_the_error_phase_after_their_attempts() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    installation.start_worker();
+    for handler in ["Poison", "Crasher"] {
+        let flow = workflow(json!({
+            "workflow": format!("poisoned-{handler}"),
+            "phases": {
+                "work": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "error",
+                         "handlers": [{"name": handler, "retry": {"max_attempts": 3, "initial_delay": "50ms"}}]},
+                "error": {"is_final": true, "handlers": ["Noop"]},
+                "done": {"is_final": true}
+            }
+        }));
+        let id = installation.start(&flow, json!({})).await;
+        let record = installation.wait(&id, Duration::from_secs(60)).await;
+        assert_eq!(record.current().phase.as_str(), "error", "{handler}");
+        let error = record.error.clone().expect("the error is recorded");
+        assert_eq!(error.attempts, 3, "{handler}: every attempt, then no more");
+        let totals = record.handler_totals()[handler];
+        assert_eq!((totals.failed, totals.retried), (1, 2), "{handler}");
+        if handler == "Crasher" {
+            assert!(error.message.contains("signal"), "{}", error.message);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_waits_for_a_worker_of_the_right_version_then_proceeds() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    installation.start_worker();
+    let flow = workflow(json!({
+        "workflow": "versioned",
+        "phases": {
+            "prepare": {"is_initial": true, "transitions_to": "work", "handlers": ["Noop"]},
+            "work": {"transitions_to": "done", "handlers": [{"name": "Noop", "version": "~> 2.1"}]},
+            "done": {"is_final": true}
+        }
+    }));
+    let id = installation
+        .start(&flow, json!({"jobs": {"work": 20}}))
+        .await;
+    eventually(
+        "the flow to wait for a worker",
+        Duration::from_secs(30),
+        || {
+            let client = installation.client.clone();
+            let id = id.clone();
+            async move {
+                client.status(&id).await.is_ok_and(|record| {
+                    record.waiting == ["waiting for a worker: Noop ~> 2.1"]
+                        && record.current().phase.as_str() == "work"
+                })
+            }
+        },
+    )
+    .await;
+    let record = installation.client.status(&id).await.unwrap();
+    assert_eq!(record.status, FlowStatus::Running);
+    let v2 = installation.dir.path().join("v2.toml");
+    std::fs::write(
+        &v2,
+        "[[handlers]]\nname = \"Noop\"\nversion = \"2.1.3\"\nbuiltin = \"noop\"\n",
+    )
+    .unwrap();
+    installation.start_worker_with(&v2, &[]);
+    let record = installation.wait(&id, Duration::from_secs(60)).await;
+    assert!(rules::ended_well(&record));
+    let work = &record.phases[1].handlers[0];
+    assert_eq!(
+        work.version.as_ref().map(|v| v.to_string()).as_deref(),
+        Some("2.1.3")
+    );
+    assert_eq!((work.total, work.done), (20, 20));
+    assert!(record.waiting.is_empty() || record.status.is_ended());
+}
+
+/// A Redis of the test's own, with AOF, that can be stopped and started.
+struct OwnRedis {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Option<Self> {
+        let port = free_port();
+        let mut redis = Self {
+            dir: tempfile::tempdir().ok()?,
+            port,
+            child: None,
+        };
+        redis.launch()?;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn launch(&mut self) -> Option<()> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_ride_out_a_redis_restart() {
+    let Some((amqp, _)) = services() else { return };
+    let Some(mut own) = OwnRedis::start() else {
+        panic!("redis-server could not be started for this test");
+    };
+    let mut installation = Installation::new(&amqp, &own.url()).await;
+    installation.start_engine();
+    installation.start_worker_limited(4);
+    installation.start_worker_limited(4);
+    let flow = fan_out();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            installation
+                .start(&flow, json!({"jobs": {"work": 300}, "sleep_ms": 20}))
+                .await,
+        );
+    }
+    eventually("jobs to progress", Duration::from_secs(60), || {
+        let installation = &installation;
+        let ids = &ids;
+        async move { installation.done(ids).await > 100 }
+    })
+    .await;
+    let done_before = installation.done(&ids).await;
+    assert!(
+        done_before < 4 * 302,
+        "the restart comes mid-run ({done_before} jobs done)"
+    );
+    own.stop();
+    // Down long enough for every process to notice.
+    let down_for = Instant::now();
+    own.launch().expect("restart redis");
+    assert!(down_for.elapsed() < Duration::from_secs(10));
+    for id in &ids {
+        let record = installation.wait(id, Duration::from_secs(120)).await;
+        assert_exact(&record, 300);
+    }
+}

@@ -1,0 +1,457 @@
+//! The CLI over the HTTP API, against a real `distribot serve`: starting,
+//! steering and watching flows, listing workers and workflows, `--json`
+//! output, exit statuses, and the token, which must never reach the logs.
+
+#[allow(dead_code)]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn remote_fixtures() -> PathBuf {
+    fixtures().join("remote")
+}
+
+/// A `distribot serve` on a free port, with a scratch database, the
+/// fixture's handlers and workflows; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+    dir: TempDir,
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_with(env, "127.0.0.1:0", &[])
+    }
+
+    fn start_with(env: &[(&str, &str)], listen: &str, extra: &[&str]) -> Server {
+        let dir = scratch();
+        let fixtures = remote_fixtures();
+        let mut command = distribot(dir.path());
+        command
+            .args(["serve", "--listen", listen, "--db"])
+            .arg(dir.path().join("state.db"))
+            .arg("--handlers")
+            .arg(fixtures.join("handlers.toml"))
+            .arg("--workflows")
+            .arg(fixtures.join("workflows"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start distribot serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr is piped");
+        {
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = stderr.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        let mut url = String::new();
+        wait_for("the server to listen", Duration::from_secs(20), || {
+            let text = stderr.lock().unwrap();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                url = rest.lines().next().unwrap_or("").trim().to_owned();
+                return true;
+            }
+            assert!(
+                child.try_wait().expect("poll the server").is_none(),
+                "the server exited early:\n{text}"
+            );
+            false
+        });
+        assert!(url.starts_with("http://"), "{url}");
+        Server {
+            child,
+            url,
+            stderr,
+            dir,
+        }
+    }
+
+    /// Runs `distribot ARGS` against this server.
+    fn cli(&self, args: &[&str]) -> Outcome {
+        self.cli_with(args, &[])
+    }
+
+    fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut command = distribot(self.dir.path());
+        command.args(args).env("DISTRIBOT_SERVER", &self.url);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.output().expect("run distribot");
+        Outcome {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Starts a flow of `work` and returns its id.
+    fn start_flow(&self, data: &str) -> String {
+        let outcome = self.cli(&["start", "work", "--data", data]);
+        assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+        let id = outcome.stdout.trim().to_owned();
+        assert!(
+            !id.is_empty() && !id.contains(char::is_whitespace),
+            "{}",
+            outcome.dump()
+        );
+        id
+    }
+
+    fn status(&self, id: &str) -> Value {
+        let outcome = self.cli(&["status", id, "--json"]);
+        assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+        outcome.json()
+    }
+
+    fn wait_until(&self, id: &str, what: &str, condition: impl Fn(&Value) -> bool) {
+        wait_for(what, Duration::from_secs(30), || {
+            condition(&self.status(id))
+        });
+    }
+
+    /// Stops the server with SIGTERM and returns everything it printed.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().expect("poll the server").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The reader thread finishes once the pipe closes.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr.lock().unwrap().clone();
+            if text.contains("shutting down") || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+// ---------------------------------------------------------------- flows
+
+#[test]
+fn start_wait_runs_a_registered_workflow_to_its_end() {
+    let server = Server::start(&[]);
+    let outcome = server.cli(&["start", "work", "--data", r#"{"jobs": 4}"#, "--wait"]);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+    assert!(
+        outcome.stdout.contains("finished in phase `done`"),
+        "{}",
+        outcome.dump()
+    );
+    assert!(
+        outcome.stdout.contains("working → done"),
+        "{}",
+        outcome.dump()
+    );
+    // Not a terminal: progress comes as lines on stderr.
+    assert!(
+        outcome.stderr.contains("working › Work: 4/4 done"),
+        "{}",
+        outcome.dump()
+    );
+    assert_no_panic(&outcome);
+
+    let json = server.cli(&["start", "work", "--wait", "--json"]);
+    assert_eq!(json.code(), Some(0), "{}", json.dump());
+    let detail = json.json();
+    assert_eq!(detail["status"], "finished");
+    assert_eq!(detail["ended_well"], true);
+    assert_eq!(detail["handlers"]["Work"]["done"], 3);
+    assert_eq!(detail["outputs_count"], 3);
+}
+
+#[test]
+fn start_sends_a_workflow_file_inline() {
+    let server = Server::start(&[]);
+    let file = remote_fixtures().join("inline.json");
+    let outcome = server.cli(&["start", path_arg(&file), "--wait", "--json"]);
+    assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+    assert_eq!(outcome.json()["workflow"], "inline");
+
+    let invalid = remote_fixtures().join("invalid.json");
+    let refused = server.cli(&["start", path_arg(&invalid)]);
+    let line = assert_one_line_error(&refused);
+    assert!(
+        line.contains("$.definition.phases.start.transitions_to"),
+        "{line}"
+    );
+
+    let missing = server.cli(&["start", "no/such/file.json"]);
+    assert!(assert_one_line_error(&missing).contains("no such file"));
+    let unknown = server.cli(&["start", "nonesuch"]);
+    assert!(assert_one_line_error(&unknown).contains("no workflow named `nonesuch`"));
+    let bad_data = server.cli(&["start", "work", "--data", "[1]"]);
+    assert_one_line_error(&bad_data);
+}
+
+#[test]
+fn flows_are_steered_and_listed() {
+    let server = Server::start(&[]);
+    // 200 jobs of 0.2 s, two at a time: 20 s, far longer than the steering.
+    let id = server.start_flow(r#"{"jobs": 200, "delay": 0.2}"#);
+    server.wait_until(&id, "the flow to work", |flow| flow["phase"] == "working");
+
+    let human = server.cli(&["status", &id]);
+    assert_eq!(human.code(), Some(0), "{}", human.dump());
+    assert!(
+        human.stdout.contains(&format!("flow {id} (work): running")),
+        "{}",
+        human.dump()
+    );
+
+    let paused = server.cli(&["pause", &id]);
+    assert_eq!(paused.code(), Some(0), "{}", paused.dump());
+    assert_eq!(paused.stdout.trim(), format!("flow {id}: paused"));
+    let again = server.cli(&["pause", &id, "--json"]);
+    let line = assert_one_line_error(&again);
+    assert!(line.contains("only a running flow can be paused"), "{line}");
+
+    let listed = server.cli(&["list", "--status", "paused", "--json"]);
+    assert_eq!(listed.code(), Some(0), "{}", listed.dump());
+    let page = listed.json();
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["flows"][0]["id"], id.as_str());
+    let table = server.cli(&["list"]);
+    assert_eq!(table.code(), Some(0), "{}", table.dump());
+    assert!(table.stdout.starts_with("ID"), "{}", table.dump());
+    assert!(table.stdout.contains(&id));
+
+    let resumed = server.cli(&["resume", &id, "--json"]);
+    assert_eq!(resumed.code(), Some(0), "{}", resumed.dump());
+    assert_eq!(resumed.json()["status"], "running");
+    let not_paused = server.cli(&["resume", &id]);
+    assert!(assert_one_line_error(&not_paused).contains("only a paused flow can be resumed"));
+
+    let canceled = server.cli(&["cancel", &id]);
+    assert_eq!(canceled.code(), Some(0), "{}", canceled.dump());
+    assert_eq!(canceled.stdout.trim(), format!("flow {id}: canceled"));
+    let twice = server.cli(&["cancel", &id]);
+    assert!(assert_one_line_error(&twice).contains("already ended"));
+    assert_eq!(server.status(&id)["status"], "canceled");
+
+    // A canceled flow did not end well.
+    let watched = server.cli(&["watch", &id]);
+    assert_eq!(watched.code(), Some(1), "{}", watched.dump());
+    assert!(watched.stdout.contains("canceled"), "{}", watched.dump());
+
+    let bad_status = server.cli(&["list", "--status", "done"]);
+    let line = assert_one_line_error(&bad_status);
+    assert!(
+        line.contains("running, paused, finished, failed, canceled"),
+        "{line}"
+    );
+}
+
+#[test]
+fn watch_follows_a_flow_and_exits_as_run_does() {
+    let server = Server::start(&[]);
+    let good = server.start_flow(r#"{"jobs": 6, "delay": 0.05}"#);
+    let watched = server.cli(&["watch", &good]);
+    assert_eq!(watched.code(), Some(0), "{}", watched.dump());
+    assert!(watched.stderr.contains("→ working"), "{}", watched.dump());
+    assert!(
+        watched.stderr.contains("finished in phase `done`"),
+        "{}",
+        watched.dump()
+    );
+    assert!(
+        watched.stdout.contains("Work"),
+        "the summary lists handlers: {}",
+        watched.dump()
+    );
+
+    // An error transition: the flow finishes in `error`, which is not well.
+    let failing = server.start_flow(r#"{"jobs": 1, "fail": true}"#);
+    let watched = server.cli(&["watch", &failing, "--json"]);
+    assert_eq!(watched.code(), Some(1), "{}", watched.dump());
+    let detail = watched.json();
+    assert_eq!(detail["phase"], "error");
+    assert_eq!(detail["ended_well"], false);
+    assert!(detail["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("asked to fail"));
+
+    let unknown = server.cli(&["watch", "no-such-flow"]);
+    assert!(assert_one_line_error(&unknown).contains("no flow with id `no-such-flow`"));
+}
+
+#[test]
+fn workers_and_workflows_are_shown() {
+    let server = Server::start(&[]);
+    wait_for(
+        "a worker to announce itself",
+        Duration::from_secs(20),
+        || {
+            let outcome = server.cli(&["workers", "--json"]);
+            assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
+            !outcome.json()["workers"].as_array().unwrap().is_empty()
+        },
+    );
+    let workers = server.cli(&["workers", "--json"]).json();
+    let handlers = &workers["workers"][0]["handlers"];
+    assert_eq!(handlers[0]["name"], "Work");
+    assert_eq!(handlers[0]["version"], "1.0.0");
+    let table = server.cli(&["workers"]);
+    assert!(table.stdout.contains("Work@1.0.0"), "{}", table.dump());
+
+    let list = server.cli(&["workflows", "--json"]);
+    assert_eq!(list.code(), Some(0), "{}", list.dump());
+    assert_eq!(
+        list.json()["workflows"],
+        serde_json::json!([{"name": "work", "phases": 4, "handlers": ["Work"]}])
+    );
+    let one = server.cli(&["workflows", "work"]);
+    assert_eq!(one.code(), Some(0), "{}", one.dump());
+    let definition: Value = serde_json::from_str(&one.stdout).expect("a definition");
+    assert_eq!(definition["workflow"], "work");
+
+    let inline = remote_fixtures().join("inline.json");
+    let put = server.cli(&["workflows", "put", path_arg(&inline)]);
+    assert_eq!(put.code(), Some(0), "{}", put.dump());
+    assert_eq!(put.stdout.trim(), "registered workflow `inline` (3 phases)");
+    let again = server.cli(&["workflows", "put", path_arg(&inline)]);
+    assert_eq!(again.stdout.trim(), "replaced workflow `inline` (3 phases)");
+    let started = server.cli(&["start", "inline", "--wait"]);
+    assert_eq!(started.code(), Some(0), "{}", started.dump());
+
+    let invalid = remote_fixtures().join("invalid.json");
+    let refused = server.cli(&["workflows", "put", path_arg(&invalid)]);
+    assert!(assert_one_line_error(&refused).contains("$.phases.start.transitions_to"));
+    let missing = server.cli(&["workflows", "nonesuch"]);
+    assert_one_line_error(&missing);
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn errors_are_one_line_with_the_right_exit_status() {
+    let server = Server::start(&[]);
+    let unknown = server.cli(&["status", "no-such-flow"]);
+    let line = assert_one_line_error(&unknown);
+    assert_eq!(line, "error: no flow with id `no-such-flow`");
+
+    // Nothing listens on a port the server gave back.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let unreachable = server.cli_with(
+        &["list"],
+        &[("DISTRIBOT_SERVER", &format!("http://{closed}"))],
+    );
+    assert_eq!(unreachable.code(), Some(1), "{}", unreachable.dump());
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot reach the distribot server"),
+        "{}",
+        unreachable.dump()
+    );
+    assert_eq!(
+        unreachable.stderr.lines().count(),
+        1,
+        "{}",
+        unreachable.dump()
+    );
+
+    let https = server.cli(&["list", "--server", "https://example.invalid"]);
+    assert_one_line_error(&https);
+}
+
+// ---------------------------------------------------------------- auth
+
+#[test]
+fn a_token_is_required_and_never_logged() {
+    let token = "cli-secret-0123456789";
+    let server = Server::start(&[("DISTRIBOT_API_TOKEN", token), ("DISTRIBOT_LOG", "debug")]);
+
+    let without = server.cli(&["list"]);
+    let line = assert_one_line_error(&without);
+    assert!(line.contains("DISTRIBOT_API_TOKEN"), "{line}");
+    assert!(line.contains("token"), "{line}");
+    let wrong = server.cli_with(&["list"], &[("DISTRIBOT_API_TOKEN", "not-it")]);
+    assert!(assert_one_line_error(&wrong).contains("refused the API token"));
+
+    let auth = [("DISTRIBOT_API_TOKEN", token)];
+    let listed = server.cli_with(&["list", "--json"], &auth);
+    assert_eq!(listed.code(), Some(0), "{}", listed.dump());
+    let started = server.cli_with(&["start", "work", "--wait"], &auth);
+    assert_eq!(started.code(), Some(0), "{}", started.dump());
+    let missing = server.cli_with(&["status", "nope"], &auth);
+    assert_one_line_error(&missing);
+
+    let log = server.stop();
+    assert!(log.contains("request"), "debug logging was on:\n{log}");
+    assert!(
+        !log.contains(token),
+        "the token leaked into the log:\n{log}"
+    );
+    for output in [&without, &wrong, &listed, &started] {
+        assert!(!output.stderr.contains(token) && !output.stdout.contains(token));
+    }
+}
+
+#[test]
+fn serving_beyond_loopback_needs_a_token() {
+    let dir = scratch();
+    let db = dir.path().join("state.db");
+    let refused = run_in(
+        dir.path(),
+        ["serve", "--listen", "0.0.0.0:0", "--db", path_arg(&db)],
+    );
+    let line = assert_one_line_error(&refused);
+    assert!(
+        line.contains("token") && line.contains("--insecure"),
+        "{line}"
+    );
+
+    let insecure = Server::start_with(&[], "0.0.0.0:0", &["--insecure"]);
+    drop(insecure);
+    let guarded = Server::start_with(&[("DISTRIBOT_API_TOKEN", "t")], "0.0.0.0:0", &[]);
+    let log = guarded.stop();
+    assert!(log.contains("listening on http://0.0.0.0:"), "{log}");
+}
