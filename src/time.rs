@@ -34,6 +34,10 @@ impl Timestamp {
     pub fn plus(self, duration: Duration) -> Self {
         Self(self.0.saturating_add(duration.as_millis() as u64))
     }
+
+    pub fn minus(self, duration: Duration) -> Self {
+        Self(self.0.saturating_sub(duration.as_millis() as u64))
+    }
 }
 
 impl fmt::Display for Timestamp {

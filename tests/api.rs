@@ -718,6 +718,10 @@ async fn metrics_render_prometheus_text() {
         "distribot_flows{status=\"finished\"}",
         "distribot_flows{status=\"running\"}",
         "distribot_live_workers",
+        // Recorded by the runtime as the flow ran:
+        "distribot_flows_started_total{workflow=\"instant\"}",
+        "distribot_flows_ended_total{workflow=\"instant\",status=\"finished\"}",
+        "distribot_phase_duration_seconds_count{workflow=\"instant\"",
     ] {
         assert!(
             answer.text.contains(needle),

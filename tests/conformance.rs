@@ -18,7 +18,7 @@ use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
 use distribot::model::{FlowError, FlowRecord, FlowStatus, PhaseState, Progress};
 use distribot::rules;
 use distribot::runtime::{Backend, Client, ClientError, Engine, WorkerBuilder};
-use distribot::store::{EmbeddedStore, RedisStore, Store};
+use distribot::store::{EmbeddedStore, FlowQuery, RedisStore, Store};
 use distribot::time::Timestamp;
 use distribot::version::Version;
 use serde_json::{json, Map, Value};
@@ -1168,6 +1168,55 @@ async fn the_first_failure_wins_and_late_work_is_stale(kind: Kind) {
     );
 }
 
+async fn retention_removes_ended_flows_and_keeps_the_rest(kind: Kind) {
+    let (backend, _scratch) = Harness::backend(kind).await;
+    let store = backend.store.as_ref();
+    let (ended, cursor) = flow_in_a_phase(store, 1).await;
+    store
+        .record_job_done(&key(&ended, 0), Some(json!("out")), Timestamp::now())
+        .await
+        .unwrap();
+    let at = Timestamp::now();
+    let cursor_b = store
+        .enter_phase(&ended, &cursor, &"b".into(), None, at)
+        .await
+        .unwrap()
+        .expect("entered b");
+    assert!(store
+        .end_flow(&ended, &cursor_b, FlowStatus::Finished, at)
+        .await
+        .unwrap());
+    let (running, _) = flow_in_a_phase(store, 3).await;
+    let everything = FlowQuery {
+        limit: 100,
+        ..FlowQuery::default()
+    };
+    assert_eq!(store.count_flows(&everything).await.unwrap(), 2);
+    // Nothing ended before a time long past.
+    assert_eq!(store.remove_ended(Timestamp(1), 10).await.unwrap(), 0);
+    let later = Timestamp::now().plus(Duration::from_secs(1));
+    assert_eq!(store.remove_ended(later, 10).await.unwrap(), 1);
+    assert!(store.flow(&ended).await.unwrap().is_none());
+    assert!(
+        store.flow(&running).await.unwrap().is_some(),
+        "unfinished flows stay"
+    );
+    assert_eq!(store.count_flows(&everything).await.unwrap(), 1);
+    let listed: Vec<FlowId> = store
+        .list_flows(&everything)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.id)
+        .collect();
+    assert_eq!(listed, vec![running]);
+    assert_eq!(
+        store.remove_ended(later, 10).await.unwrap(),
+        0,
+        "removed once"
+    );
+}
+
 // ---------------------------------------------------------------- backends
 
 macro_rules! conformance {
@@ -1230,6 +1279,7 @@ every_backend!(
     enumeration_is_recorded_once,
     a_transition_happens_once_however_many_ask,
     the_first_failure_wins_and_late_work_is_stale,
+    retention_removes_ended_flows_and_keeps_the_rest,
 );
 
 // ---------------------------------------------------------------- durability

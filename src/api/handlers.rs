@@ -228,6 +228,14 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             Err(error) => tracing::warn!(%error, "metrics: cannot count flows"),
         }
     }
+    match state.broker().depths().await {
+        Ok(depths) => {
+            for (queue, depth) in depths {
+                crate::metrics::queue_depth(&queue, depth);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot read queue depths"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -752,6 +752,28 @@ impl Broker for AmqpBroker {
         Ok(())
     }
 
+    async fn depths(&self) -> Result<Vec<(String, u64)>, BrokerError> {
+        let task_prefix = format!("{}.task.", self.inner.prefix);
+        let (channel, _) = self.publisher().await?;
+        let mut depths = Vec::new();
+        for queue in self.declared_queues() {
+            let Some(name) = queue.strip_prefix(&task_prefix) else {
+                continue;
+            };
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..durable()
+            };
+            if let Ok(declared) = channel
+                .queue_declare(&queue, passive, FieldTable::default())
+                .await
+            {
+                depths.push((name.to_owned(), u64::from(declared.message_count())));
+            }
+        }
+        Ok(depths)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
         let receiver = self.inner.events.subscribe();
         self.start_listening();

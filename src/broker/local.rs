@@ -151,6 +151,16 @@ impl Broker for LocalBroker {
         self.inner.events.subscribe()
     }
 
+    async fn depths(&self) -> Result<Vec<(String, u64)>, BrokerError> {
+        let queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut depths: Vec<(String, u64)> = queues
+            .iter()
+            .map(|(name, tasks)| (name.clone(), tasks.len() as u64))
+            .collect();
+        depths.sort();
+        Ok(depths)
+    }
+
     fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.available.notify_waiters();

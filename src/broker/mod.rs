@@ -111,6 +111,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Flow events from now on.
     fn subscribe(&self) -> broadcast::Receiver<FlowEvent>;
 
+    /// Tasks waiting in each task queue this broker knows of, for metrics.
+    async fn depths(&self) -> Result<Vec<(String, u64)>, BrokerError> {
+        Ok(Vec::new())
+    }
+
     /// Stops deliveries; consumers and inboxes end.
     fn shutdown(&self);
 }

@@ -6,6 +6,7 @@
 
 mod api_client;
 mod bench;
+mod direct;
 mod distributed;
 mod input;
 mod progress;

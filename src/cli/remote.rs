@@ -23,22 +23,26 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::api_client::{ApiClient, EventReader};
+use super::direct::{DirectTarget, DirectWatch};
+use super::distributed::BackendArgs;
 use super::input::parse_data;
 use super::progress::{Snapshot, View};
 use super::summary::print_human;
 use super::{CliError, CliResult, EXIT_FLOW_FAILED, EXIT_OK};
 
-/// Where the flows are.
-#[derive(clap::Args, Clone, Debug)]
+/// The server a CLI talks to when none is named.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+/// Where the flows are: a server's API, or (with `--amqp/--redis` and no
+/// `--server`) a distributed backend directly.
+#[derive(clap::Args, Clone, Default)]
 pub struct Connect {
-    /// The server's URL. The API token, when the server wants one, comes
-    /// from DISTRIBOT_API_TOKEN.
-    #[arg(
-        long,
-        env = "DISTRIBOT_SERVER",
-        default_value = "http://127.0.0.1:7878"
-    )]
-    pub server: String,
+    /// The server's URL [default: http://127.0.0.1:7878]. The API token,
+    /// when the server wants one, comes from DISTRIBOT_API_TOKEN.
+    #[arg(long, env = "DISTRIBOT_SERVER")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(clap::Args)]
@@ -137,34 +141,45 @@ pub enum WatchEvent {
 /// Where the commands send their requests.
 pub enum Target {
     Http(ApiClient),
+    Direct(Box<DirectTarget>),
 }
 
 /// A flow's events as they happen.
 pub enum Watch {
     Http(EventReader),
+    Direct(DirectWatch),
 }
 
 impl Target {
-    pub fn connect(connect: &Connect) -> CliResult<Target> {
+    pub async fn connect(connect: &Connect) -> CliResult<Target> {
+        if connect.server.is_none() && connect.backend.is_distributed()? {
+            return Ok(Target::Direct(Box::new(
+                DirectTarget::connect(&connect.backend).await?,
+            )));
+        }
         let token = std::env::var("DISTRIBOT_API_TOKEN")
             .ok()
             .filter(|token| !token.trim().is_empty());
-        Ok(Target::Http(ApiClient::new(&connect.server, token)?))
+        let server = connect.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        Ok(Target::Http(ApiClient::new(server, token)?))
     }
 
     pub async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created> {
+        let api = match self {
+            Target::Http(api) => api,
+            Target::Direct(direct) => return direct.start(source, data).await,
+        };
         let body = match source {
             Source::Registered(name) => json!({"workflow": name, "data": data}),
             Source::Inline(definition) => json!({"definition": definition, "data": data}),
         };
-        match self {
-            Target::Http(api) => api.post(api.url(&["api", "flows"]), Some(&body)).await,
-        }
+        api.post(api.url(&["api", "flows"]), Some(&body)).await
     }
 
     pub async fn status(&self, id: &str) -> CliResult<FlowDetail> {
         match self {
             Target::Http(api) => api.get(api.url(&["api", "flows", id])).await,
+            Target::Direct(direct) => direct.status(id).await,
         }
     }
 
@@ -189,6 +204,7 @@ impl Target {
                 }
                 api.get(url).await
             }
+            Target::Direct(direct) => direct.list(filter).await,
         }
     }
 
@@ -207,24 +223,28 @@ impl Target {
     async fn steer(&self, id: &str, verb: &str) -> CliResult<StatusChange> {
         match self {
             Target::Http(api) => api.post(api.url(&["api", "flows", id, verb]), None).await,
+            Target::Direct(direct) => direct.steer(id, verb).await,
         }
     }
 
     pub async fn workers(&self) -> CliResult<WorkerList> {
         match self {
             Target::Http(api) => api.get(api.url(&["api", "workers"])).await,
+            Target::Direct(direct) => direct.workers().await,
         }
     }
 
     pub async fn workflows(&self) -> CliResult<WorkflowList> {
         match self {
             Target::Http(api) => api.get(api.url(&["api", "workflows"])).await,
+            Target::Direct(direct) => direct.workflows().await,
         }
     }
 
     pub async fn workflow(&self, name: &str) -> CliResult<Value> {
         match self {
             Target::Http(api) => api.get(api.url(&["api", "workflows", name])).await,
+            Target::Direct(direct) => direct.workflow(name).await,
         }
     }
 
@@ -245,6 +265,7 @@ impl Target {
                     .await?;
                 Ok((status == StatusCode::CREATED, item))
             }
+            Target::Direct(direct) => direct.put_workflow(name, definition).await,
         }
     }
 
@@ -255,6 +276,7 @@ impl Target {
             Target::Http(api) => Ok(Watch::Http(
                 api.events(api.url(&["api", "flows", id, "events"])).await?,
             )),
+            Target::Direct(direct) => Ok(Watch::Direct(direct.watch(id).await?)),
         }
     }
 }
@@ -263,6 +285,7 @@ impl Watch {
     /// The next event; `None` when the stream ended without the flow's end.
     async fn next(&mut self) -> Result<Option<WatchEvent>, String> {
         match self {
+            Watch::Direct(watch) => watch.next().await,
             Watch::Http(reader) => loop {
                 let Some(event) = reader.next().await? else {
                     return Ok(None);
@@ -295,7 +318,7 @@ fn print_json(value: &impl Serialize) -> CliResult<()> {
 }
 
 pub async fn start(args: StartArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     let source = workflow_source(&args.workflow)?;
     let data = parse_data(args.data.as_deref())?;
     let created = target.start(source, data).await?;
@@ -340,7 +363,7 @@ fn read_definition(path: &Path) -> CliResult<Value> {
 }
 
 pub async fn status(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     let detail = target.status(&args.id).await?;
     if args.json {
         print_json(&detail)?;
@@ -405,7 +428,7 @@ fn summary_of(detail: &FlowDetail) -> FlowSummary {
 }
 
 pub async fn list(args: ListArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     let filter = ListFilter {
         status: args.status,
         workflow: args.workflow,
@@ -476,20 +499,20 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 }
 
 pub async fn pause(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     let change = target.pause(&args.id).await?;
     report_change(&change, args.json)
 }
 
 /// `resume ID`: the over-the-API form of `resume`.
 pub async fn resume(id: &str, json: bool, connect: &Connect) -> CliResult<i32> {
-    let target = Target::connect(connect)?;
+    let target = Target::connect(connect).await?;
     let change = target.resume(id).await?;
     report_change(&change, json)
 }
 
 pub async fn cancel(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     let change = target.cancel(&args.id).await?;
     report_change(&change, args.json)
 }
@@ -504,7 +527,7 @@ fn report_change(change: &StatusChange, json: bool) -> CliResult<i32> {
 }
 
 pub async fn watch(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     follow(&target, &args.id, args.json).await
 }
 
@@ -574,7 +597,7 @@ async fn follow(target: &Target, id: &str, json: bool) -> CliResult<i32> {
 }
 
 pub async fn workers(args: OutputArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     let list = target.workers().await?;
     if args.json {
         print_json(&list)?;
@@ -608,7 +631,7 @@ pub async fn workers(args: OutputArgs) -> CliResult<i32> {
 }
 
 pub async fn workflows(args: WorkflowsArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect)?;
+    let target = Target::connect(&args.connect).await?;
     match args.args.as_slice() {
         [] => {
             let list = target.workflows().await?;

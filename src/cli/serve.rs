@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// unfinished flow again (repairs what crashes elsewhere left behind).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     sweep: Duration,
+    /// How long ended flows are kept before they are removed.
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+    retention: Duration,
 }
 
 pub async fn serve(args: ServeArgs) -> CliResult<i32> {
@@ -173,8 +176,9 @@ impl Runtime {
             let mut tasks = Vec::new();
             let engine_backend = backend.clone();
             let sweep = args.sweep;
+            let retention = args.retention;
             tasks.push(tokio::spawn(async move {
-                if let Err(error) = run_distributed_engine(engine_backend, sweep).await {
+                if let Err(error) = run_distributed_engine(engine_backend, sweep, retention).await {
                     tracing::error!(%error, "the engine stopped");
                 }
             }));
@@ -193,7 +197,10 @@ impl Runtime {
             return Ok(Runtime::Distributed { backend, tasks });
         }
         let store = open_store((!args.memory).then_some(args.db.as_path()))?;
-        let mut builder = Embedded::builder().store_arc(store).handlers(registry);
+        let mut builder = Embedded::builder()
+            .store_arc(store)
+            .handlers(registry)
+            .retention(args.retention);
         if let Some(limit) = args.concurrency {
             builder = builder.concurrency(limit);
         }

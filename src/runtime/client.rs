@@ -62,14 +62,17 @@ impl Client {
     ) -> Result<FlowId, ClientError> {
         let id = FlowId::generate();
         let data = workflow.flow_data(data);
+        let name = workflow.name.clone();
         let record = FlowRecord::new(id.clone(), workflow, data, Timestamp::now());
         let backend = self.backend.clone();
-        run_to_the_end(async move {
+        let id = run_to_the_end(async move {
             backend.store.create_flow(record).await?;
             backend.broker.nudge(&id).await?;
             Ok(id)
         })
-        .await
+        .await?;
+        crate::metrics::flow_started(name.as_str());
+        Ok(id)
     }
 
     pub async fn status(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
@@ -119,6 +122,9 @@ impl Client {
                     broker.nudge(&id).await?;
                 }
                 FlowStatus::Canceled => {
+                    if let Some(context) = backend.store.flow_context(&id).await? {
+                        crate::metrics::flow_ended(context.workflow.name.as_str(), status);
+                    }
                     broker
                         .announce(FlowEvent::Ended { flow: id, status })
                         .await?;

@@ -12,10 +12,14 @@ use crate::handler::{Handler, HandlerOptions, HandlerRegistry};
 use crate::store::{EmbeddedStore, Store};
 use crate::version::Version;
 
+/// How often the embedded engine looks at every unfinished flow again.
+const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct EmbeddedBuilder {
     store: Option<Arc<dyn Store>>,
     registry: HandlerRegistry,
     concurrency: Option<usize>,
+    retention: Option<std::time::Duration>,
 }
 
 impl EmbeddedBuilder {
@@ -56,6 +60,13 @@ impl EmbeddedBuilder {
         self
     }
 
+    /// Removes flows that ended more than `retention` ago (none are removed
+    /// unless this is set: a program that embeds the engine decides).
+    pub fn retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Starts the engine and the worker on the current tokio runtime. The
     /// engine first picks up the flows the store holds unfinished.
     pub async fn start(self) -> Result<Embedded, RuntimeError> {
@@ -74,9 +85,25 @@ impl EmbeddedBuilder {
             worker = worker.concurrency(limit);
         }
         let worker = worker.build();
+        let retention = self.retention;
         let engine_task = {
             let engine = engine.clone();
-            tokio::spawn(async move { engine.run().await })
+            tokio::spawn(async move {
+                let sweeping = {
+                    let engine = engine.clone();
+                    tokio::spawn(async move { engine.look_again_every(LOOK_AGAIN).await })
+                };
+                let retaining = retention.map(|retention| {
+                    let engine = engine.clone();
+                    tokio::spawn(async move { engine.retain(retention).await })
+                });
+                let outcome = engine.run().await;
+                sweeping.abort();
+                if let Some(retaining) = retaining {
+                    retaining.abort();
+                }
+                outcome
+            })
         };
         let worker_task = {
             let worker = worker.clone();
@@ -109,6 +136,7 @@ impl Embedded {
             store: None,
             registry: HandlerRegistry::new(),
             concurrency: None,
+            retention: None,
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use super::{Backend, LiveCatalog, RuntimeError};
 use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
+use crate::metrics;
 use crate::model::{FlowError, FlowRecord, PhaseState, Task};
 use crate::rules::{self, Step};
 use crate::store::{Store, StoreError};
@@ -56,6 +57,12 @@ type Dispatched = HashMap<(u32, u16), std::time::Instant>;
 
 /// How long an engine trusts that an enumerate task it sent is on its way.
 const REDISPATCH_AFTER: Duration = Duration::from_secs(60);
+
+/// Flows removed per store call by the retention policy.
+const RETENTION_BATCH: usize = 1_000;
+
+/// How long ended flows are kept when nothing else is configured.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How many flows one engine advances at once.
 const CONCURRENT_FLOWS: usize = 256;
@@ -141,6 +148,59 @@ impl Engine {
             self.nudge(flow).await;
         }
         Ok(())
+    }
+
+    /// For an engine alone with its store: every `period`, looks at every
+    /// unfinished flow again. Nothing is lost in one process, so this only
+    /// guards against a step that was cut short (a panic, say) leaving a flow
+    /// without its next nudge. Runs until the task is dropped.
+    pub async fn look_again_every(&self, period: Duration) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match self.inner.backend.store.unfinished_flows().await {
+                Ok(flows) => {
+                    for flow in flows {
+                        self.nudge(flow).await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "listing unfinished flows failed"),
+            }
+        }
+    }
+
+    /// The retention policy: every so often, removes flows that ended more
+    /// than `retention` ago, so that a long-running installation's store
+    /// stays the size of its recent history. Runs until the task is dropped.
+    pub async fn retain(&self, retention: Duration) {
+        let period = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            let cutoff = Timestamp::now().minus(retention);
+            loop {
+                match self
+                    .inner
+                    .backend
+                    .store
+                    .remove_ended(cutoff, RETENTION_BATCH)
+                    .await
+                {
+                    Ok(removed) if removed as usize == RETENTION_BATCH => continue,
+                    Ok(removed) => {
+                        if removed > 0 {
+                            tracing::debug!(removed, "removed ended flows past retention");
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "removing ended flows failed");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Queues again what the store says was lost for a flow.
@@ -230,11 +290,13 @@ impl Engine {
             match step {
                 Step::Idle => return Ok(()),
                 Step::Enter { from, to, error } => {
+                    let now = Timestamp::now();
                     let entered = backend
                         .store
-                        .enter_phase(flow, &from, &to, error, Timestamp::now())
+                        .enter_phase(flow, &from, &to, error, now)
                         .await?;
                     if entered.is_some() {
+                        phase_left(&record, now);
                         backend
                             .broker
                             .announce(FlowEvent::Entered {
@@ -245,11 +307,10 @@ impl Engine {
                     }
                 }
                 Step::End { from, status } => {
-                    if backend
-                        .store
-                        .end_flow(flow, &from, status, Timestamp::now())
-                        .await?
-                    {
+                    let now = Timestamp::now();
+                    if backend.store.end_flow(flow, &from, status, now).await? {
+                        phase_left(&record, now);
+                        metrics::flow_ended(record.workflow.name.as_str(), status);
                         self.forget(flow);
                         backend
                             .broker
@@ -365,6 +426,16 @@ impl Engine {
             }
         });
     }
+}
+
+/// Counts the phase visit a flow just left.
+fn phase_left(record: &FlowRecord, at: Timestamp) {
+    let visit = record.current();
+    metrics::phase_completed(
+        record.workflow.name.as_str(),
+        visit.phase.as_str(),
+        visit.started_at.until(at),
+    );
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use catalog::LiveCatalog;
 pub use client::{Client, ClientError};
 pub use embedded::{Embedded, EmbeddedBuilder};
-pub use engine::{Catalog, Engine};
+pub use engine::{Catalog, Engine, DEFAULT_RETENTION};
 pub use worker::{Worker, WorkerBuilder};
 
 use crate::broker::{Broker, BrokerError};
@@ -63,11 +63,12 @@ impl Backend {
 }
 
 /// Runs an engine among many processes: it follows the workers' heartbeats
-/// for handler versions and sweeps unfinished flows every `sweep`, until
-/// the broker shuts down.
+/// for handler versions, sweeps unfinished flows every `sweep`, and removes
+/// flows that ended more than `retention` ago, until the broker shuts down.
 pub async fn run_distributed_engine(
     backend: Backend,
     sweep: std::time::Duration,
+    retention: std::time::Duration,
 ) -> Result<(), RuntimeError> {
     let catalog = Arc::new(LiveCatalog::new());
     catalog.refresh(backend.store.as_ref()).await?;
@@ -76,8 +77,13 @@ pub async fn run_distributed_engine(
         let engine = engine.clone();
         tokio::spawn(async move { engine.maintain(catalog, sweep).await })
     };
+    let retaining = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.retain(retention).await })
+    };
     let outcome = engine.run().await;
     maintenance.abort();
+    retaining.abort();
     outcome
 }
 

@@ -19,6 +19,7 @@ use crate::handler::{
     EnumerateRequest, HandlerError, HandlerRegistry, JobRequest, RegisteredHandler,
 };
 use crate::ids::{Cursor, HandlerName, JobKey};
+use crate::metrics;
 use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
 use crate::store::WORKER_LIVENESS;
@@ -187,7 +188,11 @@ impl Worker {
         }
     }
 
-    async fn execute(&self, task: &Task) -> Result<(), RuntimeError> {
+    /// Runs one task to its recorded outcome: admission, the handler under
+    /// its timeout, the record, the nudge. The consumers call this for each
+    /// delivery and acknowledge it when it returns `Ok`; a simulation can
+    /// call it directly, in any order it likes.
+    pub async fn execute(&self, task: &Task) -> Result<(), RuntimeError> {
         let store = &self.inner.backend.store;
         if store.admit(task).await? != Admission::Run {
             return Ok(());
@@ -213,7 +218,11 @@ impl Worker {
                 .ok(),
             None => None,
         };
+        let began = std::time::Instant::now();
         let attempt = self.attempt(task, &context, registered, timeout).await?;
+        if let (Task::Process { .. }, Attempt::Processed(_)) = (task, &attempt) {
+            metrics::job_processed(handler.as_str(), began.elapsed());
+        }
         self.settle(task, &context, attempt).await
     }
 
@@ -384,6 +393,7 @@ impl Worker {
             AfterFailure::Retry { delay } => {
                 tracing::debug!(flow = %task.flow(), attempt, %error, "attempt failed; retrying");
                 backend.store.record_retry(task, attempt + 1).await?;
+                metrics::job_retried(task.handler().0.as_str());
                 backend
                     .broker
                     .publish_later(task.next_attempt(), delay)
@@ -405,6 +415,7 @@ impl Worker {
                     message: error.message,
                 };
                 tracing::info!(flow = %task.flow(), error = %flow_error, "giving up");
+                metrics::job_failed(handler.as_str());
                 let cursor = Cursor {
                     seq,
                     phase: task.phase().clone(),

@@ -79,6 +79,7 @@ pub(super) enum JournalEntry {
         attempt: u32,
     },
     WorkflowPut(Arc<Workflow>),
+    FlowRemoved(FlowId),
 }
 
 #[derive(Debug, Default)]
@@ -326,6 +327,24 @@ impl Store for EmbeddedStore {
 
     async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError> {
         Ok(self.read(|state| state.workflows.values().cloned().collect()))
+    }
+
+    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.change(|state| {
+            let expired: Vec<FlowId> = state
+                .flows
+                .values()
+                .filter(|flow| flow.record.ended_at.is_some_and(|at| at < ended_before))
+                .map(|flow| flow.record.id.clone())
+                .take(limit)
+                .collect();
+            for id in &expired {
+                state.flows.remove(id);
+                state.log(JournalEntry::FlowRemoved(id.clone()));
+            }
+            Ok(expired.len() as u64)
+        })
+        .await
     }
 
     async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError> {

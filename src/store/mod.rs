@@ -108,6 +108,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered workflow, by name.
     async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError>;
 
+    /// Removes up to `limit` flows that ended before `ended_before`, with
+    /// everything kept about them, and says how many it removed. This is the
+    /// retention policy's one operation.
+    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError>;
+
     /// Announces a live worker; it counts as live until it stops announcing.
     async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
 

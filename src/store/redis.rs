@@ -24,6 +24,7 @@
 //! | `P:flow:ID:parked` | list | tasks parked while the flow is paused |
 //! | `P:flows`, `P:flows:status:S`, `P:flows:workflow:W` | sorted sets | flow ids, for listing (ids sort by time) |
 //! | `P:unfinished` | set | running and paused flows |
+//! | `P:ended` | sorted set | ended flows by end time, for retention |
 //! | `P:workflows` | hash | registered definitions |
 //! | `P:workers` | hash | worker heartbeats |
 
@@ -107,6 +108,9 @@ impl Keys {
     fn unfinished(&self) -> String {
         format!("{}:unfinished", self.prefix)
     }
+    fn ended(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
     fn workflows(&self) -> String {
         format!("{}:workflows", self.prefix)
     }
@@ -137,6 +141,7 @@ struct Scripts {
     create: Script,
     enter: Script,
     end: Script,
+    remove: Script,
     enumerated: Script,
     done: Script,
     failure: Script,
@@ -203,7 +208,7 @@ redis.call('RPUSH', KEYS[3], ARGV[7])
 return seq
 "#,
             ),
-            // KEYS: hot by_status(running) by_status(new) unfinished
+            // KEYS: hot by_status(running) by_status(new) unfinished ended
             // ARGV: id from_seq from_phase status at
             end: Script::new(
                 r#"
@@ -213,7 +218,36 @@ redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended_at', ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
 return 1
+"#,
+            ),
+            // KEYS: ended flows
+            // ARGV: prefix cutoff limit
+            // The keys of a flow are named from its id here, so this script
+            // assumes one Redis, not a cluster.
+            remove: Script::new(
+                r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local base = ARGV[1] .. ':flow:' .. id
+  local hot = base .. ':hot'
+  local workflow = redis.call('HGET', base, 'workflow')
+  local status = redis.call('HGET', hot, 'status')
+  local last = tonumber(redis.call('HGET', hot, 'seq') or '-1')
+  for seq = 0, last do
+    local slots = tonumber(redis.call('HGET', hot, 'n:' .. seq) or '0')
+    for slot = 0, slots - 1 do
+      redis.call('DEL', base .. ':done:' .. seq .. ':' .. slot, base .. ':out:' .. seq .. ':' .. slot)
+    end
+  end
+  redis.call('DEL', base, hot, base .. ':visits', base .. ':transitions', base .. ':parked')
+  redis.call('ZREM', KEYS[2], id)
+  if status then redis.call('ZREM', ARGV[1] .. ':flows:status:' .. status, id) end
+  if workflow then redis.call('ZREM', ARGV[1] .. ':flows:workflow:' .. workflow, id) end
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
 "#,
             ),
             // KEYS: hot
@@ -302,7 +336,7 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 "#,
             ),
-            // KEYS: hot by_status(from) by_status(to) unfinished parked
+            // KEYS: hot by_status(from) by_status(to) unfinished parked ended
             // ARGV: id from to at
             // Returns {1, parked tasks...} when applied (tasks on resume), {0} when the status moved
             status: Script::new(
@@ -315,6 +349,7 @@ if ARGV[3] == 'canceled' then
   redis.call('HSET', KEYS[1], 'ended_at', ARGV[4])
   redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('DEL', KEYS[5])
+  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
   return {1}
 end
 if ARGV[3] == 'running' then
@@ -807,6 +842,24 @@ impl Store for RedisStore {
         all.values().map(|text| self.definition(text)).collect()
     }
 
+    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let removed: u64 = self
+            .scripts
+            .remove
+            .key(self.keys.ended())
+            .key(self.keys.flows())
+            .arg(&self.keys.prefix)
+            .arg(ended_before.millis())
+            .arg(limit.max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if removed > 0 {
+            self.caches().contexts.clear();
+        }
+        Ok(removed)
+    }
+
     async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
         let _: () = self
             .conn()
@@ -908,6 +961,7 @@ impl Store for RedisStore {
             .key(self.keys.by_status(FlowStatus::Running))
             .key(self.keys.by_status(status))
             .key(self.keys.unfinished())
+            .key(self.keys.ended())
             .arg(flow.as_str())
             .arg(from.seq)
             .arg(from.phase.as_str())
@@ -1084,6 +1138,7 @@ impl Store for RedisStore {
                 .key(self.keys.by_status(next))
                 .key(self.keys.unfinished())
                 .key(self.keys.parked(flow))
+                .key(self.keys.ended())
                 .arg(flow.as_str())
                 .arg(current.as_str())
                 .arg(next.as_str())

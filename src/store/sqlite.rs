@@ -384,6 +384,8 @@ fn commit(
         let mut job_done = tx.prepare_cached(
             "UPDATE jobs SET done = 1, output = ?5 WHERE flow = ?1 AND seq = ?2 AND slot = ?3 AND idx = ?4",
         )?;
+        let mut remove_flow = tx.prepare_cached("DELETE FROM flows WHERE id = ?1")?;
+        let mut remove_jobs = tx.prepare_cached("DELETE FROM jobs WHERE flow = ?1")?;
         let mut put_workflow = tx.prepare_cached(
             "INSERT INTO workflows (name, definition) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
@@ -439,6 +441,10 @@ fn commit(
                         key.index,
                         output.as_ref().map(Value::to_string)
                     ])?;
+                }
+                JournalEntry::FlowRemoved(flow) => {
+                    remove_flow.execute(params![flow.as_str()])?;
+                    remove_jobs.execute(params![flow.as_str()])?;
                 }
                 JournalEntry::WorkflowPut(workflow) => {
                     put_workflow.execute(params![
