@@ -355,3 +355,70 @@ async fn processes_ride_out_a_redis_restart() {
         assert_exact(&record, 300);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_starts_and_steers_flows_straight_on_the_backend() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    installation.start_worker();
+    let definition = installation.dir.path().join("fan-out.json");
+    std::fs::write(&definition, fan_out_json().to_string()).unwrap();
+    let definition = definition.to_string_lossy().into_owned();
+    let output = installation
+        .command(&[
+            "start",
+            &definition,
+            "--data",
+            r#"{"jobs": {"work": 25}}"#,
+            "--wait",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run start");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document on stdout");
+    assert_eq!(summary["status"], "finished");
+    let id = summary["id"].as_str().expect("an id").to_owned();
+    let status = installation
+        .command(&["status", &id, "--json"])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("run status");
+    assert_eq!(status.status.code(), Some(0));
+    let detail: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(detail["handlers"]["Noop"]["done"], 27);
+    // A finished flow cannot be paused: refused, exit 2, one line saying why.
+    let pause = installation
+        .command(&["pause", &id])
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run pause");
+    assert_eq!(pause.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&pause.stderr);
+    assert!(
+        stderr.contains("only a running flow can be paused"),
+        "{stderr}"
+    );
+}
+
+fn fan_out_json() -> serde_json::Value {
+    json!({
+        "workflow": "fan-out",
+        "phases": {
+            "prepare": {"is_initial": true, "transitions_to": "work", "handlers": ["Noop"]},
+            "work": {"transitions_to": "done", "handlers": [{"name": "Noop", "version": "~> 1.0"}]},
+            "done": {"is_final": true, "handlers": ["Noop"]}
+        }
+    })
+}

@@ -81,7 +81,7 @@ impl Installation {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_distribot"));
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("DISTRIBOT_") {
