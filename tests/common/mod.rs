@@ -1,6 +1,9 @@
 //! Helpers for the command-line tests: running the real `distribot` binary,
 //! copying the examples into a scratch folder, and reading what it printed.
 
+// Each test binary that includes this uses a different part of it.
+#![allow(dead_code)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
