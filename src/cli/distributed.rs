@@ -14,7 +14,7 @@ use super::{CliError, CliResult, EXIT_OK};
 
 /// Where the servers are. Flags win over `DISTRIBOT_*` variables, which win
 /// over the config file.
-#[derive(clap::Args, Clone, Default)]
+#[derive(clap::Args, Clone)]
 pub struct BackendArgs {
     /// RabbitMQ URL [env: DISTRIBOT_AMQP_URL]
     #[arg(long)]
@@ -28,6 +28,21 @@ pub struct BackendArgs {
     /// Config file [default: ./distribot.toml when it exists]
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// How long to keep trying to reach RabbitMQ and Redis at start.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl Default for BackendArgs {
+    fn default() -> Self {
+        Self {
+            amqp: None,
+            redis: None,
+            prefix: None,
+            config: None,
+            connect_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl BackendArgs {
@@ -63,13 +78,12 @@ pub async fn connect(args: &BackendArgs) -> CliResult<Backend> {
             "a distributed installation needs both --amqp URL and --redis URL (or DISTRIBOT_AMQP_URL and DISTRIBOT_REDIS_URL)".into(),
         ));
     };
+    let deadline = tokio::time::Instant::now() + args.connect_timeout;
     let mut wait = Duration::from_millis(200);
-    let mut attempts = 0;
     loop {
         match Backend::distributed(amqp, redis, config.prefix()).await {
             Ok(backend) => return Ok(backend),
-            Err(error) if attempts < 12 => {
-                attempts += 1;
+            Err(error) if tokio::time::Instant::now() + wait < deadline => {
                 eprintln!("waiting for the servers ({error}); trying again in {wait:?}");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));

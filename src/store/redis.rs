@@ -431,7 +431,7 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(backend)?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(8)
+            .set_number_of_retries(3)
             .set_factor(50)
             .set_max_delay(2_000)
             .set_connection_timeout(Duration::from_secs(2))
