@@ -2,7 +2,6 @@
 //! steering and watching flows, listing workers and workflows, `--json`
 //! output, exit statuses, and the token, which must never reach the logs.
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -9,6 +9,7 @@
 //! `docs/api.md` describes every route; `openapi.json` beside this file is
 //! the same in OpenAPI 3.1, served at `/api/openapi.json`.
 
+mod dashboard;
 mod error;
 mod events;
 mod handlers;
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::Router;
 use subtle::ConstantTimeEq;
@@ -268,11 +269,14 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 /// data comes from `/api`, which the token guards). Replacing the dashboard
 /// means replacing this function.
 pub fn dashboard_routes() -> Router<ApiState> {
-    Router::new().route("/", routing::get(dashboard_index))
-}
-
-async fn dashboard_index() -> Html<&'static str> {
-    Html(include_str!("dashboard/index.html"))
+    dashboard::ASSETS
+        .iter()
+        .fold(Router::new(), |router, asset| {
+            router.route(
+                asset.path,
+                routing::get(move || async move { asset.response() }),
+            )
+        })
 }
 
 /// The whole HTTP service for `state`.

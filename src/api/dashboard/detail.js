@@ -1,0 +1,503 @@
+// One flow: its status and actions, the workflow graph with the current
+// phase, the timeline of its phase visits with their handlers' counts,
+// jobs per handler, the error and the input data. Kept live by the flow's
+// event stream (`progress`, `transition`, `end`).
+
+import { call, follow, segment } from './client.js';
+import { bar, h, replace, statusBadge } from './dom.js';
+import { between, clock, count, duration, full } from './format.js';
+import { drawGraph, legend } from './graph.js';
+
+const PAST = { pause: 'Paused', resume: 'Resumed', cancel: 'Canceled' };
+
+function sum(handlers, field) {
+  return handlers.reduce((total, handler) => total + (handler[field] ?? 0), 0);
+}
+
+/** A visit still waits for a handler to enumerate its jobs. */
+function enumerating(visit) {
+  return visit.state === 'running' && visit.handlers.some((handler) => !handler.enumerated);
+}
+
+function transitionKey(transition) {
+  return `${transition.from ?? ''}→${transition.to}@${transition.at}`;
+}
+
+function describeError(error) {
+  if (!error) return '';
+  const where = [`phase ${error.phase}`];
+  if (error.handler) where.push(`handler ${error.handler}`);
+  if (error.job_id) where.push(`job ${error.job_id}`);
+  return `${where.join(', ')} failed after ${error.attempts} attempt${error.attempts === 1 ? '' : 's'}: ${error.message}`;
+}
+
+export function mount(main, { id }) {
+  let flow = null;
+  let ended = false;
+  let busy = false;
+  let confirming = false;
+  let stopEvents = () => {};
+  let frame = 0;
+  let graphKey = '';
+  let stopped = false;
+  // What a command's answer said, against a `progress` event read just
+  // before the command took effect and delivered just after the answer.
+  let pinned = null;
+
+  const path = `/api/flows/${segment(id)}`;
+  const heading = h('h1', { tabindex: -1 }, 'Flow ', h('code', { class: 'flow-id', testid: 'flow-id' }, id));
+  const status = h('span', { testid: 'flow-status-wrap' });
+  const facts = h('dl', { class: 'facts', testid: 'flow-facts' });
+  const overall = h('div', { class: 'overall' });
+  const waiting = h('ul', { class: 'waiting', testid: 'flow-waiting', hidden: true });
+
+  const pause = h('button', { type: 'button', testid: 'action-pause' }, 'Pause');
+  const resume = h('button', { type: 'button', testid: 'action-resume' }, 'Resume');
+  const cancel = h('button', { type: 'button', class: 'danger', testid: 'action-cancel' }, 'Cancel…');
+  const confirmCancel = h('button', { type: 'button', class: 'danger', testid: 'action-cancel-confirm' }, 'Cancel the flow');
+  const keep = h('button', { type: 'button', testid: 'action-cancel-keep' }, 'Keep it');
+  const confirmRow = h(
+    'div',
+    { class: 'confirm', role: 'group', 'aria-labelledby': 'confirm-text', hidden: true, testid: 'cancel-confirm' },
+    h('span', { id: 'confirm-text' }, 'Cancel this flow? Its queued jobs are dropped and it ends as canceled.'),
+    confirmCancel,
+    keep,
+  );
+  const message = h('p', { class: 'message', role: 'status', testid: 'action-message' });
+  const actionError = h('p', { class: 'problem', role: 'alert', testid: 'action-error', hidden: true });
+  const again = h('a', { class: 'button', testid: 'action-again' }, 'Start another');
+  const actions = h(
+    'div',
+    { class: 'actions', role: 'group', 'aria-label': 'Actions' },
+    pause,
+    resume,
+    cancel,
+    h('span', { class: 'grow' }),
+    again,
+  );
+
+  const errorBox = h('section', { class: 'error-box', testid: 'flow-error', hidden: true, 'aria-labelledby': 'error-title' });
+  const graphWrap = h('div', { class: 'graph-wrap', testid: 'graph-wrap' });
+  const timeline = h('ol', { class: 'timeline', testid: 'timeline' });
+  const totals = h('tbody', {});
+  const dataBlock = h('pre', { class: 'data', testid: 'flow-data' });
+  const problem = h('p', { class: 'problem', role: 'alert', testid: 'detail-error', hidden: true });
+
+  main.append(
+    h('p', { class: 'crumbs' }, h('a', { href: '#/', testid: 'back-to-list' }, '← All flows')),
+    h('div', { class: 'view-head' }, heading, status),
+    problem,
+    h(
+      'section',
+      { class: 'card summary-card', 'aria-label': 'Summary', testid: 'flow-detail' },
+      facts,
+      overall,
+      waiting,
+      actions,
+      confirmRow,
+      message,
+      actionError,
+    ),
+    errorBox,
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'graph-heading' },
+      h('h2', { id: 'graph-heading' }, 'Workflow'),
+      graphWrap,
+      legend(),
+    ),
+    h(
+      'div',
+      { class: 'columns' },
+      h(
+        'section',
+        { class: 'card', 'aria-labelledby': 'timeline-heading' },
+        h('h2', { id: 'timeline-heading' }, 'Timeline'),
+        timeline,
+      ),
+      h(
+        'section',
+        { class: 'card narrow', 'aria-labelledby': 'totals-heading' },
+        h('h2', { id: 'totals-heading' }, 'Jobs per handler'),
+        h(
+          'table',
+          { class: 'totals', testid: 'handler-totals' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              ['Handler', 'Done', 'Failed', 'Retried'].map((title) => h('th', { scope: 'col' }, title)),
+            ),
+          ),
+          totals,
+        ),
+        h('details', { class: 'data-details' }, h('summary', {}, 'Input data'), dataBlock),
+      ),
+    ),
+  );
+
+  // -------------------------------------------------------------- render
+
+  function renderStatus() {
+    replace(status, statusBadge(flow.status, 'flow-status'));
+    const created = flow.created_at;
+    const endedAt = flow.ended_at;
+    const fact = (term, value, testid) => [h('dt', {}, term), h('dd', { testid }, value)];
+    replace(
+      facts,
+      fact('Workflow', h('a', { href: `#/?workflow=${encodeURIComponent(flow.workflow)}` }, flow.workflow), 'flow-workflow'),
+      fact('Phase', flow.phase, 'flow-phase'),
+      fact('Started', h('time', { datetime: created, title: full(created) }, clock(created)), 'flow-created'),
+      endedAt
+        ? fact(
+            'Ended',
+            h('time', { datetime: endedAt, title: full(endedAt) }, `${clock(endedAt)} (after ${duration(between(created, endedAt))})`),
+            'flow-ended',
+          )
+        : fact('Duration', [h('span', { dataset: { since: created } }, duration(between(created))), ' so far'], 'flow-ended'),
+      flow.outputs_count !== undefined && fact('Outputs', count(flow.outputs_count), 'flow-outputs'),
+      ended && fact('Outcome', flow.ended_well ? 'ended well' : 'did not end well', 'flow-outcome'),
+    );
+    const handlers = flow.phases.flatMap((visit) => visit.handlers);
+    replace(
+      overall,
+      h('span', { class: 'overall-label', id: 'overall-label' }, ended ? 'Jobs done' : 'Jobs done so far'),
+      bar({
+        done: sum(handlers, 'done'),
+        total: sum(handlers, 'total'),
+        failed: sum(handlers, 'failed'),
+        pending: !ended && enumerating(flow.phases[flow.phases.length - 1] ?? { handlers: [] }) && sum(handlers, 'total') === 0,
+        label: 'Jobs done in every phase so far',
+        testid: 'flow-progress',
+        open: !ended,
+      }),
+    );
+    replace(waiting, (flow.waiting ?? []).map((note) => h('li', {}, note)));
+    waiting.hidden = !(flow.waiting ?? []).length;
+  }
+
+  function renderActions() {
+    const known = flow !== null;
+    pause.disabled = !known || busy || flow.status !== 'running';
+    resume.disabled = !known || busy || flow.status !== 'paused';
+    const cancelable = known && (flow.status === 'running' || flow.status === 'paused');
+    cancel.disabled = !cancelable || busy;
+    if (!cancelable) confirming = false;
+    confirmRow.hidden = !confirming;
+    confirmCancel.disabled = busy;
+    keep.disabled = busy;
+    if (known) again.setAttribute('href', `#/start?workflow=${encodeURIComponent(flow.workflow)}`);
+  }
+
+  function renderError() {
+    const error = flow.error;
+    errorBox.hidden = !error;
+    if (!error) return;
+    const row = (term, value) => value !== null && value !== undefined && [h('dt', {}, term), h('dd', {}, String(value))];
+    replace(
+      errorBox,
+      h('h2', { id: 'error-title' }, 'Error'),
+      h('p', { class: 'error-message', testid: 'flow-error-message' }, error.message),
+      h(
+        'dl',
+        { class: 'facts' },
+        row('Phase', error.phase),
+        row('Handler', error.handler),
+        row('Job', error.job_id),
+        row('Attempts', error.attempts),
+      ),
+    );
+  }
+
+  function renderGraph() {
+    const visited = new Set(flow.phases.map((visit) => visit.phase));
+    const failed = new Set(flow.phases.filter((visit) => visit.state === 'failed').map((visit) => visit.phase));
+    const key = JSON.stringify([flow.phase, flow.status, [...visited], [...failed]]);
+    if (key === graphKey) return;
+    graphKey = key;
+    replace(graphWrap, drawGraph(flow.definition, { current: flow.phase, visited, failed, status: flow.status }));
+  }
+
+  /** How long a handler ran; still counting while it runs. */
+  function handlerTime(handler, visit) {
+    if (!handler.started_at) return '–';
+    const until = handler.finished_at ?? visit.finished_at ?? flow.ended_at;
+    if (until) return duration(between(handler.started_at, until));
+    return h('span', { dataset: { since: handler.started_at } }, duration(between(handler.started_at)));
+  }
+
+  function handlerTable(visit) {
+    return h(
+      'table',
+      { class: 'handlers' },
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          ['Handler', 'Progress', 'Done', 'Failed', 'Retried', 'Time'].map((title) => h('th', { scope: 'col' }, title)),
+        ),
+      ),
+      h(
+        'tbody',
+        {},
+        visit.handlers.map((handler) =>
+          h(
+            'tr',
+            { testid: 'visit-handler', dataset: { handler: handler.handler } },
+            h(
+              'th',
+              { scope: 'row' },
+              handler.handler,
+              handler.version && h('span', { class: 'version' }, `@${handler.version}`),
+            ),
+            h(
+              'td',
+              {},
+              bar({
+                done: handler.done,
+                total: handler.total,
+                failed: handler.failed,
+                pending: !handler.enumerated,
+                label: `${visit.phase}: ${handler.handler}`,
+                testid: 'handler-progress',
+              }),
+            ),
+            h('td', { class: 'num', testid: 'handler-done' }, count(handler.done)),
+            h('td', { class: `num${handler.failed ? ' bad' : ''}`, testid: 'handler-failed' }, count(handler.failed)),
+            h('td', { class: `num${handler.retried ? ' warn' : ''}`, testid: 'handler-retried' }, count(handler.retried)),
+            h(
+              'td',
+              { class: 'num' },
+              handlerTime(handler, visit),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function renderTimeline() {
+    const entries = flow.transitions.map((transition, index) => {
+      const visit = flow.phases[index];
+      const next = flow.transitions[index + 1];
+      const until = next?.at ?? flow.ended_at;
+      const open = !until && !ended;
+      const spent = open
+        ? h('span', { class: 'running-for', dataset: { since: transition.at } }, duration(between(transition.at)))
+        : duration(between(transition.at, until ?? transition.at));
+      // A visit that a cancel cut short, or that waits on a pause, still
+      // says `running`.
+      let state = visit?.state ?? '';
+      if (state === 'running' && ended) state = 'stopped';
+      else if (state === 'running' && flow.status === 'paused') state = 'paused';
+      const handlers = visit?.handlers ?? [];
+      const current = index === flow.transitions.length - 1;
+      return h(
+        'li',
+        {
+          class: `step step-${state}${transition.error ? ' step-error' : ''}${current ? ' step-current' : ''}`,
+          testid: 'timeline-entry',
+          dataset: { phase: transition.to, seq: index },
+        },
+        h(
+          'div',
+          { class: 'step-head' },
+          h('time', { datetime: transition.at, title: full(transition.at) }, clock(transition.at, true)),
+          h(
+            'span',
+            { class: 'step-what' },
+            transition.from === null ? 'started in ' : [h('span', { class: 'from' }, transition.from), transition.error ? ' ⇢ ' : ' → '],
+            h('strong', {}, transition.to),
+          ),
+          h('span', { class: 'step-duration', title: 'time spent in this phase' }, spent),
+          state && h('span', { class: `visit-state state-${state}` }, state),
+        ),
+        transition.error &&
+          h(
+            'p',
+            { class: 'step-error-text' },
+            // The failed visit above already says what failed.
+            flow.phases[index - 1]?.error ? 'entered on error' : `entered on error: ${describeError(transition.error)}`,
+          ),
+        handlers.length > 0 &&
+          h(
+            'div',
+            { class: 'visit', testid: 'visit', dataset: { phase: transition.to } },
+            bar({
+              done: sum(handlers, 'done'),
+              total: sum(handlers, 'total'),
+              failed: sum(handlers, 'failed'),
+              pending: enumerating(visit) && sum(handlers, 'total') === 0,
+              label: `Visit ${index + 1}, ${transition.to}`,
+              testid: 'visit-progress',
+            }),
+            handlerTable(visit),
+          ),
+        visit?.error && h('p', { class: 'step-error-text' }, describeError(visit.error)),
+      );
+    });
+    replace(timeline, entries);
+  }
+
+  function renderTotals() {
+    const names = Object.keys(flow.handlers ?? {});
+    replace(
+      totals,
+      names.length === 0
+        ? h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No handler has run yet.'))
+        : names.map((name) => {
+            const t = flow.handlers[name];
+            return h(
+              'tr',
+              { testid: 'handler-total', dataset: { handler: name } },
+              h('th', { scope: 'row' }, name),
+              h('td', { class: 'num' }, `${count(t.done)} / ${count(t.total)}`),
+              h('td', { class: `num${t.failed ? ' bad' : ''}` }, count(t.failed)),
+              h('td', { class: `num${t.retried ? ' warn' : ''}` }, count(t.retried)),
+            );
+          }),
+    );
+  }
+
+  function render() {
+    frame = 0;
+    if (!flow || stopped) return;
+    renderStatus();
+    renderActions();
+    renderError();
+    renderGraph();
+    renderTimeline();
+    renderTotals();
+  }
+
+  function renderSoon() {
+    if (!frame) frame = requestAnimationFrame(render);
+  }
+
+  /** Running durations tick without a new render. */
+  const tick = setInterval(() => {
+    for (const node of main.querySelectorAll('[data-since]')) {
+      node.textContent = duration(between(node.dataset.since));
+    }
+  }, 1000);
+
+  // -------------------------------------------------------------- actions
+
+  async function command(verb) {
+    busy = true;
+    confirming = false;
+    message.textContent = '';
+    actionError.hidden = true;
+    renderActions();
+    try {
+      const before = flow?.status;
+      const answer = await call(`${path}/${verb}`, { method: 'POST' });
+      if (flow && answer?.status) {
+        flow.status = answer.status;
+        pinned = { status: answer.status, before, until: Date.now() + 1000 };
+      }
+      message.textContent = `${PAST[verb]}.`;
+    } catch (error) {
+      actionError.textContent = `Could not ${verb} the flow: ${error.message}`;
+      actionError.hidden = false;
+      // A refusal means this page was behind: catch up.
+      if (error.status === 409) reload().catch(() => {});
+    } finally {
+      busy = false;
+      render();
+    }
+  }
+
+  pause.addEventListener('click', () => command('pause'));
+  resume.addEventListener('click', () => command('resume'));
+  cancel.addEventListener('click', () => {
+    confirming = true;
+    renderActions();
+    confirmCancel.focus();
+  });
+  keep.addEventListener('click', () => {
+    confirming = false;
+    renderActions();
+    cancel.focus();
+  });
+  confirmCancel.addEventListener('click', () => command('cancel'));
+
+  // ----------------------------------------------------------- live data
+
+  const seen = new Set();
+
+  function adopt(detail) {
+    flow = detail;
+    ended = ['finished', 'failed', 'canceled'].includes(detail.status);
+    seen.clear();
+    for (const transition of detail.transitions) seen.add(transitionKey(transition));
+  }
+
+  async function reload() {
+    const detail = await call(path);
+    if (stopped) return;
+    adopt(detail);
+    dataBlock.textContent = JSON.stringify(detail.data, null, 2);
+    render();
+  }
+
+  function onEvent(name, data) {
+    if (!flow) return;
+    if (name === 'transition') {
+      const key = transitionKey(data);
+      if (!seen.has(key)) {
+        seen.add(key);
+        flow.transitions.push(data);
+      }
+    } else if (name === 'progress') {
+      const stale = pinned && Date.now() < pinned.until && data.status === pinned.before;
+      Object.assign(flow, data, stale ? { status: pinned.status } : {});
+    } else if (name === 'end') {
+      Object.assign(flow, { status: data.status, phase: data.phase, ended_well: data.ended_well, error: data.error });
+      ended = true;
+      // The end time and the outputs are not in the events.
+      reload().catch(() => {});
+    }
+    renderSoon();
+  }
+
+  function startEvents() {
+    stopEvents = follow(`${path}/events`, {
+      onEvent,
+      finished: () => ended,
+      onState: (state) => {
+        // After a break, catch up with what the events missed.
+        if (state === 'reconnecting' && !stopped) message.textContent = 'Connection lost; reconnecting…';
+        if (state === 'live' && message.textContent.startsWith('Connection lost')) message.textContent = '';
+      },
+    });
+  }
+
+  document.title = `Flow ${id} · distribot`;
+  renderActions();
+  reload()
+    .then(() => {
+      if (!ended && !stopped) startEvents();
+    })
+    .catch((error) => {
+      problem.hidden = false;
+      replace(
+        problem,
+        error.status === 404 ? `There is no flow with the id ${id}. ` : `Cannot load the flow: ${error.message} `,
+        h('a', { href: '#/' }, 'Back to the list'),
+      );
+    });
+
+  return {
+    unmount() {
+      stopped = true;
+      stopEvents();
+      clearInterval(tick);
+      if (frame) cancelAnimationFrame(frame);
+    },
+  };
+}

@@ -1,0 +1,411 @@
+// Drives the distribot dashboard in Debian's headless Chromium, through the
+// page only: clicks and typing, as a person would.
+//
+//   node tests/browser/dashboard.mjs BASE_URL SCREENSHOT_DIR
+//
+// With DASHBOARD_TOKEN set, the server wants that API token, and the run
+// checks the token form instead. DASHBOARD_SERVER_PID, when set, is the
+// server's process id, which its in-process worker must show.
+//
+// It saves a screenshot of each view it checks, and a full-page
+// `failure-….png` when a step fails, then exits 1. Every wait polls with a
+// timeout; none sleeps. tests/dashboard.rs starts the server (with
+// tests/browser/fixtures) and runs this.
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [base, shots] = process.argv.slice(2);
+if (!base || !shots) {
+  console.error('usage: node dashboard.mjs BASE_URL SCREENSHOT_DIR');
+  process.exit(2);
+}
+const token = process.env.DASHBOARD_TOKEN || '';
+const serverPid = process.env.DASHBOARD_SERVER_PID || ''; // hosts the in-process worker
+const CHROMIUM = process.env.DASHBOARD_CHROMIUM || '/usr/bin/chromium';
+const WAIT = 15_000; // the longest any one expectation waits
+const FLOW_WAIT = 45_000; // the longest a flow may take to finish
+const POLL = 50; // ms between two looks at the page while waiting
+
+// A slow flow: 80 jobs of 100 ms, two at a time, so about 4 s of work:
+// time enough to pause or cancel it through the page.
+const SLOW = '{\n  "jobs": {"prepare": 2, "work": 80},\n  "sleep_ms": 100\n}';
+const QUICK = '{"jobs": {"prepare": 3, "work": 12}, "sleep_ms": 10}';
+
+mkdirSync(shots, { recursive: true });
+const profile = mkdtempSync(join(tmpdir(), 'distribot-dashboard-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  viewport: { width: 1280, height: 900 },
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(WAIT);
+
+const problems = [];
+page.on('pageerror', (error) => problems.push(`uncaught error in the page: ${error.message}`));
+page.on('console', (message) => {
+  const text = message.text();
+  if (/Content.Security.Policy/i.test(text)) problems.push(`CSP violation: ${text}`);
+  else if (message.type() === 'error' && !/the server responded with a status of (400|401|409)/.test(text)) console.log(`  (console) ${text}`);
+});
+
+let current = 'start';
+
+async function step(name, body) {
+  current = name;
+  const started = Date.now();
+  await body();
+  if (problems.length > 0) throw new Error(problems.join('\n'));
+  console.log(`ok - ${name} (${Date.now() - started} ms)`);
+}
+
+async function shot(name) {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+async function finish(code) {
+  await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  process.exit(code);
+}
+
+const byId = (id) => page.getByTestId(id);
+
+/** Waits until the element `testid` reads exactly `text`. */
+async function expectText(testid, text, timeout = WAIT) {
+  const pattern = text instanceof RegExp ? text : new RegExp(`^\\s*${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s*$`);
+  await page.getByTestId(testid).filter({ hasText: pattern }).first().waitFor({ timeout });
+}
+
+/** Waits until each of the buttons is enabled (true) or disabled (false). */
+async function expectEnabled(buttons) {
+  await page.waitForFunction(
+    (wanted) =>
+      Object.entries(wanted).every(([testid, enabled]) => {
+        const button = document.querySelector(`[data-testid="${testid}"]`);
+        return button && button.disabled === !enabled;
+      }),
+    buttons,
+    { timeout: WAIT, polling: POLL },
+  );
+}
+
+/** Waits until `selector` matches `count` elements. */
+async function expectCount(selector, count, timeout = WAIT) {
+  await page.waitForFunction(
+    ([css, n]) => document.querySelectorAll(css).length === n,
+    [selector, count],
+    { timeout, polling: POLL },
+  );
+}
+
+/** The ids of the flows the list shows, top to bottom. */
+async function listedIds() {
+  return page.locator('[data-testid=flow-row]').evaluateAll((rows) => rows.map((row) => row.dataset.flowId));
+}
+
+function same(actual, expected, what) {
+  if (JSON.stringify(actual) !== JSON.stringify(expected)) {
+    throw new Error(`${what}: expected ${JSON.stringify(expected)}, saw ${JSON.stringify(actual)}`);
+  }
+}
+
+/** Waits until the list shows exactly the flows `ids`, in that order. */
+async function expectRows(ids, what) {
+  try {
+    await page.waitForFunction(
+      (wanted) => {
+        const rows = document.querySelectorAll('[data-testid=flow-row]');
+        return JSON.stringify([...rows].map((row) => row.dataset.flowId)) === JSON.stringify(wanted);
+      },
+      ids,
+      { timeout: WAIT, polling: POLL },
+    );
+  } catch {
+    throw new Error(`${what}: expected ${JSON.stringify(ids)}, saw ${JSON.stringify(await listedIds())}`);
+  }
+}
+
+/** Starts a flow of `workflow` from the start form and answers its id. */
+async function startFlow(workflow, data) {
+  await byId('nav-start').click();
+  await byId('start-workflow').selectOption(workflow);
+  // The form fills in the workflow's defaults; wait for them, then type.
+  await page.locator(`[data-testid=start-form][data-defaults-for="${workflow}"]`).waitFor();
+  await byId('start-data').fill(data);
+  await byId('start-submit').click();
+  await page.waitForURL(/#\/flows\/[^/]+$/);
+  const id = decodeURIComponent(new URL(page.url()).hash.replace('#/flows/', ''));
+  await expectText('flow-id', id);
+  return id;
+}
+
+async function expectFinished() {
+  await expectText('flow-status', 'finished', FLOW_WAIT);
+  await page.locator('[data-testid=flow-progress][aria-valuenow="100"]').waitFor();
+  await page
+    .locator('[data-testid=visit][data-phase=work] [data-testid=visit-progress][aria-valuenow="100"]')
+    .waitFor();
+  await page.locator('[data-testid=graph-node][data-phase=finished][data-current=true]').waitFor();
+  await expectText('flow-phase', 'finished');
+  await expectEnabled({ 'action-pause': false, 'action-resume': false, 'action-cancel': false });
+}
+
+async function openScenarios() {
+  const flows = {};
+
+  await step('the empty list loads, live', async () => {
+    await page.goto(`${base}/`);
+    await byId('list-empty').waitFor();
+    await expectText('list-empty', /No flows yet/);
+    await page.locator('[data-testid=live-status][data-state=live]').waitFor();
+    await shot('list-empty');
+  });
+
+  await step('the start form checks the data before sending it', async () => {
+    await byId('nav-start').click();
+    await byId('start-workflow').selectOption('demo');
+    await page.locator('[data-testid=start-form][data-defaults-for=demo]').waitFor();
+    same(JSON.parse(await byId('start-data').inputValue()).sleep_ms, 20, "the workflow's default data");
+    await byId('start-data').fill('{"jobs": ');
+    await expectText('start-data-error', /Not valid JSON/);
+    await expectEnabled({ 'start-submit': false });
+    await byId('start-data').fill('[1, 2]');
+    await expectText('start-data-error', /must be a JSON object/);
+    await shot('start-invalid');
+    // What only the server can refuse comes back with its message and path.
+    await byId('start-data').fill('{"note": "\\u0000"}');
+    await byId('start-submit').click();
+    await expectText('start-error', /NUL/);
+    await expectText('start-error-path', '$.data.note');
+    await shot('start-refused');
+    await byId('start-reset').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid=start-data-error]').textContent === '');
+    await expectEnabled({ 'start-submit': true });
+  });
+
+  await step('(1) a flow started from the form reaches 100% and finishes', async () => {
+    flows.first = await startFlow('demo', QUICK);
+    await expectFinished();
+    await expectCount('[data-testid=timeline-entry]', 4);
+    await page.locator('[data-testid=handler-total][data-handler=Work]', { hasText: '12 / 12' }).waitFor();
+    await page.locator('[data-testid=graph-error-edge]').first().waitFor();
+    await shot('detail-finished');
+  });
+
+  await step('(2) a slow flow is paused, resumed, and finishes', async () => {
+    flows.paused = await startFlow('demo', SLOW);
+    await expectText('flow-status', 'running');
+    await expectEnabled({ 'action-pause': true, 'action-resume': false, 'action-cancel': true });
+    await byId('action-pause').click();
+    await expectText('flow-status', 'paused');
+    await expectText('action-message', 'Paused.');
+    await expectEnabled({ 'action-pause': false, 'action-resume': true, 'action-cancel': true });
+    await shot('detail-paused');
+
+    // While it is paused, the list's status filter finds it, and only it.
+    await byId('back-to-list').click();
+    await byId('filter-status').selectOption('paused');
+    await expectRows([flows.paused], 'the paused flows');
+    await page.locator('[data-testid=flow-row] [data-testid=flow-row-status]', { hasText: 'paused' }).waitFor();
+    await page.goBack(); // the filter change
+    await page.goBack(); // the list
+    await expectText('flow-id', flows.paused);
+
+    await byId('action-resume').click();
+    await expectText('action-message', 'Resumed.');
+    await expectFinished();
+  });
+
+  await step('(3) a slow flow is canceled', async () => {
+    flows.canceled = await startFlow('demo', SLOW);
+    await expectText('flow-status', 'running');
+    // A second tab on the same flow whose event stream never gets through,
+    // so that it does not hear of the cancel below.
+    const behind = await context.newPage();
+    behind.setDefaultTimeout(WAIT);
+    await behind.route('**/api/flows/*/events', (route) => route.abort());
+    await behind.goto(`${base}/#/flows/${encodeURIComponent(flows.canceled)}`);
+    await behind.getByTestId('flow-status').filter({ hasText: /^running$/ }).waitFor();
+    await page.bringToFront();
+
+    await byId('action-cancel').click();
+    await byId('cancel-confirm').waitFor();
+    await byId('action-cancel-keep').click();
+    await byId('cancel-confirm').waitFor({ state: 'hidden' });
+    await expectText('flow-status', 'running');
+    await byId('action-cancel').click();
+    await byId('action-cancel-confirm').click();
+    await expectText('flow-status', 'canceled');
+    await expectText('action-message', 'Canceled.');
+    await expectEnabled({ 'action-pause': false, 'action-resume': false, 'action-cancel': false });
+    await shot('detail-canceled');
+
+    // The tab that missed it still offers pause; the server refuses (409),
+    // the page says why and catches up.
+    await behind.bringToFront();
+    await behind.getByTestId('action-pause').click();
+    await behind
+      .getByTestId('action-error')
+      .filter({ hasText: /Could not pause the flow: .*cannot pause a flow that is canceled/ })
+      .waitFor();
+    await behind.getByTestId('flow-status').filter({ hasText: /^canceled$/ }).waitFor();
+    await behind.screenshot({ path: join(shots, 'detail-refused.png'), fullPage: true });
+    await behind.close();
+    await page.bringToFront();
+  });
+
+  await step('(4) the workers view shows the in-process worker', async () => {
+    await byId('nav-workers').click();
+    await byId('worker-row').first().waitFor();
+    const handlers = await byId('worker-handlers').first().innerText();
+    for (const hosted of ['Notify@1.0.0', 'Prepare@1.0.0', 'Work@1.2.0']) {
+      if (!handlers.includes(hosted)) throw new Error(`the worker does not show ${hosted}: ${handlers}`);
+    }
+    await expectText('worker-last-seen', /^\d+s ago$/);
+    if (serverPid) await expectText('worker-pid', serverPid);
+    await shot('workers');
+  });
+
+  await step('(5) the list shows the flows, newest first, and filters by status and workflow', async () => {
+    await byId('nav-flows').click();
+    await expectRows([flows.canceled, flows.paused, flows.first], 'every flow');
+    await expectText('counts', /^3 flows in all: 2 finished · 1 canceled$/);
+    await shot('list');
+
+    await byId('filter-status').selectOption('finished');
+    await expectRows([flows.paused, flows.first], 'the finished flows');
+    await byId('filter-status').selectOption('canceled');
+    await expectRows([flows.canceled], 'the canceled flows');
+    await byId('filter-status').selectOption('running');
+    await byId('list-empty').waitFor();
+    await expectText('list-empty', /No flow matches these filters/);
+    await shot('list-filtered-empty');
+
+    // The filters live in the URL: a reload keeps them.
+    await byId('filter-status').selectOption('finished');
+    await expectRows([flows.paused, flows.first], 'the finished flows');
+    await page.reload();
+    await expectRows([flows.paused, flows.first], 'the finished flows after a reload');
+    same(await byId('filter-status').inputValue(), 'finished', 'the status filter after a reload');
+
+    await byId('filter-clear').click();
+    await expectRows([flows.canceled, flows.paused, flows.first], 'every flow');
+    await byId('filter-workflow').selectOption('tiny');
+    await byId('list-empty').waitFor();
+    await byId('filter-workflow').selectOption('demo');
+    await expectRows([flows.canceled, flows.paused, flows.first], 'the demo flows');
+
+    // Pages, two flows at a time.
+    await page.goto(`${base}/#/?limit=2`);
+    await expectRows([flows.canceled, flows.paused], 'the first page');
+    await byId('page-older').click();
+    await expectRows([flows.first], 'the second page');
+    await expectEnabled({ 'page-older': false, 'page-newer': true });
+    await byId('page-newer').click();
+    await expectRows([flows.canceled, flows.paused], 'the first page again');
+
+    // A row opens its flow; back returns to the list.
+    await page.locator(`[data-testid=flow-row][data-flow-id="${flows.paused}"] td`).nth(1).click();
+    await expectText('flow-id', flows.paused);
+    await expectText('flow-status', 'finished');
+    await page.goBack();
+    await expectRows([flows.canceled, flows.paused], 'the first page after going back');
+  });
+
+  await step('a failing flow shows its error and its error transition', async () => {
+    flows.failing = await startFlow('fragile', '{}');
+    await expectText('flow-status', 'finished', FLOW_WAIT);
+    await byId('flow-error').waitFor();
+    await expectText('flow-error-message', /failed on purpose/);
+    await expectText('flow-outcome', 'did not end well');
+    await page.locator('[data-testid=timeline-entry].step-error[data-phase=recover]').waitFor();
+    await page.locator('[data-testid=graph-node][data-phase=recover][data-current=true]').waitFor();
+    await page.locator('[data-testid=handler-total][data-handler=Flaky] td', { hasText: /^1$/ }).first().waitFor();
+    await shot('detail-error');
+  });
+
+  await step('a live list picks up a flow started elsewhere', async () => {
+    await page.goto(`${base}/#/`);
+    const before = [flows.failing, flows.canceled, flows.paused, flows.first];
+    await expectRows(before, 'every flow');
+    // A second page starts a flow; the first one's list shows it unasked.
+    const other = await context.newPage();
+    await other.goto(`${base}/#/start?workflow=tiny`);
+    await other.locator('[data-testid=start-form][data-defaults-for=tiny]').waitFor();
+    await other.getByTestId('start-submit').click();
+    await other.waitForURL(/#\/flows\/[^/]+$/);
+    const id = decodeURIComponent(new URL(other.url()).hash.replace('#/flows/', ''));
+    await other.close();
+    await expectRows([id, ...before], 'every flow with the new one');
+    await page.locator(`[data-testid=flow-row][data-flow-id="${id}"][data-status=finished]`).waitFor({ timeout: FLOW_WAIT });
+  });
+}
+
+async function tokenScenarios() {
+  await step('the token form comes up, and a wrong token is refused', async () => {
+    await page.goto(`${base}/`);
+    await byId('token-dialog').waitFor();
+    await expectText('token-reason', /requires an API token/);
+    await shot('token-form');
+    await byId('token-input').fill(`${token}-wrong`);
+    await byId('token-submit').click();
+    await expectText('token-reason', /did not accept that token/);
+    await byId('token-dialog').waitFor();
+  });
+
+  await step('with the right token, the list loads', async () => {
+    await byId('token-input').fill(token);
+    await byId('token-submit').click();
+    await byId('token-dialog').waitFor({ state: 'hidden' });
+    await byId('list-empty').waitFor();
+    await page.locator('[data-testid=live-status][data-state=live]').waitFor();
+    await byId('forget-token').waitFor();
+    await shot('token-list');
+  });
+
+  await step('the token serves the form, the commands and the event streams', async () => {
+    const id = await startFlow('demo', QUICK);
+    await expectFinished();
+    await byId('nav-flows').click();
+    await expectRows([id], 'the flow started with the token');
+  });
+
+  await step('the token is kept for the tab, and forgotten on demand', async () => {
+    await page.reload();
+    await expectCount('[data-testid=flow-row]', 1);
+    if (await byId('token-dialog').isVisible()) throw new Error('the token was asked for again');
+    await byId('forget-token').click();
+    await byId('token-dialog').waitFor();
+  });
+}
+
+try {
+  console.log(`dashboard at ${base}${token ? ' (with an API token)' : ''}, Chromium ${context.browser()?.version() ?? ''}`);
+  if (token) await tokenScenarios();
+  else await openScenarios();
+  console.log('all dashboard checks passed');
+  await finish(0);
+} catch (error) {
+  const file = join(shots, `failure-${current.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').toLowerCase()}.png`);
+  console.error(`FAILED - ${current}\n${error.stack || error}`);
+  console.error(`page: ${page.url()}`);
+  await page.screenshot({ path: file, fullPage: true }).then(
+    () => console.error(`screenshot: ${file}`),
+    (shotError) => console.error(`no screenshot: ${shotError.message}`),
+  );
+  await finish(1);
+}
