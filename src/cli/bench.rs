@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::distributed::BackendArgs;
+use super::soak::{soak, Leftovers, SoakReport};
 use super::{CliError, CliResult, EXIT_OK};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -35,6 +36,9 @@ enum Scenario {
     Flows,
     /// Flows of 3 phases × 1 job, one after another: latency.
     Latency,
+    /// --soak-flows flows of --soak-jobs jobs, --soak-concurrency at a time:
+    /// memory, descriptors, and what retention leaves behind. Not in `all`.
+    Soak,
     All,
 }
 
@@ -67,6 +71,15 @@ pub struct BenchArgs {
     /// Flows in the `latency` scenario.
     #[arg(long, default_value_t = 500)]
     latency_flows: usize,
+    /// Flows in the `soak` scenario.
+    #[arg(long, default_value_t = 1_000)]
+    soak_flows: usize,
+    /// Jobs per flow in the `soak` scenario.
+    #[arg(long, default_value_t = 1_000)]
+    soak_jobs: u64,
+    /// Flows in flight at once in the `soak` scenario.
+    #[arg(long, default_value_t = 20)]
+    soak_concurrency: usize,
     /// Jobs in flight per worker process (distributed).
     #[arg(long, default_value_t = 256)]
     worker_concurrency: usize,
@@ -92,6 +105,17 @@ struct Outcome {
 }
 
 pub async fn bench(args: BenchArgs) -> CliResult<i32> {
+    if args.scenario == Scenario::Soak {
+        let backends = match args.backend {
+            BackendKind::Embedded => vec![BackendKind::Memory, BackendKind::Sqlite],
+            one => vec![one],
+        };
+        for backend in backends {
+            let report = run_soak(&args, backend).await?;
+            println!("{}", serde_json::to_string(&report).context("encoding")?);
+        }
+        return Ok(EXIT_OK);
+    }
     let scenarios = match args.scenario {
         Scenario::All => vec![Scenario::Fanout, Scenario::Flows, Scenario::Latency],
         one => vec![one],
@@ -267,94 +291,192 @@ impl Drop for Processes {
     }
 }
 
-async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outcome> {
-    let config = args.services.config()?;
-    let (Some(amqp), Some(redis)) = (config.amqp_url.clone(), config.redis_url.clone()) else {
-        return Err(CliError::BadInput(
-            "--backend distributed needs --amqp and --redis (or DISTRIBOT_AMQP_URL and DISTRIBOT_REDIS_URL)".into(),
-        ));
-    };
-    let prefix = format!("distribot-bench-{}", uuid::Uuid::now_v7().simple());
-    let dir = tempfile_dir()?;
-    let handlers = dir.join("handlers.toml");
-    std::fs::write(
-        &handlers,
-        "[[handlers]]\nname = \"Noop\"\nversion = \"1.0.0\"\nbuiltin = \"noop\"\n",
-    )
-    .context("writing the bench handlers")?;
-    eprintln!(
-        "running {} on distributed (prefix {prefix})…",
-        value_name(scenario)
-    );
-    let exe = std::env::current_exe().context("finding this program")?;
-    let spawn = |args: &[&str]| -> CliResult<Child> {
-        std::process::Command::new(&exe)
-            .args(args)
-            .args(["--amqp", &amqp, "--redis", &redis, "--prefix", &prefix])
-            .env_remove("DISTRIBOT_API_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| CliError::Runtime(anyhow::anyhow!("starting a process: {e}")))
-    };
-    let concurrency = args.worker_concurrency.to_string();
-    let handlers_arg = handlers.to_string_lossy().into_owned();
-    let worker = [
-        "worker",
-        "--handlers",
-        handlers_arg.as_str(),
-        "--concurrency",
-        concurrency.as_str(),
-    ];
-    let mut processes = Processes(vec![spawn(&["serve", "--listen", "127.0.0.1:0"])?]);
-    processes.0.push(spawn(&worker)?);
-    processes.0.push(spawn(&worker)?);
-    let backend = Backend::distributed(&amqp, &redis, &prefix)
-        .await
-        .context("connecting")?;
-    // Both workers announce themselves before the clock starts.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while backend
-        .store
-        .workers()
-        .await
-        .context("reading workers")?
-        .len()
-        < 2
-    {
-        if Instant::now() > deadline {
-            return Err(CliError::Runtime(anyhow::anyhow!(
-                "the workers did not come up"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut outcome = measure(args, scenario, BackendKind::Distributed, &backend).await?;
-    outcome.peak_rss_mb = processes
-        .0
-        .iter()
-        .map(|child| peak_rss_mb(&child.id().to_string()))
-        .fold(0.0, f64::max);
-    drop(processes);
-    backend.broker.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::process::Command::new("redis-cli")
-        .args(["-u", &redis, "--scan", "--pattern", &format!("{prefix}:*")])
-        .output()
-        .map(|listing| {
-            let keys: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            for chunk in keys.chunks(500) {
-                let _ = std::process::Command::new("redis-cli")
-                    .args(["-u", &redis, "DEL"])
-                    .args(chunk)
-                    .output();
+/// One engine and two workers of a distributed installation of its own,
+/// torn down (processes, keys, queues) when dropped.
+struct Installation {
+    processes: Processes,
+    backend: Backend,
+    redis: String,
+    prefix: String,
+    dir: std::path::PathBuf,
+}
+
+impl Installation {
+    async fn start(args: &BenchArgs) -> CliResult<Installation> {
+        let config = args.services.config()?;
+        let (Some(amqp), Some(redis)) = (config.amqp_url.clone(), config.redis_url.clone()) else {
+            return Err(CliError::BadInput(
+                "--backend distributed needs --amqp and --redis (or DISTRIBOT_AMQP_URL and DISTRIBOT_REDIS_URL)".into(),
+            ));
+        };
+        let prefix = format!("distribot-bench-{}", uuid::Uuid::now_v7().simple());
+        let dir = tempfile_dir()?;
+        let handlers = dir.join("handlers.toml");
+        std::fs::write(
+            &handlers,
+            "[[handlers]]\nname = \"Noop\"\nversion = \"1.0.0\"\nbuiltin = \"noop\"\n",
+        )
+        .context("writing the bench handlers")?;
+        let exe = std::env::current_exe().context("finding this program")?;
+        let spawn = |args: &[&str]| -> CliResult<Child> {
+            std::process::Command::new(&exe)
+                .args(args)
+                .args(["--amqp", &amqp, "--redis", &redis, "--prefix", &prefix])
+                .env_remove("DISTRIBOT_API_TOKEN")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| CliError::Runtime(anyhow::anyhow!("starting a process: {e}")))
+        };
+        let concurrency = args.worker_concurrency.to_string();
+        let handlers_arg = handlers.to_string_lossy().into_owned();
+        let worker = [
+            "worker",
+            "--handlers",
+            handlers_arg.as_str(),
+            "--concurrency",
+            concurrency.as_str(),
+        ];
+        let mut processes = Processes(vec![spawn(&["serve", "--listen", "127.0.0.1:0"])?]);
+        processes.0.push(spawn(&worker)?);
+        processes.0.push(spawn(&worker)?);
+        let backend = Backend::distributed(&amqp, &redis, &prefix)
+            .await
+            .context("connecting")?;
+        // Both workers announce themselves before the clock starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while backend
+            .store
+            .workers()
+            .await
+            .context("reading workers")?
+            .len()
+            < 2
+        {
+            if Instant::now() > deadline {
+                return Err(CliError::Runtime(anyhow::anyhow!(
+                    "the workers did not come up"
+                )));
             }
-        });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Installation {
+            processes,
+            backend,
+            redis,
+            prefix,
+            dir,
+        })
+    }
+
+    fn pids(&self) -> Vec<String> {
+        self.processes
+            .0
+            .iter()
+            .map(|child| child.id().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Installation {
+    fn drop(&mut self) {
+        for child in &mut self.processes.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.backend.broker.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Ok(mut conn) =
+            redis::Client::open(self.redis.as_str()).and_then(|c| c.get_connection())
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+}
+
+async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outcome> {
+    eprintln!("running {} on distributed…", value_name(scenario));
+    let installation = Installation::start(args).await?;
+    let mut outcome = measure(
+        args,
+        scenario,
+        BackendKind::Distributed,
+        &installation.backend,
+    )
+    .await?;
+    outcome.peak_rss_mb = installation
+        .pids()
+        .iter()
+        .map(|pid| peak_rss_mb(pid))
+        .fold(0.0, f64::max);
     Ok(outcome)
+}
+
+/// The soak: on the embedded backend in this process, on the distributed
+/// one in an installation of its own.
+async fn run_soak(args: &BenchArgs, backend: BackendKind) -> CliResult<SoakReport> {
+    eprintln!(
+        "soaking {} flows × {} jobs on {}…",
+        args.soak_flows,
+        args.soak_jobs,
+        value_name(backend)
+    );
+    let workflow = bench_workflow()?;
+    match backend {
+        BackendKind::Distributed => {
+            let installation = Installation::start(args).await?;
+            let leftovers = Leftovers {
+                redis_url: installation.redis.clone(),
+                prefix: installation.prefix.clone(),
+            };
+            soak(
+                &installation.backend,
+                workflow,
+                args.soak_flows,
+                args.soak_jobs,
+                args.soak_concurrency,
+                &installation.pids(),
+                Some(&leftovers),
+            )
+            .await
+        }
+        kind => {
+            let scratch = tempfile_dir()?;
+            let store: Arc<dyn Store> = match kind {
+                BackendKind::Sqlite => Arc::new(
+                    EmbeddedStore::open(&scratch.join("soak.db"))
+                        .context("opening the database")?,
+                ),
+                _ => Arc::new(EmbeddedStore::in_memory()),
+            };
+            let embedded = Embedded::builder()
+                .store_arc(store)
+                .handler("Noop", Version::new(1, 0, 0), Noop)
+                .start()
+                .await
+                .context("starting")?;
+            let report = soak(
+                embedded.backend(),
+                workflow,
+                args.soak_flows,
+                args.soak_jobs,
+                args.soak_concurrency,
+                &["self".to_owned()],
+                None,
+            )
+            .await;
+            drop(embedded);
+            let _ = std::fs::remove_dir_all(&scratch);
+            report
+        }
+    }
 }
 
 fn tempfile_dir() -> CliResult<std::path::PathBuf> {

@@ -13,6 +13,7 @@ mod progress;
 mod remote;
 mod run;
 mod serve;
+mod soak;
 mod summary;
 
 use std::path::PathBuf;

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use builtin::{Fail, Noop};
-pub use command::CommandHandler;
+pub use command::{parse_enumerate_output, parse_process_output, CommandHandler};
 pub use config::{load_handlers_file, HandlersFileError};
 
 use crate::definition::Workflow;
