@@ -8,8 +8,7 @@ mod cluster;
 use std::process::Command;
 use std::time::Duration;
 
-use cluster::{assert_exact, eventually, fan_out, services, Installation};
-use serde_json::json;
+use cluster::{assert_exact, services, Installation};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_ride_out_a_rabbitmq_restart() {
@@ -23,29 +22,7 @@ async fn processes_ride_out_a_rabbitmq_restart() {
         return;
     }
     let mut installation = Installation::new(&amqp, &redis).await;
-    installation.start_engine();
-    installation.start_worker_limited(4);
-    installation.start_worker_limited(4);
-    let flow = fan_out();
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(
-            installation
-                .start(&flow, json!({"jobs": {"work": 300}, "sleep_ms": 20}))
-                .await,
-        );
-    }
-    eventually("jobs to progress", Duration::from_secs(60), || {
-        let installation = &installation;
-        let ids = &ids;
-        async move { installation.done(ids).await > 100 }
-    })
-    .await;
-    let done_before = installation.done(&ids).await;
-    assert!(
-        done_before < 4 * 302,
-        "the restart comes mid-run ({done_before} jobs done)"
-    );
+    let ids = installation.slow_run_under_way().await;
     let restarted = Command::new("rabbitmqctl")
         .args(["-q", "stop_app"])
         .status()

@@ -239,28 +239,34 @@ impl AmqpBroker {
         }
     }
 
+    fn is_declared(&self, name: &str) -> bool {
+        self.inner
+            .declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    fn mark_declared(&self, name: &str) {
+        self.inner
+            .declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
+    }
+
     async fn declare(
         &self,
         channel: &Channel,
         queue: &str,
         arguments: FieldTable,
     ) -> Result<(), BrokerError> {
-        let known = self
-            .inner
-            .declared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(queue);
-        if !known {
+        if !self.is_declared(queue) {
             channel
                 .queue_declare(queue, durable(), arguments)
                 .await
                 .map_err(failure)?;
-            self.inner
-                .declared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(queue.to_owned());
+            self.mark_declared(queue);
             self.inner
                 .ever_declared
                 .lock()
@@ -268,6 +274,28 @@ impl AmqpBroker {
                 .insert(queue.to_owned());
         }
         Ok(())
+    }
+
+    /// The fanout exchange flow events travel on, declared once per
+    /// connection.
+    async fn declare_events(&self, channel: &Channel) -> Result<String, BrokerError> {
+        let exchange = self.events_exchange();
+        if !self.is_declared(&exchange) {
+            channel
+                .exchange_declare(
+                    &exchange,
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failure)?;
+            self.mark_declared(&exchange);
+        }
+        Ok(exchange)
     }
 
     /// Every queue this broker declared so far.
@@ -441,19 +469,7 @@ impl AmqpBroker {
             return;
         }
         self.keep_consuming("flow events", |broker, channel| async move {
-            let exchange = broker.events_exchange();
-            channel
-                .exchange_declare(
-                    &exchange,
-                    ExchangeKind::Fanout,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(failure)?;
+            let exchange = broker.declare_events(&channel).await?;
             let queue = channel
                 .queue_declare(
                     "",
@@ -710,34 +726,9 @@ impl Broker for AmqpBroker {
     async fn announce(&self, event: FlowEvent) -> Result<(), BrokerError> {
         let body = encode(&WireEvent::from(&event))?;
         let (channel, _) = self.publisher().await?;
-        let exchange = self.events_exchange();
-        // Declared on first use, like queues; events are for whoever
-        // listens now, so a lost one is repaired by the waiter's own check.
-        let known = self
-            .inner
-            .declared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&exchange);
-        if !known {
-            channel
-                .exchange_declare(
-                    &exchange,
-                    ExchangeKind::Fanout,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(failure)?;
-            self.inner
-                .declared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(exchange.clone());
-        }
+        // Events are for whoever listens now, without waiting for a
+        // confirm: a lost one is repaired by the waiter's own reads.
+        let exchange = self.declare_events(&channel).await?;
         let confirm = channel
             .basic_publish(
                 &exchange,

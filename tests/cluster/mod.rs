@@ -149,6 +149,32 @@ impl Installation {
             .expect("wait")
     }
 
+    /// One engine, two workers of 4 jobs in flight, and 4 flows of 300
+    /// jobs of 20 ms: a run of a few seconds. Returns once it is under way,
+    /// and well before its end, so that whatever comes next lands mid-run.
+    pub async fn slow_run_under_way(&mut self) -> Vec<FlowId> {
+        self.start_engine();
+        self.start_worker_limited(4);
+        self.start_worker_limited(4);
+        let flow = fan_out();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(
+                self.start(&flow, json!({"jobs": {"work": 300}, "sleep_ms": 20}))
+                    .await,
+            );
+        }
+        let this = &*self;
+        eventually("jobs to progress", Duration::from_secs(60), || {
+            let ids = &ids;
+            async move { this.done(ids).await > 100 }
+        })
+        .await;
+        let done = self.done(&ids).await;
+        assert!(done < 4 * 302, "the run is still going ({done} jobs done)");
+        ids
+    }
+
     /// Jobs done so far across `flows`, for deciding when to strike.
     pub async fn done(&self, flows: &[FlowId]) -> u64 {
         let mut done = 0;
