@@ -58,29 +58,19 @@ pub async fn list_flows(
     State(state): State<ApiState>,
     query: ListQuery,
 ) -> Result<Json<FlowPage>, ApiError> {
-    // One more than the page shows, to know whether another page follows.
-    let store_query = FlowQuery {
-        status: query.status,
-        workflow: query.workflow,
-        before: query.before,
-        limit: query.limit + 1,
-    };
-    let store = state.store();
-    let (records, total) = tokio::join!(
-        store.list_flows(&store_query),
-        store.count_flows(&store_query)
-    );
-    let mut records = records?;
-    let next = if records.len() > query.limit {
-        records.truncate(query.limit);
-        records.last().map(|record| record.id.clone())
-    } else {
-        None
-    };
+    let page = state
+        .client()
+        .page(&FlowQuery {
+            status: query.status,
+            workflow: query.workflow,
+            before: query.before,
+            limit: query.limit,
+        })
+        .await?;
     Ok(Json(FlowPage {
-        flows: records.iter().map(FlowItem::from).collect(),
-        next,
-        total: total?,
+        flows: page.flows.iter().map(FlowItem::from).collect(),
+        next: page.next,
+        total: page.total,
     }))
 }
 

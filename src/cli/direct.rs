@@ -97,26 +97,20 @@ impl DirectTarget {
             })?),
             None => None,
         };
-        let limit = filter.limit.unwrap_or(50).max(1) as usize;
-        let query = FlowQuery {
-            status,
-            workflow: filter.workflow.clone(),
-            before: filter.before.clone().map(FlowId::new),
-            limit: limit + 1,
-        };
-        let mut records = self.client.list(&query).await.map_err(refused)?;
-        let next = (records.len() > limit).then(|| records[limit - 1].id.clone());
-        records.truncate(limit);
-        let total = self
-            .backend
-            .store
-            .count_flows(&query)
+        let page = self
+            .client
+            .page(&FlowQuery {
+                status,
+                workflow: filter.workflow.clone(),
+                before: filter.before.clone().map(FlowId::new),
+                limit: filter.limit.unwrap_or(50) as usize,
+            })
             .await
-            .map_err(failed)?;
+            .map_err(refused)?;
         Ok(FlowPage {
-            flows: records.iter().map(FlowItem::from).collect(),
-            next,
-            total,
+            flows: page.flows.iter().map(FlowItem::from).collect(),
+            next: page.next,
+            total: page.total,
         })
     }
 

@@ -92,6 +92,32 @@ impl Client {
         Ok(self.backend.store.list_flows(query).await?)
     }
 
+    /// One page of flows, newest first: at most `query.limit` of them, the
+    /// id to pass as `before` for the next page (if there is one), and how
+    /// many flows match the filters in all.
+    pub async fn page(&self, query: &FlowQuery) -> Result<Page, ClientError> {
+        let size = query.limit.max(1);
+        // One more than the page shows, to know whether another follows.
+        let probe = FlowQuery {
+            limit: size + 1,
+            ..query.clone()
+        };
+        let store = &self.backend.store;
+        let (flows, total) = tokio::join!(store.list_flows(&probe), store.count_flows(&probe));
+        let mut flows = flows?;
+        let next = if flows.len() > size {
+            flows.truncate(size);
+            flows.last().map(|record| record.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            flows,
+            next,
+            total: total?,
+        })
+    }
+
     pub async fn pause(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
         self.command(id, Command::Pause).await
     }
@@ -171,6 +197,16 @@ impl Client {
             }
         }
     }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub flows: Vec<FlowRecord>,
+    /// Pass as `before` for the next page; `None` on the last one.
+    pub next: Option<FlowId>,
+    /// Flows matching the filters, on every page.
+    pub total: u64,
 }
 
 /// Runs a change of several steps to its end even if the caller stops

@@ -16,7 +16,7 @@ mod worker;
 use std::sync::Arc;
 
 pub use catalog::LiveCatalog;
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Page};
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine, DEFAULT_RETENTION};
 pub use worker::{Worker, WorkerBuilder};
