@@ -118,7 +118,7 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         let state = state.clone();
         let signalled = signalled.clone();
         async move {
-            stop_signal().await;
+            distributed::shutdown_signal().await;
             eprintln!("shutting down");
             // Event streams would otherwise hold the graceful shutdown open.
             state.close();
@@ -257,25 +257,3 @@ fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
     files.iter().map(|path| load_workflow(path)).collect()
 }
 
-/// Ctrl-C, or SIGTERM from a service manager.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
