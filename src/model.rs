@@ -217,8 +217,10 @@ pub enum Progress {
     /// Jobs are still outstanding.
     Running,
     /// Every job is done; the phase can be left. Reported every time it is
-    /// asked, not only the first, so that a lost notification is repaired by
-    /// the next duplicate.
+    /// asked, not only the first, so that whoever records a duplicate
+    /// completion nudges the engine too. A nudge lost with a worker that
+    /// died right after recording the last job is repaired by the engines'
+    /// sweep, since the redelivered task is dropped at admission.
     Completed,
     Failed,
     /// The flow has left this phase visit (or ended); nothing to do.
