@@ -391,7 +391,7 @@ pub async fn status(args: FlowArgs) -> CliResult<i32> {
             );
         }
         for reason in &detail.item.waiting {
-            println!("  waiting: {reason}");
+            println!("  {reason}");
         }
     }
     if detail.outputs_count > 0 {
