@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// Flows in flight at once in the `soak` scenario.
     #[arg(long, default_value_t = 20)]
     soak_concurrency: usize,
+    /// Retention during the soak: ended flows older than this are removed as
+    /// it runs. `none` keeps every flow until the end.
+    #[arg(long, default_value = "100ms", value_parser = parse_retention)]
+    soak_retention: Retention,
     /// Jobs in flight per worker process (distributed).
     #[arg(long, default_value_t = 256)]
     worker_concurrency: usize,
@@ -143,6 +147,19 @@ pub async fn bench(args: BenchArgs) -> CliResult<i32> {
         print_table(&outcomes);
     }
     Ok(EXIT_OK)
+}
+
+/// How long a soak keeps ended flows; `None` for the whole run.
+#[derive(Clone, Copy, Debug)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text == "none" {
+        return Ok(Retention(None));
+    }
+    humantime::parse_duration(text)
+        .map(|retention| Retention(Some(retention)))
+        .map_err(|e| format!("{e}; write a duration like `1s`, or `none`"))
 }
 
 fn value_name<T: clap::ValueEnum>(value: T) -> String {
@@ -442,6 +459,7 @@ async fn run_soak(args: &BenchArgs, backend: BackendKind) -> CliResult<SoakRepor
                 args.soak_flows,
                 args.soak_jobs,
                 args.soak_concurrency,
+                args.soak_retention.0,
                 &installation.pids(),
                 Some(&leftovers),
             )
@@ -468,6 +486,7 @@ async fn run_soak(args: &BenchArgs, backend: BackendKind) -> CliResult<SoakRepor
                 args.soak_flows,
                 args.soak_jobs,
                 args.soak_concurrency,
+                args.soak_retention.0,
                 &["self".to_owned()],
                 None,
             )

@@ -256,4 +256,3 @@ fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
     files.sort();
     files.iter().map(|path| load_workflow(path)).collect()
 }
-

@@ -99,14 +99,17 @@ fn usage(processes: &[String]) -> (f64, usize) {
     (rss, fds)
 }
 
-/// Runs `flows` flows of `jobs` jobs each, `concurrent` at a time, then
-/// removes them all with the retention policy's operation.
+/// Runs `flows` flows of `jobs` jobs each, `concurrent` at a time, with the
+/// retention policy removing flows that ended more than `retention` ago as
+/// it goes (as a long-running server does), then removes the rest.
+#[allow(clippy::too_many_arguments)]
 pub async fn soak(
     backend: &Backend,
     workflow: Arc<Workflow>,
     flows: usize,
     jobs: u64,
     concurrent: usize,
+    retention: Option<Duration>,
     processes: &[String],
     leftovers: Option<&Leftovers>,
 ) -> CliResult<SoakReport> {
@@ -155,6 +158,13 @@ pub async fn soak(
             )));
         }
         done += 1;
+        if let (Some(retention), 0) = (retention, done % 10) {
+            backend
+                .store
+                .remove_ended(Timestamp::now().minus(retention), 10_000)
+                .await
+                .context("applying retention")?;
+        }
         if done % 10 == 0 || done == flows {
             let (rss, fds) = usage(processes);
             match warm {

@@ -58,6 +58,8 @@ pub(super) struct FlowState {
     /// Keyed by (phase visit, handler slot).
     pub jobs: HashMap<(u32, u16), JobTable>,
     pub parked: Vec<Task>,
+    /// Once the flow ended: its outputs, kept instead of its job tables.
+    pub ended_outputs: Option<Outputs>,
 }
 
 /// A change the durable store must write, in the order it happened.
@@ -245,6 +247,7 @@ impl Store for EmbeddedStore {
                     record: flow,
                     jobs: HashMap::new(),
                     parked: Vec::new(),
+                    ended_outputs: None,
                 },
             );
             state.log(JournalEntry::FlowChanged(id));
@@ -673,7 +676,10 @@ impl Store for EmbeddedStore {
                 .flows
                 .get(flow)
                 .ok_or_else(|| StoreError::UnknownFlow(flow.clone()))?;
-            Ok(collect_outputs(entry, u32::MAX))
+            Ok(entry
+                .ended_outputs
+                .clone()
+                .unwrap_or_else(|| collect_outputs(entry, u32::MAX)))
         })
     }
 
@@ -723,15 +729,13 @@ fn matches_query(record: &FlowRecord, query: &FlowQuery) -> bool {
             .is_none_or(|name| record.workflow.name.as_str() == name)
 }
 
-/// An ended flow runs none of its jobs again: dropping their payloads keeps
-/// memory flat over long runs. Outputs stay, for whoever reads the result,
-/// and so do the done flags that make late duplicates harmless.
+/// An ended flow runs none of its jobs again: keeping only its outputs,
+/// not a table per job, keeps memory flat over long runs. (A late duplicate
+/// of one of its jobs finds no table, and is reported stale.)
 fn release_jobs(entry: &mut FlowState) {
-    for table in entry.jobs.values_mut() {
-        table.jobs = Vec::new();
-        table.attempts = Vec::new();
-    }
-    entry.parked.clear();
+    entry.ended_outputs = Some(collect_outputs(entry, u32::MAX));
+    entry.jobs = HashMap::new();
+    entry.parked = Vec::new();
 }
 
 /// `{PHASE: {HANDLER: [output, ...]}}` over the visits before `before_seq`,

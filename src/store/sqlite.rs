@@ -232,6 +232,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
                 record,
                 jobs: HashMap::new(),
                 parked: Vec::new(),
+                ended_outputs: None,
             },
         );
     }
