@@ -330,10 +330,42 @@ impl AmqpBroker {
         if messages.is_empty() {
             return Ok(());
         }
+        self.with_reconnects(|channel| async move {
+            let mut confirms = Vec::with_capacity(messages.len());
+            for message in messages {
+                confirms.push(self.send(&channel, message).await?);
+            }
+            for confirm in confirms {
+                if let Confirmation::Nack(_) = confirm.await.map_err(failure)? {
+                    return Err(failure("the broker refused a message"));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Publishes one persistent message without waiting for its confirm,
+    /// reconnecting while RabbitMQ is away.
+    async fn publish_unconfirmed(&self, message: &Outgoing) -> Result<(), BrokerError> {
+        self.with_reconnects(|channel| async move {
+            drain_confirm(self.send(&channel, message).await?);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `attempt` on the publishing channel until it succeeds, on a new
+    /// connection after each failure, with backoff, while RabbitMQ is away.
+    async fn with_reconnects<'a, F, Fut>(&'a self, attempt: F) -> Result<(), BrokerError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<(), BrokerError>> + 'a,
+    {
         let mut wait = RECONNECT_FIRST;
         loop {
             let (channel, generation) = self.publisher().await?;
-            match self.try_publish(&channel, messages).await {
+            match attempt(channel).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if self.is_closed() {
@@ -348,79 +380,28 @@ impl AmqpBroker {
         }
     }
 
-    /// Publishes one persistent message without waiting for its confirm,
-    /// reconnecting while RabbitMQ is away.
-    async fn publish_unconfirmed(&self, message: &Outgoing) -> Result<(), BrokerError> {
-        let mut wait = RECONNECT_FIRST;
-        loop {
-            let (channel, generation) = self.publisher().await?;
-            let sent = async {
-                self.declare(&channel, &message.queue, message.arguments.clone())
-                    .await?;
-                channel
-                    .basic_publish(
-                        "",
-                        &message.queue,
-                        BasicPublishOptions::default(),
-                        &message.body,
-                        persistent(),
-                    )
-                    .await
-                    .map_err(failure)
-            }
-            .await;
-            match sent {
-                Ok(confirm) => {
-                    drain_confirm(confirm);
-                    return Ok(());
-                }
-                Err(error) => {
-                    if self.is_closed() {
-                        return Err(BrokerError::Closed);
-                    }
-                    tracing::warn!(%error, "publishing failed; retrying on a fresh connection");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RECONNECT_MOST);
-                    self.reconnect(Some(generation)).await?;
-                }
-            }
-        }
-    }
-
-    async fn try_publish(
+    /// Declares a message's queue (and the queue it dead-letters into) if
+    /// this connection has not, and publishes it, persistent.
+    async fn send(
         &self,
         channel: &Channel,
-        messages: &[Outgoing],
-    ) -> Result<(), BrokerError> {
-        for message in messages {
-            self.declare(channel, &message.queue, message.arguments.clone())
-                .await?;
-            if let Some(target) = &message.target {
-                self.declare(channel, target, FieldTable::default()).await?;
-            }
+        message: &Outgoing,
+    ) -> Result<lapin::publisher_confirm::PublisherConfirm, BrokerError> {
+        self.declare(channel, &message.queue, message.arguments.clone())
+            .await?;
+        if let Some(target) = &message.target {
+            self.declare(channel, target, FieldTable::default()).await?;
         }
-        let mut confirms = Vec::with_capacity(messages.len());
-        for message in messages {
-            confirms.push(
-                channel
-                    .basic_publish(
-                        "",
-                        &message.queue,
-                        BasicPublishOptions::default(),
-                        &message.body,
-                        persistent(),
-                    )
-                    .await
-                    .map_err(failure)?,
-            );
-        }
-        for confirm in confirms {
-            match confirm.await.map_err(failure)? {
-                Confirmation::Nack(_) => return Err(failure("the broker refused a message")),
-                Confirmation::Ack(_) | Confirmation::NotRequested => {}
-            }
-        }
-        Ok(())
+        channel
+            .basic_publish(
+                "",
+                &message.queue,
+                BasicPublishOptions::default(),
+                &message.body,
+                persistent(),
+            )
+            .await
+            .map_err(failure)
     }
 
     /// Runs `consume` on a fresh channel for as long as the broker is open,
