@@ -753,13 +753,15 @@ impl Broker for AmqpBroker {
     }
 
     fn shutdown(&self) {
+        let broker = self.clone();
+        tokio::spawn(async move { broker.close().await });
+    }
+
+    async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            if let Some(link) = inner.link.lock().await.take() {
-                let _ = link.connection.close(0, "shutting down").await;
-            }
-        });
+        if let Some(link) = self.inner.link.lock().await.take() {
+            let _ = link.connection.close(0, "shutting down").await;
+        }
     }
 }
 

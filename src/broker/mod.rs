@@ -118,4 +118,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Stops deliveries; consumers and inboxes end.
     fn shutdown(&self);
+
+    /// Shuts down and waits until the connection is closed, for a process
+    /// about to end its runtime (a close left running then fails loudly).
+    async fn close(&self) {
+        self.shutdown();
+    }
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use distribot::broker::FlowEvent;
+use distribot::broker::{AmqpBroker, Broker, FlowEvent};
+use distribot::config::mask_url;
 use distribot::definition::{parse_definition_value, Workflow};
 use distribot::handler::Noop;
 use distribot::ids::FlowId;
@@ -313,6 +314,7 @@ impl Drop for Processes {
 struct Installation {
     processes: Processes,
     backend: Backend,
+    amqp: String,
     redis: String,
     prefix: String,
     dir: std::path::PathBuf,
@@ -381,10 +383,33 @@ impl Installation {
         Ok(Installation {
             processes,
             backend,
+            amqp,
             redis,
             prefix,
             dir,
         })
+    }
+
+    /// Stops the processes and deletes the installation's queues (the
+    /// delay queues delete themselves); its keys go when it is dropped.
+    async fn tear_down(mut self) {
+        for child in &mut self.processes.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Ok(broker) =
+            AmqpBroker::connect(&self.amqp, &mask_url(&self.amqp), &self.prefix).await
+        {
+            let queues = [
+                format!("{}.engine", self.prefix),
+                format!("{}.task.Noop@1.0.0", self.prefix),
+            ];
+            if let Err(error) = broker.delete_queues(&queues).await {
+                eprintln!("could not delete the bench's queues: {error}");
+            }
+            broker.close().await;
+        }
+        self.backend.broker.close().await;
     }
 
     fn pids(&self) -> Vec<String> {
@@ -433,6 +458,7 @@ async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outc
         .iter()
         .map(|pid| peak_rss_mb(pid))
         .fold(0.0, f64::max);
+    installation.tear_down().await;
     Ok(outcome)
 }
 
@@ -453,7 +479,7 @@ async fn run_soak(args: &BenchArgs, backend: BackendKind) -> CliResult<SoakRepor
                 redis_url: installation.redis.clone(),
                 prefix: installation.prefix.clone(),
             };
-            soak(
+            let report = soak(
                 &installation.backend,
                 workflow,
                 args.soak_flows,
@@ -463,7 +489,9 @@ async fn run_soak(args: &BenchArgs, backend: BackendKind) -> CliResult<SoakRepor
                 &installation.pids(),
                 Some(&leftovers),
             )
-            .await
+            .await;
+            installation.tear_down().await;
+            report
         }
         kind => {
             let scratch = tempfile_dir()?;

@@ -161,7 +161,7 @@ pub async fn worker(args: WorkerArgs) -> CliResult<i32> {
     };
     shutdown_signal().await;
     eprintln!("stopping: jobs in flight are handed back to the queues");
-    backend.broker.shutdown();
+    backend.broker.close().await;
     running.abort();
     Ok(EXIT_OK)
 }

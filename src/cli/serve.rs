@@ -219,7 +219,7 @@ impl Runtime {
         match self {
             Runtime::Embedded(embedded) => embedded.shutdown().await,
             Runtime::Distributed { backend, tasks } => {
-                backend.broker.shutdown();
+                backend.broker.close().await;
                 for task in tasks {
                     task.abort();
                 }
