@@ -364,6 +364,10 @@ async fn the_cli_starts_and_steers_flows_straight_on_the_backend() {
         "stderr: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The connections are closed before the process ends, not torn down
+    // with it (which logs errors of its own).
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("ERROR"), "{stderr}");
     let summary: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON document on stdout");
     assert_eq!(summary["status"], "finished");
@@ -388,6 +392,7 @@ async fn the_cli_starts_and_steers_flows_straight_on_the_backend() {
         stderr.contains("only a running flow can be paused"),
         "{stderr}"
     );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 fn fan_out_json() -> serde_json::Value {

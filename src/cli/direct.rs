@@ -51,6 +51,10 @@ impl DirectTarget {
         })
     }
 
+    pub async fn close(&self) {
+        self.backend.broker.close().await;
+    }
+
     pub async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created> {
         let workflow = match source {
             Source::Registered(name) => self

@@ -269,6 +269,13 @@ impl Target {
         }
     }
 
+    /// Closes a direct connection; the HTTP client holds nothing open.
+    pub async fn close(self) {
+        if let Target::Direct(direct) = self {
+            direct.close().await;
+        }
+    }
+
     /// Follows a flow: its transitions so far, then what happens, until
     /// its end.
     pub async fn watch(&self, id: &str) -> CliResult<Watch> {
@@ -310,6 +317,18 @@ impl Watch {
 
 // ---------------------------------------------------------------- commands
 
+/// Connects, runs a command, and closes the connection before returning,
+/// so that the runtime ending right after finds nothing left open.
+async fn with_target(
+    connect: &Connect,
+    command: impl AsyncFnOnce(&Target) -> CliResult<i32>,
+) -> CliResult<i32> {
+    let target = Target::connect(connect).await?;
+    let outcome = command(&target).await;
+    target.close().await;
+    outcome
+}
+
 fn print_json(value: &impl Serialize) -> CliResult<()> {
     let text = serde_json::to_string(value)
         .map_err(|e| CliError::Runtime(anyhow!("encoding JSON: {e}")))?;
@@ -318,19 +337,21 @@ fn print_json(value: &impl Serialize) -> CliResult<()> {
 }
 
 pub async fn start(args: StartArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    let source = workflow_source(&args.workflow)?;
-    let data = parse_data(args.data.as_deref())?;
-    let created = target.start(source, data).await?;
-    if args.wait {
-        return follow(&target, created.id.as_str(), args.json).await;
-    }
-    if args.json {
-        print_json(&created)?;
-    } else {
-        println!("{}", created.id);
-    }
-    Ok(EXIT_OK)
+    with_target(&args.connect, async |target| {
+        let source = workflow_source(&args.workflow)?;
+        let data = parse_data(args.data.as_deref())?;
+        let created = target.start(source, data).await?;
+        if args.wait {
+            return follow(target, created.id.as_str(), args.json).await;
+        }
+        if args.json {
+            print_json(&created)?;
+        } else {
+            println!("{}", created.id);
+        }
+        Ok(EXIT_OK)
+    })
+    .await
 }
 
 /// A path to an existing file is an inline definition; anything else is
@@ -363,44 +384,46 @@ fn read_definition(path: &Path) -> CliResult<Value> {
 }
 
 pub async fn status(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    let detail = target.status(&args.id).await?;
-    if args.json {
-        print_json(&detail)?;
-        return Ok(EXIT_OK);
-    }
-    let mut out = std::io::stdout();
-    print_human(&summary_of(&detail), &mut out)?;
-    if !detail.item.status.is_ended() {
-        let current = &detail.item.progress;
-        println!(
-            "now in `{}` ({}):",
-            current.phase,
-            format!("{:?}", current.state).to_lowercase()
-        );
-        for handler in &current.handlers {
-            let counts = if handler.enumerated {
-                format!("{}/{} done", handler.done, handler.total)
-            } else {
-                "not enumerated yet".to_owned()
-            };
+    with_target(&args.connect, async |target| {
+        let detail = target.status(&args.id).await?;
+        if args.json {
+            print_json(&detail)?;
+            return Ok(EXIT_OK);
+        }
+        let mut out = std::io::stdout();
+        print_human(&summary_of(&detail), &mut out)?;
+        if !detail.item.status.is_ended() {
+            let current = &detail.item.progress;
             println!(
-                "  {}: {counts}{}",
-                handler.handler,
-                counts_note(handler.failed, handler.retried)
+                "now in `{}` ({}):",
+                current.phase,
+                format!("{:?}", current.state).to_lowercase()
+            );
+            for handler in &current.handlers {
+                let counts = if handler.enumerated {
+                    format!("{}/{} done", handler.done, handler.total)
+                } else {
+                    "not enumerated yet".to_owned()
+                };
+                println!(
+                    "  {}: {counts}{}",
+                    handler.handler,
+                    counts_note(handler.failed, handler.retried)
+                );
+            }
+            for reason in &detail.item.waiting {
+                println!("  {reason}");
+            }
+        }
+        if detail.outputs_count > 0 {
+            println!(
+                "outputs: {} (see `--json` or the API)",
+                detail.outputs_count
             );
         }
-        for reason in &detail.item.waiting {
-            println!("  {reason}");
-        }
-    }
-    if detail.outputs_count > 0 {
-        println!(
-            "outputs: {} (see `--json` or the API)",
-            detail.outputs_count
-        );
-    }
-    Ok(EXIT_OK)
+        Ok(EXIT_OK)
+    })
+    .await
 }
 
 fn counts_note(failed: u64, retried: u64) -> String {
@@ -428,32 +451,34 @@ fn summary_of(detail: &FlowDetail) -> FlowSummary {
 }
 
 pub async fn list(args: ListArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    let filter = ListFilter {
-        status: args.status,
-        workflow: args.workflow,
-        limit: args.limit,
-        before: args.before,
-    };
-    let page = target.list(&filter).await?;
-    if args.json {
-        print_json(&page)?;
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<[String; 6]> = page.flows.iter().map(list_row).collect();
-    print_table(
-        ["ID", "WORKFLOW", "STATUS", "PHASE", "JOBS", "CREATED"],
-        &rows,
-    );
-    match &page.next {
-        Some(next) => eprintln!(
-            "{} of {} flow(s); the next page: --before {next}",
-            page.flows.len(),
-            page.total
-        ),
-        None => eprintln!("{} of {} flow(s)", page.flows.len(), page.total),
-    }
-    Ok(EXIT_OK)
+    with_target(&args.connect, async |target| {
+        let filter = ListFilter {
+            status: args.status,
+            workflow: args.workflow,
+            limit: args.limit,
+            before: args.before,
+        };
+        let page = target.list(&filter).await?;
+        if args.json {
+            print_json(&page)?;
+            return Ok(EXIT_OK);
+        }
+        let rows: Vec<[String; 6]> = page.flows.iter().map(list_row).collect();
+        print_table(
+            ["ID", "WORKFLOW", "STATUS", "PHASE", "JOBS", "CREATED"],
+            &rows,
+        );
+        match &page.next {
+            Some(next) => eprintln!(
+                "{} of {} flow(s); the next page: --before {next}",
+                page.flows.len(),
+                page.total
+            ),
+            None => eprintln!("{} of {} flow(s)", page.flows.len(), page.total),
+        }
+        Ok(EXIT_OK)
+    })
+    .await
 }
 
 fn list_row(flow: &FlowItem) -> [String; 6] {
@@ -499,22 +524,28 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 }
 
 pub async fn pause(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    let change = target.pause(&args.id).await?;
-    report_change(&change, args.json)
+    with_target(&args.connect, async |target| {
+        let change = target.pause(&args.id).await?;
+        report_change(&change, args.json)
+    })
+    .await
 }
 
 /// `resume ID`: the over-the-API form of `resume`.
 pub async fn resume(id: &str, json: bool, connect: &Connect) -> CliResult<i32> {
-    let target = Target::connect(connect).await?;
-    let change = target.resume(id).await?;
-    report_change(&change, json)
+    with_target(connect, async |target| {
+        let change = target.resume(id).await?;
+        report_change(&change, json)
+    })
+    .await
 }
 
 pub async fn cancel(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    let change = target.cancel(&args.id).await?;
-    report_change(&change, args.json)
+    with_target(&args.connect, async |target| {
+        let change = target.cancel(&args.id).await?;
+        report_change(&change, args.json)
+    })
+    .await
 }
 
 fn report_change(change: &StatusChange, json: bool) -> CliResult<i32> {
@@ -527,8 +558,10 @@ fn report_change(change: &StatusChange, json: bool) -> CliResult<i32> {
 }
 
 pub async fn watch(args: FlowArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    follow(&target, &args.id, args.json).await
+    with_target(&args.connect, async |target| {
+        follow(target, &args.id, args.json).await
+    })
+    .await
 }
 
 /// How often `watch` opens the stream again after losing it (a server
@@ -597,97 +630,101 @@ async fn follow(target: &Target, id: &str, json: bool) -> CliResult<i32> {
 }
 
 pub async fn workers(args: OutputArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    let list = target.workers().await?;
-    if args.json {
-        print_json(&list)?;
-        return Ok(EXIT_OK);
-    }
-    let now = Timestamp::now();
-    let rows: Vec<[String; 5]> = list
-        .workers
-        .iter()
-        .map(|worker| {
-            let handlers: Vec<String> = worker
-                .handlers
-                .iter()
-                .map(|h| format!("{}@{}", h.name, h.version))
-                .collect();
-            [
-                worker.id.clone(),
-                worker.host.clone(),
-                worker.pid.to_string(),
-                if handlers.is_empty() {
-                    "-".to_owned()
-                } else {
-                    handlers.join(", ")
-                },
-                format!("{} ago", format_duration(worker.last_seen.until(now))),
-            ]
-        })
-        .collect();
-    print_table(["ID", "HOST", "PID", "HANDLERS", "LAST SEEN"], &rows);
-    Ok(EXIT_OK)
+    with_target(&args.connect, async |target| {
+        let list = target.workers().await?;
+        if args.json {
+            print_json(&list)?;
+            return Ok(EXIT_OK);
+        }
+        let now = Timestamp::now();
+        let rows: Vec<[String; 5]> = list
+            .workers
+            .iter()
+            .map(|worker| {
+                let handlers: Vec<String> = worker
+                    .handlers
+                    .iter()
+                    .map(|h| format!("{}@{}", h.name, h.version))
+                    .collect();
+                [
+                    worker.id.clone(),
+                    worker.host.clone(),
+                    worker.pid.to_string(),
+                    if handlers.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        handlers.join(", ")
+                    },
+                    format!("{} ago", format_duration(worker.last_seen.until(now))),
+                ]
+            })
+            .collect();
+        print_table(["ID", "HOST", "PID", "HANDLERS", "LAST SEEN"], &rows);
+        Ok(EXIT_OK)
+    })
+    .await
 }
 
 pub async fn workflows(args: WorkflowsArgs) -> CliResult<i32> {
-    let target = Target::connect(&args.connect).await?;
-    match args.args.as_slice() {
-        [] => {
-            let list = target.workflows().await?;
-            if args.json {
-                print_json(&list)?;
-                return Ok(EXIT_OK);
+    with_target(&args.connect, async |target| {
+        match args.args.as_slice() {
+            [] => {
+                let list = target.workflows().await?;
+                if args.json {
+                    print_json(&list)?;
+                    return Ok(EXIT_OK);
+                }
+                let rows: Vec<[String; 3]> = list
+                    .workflows
+                    .iter()
+                    .map(|w| {
+                        let handlers: Vec<&str> = w.handlers.iter().map(|h| h.as_str()).collect();
+                        [
+                            w.name.to_string(),
+                            w.phases.to_string(),
+                            handlers.join(", "),
+                        ]
+                    })
+                    .collect();
+                print_table(["NAME", "PHASES", "HANDLERS"], &rows);
             }
-            let rows: Vec<[String; 3]> = list
-                .workflows
-                .iter()
-                .map(|w| {
-                    let handlers: Vec<&str> = w.handlers.iter().map(|h| h.as_str()).collect();
-                    [
-                        w.name.to_string(),
-                        w.phases.to_string(),
-                        handlers.join(", "),
-                    ]
-                })
-                .collect();
-            print_table(["NAME", "PHASES", "HANDLERS"], &rows);
-        }
-        [name] => {
-            let definition = target.workflow(name).await?;
-            let text = if args.json {
-                serde_json::to_string(&definition)
-            } else {
-                serde_json::to_string_pretty(&definition)
+            [name] => {
+                let definition = target.workflow(name).await?;
+                let text = if args.json {
+                    serde_json::to_string(&definition)
+                } else {
+                    serde_json::to_string_pretty(&definition)
+                }
+                .map_err(|e| CliError::Runtime(anyhow!("encoding JSON: {e}")))?;
+                println!("{text}");
             }
-            .map_err(|e| CliError::Runtime(anyhow!("encoding JSON: {e}")))?;
-            println!("{text}");
-        }
-        [verb, file] if verb == "put" => {
-            let definition = read_definition(Path::new(file))?;
-            let name = definition
-                .get("workflow")
-                .or_else(|| definition.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    CliError::BadInput(format!(
-                        "{file}: the definition has no name (`workflow` or `name`)"
-                    ))
-                })?
-                .to_owned();
-            let (created, item) = target.put_workflow(&name, &definition).await?;
-            if args.json {
-                print_json(&item)?;
-            } else {
-                let done = if created { "registered" } else { "replaced" };
-                println!("{done} workflow `{}` ({} phases)", item.name, item.phases);
+            [verb, file] if verb == "put" => {
+                let definition = read_definition(Path::new(file))?;
+                let name = definition
+                    .get("workflow")
+                    .or_else(|| definition.get("name"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        CliError::BadInput(format!(
+                            "{file}: the definition has no name (`workflow` or `name`)"
+                        ))
+                    })?
+                    .to_owned();
+                let (created, item) = target.put_workflow(&name, &definition).await?;
+                if args.json {
+                    print_json(&item)?;
+                } else {
+                    let done = if created { "registered" } else { "replaced" };
+                    println!("{done} workflow `{}` ({} phases)", item.name, item.phases);
+                }
+            }
+            _ => {
+                return Err(CliError::BadInput(
+                    "usage: distribot workflows [NAME | put FILE]".to_owned(),
+                ))
             }
         }
-        _ => {
-            return Err(CliError::BadInput(
-                "usage: distribot workflows [NAME | put FILE]".to_owned(),
-            ))
-        }
-    }
-    Ok(EXIT_OK)
+        Ok(EXIT_OK)
+    })
+    .await
 }
