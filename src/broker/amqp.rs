@@ -759,9 +759,15 @@ impl Broker for AmqpBroker {
 
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        if let Some(link) = self.inner.link.lock().await.take() {
-            let _ = link.connection.close(0, "shutting down").await;
-        }
+        let Some(link) = self.inner.link.lock().await.take() else {
+            return;
+        };
+        let _ = link.connection.close(0, "shutting down").await;
+        // lapin's I/O thread still runs for a moment after the close is
+        // confirmed; a runtime ending under it logs errors. Joining it
+        // (`run` returns once the thread has ended) closes that window.
+        let io_thread = tokio::task::spawn_blocking(move || link.connection.run());
+        let _ = tokio::time::timeout(Duration::from_secs(2), io_thread).await;
     }
 }
 
