@@ -66,6 +66,33 @@ impl fmt::Display for FlowStatus {
     }
 }
 
+/// How a flow is doing, for people: its status, with a finish reached
+/// through an error transition told apart from one that ended well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    Running,
+    Paused,
+    /// Finished without ever taking an error transition.
+    Succeeded,
+    /// Failed, or finished in a phase it reached by an error transition.
+    Failed,
+    Canceled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Paused => "paused",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Canceled => "canceled",
+        }
+    }
+}
+
 /// What made a phase fail: the handler, the job (none when enumerate
 /// failed), how many attempts were spent, and the last message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

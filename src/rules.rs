@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::definition::{HandlerSpec, RetryPolicy, Workflow};
 use crate::ids::{Cursor, HandlerName, PhaseName};
-use crate::model::{Admission, Command, FlowError, FlowRecord, FlowStatus, PhaseState, Task};
+use crate::model::{
+    Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Task,
+};
 use crate::version::{Requirement, Version};
 
 /// What the engine should do next with a flow.
@@ -272,6 +274,19 @@ pub fn visit_complete(handlers: impl IntoIterator<Item = (bool, u64, u64)>) -> b
 /// without ever passing through an error transition.
 pub fn ended_well(flow: &FlowRecord) -> bool {
     flow.status == FlowStatus::Finished && !flow.took_error_transition()
+}
+
+/// How a flow is doing, as people want to see it: a flow that finished in a
+/// phase it reached by an error transition did not succeed.
+pub fn outcome(flow: &FlowRecord) -> Outcome {
+    match flow.status {
+        FlowStatus::Running => Outcome::Running,
+        FlowStatus::Paused => Outcome::Paused,
+        FlowStatus::Canceled => Outcome::Canceled,
+        FlowStatus::Failed => Outcome::Failed,
+        FlowStatus::Finished if flow.took_error_transition() => Outcome::Failed,
+        FlowStatus::Finished => Outcome::Succeeded,
+    }
 }
 
 /// The handlers of a workflow, each with every requirement phases put on it.

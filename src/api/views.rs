@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::definition::Workflow;
 use crate::ids::{FlowId, HandlerName, PhaseName, WorkflowName};
 use crate::model::{
-    FlowError, FlowRecord, FlowStatus, HandlerRun, HandlerTotals, PhaseRun, PhaseState, Transition,
-    WorkerInfo,
+    FlowError, FlowRecord, FlowStatus, HandlerRun, HandlerTotals, Outcome, PhaseRun, PhaseState,
+    Transition, WorkerInfo,
 };
 use crate::rules;
 use crate::time::Timestamp;
@@ -73,6 +73,12 @@ pub struct FlowItem {
     pub phase: PhaseName,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
+    /// The status as people read it: `failed` also for a flow that finished
+    /// in a phase it reached by an error transition.
+    pub outcome: Outcome,
+    /// Whether the flow took an error transition (it may still be running,
+    /// in its error phase).
+    pub took_error_transition: bool,
     /// Why the flow cannot go on right now (no worker offers a handler, say).
     pub waiting: Vec<String>,
     pub progress: PhaseProgress,
@@ -88,6 +94,8 @@ impl From<&FlowRecord> for FlowItem {
             phase: current.phase.clone(),
             created_at: record.created_at,
             ended_at: record.ended_at,
+            outcome: rules::outcome(record),
+            took_error_transition: record.took_error_transition(),
             waiting: record.waiting.clone(),
             progress: PhaseProgress::from(current),
         }
