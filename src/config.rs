@@ -30,6 +30,39 @@ pub struct Config {
     pub api_token: Option<String>,
 }
 
+/// Every environment variable that sets something, and what it sets. The
+/// original gem's examples read `DISTRIBOT_RABBITMQ_URL`; it is another
+/// name for `DISTRIBOT_AMQP_URL`, which wins when both are set.
+pub const ENVIRONMENT: &[(&str, Setting)] = &[
+    ("DISTRIBOT_RABBITMQ_URL", Setting::AmqpUrl),
+    ("DISTRIBOT_AMQP_URL", Setting::AmqpUrl),
+    ("DISTRIBOT_REDIS_URL", Setting::RedisUrl),
+    ("DISTRIBOT_PREFIX", Setting::Prefix),
+    ("DISTRIBOT_SERVER", Setting::Server),
+    ("DISTRIBOT_API_TOKEN", Setting::ApiToken),
+];
+
+/// One setting of [`Config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    AmqpUrl,
+    RedisUrl,
+    Prefix,
+    Server,
+    ApiToken,
+}
+
+/// Where the flow commands send their requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A server's HTTP API.
+    Server(String),
+    /// A distributed installation, directly.
+    Backend { amqp_url: String, redis_url: String },
+    /// A backend named by half: one URL of the two.
+    Incomplete,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -65,23 +98,32 @@ impl Config {
         })
     }
 
-    /// The settings the `DISTRIBOT_*` variables among `vars` give.
+    /// The settings the `DISTRIBOT_*` variables among `vars` give (see
+    /// [`ENVIRONMENT`]). Empty values set nothing.
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut config = Self::default();
-        for (name, value) in vars {
-            let slot = match name.as_str() {
-                "DISTRIBOT_AMQP_URL" => &mut config.amqp_url,
-                "DISTRIBOT_REDIS_URL" => &mut config.redis_url,
-                "DISTRIBOT_PREFIX" => &mut config.prefix,
-                "DISTRIBOT_SERVER" => &mut config.server,
-                "DISTRIBOT_API_TOKEN" => &mut config.api_token,
-                _ => continue,
+        // In the order of ENVIRONMENT, so a later name wins over an alias.
+        for (name, setting) in ENVIRONMENT {
+            let Some((_, value)) = vars
+                .iter()
+                .find(|(var, value)| var == name && !value.is_empty())
+            else {
+                continue;
             };
-            if !value.is_empty() {
-                *slot = Some(value);
-            }
+            *config.slot(*setting) = Some(value.clone());
         }
         config
+    }
+
+    fn slot(&mut self, setting: Setting) -> &mut Option<String> {
+        match setting {
+            Setting::AmqpUrl => &mut self.amqp_url,
+            Setting::RedisUrl => &mut self.redis_url,
+            Setting::Prefix => &mut self.prefix,
+            Setting::Server => &mut self.server,
+            Setting::ApiToken => &mut self.api_token,
+        }
     }
 
     /// `self` with every setting `over` has laid over it.
@@ -95,8 +137,84 @@ impl Config {
         }
     }
 
+    /// The layers in order, resolved once: defaults, then the file, then
+    /// the environment, then the flags.
+    pub fn resolve(file: Config, env: Config, flags: Config) -> Resolved {
+        let endpoint = [&flags, &env, &file]
+            .into_iter()
+            .find_map(Config::names_endpoint);
+        let config = file.overlay(env).overlay(flags);
+        Resolved {
+            endpoint: endpoint.unwrap_or(EndpointChoice::Server),
+            config,
+        }
+    }
+
+    /// Which endpoint this one layer names, if any: a server, or a backend
+    /// (by either of its URLs).
+    fn names_endpoint(&self) -> Option<EndpointChoice> {
+        if self.server.is_some() {
+            Some(EndpointChoice::Server)
+        } else if self.amqp_url.is_some() || self.redis_url.is_some() {
+            Some(EndpointChoice::Backend)
+        } else {
+            None
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
+    }
+
+    /// The server the CLI talks to when none is named.
+    pub fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    }
+
+    /// The API token, unless it is blank.
+    pub fn api_token(&self) -> Option<&str> {
+        self.api_token
+            .as_deref()
+            .filter(|token| !token.trim().is_empty())
+    }
+}
+
+/// The server the CLI talks to when none is configured.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndpointChoice {
+    Server,
+    Backend,
+}
+
+/// The one configuration every command uses, and which endpoint the flow
+/// commands talk to: the layer closest to the command wins. A `--server`
+/// flag beats `amqp_url` in the file; `--amqp/--redis` flags beat a
+/// `server` in the file or the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub config: Config,
+    endpoint: EndpointChoice,
+}
+
+impl Resolved {
+    pub fn endpoint(&self) -> Endpoint {
+        match self.endpoint {
+            EndpointChoice::Server => Endpoint::Server(self.config.server().to_owned()),
+            EndpointChoice::Backend => match (&self.config.amqp_url, &self.config.redis_url) {
+                (Some(amqp), Some(redis)) => Endpoint::Backend {
+                    amqp_url: amqp.clone(),
+                    redis_url: redis.clone(),
+                },
+                _ => Endpoint::Incomplete,
+            },
+        }
+    }
+
+    /// Whether the configuration names a distributed installation.
+    pub fn is_distributed(&self) -> bool {
+        self.config.amqp_url.is_some() || self.config.redis_url.is_some()
     }
 }
 
@@ -145,23 +263,129 @@ mod tests {
         );
     }
 
+    fn only(setting: Setting, value: &str) -> Config {
+        let mut config = Config::default();
+        *config.slot(setting) = Some(value.to_owned());
+        config
+    }
+
+    fn env_name(setting: Setting) -> &'static str {
+        ENVIRONMENT
+            .iter()
+            .rev()
+            .find(|(_, s)| *s == setting)
+            .map(|(name, _)| *name)
+            .unwrap()
+    }
+
+    fn file_key(setting: Setting) -> &'static str {
+        match setting {
+            Setting::AmqpUrl => "amqp_url",
+            Setting::RedisUrl => "redis_url",
+            Setting::Prefix => "prefix",
+            Setting::Server => "server",
+            Setting::ApiToken => "api_token",
+        }
+    }
+
+    const ALL: [Setting; 5] = [
+        Setting::AmqpUrl,
+        Setting::RedisUrl,
+        Setting::Prefix,
+        Setting::Server,
+        Setting::ApiToken,
+    ];
+
     #[test]
-    fn later_layers_win() {
-        let file: Config = toml::from_str("amqp_url = \"amqp://file\"\nprefix = \"file\"").unwrap();
-        let env = Config::from_env([
-            ("DISTRIBOT_PREFIX".to_owned(), "env".to_owned()),
-            ("DISTRIBOT_REDIS_URL".to_owned(), "redis://env".to_owned()),
-            ("UNRELATED".to_owned(), "x".to_owned()),
+    fn every_setting_comes_through_every_layer_and_the_later_wins() {
+        for setting in ALL {
+            let file: Config =
+                toml::from_str(&format!("{} = \"from-file\"", file_key(setting))).unwrap();
+            let env = Config::from_env([(env_name(setting).to_owned(), "from-env".to_owned())]);
+            let flags = only(setting, "from-flag");
+            let get = |resolved: Resolved| resolved.config.clone().slot(setting).clone();
+            assert_eq!(
+                get(Config::resolve(
+                    file.clone(),
+                    Config::default(),
+                    Config::default()
+                ))
+                .as_deref(),
+                Some("from-file"),
+                "{setting:?} from the file"
+            );
+            assert_eq!(
+                get(Config::resolve(
+                    file.clone(),
+                    env.clone(),
+                    Config::default()
+                ))
+                .as_deref(),
+                Some("from-env"),
+                "{setting:?}: the environment beats the file"
+            );
+            assert_eq!(
+                get(Config::resolve(file, env, flags)).as_deref(),
+                Some("from-flag"),
+                "{setting:?}: flags beat the environment"
+            );
+        }
+        assert_eq!(Config::default().prefix(), DEFAULT_PREFIX);
+        assert_eq!(Config::default().server(), DEFAULT_SERVER);
+    }
+
+    #[test]
+    fn the_gems_rabbitmq_variable_is_another_name_for_amqp_url() {
+        let env =
+            Config::from_env([("DISTRIBOT_RABBITMQ_URL".to_owned(), "amqp://gem".to_owned())]);
+        assert_eq!(env.amqp_url.as_deref(), Some("amqp://gem"));
+        let both = Config::from_env([
+            ("DISTRIBOT_AMQP_URL".to_owned(), "amqp://ours".to_owned()),
+            ("DISTRIBOT_RABBITMQ_URL".to_owned(), "amqp://gem".to_owned()),
         ]);
-        let flags = Config {
-            redis_url: Some("redis://flag".to_owned()),
+        assert_eq!(both.amqp_url.as_deref(), Some("amqp://ours"));
+    }
+
+    #[test]
+    fn the_closest_layer_chooses_server_or_backend() {
+        let backend = Config {
+            amqp_url: Some("amqp://a".into()),
+            redis_url: Some("redis://r".into()),
             ..Config::default()
         };
-        let config = file.overlay(env).overlay(flags);
-        assert_eq!(config.amqp_url.as_deref(), Some("amqp://file"));
-        assert_eq!(config.prefix(), "env");
-        assert_eq!(config.redis_url.as_deref(), Some("redis://flag"));
-        assert_eq!(Config::default().prefix(), DEFAULT_PREFIX);
+        let server = only(Setting::Server, "http://s:1");
+        let direct = Endpoint::Backend {
+            amqp_url: "amqp://a".into(),
+            redis_url: "redis://r".into(),
+        };
+        assert_eq!(
+            Config::resolve(Config::default(), Config::default(), Config::default()).endpoint(),
+            Endpoint::Server(DEFAULT_SERVER.into())
+        );
+        assert_eq!(
+            Config::resolve(server.clone(), Config::default(), Config::default()).endpoint(),
+            Endpoint::Server("http://s:1".into()),
+            "a server in the file is used"
+        );
+        assert_eq!(
+            Config::resolve(server.clone(), Config::default(), backend.clone()).endpoint(),
+            direct,
+            "--amqp/--redis beat the file's server"
+        );
+        assert_eq!(
+            Config::resolve(backend.clone(), Config::default(), server.clone()).endpoint(),
+            Endpoint::Server("http://s:1".into()),
+            "--server beats the file's backend"
+        );
+        assert_eq!(
+            Config::resolve(
+                Config::default(),
+                only(Setting::RedisUrl, "redis://r"),
+                Config::default()
+            )
+            .endpoint(),
+            Endpoint::Incomplete
+        );
     }
 
     #[test]

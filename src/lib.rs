@@ -24,5 +24,7 @@ pub mod model;
 pub mod rules;
 pub mod runtime;
 pub mod store;
+pub mod sync;
 pub mod time;
 pub mod version;
+pub mod views;

@@ -141,6 +141,45 @@ pub enum PhaseState {
     Failed,
 }
 
+impl PhaseState {
+    pub const ALL: [PhaseState; 3] = [
+        PhaseState::Running,
+        PhaseState::Completed,
+        PhaseState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseState::Running => "running",
+            PhaseState::Completed => "completed",
+            PhaseState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+
+    /// A settled visit has nothing outstanding: it can be left.
+    pub fn is_settled(self) -> bool {
+        self != PhaseState::Running
+    }
+}
+
+impl fmt::Display for PhaseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a phase visit is complete: every handler enumerated, and every
+/// job it enumerated is done. Counts are `(enumerated, total, done)`.
+pub fn visit_complete(handlers: impl IntoIterator<Item = (bool, u64, u64)>) -> bool {
+    handlers
+        .into_iter()
+        .all(|(enumerated, total, done)| enumerated && done >= total)
+}
+
 /// Progress of one handler within one visit of a phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HandlerRun {
@@ -174,7 +213,7 @@ impl HandlerRun {
     }
 
     pub fn is_complete(&self) -> bool {
-        crate::rules::visit_complete([(self.enumerated, self.total, self.done)])
+        visit_complete([(self.enumerated, self.total, self.done)])
     }
 }
 
@@ -229,7 +268,7 @@ impl PhaseRun {
             .handlers
             .iter()
             .map(|h| (h.enumerated, h.total, h.done));
-        if self.state == PhaseState::Running && crate::rules::visit_complete(counts) {
+        if self.state == PhaseState::Running && visit_complete(counts) {
             self.state = PhaseState::Completed;
             self.finished_at = Some(at);
         }
@@ -252,6 +291,10 @@ pub enum Progress {
     Failed,
     /// The flow has left this phase visit (or ended); nothing to do.
     Stale,
+    /// The job is not one of the visit's recorded enumeration (its index is
+    /// past the recorded jobs, or its handler never enumerated): it was
+    /// not counted.
+    Refused,
 }
 
 impl Progress {
@@ -280,6 +323,8 @@ pub struct FlowRecord {
     /// One per transition, in the same order: `phases[seq]`.
     pub phases: Vec<PhaseRun>,
     pub error: Option<FlowError>,
+    /// Every pause, resume and cancel, with who asked and when.
+    pub commands: Vec<CommandRecord>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     /// Why the flow cannot go on right now, such as
@@ -312,6 +357,7 @@ impl FlowRecord {
             transitions,
             phases,
             error: None,
+            commands: Vec::new(),
             created_at: at,
             ended_at: None,
             waiting: Vec::new(),
@@ -378,34 +424,43 @@ impl FlowRecord {
         totals
     }
 
-    /// The summary `run --json` prints. `outputs` are the whole flow's; the
-    /// summary keeps those of the last phase that produced any, which is
-    /// where a workflow's result usually is.
+    /// The summary `run --json` prints, from the flow's outputs.
     pub fn summary(&self, outputs: &Outputs) -> FlowSummary {
-        let result = self.phases.iter().rev().find_map(|run| {
-            outputs
-                .get(&run.phase)
-                .filter(|by_handler| by_handler.values().any(|values| !values.is_empty()))
-                .map(|by_handler| (run.phase.clone(), by_handler.clone()))
-        });
-        let (outputs_phase, outputs) = match result {
-            Some((phase, outputs)) => (Some(phase), outputs),
-            None => (None, BTreeMap::new()),
-        };
+        let (outputs_phase, outputs) = last_outputs(&self.phases, outputs);
         FlowSummary {
-            outputs_phase,
-            outputs,
             id: self.id.clone(),
             workflow: self.workflow.name.clone(),
             status: self.status,
+            ended_well: crate::rules::ended_well(self),
             phase: self.current().phase.clone(),
             transitions: self.transitions.clone(),
+            commands: self.commands.clone(),
             handlers: self.handler_totals(),
             error: self.error.clone(),
+            outputs_phase,
+            outputs,
             created_at: self.created_at,
             ended_at: self.ended_at,
         }
     }
+}
+
+/// The outputs a summary shows: those of the last phase visited whose jobs
+/// produced any, which is where a workflow's result usually is.
+pub fn last_outputs(
+    visits: &[PhaseRun],
+    outputs: &Outputs,
+) -> (Option<PhaseName>, BTreeMap<HandlerName, Vec<Value>>) {
+    visits
+        .iter()
+        .rev()
+        .find_map(|run| {
+            outputs
+                .get(&run.phase)
+                .filter(|by_handler| by_handler.values().any(|values| !values.is_empty()))
+                .map(|by_handler| (Some(run.phase.clone()), by_handler.clone()))
+        })
+        .unwrap_or_default()
 }
 
 /// Jobs per handler over a whole flow.
@@ -423,8 +478,13 @@ pub struct FlowSummary {
     pub id: FlowId,
     pub workflow: WorkflowName,
     pub status: FlowStatus,
+    /// True once the flow finished without taking an error transition:
+    /// what makes `run` exit 0.
+    pub ended_well: bool,
     pub phase: PhaseName,
     pub transitions: Vec<Transition>,
+    /// Every pause, resume and cancel, with who asked and when.
+    pub commands: Vec<CommandRecord>,
     pub handlers: BTreeMap<HandlerName, HandlerTotals>,
     pub error: Option<FlowError>,
     /// The last phase whose jobs produced outputs, and those outputs.
@@ -563,12 +623,66 @@ pub enum Command {
     Cancel,
 }
 
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Command {
+    pub const ALL: [Command; 3] = [Command::Pause, Command::Resume, Command::Cancel];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Cancel => "cancel",
-        })
+        }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|command| command.as_str() == text)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who asked for a command, as the flow's history records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Requester {
+    /// The `distribot` command line, straight on the backend.
+    Cli,
+    /// The HTTP API (the dashboard, and the CLI through a server).
+    Api,
+    /// The engine itself: a deadline that passed, say.
+    Engine,
+    /// A program using the Rust library's client.
+    Library,
+}
+
+impl Requester {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Requester::Cli => "cli",
+            Requester::Api => "api",
+            Requester::Engine => "engine",
+            Requester::Library => "library",
+        }
+    }
+}
+
+impl fmt::Display for Requester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One steering command in a flow's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub command: Command,
+    pub by: Requester,
+    pub at: Timestamp,
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::definition::{HandlerSpec, RetryPolicy, Workflow};
 use crate::ids::{Cursor, HandlerName, PhaseName};
 use crate::model::{
-    Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Task,
+    Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress, Task,
 };
 use crate::version::{Requirement, Version};
 
@@ -25,8 +25,12 @@ pub enum Step {
         to: PhaseName,
         error: Option<FlowError>,
     },
-    /// The flow is over.
-    End { from: Cursor, status: FlowStatus },
+    /// The flow is over; a failed flow carries the error that failed it.
+    End {
+        from: Cursor,
+        status: FlowStatus,
+        error: Option<FlowError>,
+    },
     /// Ask these handlers to enumerate. Some handlers may also be waiting.
     Dispatch {
         cursor: Cursor,
@@ -85,6 +89,7 @@ pub fn next_step<'a>(
             _ => Step::End {
                 from,
                 status: FlowStatus::Finished,
+                error: None,
             },
         },
         PhaseState::Failed => {
@@ -103,6 +108,7 @@ pub fn next_step<'a>(
                 _ => Step::End {
                     from,
                     status: FlowStatus::Failed,
+                    error: run.error.clone(),
                 },
             }
         }
@@ -205,6 +211,42 @@ pub fn apply_command(status: FlowStatus, command: Command) -> Result<FlowStatus,
     }
 }
 
+/// Whether a flow may leave the visit `from` for another phase, or end
+/// there: it runs, `from` is its current visit, and that visit settled
+/// (completed or failed; a running one still has jobs). Stores apply this
+/// guard atomically with the move; it is what makes a transition happen
+/// once however many engines ask.
+pub fn may_leave(
+    status: FlowStatus,
+    current: &Cursor,
+    visit_state: PhaseState,
+    from: &Cursor,
+) -> bool {
+    status == FlowStatus::Running && current == from && visit_state.is_settled()
+}
+
+/// Whether a failure fails its visit: only a running visit fails, so the
+/// first failure recorded is the one the flow carries.
+pub fn failure_fails_visit(visit_state: PhaseState) -> bool {
+    visit_state == PhaseState::Running
+}
+
+/// What the worker that recorded something about visit `seq` should hear,
+/// given where the flow stands now: nothing to do once the flow ended or
+/// moved on, otherwise the visit's state.
+pub fn progress_of(
+    status: FlowStatus,
+    current_seq: u32,
+    visit_state: PhaseState,
+    seq: u32,
+) -> Progress {
+    if status.is_ended() || current_seq != seq {
+        Progress::Stale
+    } else {
+        Progress::of(visit_state)
+    }
+}
+
 /// What admission needs to know about a task's flow, however a store
 /// gathers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,13 +304,7 @@ pub fn admission(facts: &AdmissionFacts, task: &Task) -> Admission {
     }
 }
 
-/// Whether a phase visit is complete: every handler enumerated, and every
-/// job it enumerated is done. Counts are `(enumerated, total, done)`.
-pub fn visit_complete(handlers: impl IntoIterator<Item = (bool, u64, u64)>) -> bool {
-    handlers
-        .into_iter()
-        .all(|(enumerated, total, done)| enumerated && done >= total)
-}
+pub use crate::model::visit_complete;
 
 /// Whether a flow that ended counts as a success for scripts: it finished
 /// without ever passing through an error transition.

@@ -1,4 +1,6 @@
-//! The JSON shapes the API answers with.
+//! The JSON shapes flows, workflows and workers are shown in: what the HTTP
+//! API answers with, and what the CLI prints from, whether it asked a
+//! server or the backend directly.
 //!
 //! They are their own types, not the stored records, so that the wire
 //! format stays stable when the records change, and so that clients (the
@@ -6,6 +8,7 @@
 //! `docs/api.md` and `openapi.json` describe the same shapes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -13,10 +16,11 @@ use serde_json::{Map, Value};
 use crate::definition::Workflow;
 use crate::ids::{FlowId, HandlerName, PhaseName, WorkflowName};
 use crate::model::{
-    FlowError, FlowRecord, FlowStatus, HandlerRun, HandlerTotals, Outcome, PhaseRun, PhaseState,
-    Transition, WorkerInfo,
+    last_outputs, CommandRecord, FlowError, FlowRecord, FlowStatus, FlowSummary, HandlerRun,
+    HandlerTotals, Outcome, Outputs, PhaseRun, PhaseState, Transition, WorkerInfo,
 };
 use crate::rules;
+use crate::runtime::Page;
 use crate::time::Timestamp;
 use crate::version::Version;
 
@@ -112,6 +116,8 @@ pub struct FlowDetail {
     pub ended_well: bool,
     pub data: Map<String, Value>,
     pub transitions: Vec<Transition>,
+    /// Every pause, resume and cancel, with who asked and when.
+    pub commands: Vec<CommandRecord>,
     /// Every phase visit, in order: `phases[seq]`.
     pub phases: Vec<PhaseRun>,
     /// Jobs per handler over the whole flow.
@@ -129,11 +135,35 @@ impl FlowDetail {
             ended_well: rules::ended_well(record),
             data: record.data.as_ref().clone(),
             transitions: record.transitions.clone(),
+            commands: record.commands.clone(),
             phases: record.phases.clone(),
             handlers: record.handler_totals(),
             error: record.error.clone(),
             outputs_count,
             definition: record.workflow.to_json(),
+        }
+    }
+}
+
+impl FlowDetail {
+    /// The summary `run` prints, from what the API says and the flow's
+    /// outputs.
+    pub fn summary(&self, outputs: &Outputs) -> FlowSummary {
+        let (outputs_phase, outputs) = last_outputs(&self.phases, outputs);
+        FlowSummary {
+            id: self.item.id.clone(),
+            workflow: self.item.workflow.clone(),
+            status: self.item.status,
+            ended_well: self.ended_well,
+            phase: self.item.phase.clone(),
+            transitions: self.transitions.clone(),
+            commands: self.commands.clone(),
+            handlers: self.handlers.clone(),
+            error: self.error.clone(),
+            outputs_phase,
+            outputs,
+            created_at: self.item.created_at,
+            ended_at: self.item.ended_at,
         }
     }
 }
@@ -146,6 +176,16 @@ pub struct FlowPage {
     pub next: Option<FlowId>,
     /// Flows matching the filters, on every page.
     pub total: u64,
+}
+
+impl From<&Page> for FlowPage {
+    fn from(page: &Page) -> Self {
+        Self {
+            flows: page.flows.iter().map(FlowItem::from).collect(),
+            next: page.next.clone(),
+            total: page.total,
+        }
+    }
 }
 
 /// The answer to starting a flow.
@@ -258,6 +298,17 @@ pub struct WorkflowList {
     pub workflows: Vec<WorkflowItem>,
 }
 
+impl From<&[Arc<Workflow>]> for WorkflowList {
+    fn from(workflows: &[Arc<Workflow>]) -> Self {
+        Self {
+            workflows: workflows
+                .iter()
+                .map(|workflow| WorkflowItem::from(workflow.as_ref()))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
@@ -286,4 +337,47 @@ pub struct FaultView {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+}
+
+/// What a client following a flow is told, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlowUpdate {
+    Transition(Transition),
+    Progress(Box<FlowProgress>),
+    End(FlowEnd),
+}
+
+/// What a follower of a flow has been told so far, so that each new record
+/// becomes only the updates that bring it up to date. The API's event
+/// stream and the CLI's direct `watch` both derive their events here.
+#[derive(Debug, Default)]
+pub struct FlowUpdates {
+    transitions: usize,
+    progress: Option<FlowProgress>,
+    ended: bool,
+}
+
+impl FlowUpdates {
+    /// The updates from what was told to `record`: new transitions, the
+    /// progress if it moved, and the end once the flow ended.
+    pub fn catch_up(&mut self, record: &FlowRecord) -> Vec<FlowUpdate> {
+        let mut updates: Vec<FlowUpdate> = record
+            .transitions
+            .iter()
+            .skip(self.transitions)
+            .cloned()
+            .map(FlowUpdate::Transition)
+            .collect();
+        self.transitions = record.transitions.len();
+        let progress = FlowProgress::from(record);
+        if self.progress.as_ref() != Some(&progress) {
+            updates.push(FlowUpdate::Progress(Box::new(progress.clone())));
+            self.progress = Some(progress);
+        }
+        if record.status.is_ended() && !self.ended {
+            updates.push(FlowUpdate::End(FlowEnd::from(record)));
+            self.ended = true;
+        }
+        updates
+    }
 }

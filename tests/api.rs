@@ -109,7 +109,8 @@ async fn server_with(options: ApiOptions) -> Server {
     for definition in [quick_definition(), held_definition(), instant_definition()] {
         let workflow = distribot::definition::parse_definition_value(&definition).unwrap();
         state
-            .store()
+            .backend()
+            .workflows
             .put_workflow(Arc::new(workflow))
             .await
             .unwrap();
@@ -1261,7 +1262,8 @@ async fn a_request_dropped_halfway_still_leaves_its_flow_moving() {
     let state = ApiState::new(embedded.backend(), ApiOptions::default());
     let workflow = distribot::definition::parse_definition_value(&instant_definition()).unwrap();
     state
-        .store()
+        .backend()
+        .workflows
         .put_workflow(Arc::new(workflow))
         .await
         .unwrap();
@@ -1287,8 +1289,8 @@ async fn a_request_dropped_halfway_still_leaves_its_flow_moving() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stored = state.store().count_flows(&all).await.unwrap();
-        let moving = state.store().count_flows(&running).await.unwrap();
+        let stored = state.backend().queries.count_flows(&all).await.unwrap();
+        let moving = state.backend().queries.count_flows(&running).await.unwrap();
         if stored > 0 && moving == 0 {
             break;
         }

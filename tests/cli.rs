@@ -257,8 +257,12 @@ fn search_example_fetches_every_page_it_finds() {
         "no error email"
     );
 
-    // The human summary goes to stderr when stdout carries the JSON.
-    assert!(outcome.stderr.contains(&id), "{}", outcome.dump());
+    // `--json` prints the JSON instead of the human summary, not beside it.
+    assert!(
+        !outcome.stderr.contains("transitions:"),
+        "{}",
+        outcome.dump()
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -9,13 +9,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::views::{ErrorBody, ErrorDetail, FaultView};
 use crate::broker::BrokerError;
 use crate::definition::{DefinitionError, Fault};
 use crate::ids::FlowId;
 use crate::rules::CommandRejected;
 use crate::runtime::{ClientError, RuntimeError};
 use crate::store::StoreError;
+use crate::views::{ErrorBody, ErrorDetail, FaultView};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +52,10 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error(transparent)]
     Rejected(CommandRejected),
+    /// The flow kept changing while a command applied: not a failure of
+    /// the server, and trying again will do.
+    #[error("flow {0} kept changing while the command applied; try again")]
+    Contention(FlowId),
     /// The backend did not answer; trying again later may work.
     #[error("the backend is unavailable: {0}")]
     Unavailable(String),
@@ -107,7 +111,7 @@ impl ApiError {
             | ApiError::UnknownWorkflow { .. }
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Rejected(_) => StatusCode::CONFLICT,
+            ApiError::Rejected(_) | ApiError::Contention(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,6 +131,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Rejected(_) => "wrong_state",
+            ApiError::Contention(_) => "contention",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -186,7 +191,8 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::UnknownFlow(id) => ApiError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ApiError::Rejected(rejected),
-            StoreError::Backend(message) => ApiError::Unavailable(message),
+            StoreError::Contention(id) => ApiError::Contention(id),
+            StoreError::Backend { message, .. } => ApiError::Unavailable(message),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -211,7 +217,13 @@ impl From<ClientError> for ApiError {
     fn from(error: ClientError) -> Self {
         match error {
             ClientError::UnknownFlow(id) => ApiError::UnknownFlow(id),
+            ClientError::UnknownWorkflow(name) => ApiError::UnknownWorkflow { name, path: None },
+            ClientError::InvalidDefinition(definition) => definition.into(),
+            ClientError::NameMismatch { .. } => {
+                ApiError::bad_request("name_mismatch", error.to_string())
+            }
             ClientError::Rejected(rejected) => ApiError::Rejected(rejected),
+            ClientError::Contention(id) => ApiError::Contention(id),
             ClientError::Runtime(runtime) => runtime.into(),
         }
     }

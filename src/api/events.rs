@@ -23,12 +23,13 @@ use tokio_stream::StreamExt;
 
 use super::error::ApiError;
 use super::input::PathParam;
-use super::views::{FlowChange, FlowCounts, FlowEnd, FlowProgress};
 use super::ApiState;
 use crate::broker::FlowEvent;
 use crate::ids::FlowId;
-use crate::model::{FlowRecord, FlowStatus};
+use crate::model::FlowStatus;
+use crate::runtime::FlowFollow;
 use crate::store::FlowQuery;
+use crate::views::{FlowChange, FlowCounts, FlowUpdate, FlowUpdates};
 
 /// Events waiting for a slow client; beyond this the stream's task waits.
 const BUFFER: usize = 64;
@@ -74,86 +75,47 @@ pub async fn flow_events(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let id = FlowId::new(id);
-    // Subscribed before the first read, so that nothing falls in between.
-    let announcements = state.broker().subscribe();
-    let record = state.client().status(&id).await?;
+    let follow = state
+        .client()
+        .follow(&id, state.options().poll_interval)
+        .await?;
     let (sender, receiver) = mpsc::channel(BUFFER);
-    tokio::spawn(follow_flow(state, record, announcements, sender));
+    tokio::spawn(follow_flow(state, follow, sender));
     Ok(into_sse(receiver))
 }
 
-/// What a flow's stream has sent so far.
-#[derive(Default)]
-struct Sent {
-    transitions: usize,
-    progress: Option<FlowProgress>,
-}
-
-impl Sent {
-    /// The events that bring a client from what it was sent to `record`;
-    /// true once the flow has ended.
-    fn catch_up(&mut self, record: &FlowRecord, out: &mut Vec<Event>) -> bool {
-        for transition in record.transitions.iter().skip(self.transitions) {
-            out.extend(event("transition", transition));
-        }
-        self.transitions = record.transitions.len();
-        let progress = FlowProgress::from(record);
-        if self.progress.as_ref() != Some(&progress) {
-            out.extend(event("progress", &progress));
-            self.progress = Some(progress);
-        }
-        if record.status.is_ended() {
-            out.extend(event("end", &FlowEnd::from(record)));
-            return true;
-        }
-        false
-    }
-}
-
-async fn follow_flow(
-    state: ApiState,
-    first: FlowRecord,
-    announcements: broadcast::Receiver<FlowEvent>,
-    sender: mpsc::Sender<Event>,
-) {
-    let id = first.id.clone();
-    let mut announcements = Some(announcements);
+async fn follow_flow(state: ApiState, mut follow: FlowFollow, sender: mpsc::Sender<Event>) {
     let mut closing = state.closing();
-    let mut ticker = tokio::time::interval(state.options().poll_interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sent = Sent::default();
-    let mut record = first;
+    let mut updates = FlowUpdates::default();
     loop {
-        let mut out = Vec::new();
-        let ended = sent.catch_up(&record, &mut out);
-        for event in out {
-            if sender.send(event).await.is_err() {
+        let next = tokio::select! {
+            _ = sender.closed() => return,
+            _ = closing.changed() => return,
+            next = follow.next() => next,
+        };
+        let record = match next {
+            Some(Ok(record)) => record,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "event stream: cannot read the flow");
                 return;
             }
+            None => return,
+        };
+        for update in updates.catch_up(&record) {
+            let outgoing = match &update {
+                FlowUpdate::Transition(transition) => event("transition", transition),
+                FlowUpdate::Progress(progress) => event("progress", progress),
+                FlowUpdate::End(end) => event("end", end),
+            };
+            if let Some(outgoing) = outgoing {
+                if sender.send(outgoing).await.is_err() {
+                    return;
+                }
+            }
         }
-        if ended || *closing.borrow() {
+        if *closing.borrow() {
             return;
         }
-        loop {
-            tokio::select! {
-                _ = sender.closed() => return,
-                _ = closing.changed() => return,
-                _ = ticker.tick() => break,
-                announced = next_announcement(&mut announcements) => match announced {
-                    Some(Ok(event)) if event.flow() == &id => break,
-                    Some(Err(RecvError::Lagged(_))) => break,
-                    _ => continue,
-                },
-            }
-        }
-        record = match state.store().flow(&id).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::warn!(flow = %id, %error, "event stream: cannot read the flow");
-                continue;
-            }
-        };
     }
 }
 
@@ -162,7 +124,7 @@ async fn follow_flow(
 /// status when they or the newest flow changed (a flow started, or changed
 /// elsewhere), which tells a list on screen to load its page again.
 pub async fn all_events(State(state): State<ApiState>) -> Response {
-    let announcements = state.broker().subscribe();
+    let announcements = state.backend().broker.subscribe();
     let changes = state.changes();
     let (sender, receiver) = mpsc::channel(BUFFER);
     tokio::spawn(follow_all(state, announcements, changes, sender));
@@ -209,8 +171,8 @@ async fn follow_all(
                     &FlowChange { id: flow, status: FlowStatus::Running, phase },
                 ),
                 Some(Ok(FlowEvent::Ended { flow, status })) => {
-                    match state.store().flow(&flow).await {
-                        Ok(Some(record)) => event(
+                    match state.client().status(&flow).await {
+                        Ok(record) => event(
                             "flow",
                             &FlowChange { id: flow, status, phase: record.current().phase.clone() },
                         ),
@@ -234,7 +196,7 @@ async fn follow_all(
 }
 
 async fn counts(state: &ApiState) -> Option<FlowCounts> {
-    let store = state.store();
+    let queries = &state.backend().queries;
     let mut counts = BTreeMap::new();
     let mut total = 0;
     for status in FlowStatus::ALL {
@@ -242,11 +204,11 @@ async fn counts(state: &ApiState) -> Option<FlowCounts> {
             status: Some(status),
             ..FlowQuery::default()
         };
-        let count = store.count_flows(&query).await.ok()?;
+        let count = queries.count_flows(&query).await.ok()?;
         total += count;
         counts.insert(status.as_str().to_owned(), count);
     }
-    let newest = store
+    let newest = queries
         .list_flows(&FlowQuery {
             limit: 1,
             ..FlowQuery::default()

@@ -1,8 +1,7 @@
-//! The route handlers: each reads its input, makes one or two calls on the
-//! client or the store, and shapes the answer. Decisions about flows are
-//! the runtime's and the rules'; none is made here.
+//! The route handlers: each reads its input, makes one call on the
+//! [`crate::runtime::Client`], and shapes the answer. Decisions about flows
+//! are the runtime's and the rules'; none is made here.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -12,15 +11,15 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::input::{nest_definition_error, FlowSource, JsonBody, ListQuery, PathParam, StartFlow};
-use super::views::{
-    Created, FlowDetail, FlowItem, FlowPage, StatusChange, WorkerList, WorkflowItem, WorkflowList,
-};
+use super::input::{nest_definition_error, JsonBody, ListQuery, PathParam, StartFlow};
 use super::{ApiState, OPENAPI};
-use crate::definition::parse_definition_value;
 use crate::ids::FlowId;
-use crate::model::{Command, FlowStatus};
+use crate::model::{Command, FlowStatus, Outputs};
+use crate::runtime::ClientError;
 use crate::store::FlowQuery;
+use crate::views::{
+    Created, FlowDetail, FlowPage, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+};
 
 /// How long `/readyz` waits for the store before calling it unavailable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,23 +29,19 @@ pub async fn start_flow(
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let request = StartFlow::from_json(body)?;
-    let workflow = match request.source {
-        FlowSource::Registered(name) => match state.store().workflow(&name).await? {
-            Some(workflow) => workflow,
-            None => {
-                return Err(ApiError::UnknownWorkflow {
-                    name,
-                    path: Some("$.workflow".to_owned()),
-                })
-            }
-        },
-        FlowSource::Inline(definition) => Arc::new(
-            parse_definition_value(&definition)
-                .map_err(|error| nest_definition_error(error, "$.definition"))?,
-        ),
-    };
     // The client finishes the start even if this request is dropped halfway.
-    let id = state.client().start(workflow, request.data).await?;
+    let id = state
+        .client()
+        .start_from(request.source, request.data)
+        .await
+        .map_err(|error| match error {
+            ClientError::UnknownWorkflow(name) => ApiError::UnknownWorkflow {
+                name,
+                path: Some("$.workflow".to_owned()),
+            },
+            ClientError::InvalidDefinition(error) => nest_definition_error(error, "$.definition"),
+            other => other.into(),
+        })?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/flows/{id}"))],
@@ -67,26 +62,26 @@ pub async fn list_flows(
             limit: query.limit,
         })
         .await?;
-    Ok(Json(FlowPage {
-        flows: page.flows.iter().map(FlowItem::from).collect(),
-        next: page.next,
-        total: page.total,
-    }))
+    Ok(Json(FlowPage::from(&page)))
 }
 
 pub async fn flow_detail(
     State(state): State<ApiState>,
     PathParam(id): PathParam,
 ) -> Result<Json<FlowDetail>, ApiError> {
-    let id = FlowId::new(id);
-    let record = state.client().status(&id).await?;
-    let outputs = state.client().outputs(&id).await?;
-    let outputs_count = outputs
-        .values()
-        .flat_map(|by_handler| by_handler.values())
-        .map(|values| values.len() as u64)
-        .sum();
+    let (record, outputs_count) = state.client().detail(&FlowId::new(id)).await?;
     Ok(Json(FlowDetail::new(&record, outputs_count)))
+}
+
+/// `GET /api/flows/{id}/outputs`: every output of the flow's jobs.
+pub async fn flow_outputs(
+    State(state): State<ApiState>,
+    PathParam(id): PathParam,
+) -> Result<Json<Outputs>, ApiError> {
+    let id = FlowId::new(id);
+    // An unknown id is a 404, not an empty map.
+    state.client().status(&id).await?;
+    Ok(Json(state.client().outputs(&id).await?))
 }
 
 pub async fn pause_flow(
@@ -116,12 +111,7 @@ async fn steer(
     command: Command,
 ) -> Result<Json<StatusChange>, ApiError> {
     let id = FlowId::new(id);
-    let client = state.client();
-    let status = match command {
-        Command::Pause => client.pause(&id).await?,
-        Command::Resume => client.resume(&id).await?,
-        Command::Cancel => client.cancel(&id).await?,
-    };
+    let status = state.client().steer(&id, command).await?;
     state.note_change(&id).await;
     Ok(Json(StatusChange { id, status }))
 }
@@ -131,56 +121,45 @@ pub async fn put_workflow(
     PathParam(name): PathParam,
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let workflow = parse_definition_value(&body)?;
-    if workflow.name.as_str() != name {
-        // Point at the field the author wrote: the seed's form or the gem's.
-        let path = if body.get("workflow").is_some() {
-            "$.workflow"
-        } else {
-            "$.name"
-        };
-        return Err(ApiError::bad_field(
-            "name_mismatch",
-            path,
-            format!(
-                "the definition is named `{}` but the URL names `{name}`; they must agree",
-                workflow.name
-            ),
-        ));
-    }
-    let item = WorkflowItem::from(&workflow);
-    let created = state.store().put_workflow(Arc::new(workflow)).await?;
+    let (created, workflow) = state
+        .client()
+        .register_workflow(&body, Some(&name))
+        .await
+        .map_err(|error| match error {
+            // Point at the field the author wrote: the seed's form or the gem's.
+            ClientError::NameMismatch { .. } => {
+                let path = if body.get("workflow").is_some() {
+                    "$.workflow"
+                } else {
+                    "$.name"
+                };
+                ApiError::bad_field("name_mismatch", path, error.to_string())
+            }
+            other => other.into(),
+        })?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(item)))
+    Ok((status, Json(WorkflowItem::from(workflow.as_ref()))))
 }
 
 pub async fn list_workflows(State(state): State<ApiState>) -> Result<Json<WorkflowList>, ApiError> {
-    let workflows = state.store().workflows().await?;
-    Ok(Json(WorkflowList {
-        workflows: workflows
-            .iter()
-            .map(|workflow| WorkflowItem::from(workflow.as_ref()))
-            .collect(),
-    }))
+    let workflows = state.client().workflows().await?;
+    Ok(Json(WorkflowList::from(workflows.as_slice())))
 }
 
 pub async fn get_workflow(
     State(state): State<ApiState>,
     PathParam(name): PathParam,
 ) -> Result<Json<Value>, ApiError> {
-    match state.store().workflow(&name).await? {
-        Some(workflow) => Ok(Json(workflow.to_json())),
-        None => Err(ApiError::UnknownWorkflow { name, path: None }),
-    }
+    Ok(Json(state.client().workflow(&name).await?.to_json()))
 }
 
 pub async fn workers(State(state): State<ApiState>) -> Result<Json<WorkerList>, ApiError> {
     Ok(Json(WorkerList {
-        workers: state.store().workers().await?,
+        workers: state.client().workers().await?,
     }))
 }
 
@@ -191,7 +170,7 @@ pub async fn healthz() -> Json<Value> {
 /// Ready when the store answers a read, however trivial.
 pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let probe = FlowId::new("readyz-probe");
-    match tokio::time::timeout(READY_TIMEOUT, state.store().flow(&probe)).await {
+    match tokio::time::timeout(READY_TIMEOUT, state.backend().queries.flow(&probe)).await {
         Ok(Ok(_)) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(error)) => Err(ApiError::Unavailable(error.to_string())),
         Err(_) => Err(ApiError::Unavailable(format!(
@@ -203,8 +182,8 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 
 /// The recorded metrics, plus gauges only the store knows, read now.
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let store = state.store();
-    match store.workers().await {
+    let backend = state.backend();
+    match backend.workers.workers().await {
         Ok(workers) => crate::metrics::live_workers(workers.len() as u64),
         Err(error) => tracing::warn!(%error, "metrics: cannot count live workers"),
     }
@@ -213,12 +192,12 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             status: Some(status),
             ..FlowQuery::default()
         };
-        match store.count_flows(&query).await {
+        match backend.queries.count_flows(&query).await {
             Ok(count) => crate::metrics::flows_in_status(status, count),
             Err(error) => tracing::warn!(%error, "metrics: cannot count flows"),
         }
     }
-    match state.broker().depths().await {
+    match backend.broker.depths().await {
         Ok(depths) => {
             for (queue, depth) in depths {
                 crate::metrics::queue_depth(&queue, depth);

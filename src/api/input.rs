@@ -18,6 +18,7 @@ use super::ApiState;
 use crate::definition::DefinitionError;
 use crate::ids::FlowId;
 use crate::model::FlowStatus;
+use crate::runtime::WorkflowSource;
 
 /// Deeper JSON than this is refused. serde_json stops at 128 on its own;
 /// refusing earlier leaves room for the envelopes stores wrap data in, so
@@ -182,19 +183,10 @@ fn find_nul(value: &Value, path: String) -> Option<String> {
     }
 }
 
-/// Where a flow's workflow comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FlowSource {
-    /// The name of a registered workflow.
-    Registered(String),
-    /// A whole definition, validated on arrival.
-    Inline(Value),
-}
-
 /// The body of `POST /api/flows`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct StartFlow {
-    pub source: FlowSource,
+    pub source: WorkflowSource,
     pub data: Map<String, Value>,
 }
 
@@ -237,7 +229,7 @@ impl StartFlow {
                 ))
             }
             (Some(Value::String(name)), None) if !name.trim().is_empty() => {
-                FlowSource::Registered(name)
+                WorkflowSource::Registered(name)
             }
             (Some(_), None) => {
                 return Err(ApiError::bad_field(
@@ -246,7 +238,7 @@ impl StartFlow {
                     "`workflow` must be the name of a registered workflow (a non-empty string)",
                 ))
             }
-            (None, Some(definition)) => FlowSource::Inline(definition),
+            (None, Some(definition)) => WorkflowSource::Inline(definition),
         };
         let data = match body.remove("data") {
             None | Some(Value::Null) => Map::new(),
@@ -439,6 +431,6 @@ mod tests {
         assert!(data.to_string().contains("`data` must be a JSON object"));
         let good =
             StartFlow::from_json(serde_json::json!({"workflow": "a", "data": {"x": 1}})).unwrap();
-        assert_eq!(good.source, FlowSource::Registered("a".into()));
+        assert_eq!(good.source, WorkflowSource::Registered("a".into()));
     }
 }

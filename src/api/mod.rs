@@ -2,9 +2,9 @@
 //! Server-Sent Events, Prometheus metrics, health probes, and the dashboard.
 //!
 //! It is an adapter and nothing more: handlers read the request, call the
-//! [`Client`] or the [`Store`], and shape the answer with [`views`]. Errors
-//! become status codes in one place, [`ApiError`]. The router works over any
-//! backend, since all it holds is a [`Backend`]'s store and broker.
+//! [`Client`], and shape the answer with [`views`]. Errors become status
+//! codes in one place, [`ApiError`]. The router works over any backend,
+//! since all it holds is a [`Client`] over a [`Backend`].
 //!
 //! `docs/api.md` describes every route; `openapi.json` beside this file is
 //! the same in OpenAPI 3.1, served at `/api/openapi.json`.
@@ -14,7 +14,7 @@ mod error;
 mod events;
 mod handlers;
 mod input;
-pub mod views;
+pub use crate::views;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,11 +32,10 @@ use tokio::sync::{broadcast, watch};
 pub use error::ApiError;
 pub use input::{DEFAULT_PAGE, MAX_DEPTH, MAX_PAGE};
 
-use crate::broker::Broker;
 use crate::ids::FlowId;
 use crate::metrics::MetricsHandle;
+use crate::model::Requester;
 use crate::runtime::{Backend, Client};
-use crate::store::Store;
 use views::FlowChange;
 
 /// Bodies larger than this are refused (413) unless the options say otherwise.
@@ -108,8 +107,6 @@ pub struct ApiState {
 
 struct Shared {
     client: Client,
-    store: Arc<dyn Store>,
-    broker: Arc<dyn Broker>,
     options: ApiOptions,
     metrics: MetricsHandle,
     /// Status changes made through this API that the broker does not
@@ -128,9 +125,7 @@ impl ApiState {
         let (closing, _) = watch::channel(false);
         Self {
             inner: Arc::new(Shared {
-                client: Client::new(backend.clone()),
-                store: backend.store.clone(),
-                broker: backend.broker.clone(),
+                client: Client::new(backend.clone()).on_behalf_of(Requester::Api),
                 options,
                 metrics: crate::metrics::install(),
                 changes,
@@ -143,12 +138,8 @@ impl ApiState {
         &self.inner.client
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
-    }
-
-    pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.inner.broker
+    pub fn backend(&self) -> &Backend {
+        self.inner.client.backend()
     }
 
     pub fn metrics(&self) -> &MetricsHandle {
@@ -182,7 +173,7 @@ impl ApiState {
         if self.inner.changes.receiver_count() == 0 {
             return;
         }
-        if let Ok(Some(record)) = self.inner.store.flow(id).await {
+        if let Ok(record) = self.inner.client.status(id).await {
             let _ = self.inner.changes.send(FlowChange {
                 id: record.id.clone(),
                 status: record.status,
@@ -237,6 +228,7 @@ fn table() -> Vec<Route> {
         Route::new(Post, "/api/flows", start_flow),
         Route::new(Get, "/api/flows", list_flows),
         Route::new(Get, "/api/flows/{id}", flow_detail),
+        Route::new(Get, "/api/flows/{id}/outputs", flow_outputs),
         Route::new(Post, "/api/flows/{id}/pause", pause_flow),
         Route::new(Post, "/api/flows/{id}/resume", resume_flow),
         Route::new(Post, "/api/flows/{id}/cancel", cancel_flow),

@@ -66,9 +66,8 @@ pub fn parse_data(raw: Option<&str>) -> CliResult<Map<String, Value>> {
     };
     let value: Value = serde_json::from_str(&text).map_err(|e| {
         bad(format!(
-            "{origin} is not valid JSON (line {}, column {}: {e}); pass an object like '{{\"query\": \"rust\"}}'",
-            e.line(),
-            e.column()
+            "{origin} is not valid JSON ({}); pass an object like '{{\"query\": \"rust\"}}'",
+            json_fault(&e)
         ))
     })?;
     match value {
@@ -83,5 +82,43 @@ pub fn parse_data(raw: Option<&str>) -> CliResult<Map<String, Value>> {
                 _ => "null",
             }
         ))),
+    }
+}
+
+/// A JSON file, with a fault that says where when it is not JSON.
+pub fn read_json_file(path: &Path, what: &str) -> CliResult<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read {what} {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "{} is not valid JSON ({})",
+            path.display(),
+            json_fault(&e)
+        ))
+    })
+}
+
+/// A JSON parse error as `line L, column C: what`, once: serde_json's own
+/// text ends with the position already.
+pub fn json_fault(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let what = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => text.as_str(),
+    };
+    format!("line {}, column {}: {what}", error.line(), error.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_error_says_its_position_once() {
+        let Err(CliError::BadInput(message)) = parse_data(Some("{\"a\": }")) else {
+            panic!("bad JSON is bad input");
+        };
+        assert_eq!(message.matches("line 1").count(), 1, "{message}");
+        assert!(message.contains("column 7"), "{message}");
     }
 }

@@ -4,21 +4,21 @@
 //! ended well, 1 when it took an error transition, failed or was canceled
 //! (or the command failed at run time), 2 for bad input or usage.
 
-mod api_client;
 mod bench;
-mod direct;
-mod distributed;
+mod commands;
 mod input;
 mod progress;
-mod remote;
 mod run;
 mod serve;
-mod soak;
+mod settings;
 mod summary;
+mod target;
+mod worker;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use distribot::model::Command as Steer;
 
 /// A failure that decides the exit status.
 #[derive(Debug)]
@@ -64,9 +64,11 @@ enum Command {
         /// The workflow JSON file.
         file: PathBuf,
     },
-    /// Draw a workflow definition.
+    /// Draw a workflow definition as a Mermaid or Graphviz graph.
     Graph {
+        /// The workflow JSON file.
         file: PathBuf,
+        /// mermaid (for Markdown) or dot (for Graphviz).
         #[arg(long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
     },
@@ -75,23 +77,23 @@ enum Command {
     /// Serve the engine, in-process workers, the HTTP API and the dashboard.
     Serve(serve::ServeArgs),
     /// Run a worker for a distributed installation (RabbitMQ + Redis).
-    Worker(distributed::WorkerArgs),
+    Worker(worker::WorkerArgs),
     /// Start a flow on a server: a registered workflow, or a workflow file.
-    Start(remote::StartArgs),
+    Start(commands::start::StartArgs),
     /// Show a flow on a server: status, phase, progress, transitions.
-    Status(remote::FlowArgs),
+    Status(commands::FlowArgs),
     /// List the flows on a server, newest first.
-    List(remote::ListArgs),
+    List(commands::list::ListArgs),
     /// Pause a running flow on a server.
-    Pause(remote::FlowArgs),
+    Pause(commands::FlowArgs),
     /// Cancel a running or paused flow on a server.
-    Cancel(remote::FlowArgs),
+    Cancel(commands::FlowArgs),
     /// Follow a flow on a server until it ends; exit 0 if it ended well.
-    Watch(remote::FlowArgs),
+    Watch(commands::FlowArgs),
     /// List the live workers of a server.
-    Workers(remote::OutputArgs),
+    Workers(commands::OutputArgs),
     /// List a server's workflows, print one (NAME), or register one (put FILE).
-    Workflows(remote::WorkflowsArgs),
+    Workflows(commands::workflows::WorkflowsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,15 +124,15 @@ pub fn main() -> i32 {
         Command::Resume(args) => with_runtime(|| run::resume(args)),
         Command::Bench(args) => with_runtime(|| bench::bench(args)),
         Command::Serve(args) => with_runtime(|| serve::serve(args)),
-        Command::Worker(args) => with_runtime(|| distributed::worker(args)),
-        Command::Start(args) => with_runtime(|| remote::start(args)),
-        Command::Status(args) => with_runtime(|| remote::status(args)),
-        Command::List(args) => with_runtime(|| remote::list(args)),
-        Command::Pause(args) => with_runtime(|| remote::pause(args)),
-        Command::Cancel(args) => with_runtime(|| remote::cancel(args)),
-        Command::Watch(args) => with_runtime(|| remote::watch(args)),
-        Command::Workers(args) => with_runtime(|| remote::workers(args)),
-        Command::Workflows(args) => with_runtime(|| remote::workflows(args)),
+        Command::Worker(args) => with_runtime(|| worker::worker(args)),
+        Command::Start(args) => with_runtime(|| commands::start::start(args)),
+        Command::Status(args) => with_runtime(|| commands::status::status(args)),
+        Command::List(args) => with_runtime(|| commands::list::list(args)),
+        Command::Pause(args) => with_runtime(|| commands::steer::steer(Steer::Pause, args)),
+        Command::Cancel(args) => with_runtime(|| commands::steer::steer(Steer::Cancel, args)),
+        Command::Watch(args) => with_runtime(|| commands::watch::watch(args)),
+        Command::Workers(args) => with_runtime(|| commands::workers::workers(args)),
+        Command::Workflows(args) => with_runtime(|| commands::workflows::workflows(args)),
     };
     match outcome {
         Ok(code) => code,
@@ -208,4 +210,20 @@ fn graph(file: &std::path::Path, format: Format) -> CliResult<i32> {
     };
     print!("{}", distribot::graph::render(&workflow, format));
     Ok(EXIT_OK)
+}
+
+/// Ctrl-C or SIGTERM, whichever comes first.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }

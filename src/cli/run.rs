@@ -12,9 +12,10 @@ use distribot::rules;
 use distribot::runtime::{Client, Embedded};
 use distribot::store::{EmbeddedStore, Store};
 
+use super::commands::{steer::steer, FlowArgs};
 use super::input::{handlers_path, load_handlers, load_workflow, parse_data};
 use super::progress::follow;
-use super::remote;
+use super::settings::Connect;
 use super::summary::{print_human, print_json};
 use super::{CliError, CliResult, EXIT_FLOW_FAILED, EXIT_OK};
 
@@ -54,10 +55,11 @@ pub struct ResumeArgs {
     /// with ID, the API's answer.
     #[arg(long)]
     json: bool,
+    /// The most jobs in flight at once, across all handlers.
     #[arg(long)]
     concurrency: Option<usize>,
     #[command(flatten)]
-    connect: remote::Connect,
+    connect: Connect,
 }
 
 pub(super) fn open_store(db: Option<&Path>) -> CliResult<Arc<dyn Store>> {
@@ -100,14 +102,26 @@ pub async fn run(args: RunArgs) -> CliResult<i32> {
 }
 
 pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
-    if let Some(id) = &args.id {
-        return remote::resume(id, args.json, &args.connect).await;
+    if let Some(id) = args.id {
+        let args = FlowArgs {
+            id,
+            json: args.json,
+            connect: args.connect,
+        };
+        return steer(distribot::model::Command::Resume, args).await;
     }
     let (Some(db), Some(handlers)) = (&args.db, &args.handlers) else {
         return Err(CliError::BadInput(
             "resume needs a flow ID (to resume a paused flow on a server) or --db and --handlers (to continue after a crash)".to_owned(),
         ));
     };
+    // Opening a database creates it: a typo would start from nothing.
+    if !db.is_file() {
+        return Err(CliError::BadInput(format!(
+            "--db {}: no such database (give the file a crashed or interrupted `distribot run --db` left)",
+            db.display()
+        )));
+    }
     let registry = load_handlers(handlers)?;
     let store = open_store(Some(db))?;
     let mut to_follow: Vec<FlowId> = Vec::new();
@@ -159,7 +173,6 @@ async fn report(client: &Client, records: &[FlowRecord], json: bool) -> CliResul
         );
         if json {
             print_json(&summary)?;
-            print_human(&summary, &mut std::io::stderr())?;
         } else {
             print_human(&summary, &mut std::io::stdout())?;
         }

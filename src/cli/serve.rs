@@ -16,10 +16,12 @@ use distribot::handler::HandlerRegistry;
 use distribot::runtime::{run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder};
 use tokio::sync::Notify;
 
-use super::distributed::{self, BackendArgs};
+use distribot::config::{Config, Resolved};
+
 use super::input::{load_handlers, load_workflow};
 use super::run::open_store;
-use super::{CliError, CliResult, EXIT_OK};
+use super::settings::{connect_backend, BackendArgs};
+use super::{shutdown_signal, CliError, CliResult, EXIT_OK};
 
 /// How long a shutdown waits for open requests before it stops anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,8 +45,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     workflows: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` on /api and /metrics. Prefer
-    /// the environment variable: other users can read command lines.
-    #[arg(long, env = "DISTRIBOT_API_TOKEN", hide_env_values = true)]
+    /// DISTRIBOT_API_TOKEN or `api_token` in the config file: other users
+    /// can read command lines.
+    #[arg(long)]
     token: Option<String>,
     /// Serve without a token on an address other than loopback.
     #[arg(long)]
@@ -70,7 +73,11 @@ pub struct ServeArgs {
 
 pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let addresses = resolve(&args.listen).await?;
-    let token = args.token.clone().and_then(ApiToken::new);
+    let resolved = args.backend.resolve_with(Config {
+        api_token: args.token.clone(),
+        ..Config::default()
+    })?;
+    let token = resolved.config.api_token.clone().and_then(ApiToken::new);
     if token.is_none() && !args.insecure {
         if let Some(open) = addresses.iter().find(|addr| !addr.ip().is_loopback()) {
             return Err(CliError::BadInput(format!(
@@ -87,11 +94,13 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         None => Vec::new(),
     };
 
-    let runtime = Runtime::start(&args, registry).await?;
+    let hosted = hosted_handlers(&registry);
+    let runtime = Runtime::start(&args, &resolved, registry).await?;
     let backend = runtime.backend().clone();
+    let names: Vec<String> = workflows.iter().map(|w| w.name.to_string()).collect();
     for workflow in workflows {
         backend
-            .store
+            .workflows
             .put_workflow(workflow)
             .await
             .context("registering the workflows of --workflows")?;
@@ -111,6 +120,12 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let bound = listener
         .local_addr()
         .context("reading the address listened on")?;
+    eprintln!(
+        "serving {} with workflows: {}; handlers: {}",
+        runtime.describe(),
+        list_or_none(&names),
+        list_or_none(&hosted)
+    );
     eprintln!("listening on http://{bound}");
 
     let signalled = Arc::new(Notify::new());
@@ -118,7 +133,7 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         let state = state.clone();
         let signalled = signalled.clone();
         async move {
-            distributed::shutdown_signal().await;
+            shutdown_signal().await;
             eprintln!("shutting down");
             // Event streams would otherwise hold the graceful shutdown open.
             state.close();
@@ -170,9 +185,13 @@ enum Runtime {
 }
 
 impl Runtime {
-    async fn start(args: &ServeArgs, registry: HandlerRegistry) -> CliResult<Runtime> {
-        if args.backend.is_distributed()? {
-            let backend = distributed::connect(&args.backend).await?;
+    async fn start(
+        args: &ServeArgs,
+        resolved: &Resolved,
+        registry: HandlerRegistry,
+    ) -> CliResult<Runtime> {
+        if resolved.is_distributed() {
+            let backend = connect_backend(resolved, args.backend.connect_timeout).await?;
             let mut tasks = Vec::new();
             let engine_backend = backend.clone();
             let sweep = args.sweep;
@@ -208,6 +227,14 @@ impl Runtime {
         Ok(Runtime::Embedded(embedded))
     }
 
+    /// What runs, for the start-up line.
+    fn describe(&self) -> &'static str {
+        match self {
+            Runtime::Embedded(_) => "an embedded engine",
+            Runtime::Distributed { .. } => "an engine of a distributed installation",
+        }
+    }
+
     fn backend(&self) -> &Backend {
         match self {
             Runtime::Embedded(embedded) => embedded.backend(),
@@ -226,6 +253,22 @@ impl Runtime {
                 Ok(())
             }
         }
+    }
+}
+
+/// `name version` of every handler a registry hosts.
+fn hosted_handlers(registry: &HandlerRegistry) -> Vec<String> {
+    registry
+        .iter()
+        .map(|entry| format!("{} {}", entry.name, entry.version))
+        .collect()
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
     }
 }
 

@@ -66,6 +66,16 @@ fn render_human(summary: &FlowSummary, out: &mut impl Write) -> std::io::Result<
             transition.at, transition.to
         )?;
     }
+    if !record.commands.is_empty() {
+        writeln!(out, "commands:")?;
+        for command in &record.commands {
+            writeln!(
+                out,
+                "  {}  {} (by {})",
+                command.at, command.command, command.by
+            )?;
+        }
+    }
     let totals = &record.handlers;
     if !totals.is_empty() {
         let width = totals
@@ -118,4 +128,12 @@ fn render_human(summary: &FlowSummary, out: &mut impl Write) -> std::io::Result<
         writeln!(out, "error: {error}")?;
     }
     Ok(())
+}
+
+/// `(failed F, retried R)` after a handler's counts, when either is set.
+pub fn counts_note(failed: u64, retried: u64) -> String {
+    match (failed, retried) {
+        (0, 0) => String::new(),
+        (failed, retried) => format!(" (failed {failed}, retried {retried})"),
+    }
 }

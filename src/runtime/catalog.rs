@@ -5,10 +5,10 @@
 //! background so that the engine's decisions stay synchronous and cheap.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::Mutex;
 
 use crate::ids::HandlerName;
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, WorkerRegistry};
 use crate::version::Version;
 
 use super::Catalog;
@@ -16,7 +16,7 @@ use super::Catalog;
 /// The versions offered by workers that announced themselves recently.
 #[derive(Default)]
 pub struct LiveCatalog {
-    offered: RwLock<BTreeMap<HandlerName, Vec<Version>>>,
+    offered: Mutex<BTreeMap<HandlerName, Vec<Version>>>,
 }
 
 impl LiveCatalog {
@@ -28,9 +28,7 @@ impl LiveCatalog {
 #[async_trait::async_trait]
 impl Catalog for LiveCatalog {
     fn offered(&self, handler: &HandlerName) -> Vec<Version> {
-        self.offered
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.offered)
             .get(handler)
             .cloned()
             .unwrap_or_default()
@@ -38,9 +36,9 @@ impl Catalog for LiveCatalog {
 
     /// Reads the live workers again. True when what they offer changed,
     /// which may let waiting flows go on.
-    async fn refresh(&self, store: &dyn Store) -> Result<bool, StoreError> {
+    async fn refresh(&self, workers: &dyn WorkerRegistry) -> Result<bool, StoreError> {
         let mut offered: BTreeMap<HandlerName, Vec<Version>> = BTreeMap::new();
-        for worker in store.workers().await? {
+        for worker in workers.workers().await? {
             for hosted in worker.handlers {
                 let versions = offered.entry(hosted.name).or_default();
                 if !versions.contains(&hosted.version) {
@@ -51,10 +49,7 @@ impl Catalog for LiveCatalog {
         for versions in offered.values_mut() {
             versions.sort();
         }
-        let mut current = self
-            .offered
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = crate::sync::lock(&self.offered);
         let changed = *current != offered;
         *current = offered;
         Ok(changed)

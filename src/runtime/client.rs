@@ -1,18 +1,21 @@
-//! The client: start flows, read them, steer them, wait for them.
+//! The client: the one application service over a backend. Start flows,
+//! read them, steer them, follow and wait for them, register workflows.
 //!
-//! It talks straight to the backend, so the CLI, a Rust program and the
-//! HTTP API all steer flows the same way.
+//! The HTTP API, the CLI's direct mode and Rust programs all go through
+//! it, so each use case is written once; they only translate their input
+//! into a call here and its answer into their own shape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Backend, RuntimeError};
 use crate::broker::FlowEvent;
-use crate::definition::Workflow;
+use crate::definition::{parse_definition_value, DefinitionError, Workflow};
 use crate::ids::FlowId;
-use crate::model::{Command, FlowRecord, FlowStatus, Outputs};
+use crate::model::{Command, FlowRecord, FlowStatus, Outputs, Requester, WorkerInfo};
 use crate::store::{CommandApplied, FlowQuery, StoreError};
 use crate::time::Timestamp;
 
@@ -21,8 +24,19 @@ use crate::time::Timestamp;
 pub enum ClientError {
     #[error("no flow with id `{0}`")]
     UnknownFlow(FlowId),
+    #[error("no workflow named `{0}` is registered")]
+    UnknownWorkflow(String),
+    #[error(transparent)]
+    InvalidDefinition(#[from] DefinitionError),
+    /// A definition registered under a name that is not its own.
+    #[error(
+        "the definition is named `{named}` but was registered as `{expected}`; they must agree"
+    )]
+    NameMismatch { named: String, expected: String },
     #[error(transparent)]
     Rejected(#[from] crate::rules::CommandRejected),
+    #[error("flow {0} kept changing while the command applied; try again")]
+    Contention(FlowId),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -32,6 +46,7 @@ impl From<StoreError> for ClientError {
         match error {
             StoreError::UnknownFlow(id) => ClientError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ClientError::Rejected(rejected),
+            StoreError::Contention(id) => ClientError::Contention(id),
             other => ClientError::Runtime(RuntimeError::Store(other)),
         }
     }
@@ -43,14 +58,48 @@ impl From<crate::broker::BrokerError> for ClientError {
     }
 }
 
+impl ClientError {
+    /// Whether the backend failed (as opposed to an answer about the
+    /// request): worth trying again later.
+    pub fn is_backend(&self) -> bool {
+        matches!(self, ClientError::Runtime(_))
+    }
+}
+
+/// Where a flow's workflow comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkflowSource {
+    /// A workflow registered under this name.
+    Registered(String),
+    /// A definition given with the start, validated now.
+    Inline(Value),
+    /// A definition already validated.
+    Parsed(Arc<Workflow>),
+}
+
 #[derive(Clone)]
 pub struct Client {
     backend: Backend,
+    requester: Requester,
 }
 
 impl Client {
+    /// A client whose commands the flows' history records as the library's.
     pub fn new(backend: Backend) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            requester: Requester::Library,
+        }
+    }
+
+    /// The same client, recording its commands as `requester`'s.
+    pub fn on_behalf_of(mut self, requester: Requester) -> Self {
+        self.requester = requester;
+        self
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Starts a flow of `workflow` with `data` laid over the definition's
@@ -66,7 +115,7 @@ impl Client {
         let record = FlowRecord::new(id.clone(), workflow, data, Timestamp::now());
         let backend = self.backend.clone();
         let id = run_to_the_end(async move {
-            backend.store.create_flow(record).await?;
+            backend.flows.create_flow(record).await?;
             backend.broker.nudge(&id).await?;
             Ok(id)
         })
@@ -75,9 +124,36 @@ impl Client {
         Ok(id)
     }
 
+    /// Starts a flow of a registered workflow or of a definition given
+    /// inline.
+    pub async fn start_from(
+        &self,
+        source: WorkflowSource,
+        data: Map<String, Value>,
+    ) -> Result<FlowId, ClientError> {
+        let workflow = self.resolve(source).await?;
+        self.start(workflow, data).await
+    }
+
+    /// The workflow a source names, validated.
+    pub async fn resolve(&self, source: WorkflowSource) -> Result<Arc<Workflow>, ClientError> {
+        match source {
+            WorkflowSource::Registered(name) => self
+                .backend
+                .workflows
+                .workflow(&name)
+                .await?
+                .ok_or(ClientError::UnknownWorkflow(name)),
+            WorkflowSource::Inline(definition) => {
+                Ok(Arc::new(parse_definition_value(&definition)?))
+            }
+            WorkflowSource::Parsed(workflow) => Ok(workflow),
+        }
+    }
+
     pub async fn status(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
         self.backend
-            .store
+            .queries
             .flow(id)
             .await?
             .ok_or_else(|| ClientError::UnknownFlow(id.clone()))
@@ -85,11 +161,18 @@ impl Client {
 
     /// Every output of the flow's jobs: `{PHASE: {HANDLER: [...]}}`.
     pub async fn outputs(&self, id: &FlowId) -> Result<Outputs, ClientError> {
-        Ok(self.backend.store.outputs(id).await?)
+        Ok(self.backend.queries.outputs(id).await?)
+    }
+
+    /// A flow, and how many outputs its jobs produced.
+    pub async fn detail(&self, id: &FlowId) -> Result<(FlowRecord, u64), ClientError> {
+        let record = self.status(id).await?;
+        let outputs = self.outputs(id).await?;
+        Ok((record, count_outputs(&outputs)))
     }
 
     pub async fn list(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, ClientError> {
-        Ok(self.backend.store.list_flows(query).await?)
+        Ok(self.backend.queries.list_flows(query).await?)
     }
 
     /// One page of flows, newest first: at most `query.limit` of them, the
@@ -102,8 +185,8 @@ impl Client {
             limit: size + 1,
             ..query.clone()
         };
-        let store = &self.backend.store;
-        let (flows, total) = tokio::join!(store.list_flows(&probe), store.count_flows(&probe));
+        let queries = &self.backend.queries;
+        let (flows, total) = tokio::join!(queries.list_flows(&probe), queries.count_flows(&probe));
         let mut flows = flows?;
         let next = if flows.len() > size {
             flows.truncate(size);
@@ -119,36 +202,39 @@ impl Client {
     }
 
     pub async fn pause(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
-        self.command(id, Command::Pause).await
+        self.steer(id, Command::Pause).await
     }
 
     pub async fn resume(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
-        self.command(id, Command::Resume).await
+        self.steer(id, Command::Resume).await
     }
 
     pub async fn cancel(&self, id: &FlowId) -> Result<FlowStatus, ClientError> {
-        self.command(id, Command::Cancel).await
+        self.steer(id, Command::Cancel).await
     }
 
-    async fn command(&self, id: &FlowId, command: Command) -> Result<FlowStatus, ClientError> {
+    /// Pauses, resumes or cancels a flow, or says why it cannot. The
+    /// flow's history records the command, and who asked.
+    pub async fn steer(&self, id: &FlowId, command: Command) -> Result<FlowStatus, ClientError> {
         let backend = self.backend.clone();
         let id = id.clone();
+        let requester = self.requester;
         run_to_the_end(async move {
             let CommandApplied { status, released } = backend
-                .store
-                .apply_command(&id, command, Timestamp::now())
+                .flows
+                .apply_command(&id, command, requester, Timestamp::now())
                 .await?;
             let broker = &backend.broker;
             match status {
                 FlowStatus::Running => {
                     let count = released.len();
                     broker.publish(released).await?;
-                    backend.store.forget_released(&id, count).await?;
+                    backend.flows.forget_released(&id, count).await?;
                     // A phase may have completed while the flow was paused.
                     broker.nudge(&id).await?;
                 }
                 FlowStatus::Canceled => {
-                    if let Some(context) = backend.store.flow_context(&id).await? {
+                    if let Some(context) = backend.queries.flow_context(&id).await? {
                         crate::metrics::flow_ended(context.workflow.name.as_str(), status);
                     }
                     broker
@@ -162,6 +248,70 @@ impl Client {
         .await
     }
 
+    /// Registers a definition under its own name, replacing one of the same
+    /// name; with `expected`, the name must be that. True when the name was
+    /// new.
+    pub async fn register_workflow(
+        &self,
+        definition: &Value,
+        expected: Option<&str>,
+    ) -> Result<(bool, Arc<Workflow>), ClientError> {
+        let workflow = Arc::new(parse_definition_value(definition)?);
+        if let Some(expected) = expected {
+            if workflow.name.as_str() != expected {
+                return Err(ClientError::NameMismatch {
+                    named: workflow.name.to_string(),
+                    expected: expected.to_owned(),
+                });
+            }
+        }
+        let created = self
+            .backend
+            .workflows
+            .put_workflow(workflow.clone())
+            .await?;
+        Ok((created, workflow))
+    }
+
+    pub async fn workflow(&self, name: &str) -> Result<Arc<Workflow>, ClientError> {
+        self.backend
+            .workflows
+            .workflow(name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownWorkflow(name.to_owned()))
+    }
+
+    pub async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, ClientError> {
+        Ok(self.backend.workflows.workflows().await?)
+    }
+
+    /// The live workers.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
+        Ok(self.backend.workers.workers().await?)
+    }
+
+    /// Follows a flow: its record now, then again whenever it may have
+    /// changed, until it ends.
+    pub async fn follow(&self, id: &FlowId, every: Duration) -> Result<FlowFollow, ClientError> {
+        // Subscribed before the first read, so that nothing falls in between.
+        let announcements = self.backend.broker.subscribe();
+        // A store that cannot be reached now is waited out by `next`.
+        let first = match self.status(id).await {
+            Ok(record) => Some(record),
+            Err(error) if error.is_backend() => None,
+            Err(error) => return Err(error),
+        };
+        Ok(FlowFollow {
+            client: self.clone(),
+            id: id.clone(),
+            announcements: Some(announcements),
+            every,
+            next: first,
+            seen: false,
+            ended: false,
+        })
+    }
+
     /// Waits until the flow has ended, and returns its record.
     ///
     /// Events are a fast path, not the source of truth: a subscription that
@@ -169,31 +319,97 @@ impl Client {
     /// record is read again at least every [`WAIT_RECHECK`]. A store that
     /// cannot be reached for a while is waited out, not reported.
     pub async fn wait(&self, id: &FlowId) -> Result<FlowRecord, ClientError> {
-        let mut events = self.backend.broker.subscribe();
+        let mut follow = self.follow(id, WAIT_RECHECK).await?;
         loop {
-            // Checked after subscribing, so an end between the two is not missed.
-            match self.status(id).await {
-                Ok(record) if record.status.is_ended() => return Ok(record),
-                Ok(_) => {}
-                // The store restarting is no reason to stop waiting for a
-                // flow that goes on meanwhile.
-                Err(ClientError::Runtime(RuntimeError::Store(StoreError::Backend(error)))) => {
-                    tracing::warn!(%error, flow = %id, "reading the flow failed; trying again");
+            match follow.next().await {
+                Some(Ok(record)) if record.status.is_ended() => return Ok(record),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => {
+                    return Err(ClientError::Runtime(RuntimeError::Broker(
+                        crate::broker::BrokerError::Closed,
+                    )))
                 }
-                Err(other) => return Err(other),
             }
-            let deadline = tokio::time::Instant::now() + WAIT_RECHECK;
-            loop {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Ok(FlowEvent::Ended { flow, .. })) if flow == *id => break,
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(RecvError::Lagged(_))) | Err(_) => break,
-                    Ok(Err(RecvError::Closed)) => {
-                        return Err(ClientError::Runtime(RuntimeError::Broker(
-                            crate::broker::BrokerError::Closed,
-                        )))
+        }
+    }
+}
+
+/// How many outputs a flow's jobs produced.
+pub fn count_outputs(outputs: &Outputs) -> u64 {
+    outputs
+        .values()
+        .flat_map(|by_handler| by_handler.values())
+        .map(|values| values.len() as u64)
+        .sum()
+}
+
+/// A flow's record each time it may have changed: after an announcement
+/// about it, or every so often, since announcements can be missed (a
+/// lagging subscriber, another engine's process). What it yields is always
+/// read from the store. It ends after the record that shows the flow ended.
+pub struct FlowFollow {
+    client: Client,
+    id: FlowId,
+    announcements: Option<broadcast::Receiver<FlowEvent>>,
+    every: Duration,
+    next: Option<FlowRecord>,
+    /// Whether a record was read at all: a flow that goes missing after
+    /// that was removed by retention; before, it never existed.
+    seen: bool,
+    ended: bool,
+}
+
+impl FlowFollow {
+    /// The next record; `None` after the flow ended, or when the flow is
+    /// gone (removed by retention). A store that cannot be reached is
+    /// waited out and read again.
+    pub async fn next(&mut self) -> Option<Result<FlowRecord, ClientError>> {
+        if self.ended {
+            return None;
+        }
+        if let Some(record) = self.next.take() {
+            self.seen = true;
+            self.ended = record.status.is_ended();
+            return Some(Ok(record));
+        }
+        loop {
+            if self.seen {
+                self.changed().await;
+            }
+            match self.client.status(&self.id).await {
+                Ok(record) => {
+                    self.seen = true;
+                    self.ended = record.status.is_ended();
+                    return Some(Ok(record));
+                }
+                Err(ClientError::UnknownFlow(_)) if self.seen => return None,
+                Err(error) if error.is_backend() => {
+                    tracing::warn!(%error, flow = %self.id, "reading the flow failed; trying again");
+                    if !self.seen {
+                        self.changed().await;
                     }
                 }
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// Returns once the flow may have changed: an announcement about it,
+    /// missed announcements, or the period passed.
+    async fn changed(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.every;
+        loop {
+            let Some(receiver) = &mut self.announcements else {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            };
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Ok(event)) if event.flow() == &self.id => return,
+                Ok(Ok(_)) => continue,
+                Ok(Err(RecvError::Lagged(_))) | Err(_) => return,
+                // The broker stopped announcing; the timer alone will do.
+                Ok(Err(RecvError::Closed)) => self.announcements = None,
             }
         }
     }
@@ -224,4 +440,4 @@ async fn run_to_the_end<T: Send + 'static>(
 }
 
 /// The longest [`Client::wait`] trusts events alone.
-pub const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+pub const WAIT_RECHECK: Duration = Duration::from_millis(500);

@@ -74,10 +74,7 @@ impl EmbeddedBuilder {
             .store
             .unwrap_or_else(|| Arc::new(EmbeddedStore::in_memory()));
         let broker = LocalBroker::new();
-        let backend = Backend {
-            store,
-            broker: Arc::new(broker.clone()),
-        };
+        let backend = Backend::new(store, Arc::new(broker.clone()));
         let registry = Arc::new(self.registry.clone());
         let engine = Engine::new(backend.clone(), registry);
         let mut worker = WorkerBuilder::new(backend.clone(), self.registry);

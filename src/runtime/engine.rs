@@ -18,7 +18,8 @@ use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::metrics;
 use crate::model::{FlowError, FlowRecord, PhaseState, Task};
 use crate::rules::{self, Step};
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, WorkerRegistry, DISPATCH_LEASE};
+use crate::sync::lock;
 use crate::time::{format_duration, Timestamp};
 use crate::version::Version;
 
@@ -29,8 +30,8 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Looks again at what workers offer; true when it changed. Catalogs
     /// that cannot change need not do anything.
-    async fn refresh(&self, store: &dyn Store) -> Result<bool, StoreError> {
-        let _ = store;
+    async fn refresh(&self, workers: &dyn WorkerRegistry) -> Result<bool, StoreError> {
+        let _ = workers;
         Ok(false)
     }
 }
@@ -52,12 +53,6 @@ struct Pending {
 /// How often an engine among many processes re-reads the live workers.
 const CATALOG_REFRESH: Duration = Duration::from_secs(1);
 
-/// When each enumerate task of a flow went out, by (visit, slot).
-type Dispatched = HashMap<(u32, u16), std::time::Instant>;
-
-/// How long an engine trusts that an enumerate task it sent is on its way.
-const REDISPATCH_AFTER: Duration = Duration::from_secs(60);
-
 /// Flows removed per store call by the retention policy.
 const RETENTION_BATCH: usize = 1_000;
 
@@ -77,9 +72,6 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     /// Flows being advanced now.
     active: Mutex<HashMap<FlowId, Pending>>,
-    /// Enumerations this engine already asked for, per flow: (visit, slot),
-    /// and when.
-    dispatched: Mutex<HashMap<FlowId, Dispatched>>,
     /// Phase visits whose timeout is armed.
     deadlines: Mutex<HashSet<(FlowId, u32)>>,
     limit: Arc<Semaphore>,
@@ -92,7 +84,6 @@ impl Engine {
                 backend,
                 catalog,
                 active: Mutex::new(HashMap::new()),
-                dispatched: Mutex::new(HashMap::new()),
                 deadlines: Mutex::new(HashSet::new()),
                 limit: Arc::new(Semaphore::new(CONCURRENT_FLOWS)),
             }),
@@ -118,12 +109,12 @@ impl Engine {
     /// and never queued. It also lets flows that wait for a worker go on as
     /// soon as one appears. Runs until the task is dropped.
     pub async fn maintain(&self, catalog: Arc<LiveCatalog>, sweep: Duration) {
-        let store = self.inner.backend.store.clone();
+        let workers = self.inner.backend.workers.clone();
         let mut refresh = tokio::time::interval(CATALOG_REFRESH);
         let mut sweeps = tokio::time::interval(sweep);
         loop {
             let everything = tokio::select! {
-                _ = refresh.tick() => match catalog.refresh(store.as_ref()).await {
+                _ = refresh.tick() => match catalog.refresh(workers.as_ref()).await {
                     Ok(changed) => changed,
                     Err(error) => {
                         tracing::warn!(%error, "reading the live workers failed");
@@ -143,7 +134,7 @@ impl Engine {
     /// Requeues what a crash lost and looks at every unfinished flow.
     pub async fn recover(&self) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
-        for flow in backend.store.unfinished_flows().await? {
+        for flow in backend.queries.unfinished_flows().await? {
             self.requeue(&flow).await?;
             self.nudge(flow).await;
         }
@@ -159,7 +150,7 @@ impl Engine {
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            match self.inner.backend.store.unfinished_flows().await {
+            match self.inner.backend.queries.unfinished_flows().await {
                 Ok(flows) => {
                     for flow in flows {
                         self.nudge(flow).await;
@@ -183,7 +174,7 @@ impl Engine {
                 match self
                     .inner
                     .backend
-                    .store
+                    .retention
                     .remove_ended(cutoff, RETENTION_BATCH)
                     .await
                 {
@@ -206,11 +197,11 @@ impl Engine {
     /// Queues again what the store says was lost for a flow.
     async fn requeue(&self, flow: &FlowId) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
-        let tasks = backend.store.recover(flow).await?;
+        let tasks = backend.flows.recover(flow).await?;
         if !tasks.is_empty() {
             let count = tasks.len();
             backend.broker.publish(tasks).await?;
-            backend.store.forget_released(flow, count).await?;
+            backend.flows.forget_released(flow, count).await?;
         }
         Ok(())
     }
@@ -282,7 +273,7 @@ impl Engine {
         let backend = &self.inner.backend;
         let mut looked_again = false;
         loop {
-            let Some(record) = backend.store.flow(flow).await? else {
+            let Some(record) = backend.queries.flow(flow).await? else {
                 return Ok(());
             };
             self.arm_deadline(&record);
@@ -292,7 +283,7 @@ impl Engine {
                 Step::Enter { from, to, error } => {
                     let now = Timestamp::now();
                     let entered = backend
-                        .store
+                        .flows
                         .enter_phase(flow, &from, &to, error, now)
                         .await?;
                     if entered.is_some() {
@@ -306,9 +297,17 @@ impl Engine {
                             .await?;
                     }
                 }
-                Step::End { from, status } => {
+                Step::End {
+                    from,
+                    status,
+                    error,
+                } => {
                     let now = Timestamp::now();
-                    if backend.store.end_flow(flow, &from, status, now).await? {
+                    if backend
+                        .flows
+                        .end_flow(flow, &from, status, error, now)
+                        .await?
+                    {
                         phase_left(&record, now);
                         metrics::flow_ended(record.workflow.name.as_str(), status);
                         self.forget(flow);
@@ -331,15 +330,15 @@ impl Engine {
                     // once before making the flow wait for the next refresh.
                     if !waiting.is_empty() && !looked_again {
                         looked_again = true;
-                        if self.inner.catalog.refresh(backend.store.as_ref()).await? {
+                        if self.inner.catalog.refresh(backend.workers.as_ref()).await? {
                             continue;
                         }
                     }
                     let reasons: Vec<String> = waiting.iter().map(ToString::to_string).collect();
                     if reasons != record.waiting {
-                        backend.store.note_waiting(flow, reasons).await?;
+                        backend.flows.note_waiting(flow, reasons).await?;
                     }
-                    let tasks = self.fresh_orders(flow, &cursor, orders);
+                    let tasks = self.claimed_orders(flow, &cursor, orders).await?;
                     backend.broker.publish(tasks).await?;
                     return Ok(());
                 }
@@ -347,25 +346,28 @@ impl Engine {
         }
     }
 
-    /// Enumerate tasks this engine has not sent yet for this visit.
-    fn fresh_orders(
+    /// Enumerate tasks for the orders this engine won the claim to
+    /// dispatch: engines agree through the store, so each enumeration is
+    /// sent once (again only when its claim ran out unanswered).
+    async fn claimed_orders(
         &self,
         flow: &FlowId,
         cursor: &Cursor,
         orders: Vec<rules::EnumerateOrder>,
-    ) -> Vec<Task> {
-        let now = std::time::Instant::now();
-        let mut dispatched = lock(&self.inner.dispatched);
-        let sent = dispatched.entry(flow.clone()).or_default();
-        // Forget other visits, and dispatches so old that the task may be
-        // lost for good: asking again costs a duplicate at worst, which the
-        // store ignores.
-        sent.retain(|(seq, _), at| {
-            *seq == cursor.seq && now.duration_since(*at) < REDISPATCH_AFTER
-        });
-        orders
+    ) -> Result<Vec<Task>, RuntimeError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let slots: Vec<u16> = orders.iter().map(|order| order.slot).collect();
+        let claimed = self
+            .inner
+            .backend
+            .flows
+            .claim_dispatch(flow, cursor, &slots, Timestamp::now(), DISPATCH_LEASE)
+            .await?;
+        Ok(orders
             .into_iter()
-            .filter(|order| sent.insert((cursor.seq, order.slot), now).is_none())
+            .filter(|order| claimed.contains(&order.slot))
             .map(|order| Task::Enumerate {
                 flow: flow.clone(),
                 cursor: cursor.clone(),
@@ -374,11 +376,10 @@ impl Engine {
                 version: order.version,
                 attempt: 1,
             })
-            .collect()
+            .collect())
     }
 
     fn forget(&self, flow: &FlowId) {
-        lock(&self.inner.dispatched).remove(flow);
         lock(&self.inner.deadlines).retain(|(id, _)| id != flow);
     }
 
@@ -415,8 +416,8 @@ impl Engine {
                     format_duration(timeout)
                 ),
             };
-            let store = &engine.inner.backend.store;
-            match store
+            let flows = &engine.inner.backend.flows;
+            match flows
                 .record_failure(&flow, &cursor, None, error, Timestamp::now())
                 .await
             {
@@ -436,10 +437,4 @@ fn phase_left(record: &FlowRecord, at: Timestamp) {
         visit.phase.as_str(),
         visit.started_at.until(at),
     );
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -16,22 +16,43 @@ mod worker;
 use std::sync::Arc;
 
 pub use catalog::LiveCatalog;
-pub use client::{Client, ClientError, Page};
+pub use client::{
+    count_outputs, Client, ClientError, FlowFollow, Page, WorkflowSource, WAIT_RECHECK,
+};
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine, DEFAULT_RETENTION};
 pub use worker::{Worker, WorkerBuilder};
 
 use crate::broker::{Broker, BrokerError};
-use crate::store::{Store, StoreError};
+use crate::store::{
+    FlowQueries, FlowStore, Retention, Store, StoreError, WorkerRegistry, WorkflowRegistry,
+};
 
-/// What the runtime parts share.
+/// What the runtime parts share: the store's capabilities, each named for
+/// what it offers, and the broker.
 #[derive(Clone)]
 pub struct Backend {
-    pub store: Arc<dyn Store>,
+    pub flows: Arc<dyn FlowStore>,
+    pub queries: Arc<dyn FlowQueries>,
+    pub workflows: Arc<dyn WorkflowRegistry>,
+    pub workers: Arc<dyn WorkerRegistry>,
+    pub retention: Arc<dyn Retention>,
     pub broker: Arc<dyn Broker>,
 }
 
 impl Backend {
+    /// Every capability from one store.
+    pub fn new(store: Arc<dyn Store>, broker: Arc<dyn Broker>) -> Self {
+        Self {
+            flows: store.clone(),
+            queries: store.clone(),
+            workflows: store.clone(),
+            workers: store.clone(),
+            retention: store,
+            broker,
+        }
+    }
+
     /// The distributed backend: tasks on RabbitMQ, state in Redis, every
     /// queue and key under `prefix`. Connection failures name the server by
     /// its masked URL.
@@ -43,10 +64,10 @@ impl Backend {
         let store = crate::store::RedisStore::connect(redis_url, prefix)
             .await
             .map_err(|e| match e {
-                StoreError::Backend(message) => StoreError::Backend(format!(
-                    "{}: {message}",
-                    crate::config::mask_url(redis_url)
-                )),
+                StoreError::Backend { message, source } => StoreError::Backend {
+                    message: format!("{}: {message}", crate::config::mask_url(redis_url)),
+                    source,
+                },
                 other => other,
             })?;
         let broker = crate::broker::AmqpBroker::connect(
@@ -55,10 +76,7 @@ impl Backend {
             prefix,
         )
         .await?;
-        Ok(Backend {
-            store: Arc::new(store),
-            broker: Arc::new(broker),
-        })
+        Ok(Backend::new(Arc::new(store), Arc::new(broker)))
     }
 }
 
@@ -71,7 +89,7 @@ pub async fn run_distributed_engine(
     retention: std::time::Duration,
 ) -> Result<(), RuntimeError> {
     let catalog = Arc::new(LiveCatalog::new());
-    catalog.refresh(backend.store.as_ref()).await?;
+    catalog.refresh(backend.workers.as_ref()).await?;
     let engine = Engine::new(backend, catalog.clone());
     let maintenance = {
         let engine = engine.clone();

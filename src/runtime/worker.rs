@@ -22,7 +22,7 @@ use crate::ids::{Cursor, HandlerName, JobKey};
 use crate::metrics;
 use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
-use crate::store::WORKER_LIVENESS;
+use crate::store::{JobsToQueue, WORKER_LIVENESS};
 use crate::time::{format_duration, Timestamp};
 
 /// Jobs in flight per handler version when neither the handlers file nor the
@@ -128,7 +128,7 @@ impl Worker {
     async fn announce_forever(self) {
         let period = WORKER_LIVENESS / 4;
         loop {
-            if let Err(error) = self.inner.backend.store.heartbeat(&self.info()).await {
+            if let Err(error) = self.inner.backend.workers.heartbeat(&self.info()).await {
                 tracing::warn!(%error, "announcing the worker failed");
             }
             tokio::time::sleep(period).await;
@@ -193,23 +193,15 @@ impl Worker {
     /// delivery and acknowledge it when it returns `Ok`; a simulation can
     /// call it directly, in any order it likes.
     pub async fn execute(&self, task: &Task) -> Result<(), RuntimeError> {
-        let store = &self.inner.backend.store;
-        if store.admit(task).await? != Admission::Run {
-            return Ok(());
-        }
-        let Some(context) = store.flow_context(task.flow()).await? else {
+        let backend = &self.inner.backend;
+        let Some(context) = backend.queries.flow_context(task.flow()).await? else {
             return Ok(());
         };
         let (handler, version) = task.handler();
-        let Some(registered) = self.inner.registry.get(handler, version) else {
-            let error =
-                HandlerError::permanent(format!("this worker does not host {handler} {version}"));
-            return self.settle(task, &context, Attempt::Failed(error)).await;
-        };
         let spec = handler_spec(&context, task);
-        let timeout = spec
-            .and_then(|spec| spec.timeout)
-            .or(registered.options.timeout);
+        // The slot first, admission after: a task that waited for a slot
+        // is admitted only once it has one, so a pause or cancel that came
+        // meanwhile still stops it.
         let _slot = match spec.and_then(|spec| spec.concurrency) {
             Some(limit) => self
                 .workflow_limit(handler, limit)
@@ -218,6 +210,17 @@ impl Worker {
                 .ok(),
             None => None,
         };
+        if backend.flows.admit(task).await? != Admission::Run {
+            return Ok(());
+        }
+        let Some(registered) = self.inner.registry.get(handler, version) else {
+            let error =
+                HandlerError::permanent(format!("this worker does not host {handler} {version}"));
+            return self.settle(task, &context, Attempt::Failed(error)).await;
+        };
+        let timeout = spec
+            .and_then(|spec| spec.timeout)
+            .or(registered.options.timeout);
         let began = std::time::Instant::now();
         let attempt = self.attempt(task, &context, registered, timeout).await?;
         if let (Task::Process { .. }, Attempt::Processed(_)) = (task, &attempt) {
@@ -227,11 +230,7 @@ impl Worker {
     }
 
     fn workflow_limit(&self, handler: &HandlerName, limit: u32) -> Arc<Semaphore> {
-        let mut limits = self
-            .inner
-            .workflow_limits
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut limits = crate::sync::lock(&self.inner.workflow_limits);
         limits
             .entry((handler.clone(), limit))
             .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
@@ -257,7 +256,7 @@ impl Worker {
                 let input = self
                     .inner
                     .backend
-                    .store
+                    .queries
                     .enumerate_input(task.flow(), cursor)
                     .await?;
                 let request = EnumerateRequest {
@@ -338,10 +337,17 @@ impl Worker {
                 Attempt::Enumerated(jobs),
             ) => {
                 let recorded = backend
-                    .store
+                    .flows
                     .record_enumerated(flow, cursor, *slot, version, &jobs, now)
                     .await?;
-                if recorded.publish {
+                // A visit uses one enumeration: the one recorded first,
+                // which may be another call's.
+                let to_queue = match recorded.queue {
+                    JobsToQueue::Nothing => None,
+                    JobsToQueue::Given => Some(jobs),
+                    JobsToQueue::Recorded(recorded) => Some(recorded),
+                };
+                if let Some(jobs) = to_queue {
                     let tasks = jobs
                         .into_iter()
                         .enumerate()
@@ -360,12 +366,16 @@ impl Worker {
                         })
                         .collect();
                     backend.broker.publish(tasks).await?;
-                    backend.store.jobs_queued(flow, cursor, *slot).await?;
+                    backend.flows.jobs_queued(flow, cursor, *slot).await?;
                 }
                 recorded.progress
             }
             (Task::Process { key, .. }, Attempt::Processed(output)) => {
-                backend.store.record_job_done(key, output, now).await?
+                let progress = backend.flows.record_job_done(key, output, now).await?;
+                if progress == Progress::Refused {
+                    tracing::warn!(job = %key.id(), "a job outside its visit's recorded enumeration was not counted");
+                }
+                progress
             }
             (_, Attempt::Failed(error)) => self.fail(task, context, error).await?,
             // A handler answers the kind of task it was given.
@@ -392,7 +402,7 @@ impl Worker {
         match rules::after_failure(&policy, attempt, error.retryable) {
             AfterFailure::Retry { delay } => {
                 tracing::debug!(flow = %task.flow(), attempt, %error, "attempt failed; retrying");
-                backend.store.record_retry(task, attempt + 1).await?;
+                backend.flows.record_retry(task, attempt + 1).await?;
                 metrics::job_retried(task.handler().0.as_str());
                 backend
                     .broker
@@ -421,7 +431,7 @@ impl Worker {
                     phase: task.phase().clone(),
                 };
                 Ok(backend
-                    .store
+                    .flows
                     .record_failure(
                         task.flow(),
                         &cursor,

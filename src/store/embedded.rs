@@ -15,12 +15,15 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::{CommandApplied, Enumerated, FlowQuery, Store, StoreError};
+use super::{
+    CommandApplied, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
+    StoreError, WorkerRegistry, WorkflowRegistry,
+};
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
-    Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    PhaseState, Progress, Task, WorkerInfo,
+    Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
+    FlowStatus, Outputs, PhaseState, Progress, Requester, Task, WorkerInfo,
 };
 use crate::rules;
 use crate::time::Timestamp;
@@ -36,6 +39,9 @@ pub(super) struct JobTable {
     pub outputs: Vec<Option<Value>>,
     /// The attempt each job is on; 1 until it fails once.
     pub attempts: Vec<u32>,
+    /// Whether the jobs are confirmed queued. Not durable: after a restart,
+    /// recovery queues the unfinished ones again.
+    pub queued: bool,
 }
 
 impl JobTable {
@@ -48,6 +54,7 @@ impl JobTable {
             done: vec![false; count],
             outputs: vec![None; count],
             attempts: vec![1; count],
+            queued: false,
         }
     }
 }
@@ -60,6 +67,21 @@ pub(super) struct FlowState {
     pub parked: Vec<Task>,
     /// Once the flow ended: its outputs, kept instead of its job tables.
     pub ended_outputs: Option<Outputs>,
+    /// When an engine claimed the dispatch of an enumeration, by (visit,
+    /// slot). Not durable: the queues the tasks went to are not either.
+    pub dispatch_claims: HashMap<(u32, u16), Timestamp>,
+}
+
+impl FlowState {
+    pub fn new(record: FlowRecord) -> Self {
+        Self {
+            record,
+            jobs: HashMap::new(),
+            parked: Vec::new(),
+            ended_outputs: None,
+            dispatch_claims: HashMap::new(),
+        }
+    }
 }
 
 /// A change the durable store must write, in the order it happened.
@@ -129,9 +151,7 @@ impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves counts we can no longer
         // trust, but the process is going down anyway; keep serving reads.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -207,9 +227,11 @@ impl EmbeddedStore {
         let reached = committed
             .wait_for(|c| c.upto >= ticket || c.failure.is_some())
             .await
-            .map_err(|_| StoreError::Backend("the state database writer stopped".into()))?;
+            .map_err(|_| StoreError::backend_message("the state database writer stopped"))?;
         match &reached.failure {
-            Some(failure) if reached.upto < ticket => Err(StoreError::Backend(failure.clone())),
+            Some(failure) if reached.upto < ticket => {
+                Err(StoreError::backend_message(failure.clone()))
+            }
             _ => Ok(()),
         }
     }
@@ -220,90 +242,38 @@ impl EmbeddedStore {
 }
 
 fn visit_is_current(record: &FlowRecord, cursor: &Cursor) -> bool {
-    let run = record.current();
-    run.seq == cursor.seq && run.phase == cursor.phase
+    record.cursor() == *cursor
 }
 
 /// Progress of the visit `seq` as seen by someone working on it.
 fn progress_of(record: &FlowRecord, seq: u32) -> Progress {
-    if record.status.is_ended() || record.current().seq != seq {
-        Progress::Stale
-    } else {
-        Progress::of(record.current().state)
-    }
+    let current = record.current();
+    rules::progress_of(record.status, current.seq, current.state, seq)
+}
+
+/// Whether the flow may leave the visit `from` now.
+fn may_leave(record: &FlowRecord, from: &Cursor) -> bool {
+    rules::may_leave(
+        record.status,
+        &record.cursor(),
+        record.current().state,
+        from,
+    )
 }
 
 #[async_trait]
-impl Store for EmbeddedStore {
+impl FlowStore for EmbeddedStore {
     async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
         self.change(|state| {
             if state.flows.contains_key(&flow.id) {
                 return Err(StoreError::DuplicateFlow(flow.id.clone()));
             }
             let id = flow.id.clone();
-            state.flows.insert(
-                id.clone(),
-                FlowState {
-                    record: flow,
-                    jobs: HashMap::new(),
-                    parked: Vec::new(),
-                    ended_outputs: None,
-                },
-            );
+            state.flows.insert(id.clone(), FlowState::new(flow));
             state.log(JournalEntry::FlowChanged(id));
             Ok(())
         })
         .await
-    }
-
-    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
-        Ok(self.read(|state| state.flows.get(id).map(|flow| flow.record.clone())))
-    }
-
-    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
-        Ok(self.read(|state| {
-            state.flows.get(id).map(|flow| FlowContext {
-                id: id.clone(),
-                workflow: flow.record.workflow.clone(),
-                data: flow.record.data.clone(),
-            })
-        }))
-    }
-
-    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError> {
-        Ok(self.read(|state| {
-            state
-                .flows
-                .values()
-                .filter(|flow| !flow.record.status.is_ended())
-                .map(|flow| flow.record.id.clone())
-                .collect()
-        }))
-    }
-
-    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
-        Ok(self.read(|state| {
-            let newest_first: Box<dyn Iterator<Item = &FlowState>> = match &query.before {
-                Some(before) => Box::new(state.flows.range(..before.clone()).rev().map(|(_, f)| f)),
-                None => Box::new(state.flows.values().rev()),
-            };
-            newest_first
-                .map(|flow| &flow.record)
-                .filter(|record| matches_query(record, query))
-                .take(query.limit.max(1))
-                .cloned()
-                .collect()
-        }))
-    }
-
-    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError> {
-        Ok(self.read(|state| {
-            state
-                .flows
-                .values()
-                .filter(|flow| matches_query(&flow.record, query))
-                .count() as u64
-        }))
     }
 
     async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError> {
@@ -312,62 +282,6 @@ impl Store for EmbeddedStore {
             entry.record.waiting = reasons;
         }
         Ok(())
-    }
-
-    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError> {
-        self.change(|state| {
-            let name = workflow.name.as_str().to_owned();
-            let created = state.workflows.insert(name, workflow.clone()).is_none();
-            state.log(JournalEntry::WorkflowPut(workflow));
-            Ok(created)
-        })
-        .await
-    }
-
-    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError> {
-        Ok(self.read(|state| state.workflows.get(name).cloned()))
-    }
-
-    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError> {
-        Ok(self.read(|state| state.workflows.values().cloned().collect()))
-    }
-
-    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        self.change(|state| {
-            let expired: Vec<FlowId> = state
-                .flows
-                .values()
-                .filter(|flow| flow.record.ended_at.is_some_and(|at| at < ended_before))
-                .map(|flow| flow.record.id.clone())
-                .take(limit)
-                .collect();
-            for id in &expired {
-                state.flows.remove(id);
-                state.log(JournalEntry::FlowRemoved(id.clone()));
-            }
-            Ok(expired.len() as u64)
-        })
-        .await
-    }
-
-    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
-        let mut state = self.shared.lock();
-        state.workers.insert(worker.id.clone(), worker.clone());
-        Ok(())
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
-        let now = Timestamp::now();
-        Ok(self.read(|state| {
-            let mut live: Vec<WorkerInfo> = state
-                .workers
-                .values()
-                .filter(|worker| worker.last_seen.until(now) <= super::WORKER_LIVENESS)
-                .cloned()
-                .collect();
-            live.sort_by(|a, b| a.id.cmp(&b.id));
-            live
-        }))
     }
 
     async fn enter_phase(
@@ -381,11 +295,7 @@ impl Store for EmbeddedStore {
         self.change(|state| {
             let entry = state.flow_mut(flow)?;
             let record = &mut entry.record;
-            // Only a settled visit can be left: a running one still has jobs.
-            if record.status != FlowStatus::Running
-                || !visit_is_current(record, from)
-                || record.current().state == PhaseState::Running
-            {
+            if !may_leave(record, from) {
                 return Ok(None);
             }
             if record.workflow.phase(to.as_str()).is_none() {
@@ -405,21 +315,57 @@ impl Store for EmbeddedStore {
         flow: &FlowId,
         from: &Cursor,
         status: FlowStatus,
+        error: Option<FlowError>,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         self.change(|state| {
             let entry = state.flow_mut(flow)?;
-            if entry.record.status != FlowStatus::Running || !visit_is_current(&entry.record, from)
-            {
+            if !may_leave(&entry.record, from) {
                 return Ok(false);
             }
             entry.record.status = status;
+            if error.is_some() {
+                entry.record.error = error;
+            }
             entry.record.ended_at = Some(at);
             release_jobs(entry);
             state.log(JournalEntry::FlowChanged(flow.clone()));
             Ok(true)
         })
         .await
+    }
+
+    async fn claim_dispatch(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slots: &[u16],
+        at: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Vec<u16>, StoreError> {
+        let mut state = self.shared.lock();
+        let entry = state.flow_mut(flow)?;
+        let record = &entry.record;
+        if record.status != FlowStatus::Running || !visit_is_current(record, cursor) {
+            return Ok(Vec::new());
+        }
+        let run = record.current();
+        let mut claimed = Vec::new();
+        for &slot in slots {
+            let enumerated = run
+                .handlers
+                .get(slot as usize)
+                .is_none_or(|handler| handler.enumerated);
+            let held = entry
+                .dispatch_claims
+                .get(&(cursor.seq, slot))
+                .is_some_and(|since| since.until(at) < lease);
+            if !enumerated && !held {
+                entry.dispatch_claims.insert((cursor.seq, slot), at);
+                claimed.push(slot);
+            }
+        }
+        Ok(claimed)
     }
 
     async fn record_enumerated(
@@ -437,7 +383,7 @@ impl Store for EmbeddedStore {
             if record.status.is_ended() || !visit_is_current(record, cursor) {
                 return Ok(Enumerated {
                     progress: Progress::Stale,
-                    publish: false,
+                    queue: JobsToQueue::Nothing,
                 });
             }
             let run = record.current_mut();
@@ -447,12 +393,17 @@ impl Store for EmbeddedStore {
                     cursor.phase
                 )));
             };
+            // The first enumeration recorded is the visit's: a repeat queues
+            // its jobs only if they were never confirmed queued.
             if handler.enumerated || run.state != PhaseState::Running {
                 let progress = Progress::of(run.state);
-                return Ok(Enumerated {
-                    progress,
-                    publish: false,
-                });
+                let queue = match entry.jobs.get(&(cursor.seq, slot)) {
+                    Some(table) if !table.queued && run.state == PhaseState::Running => {
+                        JobsToQueue::Recorded(table.jobs.clone())
+                    }
+                    _ => JobsToQueue::Nothing,
+                };
+                return Ok(Enumerated { progress, queue });
             }
             handler.enumerated = true;
             handler.version = Some(version.clone());
@@ -478,10 +429,27 @@ impl Store for EmbeddedStore {
             state.log(JournalEntry::FlowChanged(flow.clone()));
             Ok(Enumerated {
                 progress,
-                publish: true,
+                queue: JobsToQueue::Given,
             })
         })
         .await
+    }
+
+    async fn jobs_queued(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+    ) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        if let Some(table) = state
+            .flows
+            .get_mut(flow)
+            .and_then(|entry| entry.jobs.get_mut(&(cursor.seq, slot)))
+        {
+            table.queued = true;
+        }
+        Ok(())
     }
 
     async fn record_job_done(
@@ -494,16 +462,17 @@ impl Store for EmbeddedStore {
             let journaling = state.journaling;
             let entry = state.flow_mut(&key.flow)?;
             let Some(table) = entry.jobs.get_mut(&(key.seq, key.slot)) else {
-                // The flow ended and released its jobs, or never had these.
-                return Ok(progress_of(&entry.record, key.seq));
+                // The flow ended and released its jobs, or left the visit;
+                // in its own running visit, the handler never enumerated.
+                let progress = progress_of(&entry.record, key.seq);
+                return Ok(match progress {
+                    Progress::Running => Progress::Refused,
+                    other => other,
+                });
             };
             let index = key.index as usize;
             if index >= table.done.len() {
-                return Err(StoreError::Corrupt(format!(
-                    "job {} is past the {} jobs enumerated",
-                    key.id(),
-                    table.done.len()
-                )));
+                return Ok(Progress::Refused);
             }
             if table.done[index] {
                 return Ok(progress_of(&entry.record, key.seq));
@@ -587,7 +556,7 @@ impl Store for EmbeddedStore {
                     handler.failed += 1;
                 }
             }
-            if run.state == PhaseState::Running {
+            if rules::failure_fails_visit(run.state) {
                 run.state = PhaseState::Failed;
                 run.finished_at = Some(at);
                 run.error = Some(error);
@@ -628,12 +597,17 @@ impl Store for EmbeddedStore {
         &self,
         flow: &FlowId,
         command: Command,
+        by: Requester,
         at: Timestamp,
     ) -> Result<CommandApplied, StoreError> {
         self.change(|state| {
             let entry = state.flow_mut(flow)?;
             let status = rules::apply_command(entry.record.status, command)?;
             entry.record.status = status;
+            entry
+                .record
+                .commands
+                .push(CommandRecord { command, by, at });
             let released = match status {
                 FlowStatus::Running => std::mem::take(&mut entry.parked),
                 FlowStatus::Canceled => {
@@ -647,6 +621,105 @@ impl Store for EmbeddedStore {
             Ok(CommandApplied { status, released })
         })
         .await
+    }
+
+    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            entry.parked.clear();
+            entry.dispatch_claims.clear();
+            let record = &entry.record;
+            let run = record.current();
+            let mut tasks = Vec::new();
+            let mut queued_now = Vec::new();
+            if !record.status.is_ended() && run.state == PhaseState::Running {
+                for slot in 0..run.handlers.len() as u16 {
+                    let Some(table) = entry.jobs.get(&(run.seq, slot)) else {
+                        continue;
+                    };
+                    queued_now.push((run.seq, slot));
+                    for (index, job) in table.jobs.iter().enumerate() {
+                        if table.done[index] {
+                            continue;
+                        }
+                        tasks.push(Task::Process {
+                            key: JobKey {
+                                flow: flow.clone(),
+                                seq: run.seq,
+                                slot,
+                                index: index as u32,
+                            },
+                            phase: run.phase.clone(),
+                            handler: table.handler.clone(),
+                            version: table.version.clone(),
+                            attempt: table.attempts[index],
+                            job: job.clone(),
+                        });
+                    }
+                }
+            }
+            // Handed over to be queued: a repeated enumeration queues nothing.
+            for key in queued_now {
+                if let Some(table) = entry.jobs.get_mut(&key) {
+                    table.queued = true;
+                }
+            }
+            Ok(tasks)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl FlowQueries for EmbeddedStore {
+    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
+        Ok(self.read(|state| state.flows.get(id).map(|flow| flow.record.clone())))
+    }
+
+    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
+        Ok(self.read(|state| {
+            state.flows.get(id).map(|flow| FlowContext {
+                id: id.clone(),
+                workflow: flow.record.workflow.clone(),
+                data: flow.record.data.clone(),
+            })
+        }))
+    }
+
+    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .flows
+                .values()
+                .filter(|flow| !flow.record.status.is_ended())
+                .map(|flow| flow.record.id.clone())
+                .collect()
+        }))
+    }
+
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
+        Ok(self.read(|state| {
+            let newest_first: Box<dyn Iterator<Item = &FlowState>> = match &query.before {
+                Some(before) => Box::new(state.flows.range(..before.clone()).rev().map(|(_, f)| f)),
+                None => Box::new(state.flows.values().rev()),
+            };
+            newest_first
+                .map(|flow| &flow.record)
+                .filter(|record| matches_query(record, query))
+                .take(query.limit.max(1))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .flows
+                .values()
+                .filter(|flow| matches_query(&flow.record, query))
+                .count() as u64
+        }))
     }
 
     async fn enumerate_input(
@@ -682,40 +755,70 @@ impl Store for EmbeddedStore {
                 .unwrap_or_else(|| collect_outputs(entry, u32::MAX)))
         })
     }
+}
 
-    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
+#[async_trait]
+impl WorkflowRegistry for EmbeddedStore {
+    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError> {
         self.change(|state| {
-            let entry = state.flow_mut(flow)?;
-            entry.parked.clear();
-            let record = &entry.record;
-            let run = record.current();
-            let mut tasks = Vec::new();
-            if !record.status.is_ended() && run.state == PhaseState::Running {
-                for slot in 0..run.handlers.len() as u16 {
-                    let Some(table) = entry.jobs.get(&(run.seq, slot)) else {
-                        continue;
-                    };
-                    for (index, job) in table.jobs.iter().enumerate() {
-                        if table.done[index] {
-                            continue;
-                        }
-                        tasks.push(Task::Process {
-                            key: JobKey {
-                                flow: flow.clone(),
-                                seq: run.seq,
-                                slot,
-                                index: index as u32,
-                            },
-                            phase: run.phase.clone(),
-                            handler: table.handler.clone(),
-                            version: table.version.clone(),
-                            attempt: table.attempts[index],
-                            job: job.clone(),
-                        });
-                    }
-                }
+            let name = workflow.name.as_str().to_owned();
+            let created = state.workflows.insert(name, workflow.clone()).is_none();
+            state.log(JournalEntry::WorkflowPut(workflow));
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError> {
+        Ok(self.read(|state| state.workflows.get(name).cloned()))
+    }
+
+    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError> {
+        Ok(self.read(|state| state.workflows.values().cloned().collect()))
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for EmbeddedStore {
+    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        state.workers.insert(worker.id.clone(), worker.clone());
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let now = Timestamp::now();
+        let mut state = self.shared.lock();
+        state
+            .workers
+            .retain(|_, worker| worker.last_seen.until(now) <= super::WORKER_FORGET_AFTER);
+        let mut live: Vec<WorkerInfo> = state
+            .workers
+            .values()
+            .filter(|worker| worker.last_seen.until(now) <= super::WORKER_LIVENESS)
+            .cloned()
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(live)
+    }
+}
+
+#[async_trait]
+impl Retention for EmbeddedStore {
+    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.change(|state| {
+            let expired: Vec<FlowId> = state
+                .flows
+                .values()
+                .filter(|flow| flow.record.ended_at.is_some_and(|at| at < ended_before))
+                .map(|flow| flow.record.id.clone())
+                .take(limit)
+                .collect();
+            for id in &expired {
+                state.flows.remove(id);
+                state.log(JournalEntry::FlowRemoved(id.clone()));
             }
-            Ok(tasks)
+            Ok(expired.len() as u64)
         })
         .await
     }

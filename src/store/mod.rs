@@ -1,10 +1,21 @@
 //! Where flow state lives, as domain operations.
 //!
-//! The engine and workers never read or write raw keys: they ask a [`Store`]
+//! The engine and workers never read or write raw keys: they ask a store
 //! to "record this job as done and tell me whether the phase completed",
 //! which each backend makes atomic in its own way (a mutex, a SQLite
 //! transaction, a Redis script). Counting is per job id, so a duplicated or
 //! redelivered completion is never counted twice.
+//!
+//! What a backend offers is split by capability, so that each part of the
+//! runtime names what it uses and a test double implements only that:
+//!
+//! - [`FlowStore`]: the atomic operations that move and count a flow;
+//! - [`FlowQueries`]: reading flows back;
+//! - [`WorkflowRegistry`]: registered workflow definitions;
+//! - [`WorkerRegistry`]: the workers' heartbeats;
+//! - [`Retention`]: removing flows that ended long ago.
+//!
+//! [`Store`] is all five, which every real backend is.
 
 mod embedded;
 mod redis;
@@ -23,11 +34,14 @@ use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    Progress, Task, WorkerInfo,
+    Progress, Requester, Task, WorkerInfo,
 };
 use crate::rules::CommandRejected;
 use crate::time::Timestamp;
 use crate::version::Version;
+
+/// A failure of the library behind a backend, kept whole for whoever logs it.
+pub type BackendSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,24 +52,80 @@ pub enum StoreError {
     DuplicateFlow(FlowId),
     #[error(transparent)]
     Rejected(#[from] CommandRejected),
-    #[error("the state database failed: {0}")]
-    Backend(String),
+    /// The flow kept changing while an operation tried to apply; the caller
+    /// may simply try again. Not a failure of the backend.
+    #[error("flow {0} kept changing while this was applied; try again")]
+    Contention(FlowId),
+    #[error("the state database failed: {message}")]
+    Backend {
+        message: String,
+        #[source]
+        source: Option<BackendSource>,
+    },
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// A backend failure described by `message`, with the library's error
+    /// behind it.
+    pub fn backend(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A backend failure with nothing more behind it than the message.
+    pub fn backend_message(message: impl Into<String>) -> Self {
+        StoreError::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Whether this is the backend failing (unreachable, restarting), as
+    /// opposed to an answer about the flow.
+    pub fn is_backend(&self) -> bool {
+        matches!(self, StoreError::Backend { .. })
+    }
 }
 
 /// A worker that has not announced itself for this long counts as gone.
 pub const WORKER_LIVENESS: Duration = Duration::from_secs(10);
 
+/// Workers silent for this long are dropped from the registry: four missed
+/// heartbeats (workers announce themselves every quarter of
+/// [`WORKER_LIVENESS`]), so that dead workers do not clutter listings.
+pub const WORKER_FORGET_AFTER: Duration = WORKER_LIVENESS;
+
+/// How long a claim to dispatch an enumeration holds: another engine asks
+/// again only after this, in case the one that claimed it died before its
+/// task was queued.
+pub const DISPATCH_LEASE: Duration = Duration::from_secs(60);
+
+/// Which jobs the caller of [`FlowStore::record_enumerated`] must queue.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobsToQueue {
+    /// None: they are queued already, or the visit is over.
+    Nothing,
+    /// The jobs just given: this call's enumeration is the one recorded.
+    Given,
+    /// The jobs of an earlier call, recorded but never confirmed queued
+    /// (the worker that made them died in between). The jobs just given
+    /// are ignored: a visit uses exactly one enumeration.
+    Recorded(Vec<Value>),
+}
+
 /// The outcome of recording a handler's enumeration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Enumerated {
     pub progress: Progress,
-    /// Whether the caller must queue the jobs: true for the first
-    /// enumeration, and for a repeat of one whose jobs were never confirmed
-    /// queued (the worker that did it died in between). Then it calls
-    /// [`Store::jobs_queued`] once they are.
-    pub publish: bool,
+    /// What to queue; once it is, call [`FlowStore::jobs_queued`].
+    pub queue: JobsToQueue,
 }
 
 /// What a status command did.
@@ -76,48 +146,16 @@ pub struct FlowQuery {
     pub limit: usize,
 }
 
+/// The operations that move and count a flow. Each is atomic, and each
+/// guards itself, so that duplicates, redeliveries and several engines
+/// change a flow once.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait FlowStore: Send + Sync + 'static {
     /// Stores a new flow, already in its initial phase.
     async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError>;
 
-    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError>;
-
-    /// The parts of a flow that never change, cheap enough to ask per job.
-    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError>;
-
-    /// Flows that are running or paused, oldest first.
-    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError>;
-
-    /// Newest first.
-    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError>;
-
-    /// How many flows match the query's filters (its `before` and `limit`
-    /// are ignored).
-    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError>;
-
     /// Notes why a flow cannot go on right now (empty: it can).
     async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError>;
-
-    /// Registers (or replaces) a workflow definition by its name. True when
-    /// the name was new.
-    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError>;
-
-    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError>;
-
-    /// Every registered workflow, by name.
-    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError>;
-
-    /// Removes up to `limit` flows that ended before `ended_before`, with
-    /// everything kept about them, and says how many it removed. This is the
-    /// retention policy's one operation.
-    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError>;
-
-    /// Announces a live worker; it counts as live until it stops announcing.
-    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
-
-    /// Workers that announced themselves recently enough to count as live.
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
 
     /// Moves a running flow from the visit `from`, which must have completed
     /// or failed, into phase `to`. Returns `None` when the flow is no longer
@@ -132,17 +170,33 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<Option<Cursor>, StoreError>;
 
-    /// Ends a running flow that is still at `from`. False when it was not.
+    /// Ends a running flow that is still at the settled visit `from`, with
+    /// the error that failed it, if any. False when it was not there.
     async fn end_flow(
         &self,
         flow: &FlowId,
         from: &Cursor,
         status: FlowStatus,
+        error: Option<FlowError>,
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Claims the right to dispatch the enumerations of `slots` in the visit
+    /// `cursor`, and returns the slots claimed: those no engine claimed
+    /// within `lease` before `at`, and not enumerated yet. This is how
+    /// engines agree which of them sends an enumerate task.
+    async fn claim_dispatch(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slots: &[u16],
+        at: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<u16>, StoreError>;
+
     /// Records the jobs a handler enumerated for a phase visit. The first
-    /// enumeration's count wins.
+    /// enumeration recorded is the visit's, jobs and count: a later one
+    /// changes nothing, and is told which jobs to queue, if any.
     async fn record_enumerated(
         &self,
         flow: &FlowId,
@@ -155,7 +209,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The jobs of an enumeration are on the broker: a repeated enumeration
     /// need not queue them again. Stores whose queues die with the process
-    /// (and are rebuilt by [`Store::recover`]) need not do anything.
+    /// (and are rebuilt by [`FlowStore::recover`]) need not do anything.
     async fn jobs_queued(
         &self,
         flow: &FlowId,
@@ -166,7 +220,9 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Records a job as done, once per job id, with its output.
+    /// Records a job as done, once per job id, with its output. A job that
+    /// is not among the recorded enumeration's is refused
+    /// ([`Progress::Refused`]).
     async fn record_job_done(
         &self,
         key: &JobKey,
@@ -192,13 +248,50 @@ pub trait Store: Send + Sync + 'static {
     /// aside (atomically with the decision) when its flow is paused.
     async fn admit(&self, task: &Task) -> Result<Admission, StoreError>;
 
-    /// Pauses, resumes or cancels a flow, or says why it cannot.
+    /// Pauses, resumes or cancels a flow, or says why it cannot, and keeps
+    /// who asked in the flow's history.
     async fn apply_command(
         &self,
         flow: &FlowId,
         command: Command,
+        by: Requester,
         at: Timestamp,
     ) -> Result<CommandApplied, StoreError>;
+
+    /// Tasks of a flow that must be queued again. For the embedded store,
+    /// after a restart: every unfinished job of the current visit, since the
+    /// in-process queues died with the process (and its claims to dispatch
+    /// enumerations are forgotten, for the same reason). For backends whose
+    /// queues are durable on their own: only tasks parked while the flow was
+    /// paused that were not released since (a client died while resuming it).
+    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError>;
+
+    /// The first `count` tasks that `apply_command` or `recover` handed back
+    /// are queued again; the store may forget them. Stores that hand tasks
+    /// over by taking them need not do anything.
+    async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {
+        let _ = (flow, count);
+        Ok(())
+    }
+}
+
+/// Reading flows back.
+#[async_trait]
+pub trait FlowQueries: Send + Sync + 'static {
+    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError>;
+
+    /// The parts of a flow that never change, cheap enough to ask per job.
+    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError>;
+
+    /// Flows that are running or paused, oldest first.
+    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError>;
+
+    /// Newest first.
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError>;
+
+    /// How many flows match the query's filters (its `before` and `limit`
+    /// are ignored).
+    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError>;
 
     /// Outputs of earlier phases, and the error that led here, for enumerate.
     async fn enumerate_input(
@@ -210,19 +303,41 @@ pub trait Store: Send + Sync + 'static {
     /// Every output the flow's jobs produced: `{PHASE: {HANDLER: [...]}}`,
     /// the latest visit of each phase.
     async fn outputs(&self, flow: &FlowId) -> Result<Outputs, StoreError>;
-
-    /// Tasks of a flow that must be queued again. For the embedded store,
-    /// after a restart: every unfinished job of the current visit, since the
-    /// in-process queues died with the process. For backends whose queues
-    /// are durable on their own: only tasks parked while the flow was paused
-    /// that were not released since (a client died while resuming it).
-    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError>;
-
-    /// The first `count` tasks that `apply_command` or `recover` handed back
-    /// are queued again; the store may forget them. Stores that hand tasks
-    /// over by taking them need not do anything.
-    async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {
-        let _ = (flow, count);
-        Ok(())
-    }
 }
+
+/// Registered workflow definitions, by name.
+#[async_trait]
+pub trait WorkflowRegistry: Send + Sync + 'static {
+    /// Registers (or replaces) a workflow definition by its name. True when
+    /// the name was new.
+    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError>;
+
+    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError>;
+
+    /// Every registered workflow, by name.
+    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError>;
+}
+
+/// The workers' heartbeats.
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync + 'static {
+    /// Announces a live worker; it counts as live until it stops announcing.
+    async fn heartbeat(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
+
+    /// Workers that announced themselves recently enough to count as live.
+    /// Workers silent for [`WORKER_FORGET_AFTER`] are forgotten.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+}
+
+/// The retention policy's one operation.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Removes up to `limit` flows that ended before `ended_before`, with
+    /// everything kept about them, and says how many it removed.
+    async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError>;
+}
+
+/// Everything a backend offers; every real backend is one.
+pub trait Store: FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention {}
+
+impl<T> Store for T where T: FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention {}

@@ -20,7 +20,7 @@ use super::embedded::{Committed, EmbeddedStore, FlowState, JobTable, JournalEntr
 use super::StoreError;
 use crate::definition::{parse_definition_value, Workflow};
 use crate::ids::FlowId;
-use crate::model::{FlowError, FlowRecord, FlowStatus, PhaseRun, Transition};
+use crate::model::{CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseRun, Transition};
 use crate::time::Timestamp;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -61,6 +61,8 @@ struct StoredProgress {
     transitions: Vec<Transition>,
     phases: Vec<PhaseRun>,
     error: Option<FlowError>,
+    #[serde(default)]
+    commands: Vec<CommandRecord>,
     created_at: Timestamp,
     ended_at: Option<Timestamp>,
 }
@@ -72,6 +74,7 @@ impl StoredProgress {
             transitions: record.transitions.clone(),
             phases: record.phases.clone(),
             error: record.error.clone(),
+            commands: record.commands.clone(),
             created_at: record.created_at,
             ended_at: record.ended_at,
         }
@@ -82,13 +85,13 @@ fn backend_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |error| {
         if let rusqlite::Error::SqliteFailure(failure, _) = &error {
             if failure.code == rusqlite::ErrorCode::DatabaseBusy {
-                return StoreError::Backend(format!(
-                    "{} is in use by another distribot process",
-                    path.display()
-                ));
+                return StoreError::backend(
+                    format!("{} is in use by another distribot process", path.display()),
+                    error,
+                );
             }
         }
-        StoreError::Backend(format!("{}: {error}", path.display()))
+        StoreError::backend(format!("{}: {error}", path.display()), error)
     }
 }
 
@@ -131,7 +134,7 @@ impl EmbeddedStore {
         conn.execute_batch(SCHEMA).map_err(&fail)?;
         check_schema_version(&conn).map_err(|e| match e {
             SchemaProblem::Sql(e) => fail(e),
-            SchemaProblem::Newer(found) => StoreError::Backend(format!(
+            SchemaProblem::Newer(found) => StoreError::backend_message(format!(
                 "{} was written by a newer distribot (schema {found}, this one reads {SCHEMA_VERSION})",
                 path.display()
             )),
@@ -145,7 +148,7 @@ impl EmbeddedStore {
         let thread = std::thread::Builder::new()
             .name("distribot-sqlite".into())
             .spawn(move || write_journal(conn, shared, committed_tx, path_for_writer))
-            .map_err(|e| StoreError::Backend(format!("cannot start the database writer: {e}")))?;
+            .map_err(|e| StoreError::backend("cannot start the database writer", e))?;
         let guard = WriterGuard {
             shared: store.shared.clone(),
             thread: Some(thread),
@@ -219,6 +222,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             transitions: progress.transitions,
             phases: progress.phases,
             error: progress.error,
+            commands: progress.commands,
             created_at: progress.created_at,
             ended_at: progress.ended_at,
             waiting: Vec::new(),
@@ -226,15 +230,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
         if record.phases.is_empty() {
             return Err(corrupt(format!("flow {id} has no phase")));
         }
-        flows.insert(
-            id,
-            FlowState {
-                record,
-                jobs: HashMap::new(),
-                parked: Vec::new(),
-                ended_outputs: None,
-            },
-        );
+        flows.insert(id, FlowState::new(record));
     }
     load_jobs(conn, path, &mut flows)?;
     Ok(flows)

@@ -24,9 +24,11 @@ use distribot::version::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::distributed::BackendArgs;
-use super::soak::{soak, Leftovers, SoakReport};
+use self::soak::{soak, Leftovers, SoakReport};
+use super::settings::BackendArgs;
 use super::{CliError, CliResult, EXIT_OK};
+
+mod soak;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -322,8 +324,8 @@ struct Installation {
 
 impl Installation {
     async fn start(args: &BenchArgs) -> CliResult<Installation> {
-        let config = args.services.config()?;
-        let (Some(amqp), Some(redis)) = (config.amqp_url.clone(), config.redis_url.clone()) else {
+        let config = args.services.resolve()?.config;
+        let (Some(amqp), Some(redis)) = (config.amqp_url, config.redis_url) else {
             return Err(CliError::BadInput(
                 "--backend distributed needs --amqp and --redis (or DISTRIBOT_AMQP_URL and DISTRIBOT_REDIS_URL)".into(),
             ));
@@ -366,7 +368,7 @@ impl Installation {
         // Both workers announce themselves before the clock starts.
         let deadline = Instant::now() + Duration::from_secs(30);
         while backend
-            .store
+            .workers
             .workers()
             .await
             .context("reading workers")?

@@ -16,7 +16,7 @@ use serde_json::{json, Map};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{CliError, CliResult};
+use crate::cli::{CliError, CliResult};
 
 /// What a soak measured.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,7 +160,7 @@ pub async fn soak(
         done += 1;
         if let (Some(retention), 0) = (retention, done % 10) {
             backend
-                .store
+                .retention
                 .remove_ended(Timestamp::now().minus(retention), 10_000)
                 .await
                 .context("applying retention")?;
@@ -180,14 +180,14 @@ pub async fn soak(
     // Retention with a cutoff in the future removes every ended flow.
     let cutoff = Timestamp::now().plus(Duration::from_secs(1));
     while backend
-        .store
+        .retention
         .remove_ended(cutoff, 10_000)
         .await
         .context("removing ended flows")?
         > 0
     {}
     let flows_after_retention = backend
-        .store
+        .queries
         .count_flows(&FlowQuery::default())
         .await
         .context("counting flows")?;

@@ -1,16 +1,16 @@
 //! The CLI's client of a server's HTTP API: URLs built segment by segment,
-//! the token from the environment, the API's error bodies turned into one
+//! the token from the configuration, the API's error bodies turned into one
 //! line and an exit status, and Server-Sent Events read as they come.
 
 use std::time::Duration;
 
 use anyhow::anyhow;
-use distribot::api::views::ErrorBody;
+use distribot::views::ErrorBody;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{CliError, CliResult};
+use crate::cli::{CliError, CliResult};
 
 /// Plain requests give up after this; event streams have no overall limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,7 +140,7 @@ impl ApiClient {
             cause.to_string()
         };
         CliError::Runtime(anyhow!(
-            "cannot reach the distribot server at {}: {what} (is `distribot serve` running there? set --server or DISTRIBOT_SERVER)",
+            "cannot reach the distribot server at {}: {what} (is `distribot serve` running there? set --server, DISTRIBOT_SERVER or `server` in distribot.toml)",
             self.base
         ))
     }
@@ -151,6 +151,13 @@ impl ApiClient {
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
         let message = match serde_json::from_slice::<ErrorBody>(&body) {
+            // The API's own advice is an HTTP call; a CLI user wants a command.
+            Ok(error) if error.error.code == "unknown_workflow" => {
+                return CliError::BadInput(format!(
+                    "{}; give a workflow file instead, or register it with `distribot workflows put FILE`",
+                    error.error.message.split(';').next().unwrap_or_default()
+                ));
+            }
             Ok(error) => {
                 let mut message = error.error.message.replace('\n', "; ");
                 if let Some(path) = error.error.path.filter(|path| !message.contains(path)) {
@@ -162,8 +169,8 @@ impl ApiClient {
         };
         if status == StatusCode::UNAUTHORIZED {
             let advice = match self.token {
-                None => "the server requires an API token: set DISTRIBOT_API_TOKEN",
-                Some(_) => "the server refused the API token in DISTRIBOT_API_TOKEN",
+                None => "the server requires an API token: set DISTRIBOT_API_TOKEN (or `api_token` in distribot.toml)",
+                Some(_) => "the server refused the API token (from DISTRIBOT_API_TOKEN or `api_token` in distribot.toml)",
             };
             return CliError::BadInput(format!("{advice} ({message})"));
         }

@@ -1,0 +1,81 @@
+//! `distribot list`: flows, newest first, a page at a time.
+
+use distribot::views::FlowItem;
+
+use super::{print_json, print_table, with_target};
+use crate::cli::settings::Connect;
+use crate::cli::target::ListFilter;
+use crate::cli::{CliResult, EXIT_OK};
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Only flows in this status: running, paused, finished, failed, canceled.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only flows of this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// How many flows (1 to 500) [default: 50].
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Only flows created before this one (the next page).
+    #[arg(long)]
+    before: Option<String>,
+    /// Print the API's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+pub async fn list(args: ListArgs) -> CliResult<i32> {
+    with_target(&args.connect, async |target| {
+        let filter = ListFilter {
+            status: args.status,
+            workflow: args.workflow,
+            limit: args.limit,
+            before: args.before,
+        };
+        let page = target.list(&filter).await?;
+        if args.json {
+            print_json(&page)?;
+            return Ok(EXIT_OK);
+        }
+        let rows: Vec<[String; 6]> = page.flows.iter().map(list_row).collect();
+        print_table(
+            ["ID", "WORKFLOW", "STATUS", "PHASE", "JOBS", "CREATED"],
+            &rows,
+        );
+        match &page.next {
+            Some(next) => eprintln!(
+                "{} of {} flow(s); the next page: --before {next}",
+                page.flows.len(),
+                page.total
+            ),
+            None => eprintln!("{} of {} flow(s)", page.flows.len(), page.total),
+        }
+        Ok(EXIT_OK)
+    })
+    .await
+}
+
+fn list_row(flow: &FlowItem) -> [String; 6] {
+    let (done, total) = flow
+        .progress
+        .handlers
+        .iter()
+        .fold((0, 0), |(done, total), h| (done + h.done, total + h.total));
+    let jobs = if flow.progress.handlers.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{done}/{total}")
+    };
+    [
+        flow.id.to_string(),
+        flow.workflow.to_string(),
+        flow.outcome.as_str().to_owned(),
+        flow.phase.to_string(),
+        jobs,
+        flow.created_at.to_string(),
+    ]
+}

@@ -1,0 +1,71 @@
+//! `distribot start`: a flow of a registered workflow, or of a workflow
+//! file sent inline.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::watch::follow;
+use super::{print_json, with_target};
+use crate::cli::input::{parse_data, read_json_file};
+use crate::cli::settings::Connect;
+use crate::cli::target::Source;
+use crate::cli::{CliError, CliResult, EXIT_OK};
+
+#[derive(clap::Args)]
+pub struct StartArgs {
+    /// A registered workflow's name, or a workflow JSON file to send inline.
+    workflow: String,
+    /// The flow's input: a JSON object, or @file.json.
+    #[arg(long)]
+    data: Option<String>,
+    /// Follow the flow until it ends, as `watch` does, and exit as `run` does.
+    #[arg(long)]
+    wait: bool,
+    /// Print the API's JSON (with --wait: the flow's final state).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+pub async fn start(args: StartArgs) -> CliResult<i32> {
+    let source = workflow_source(&args.workflow)?;
+    let data = parse_data(args.data.as_deref())?;
+    with_target(&args.connect, async |target| {
+        let created = target.start(source, data).await?;
+        if args.wait {
+            return follow(target, created.id.as_str(), args.json).await;
+        }
+        if args.json {
+            print_json(&created)?;
+        } else {
+            println!("{}", created.id);
+        }
+        Ok(EXIT_OK)
+    })
+    .await
+}
+
+/// A path to an existing file is an inline definition; anything else is
+/// the name of a registered workflow.
+fn workflow_source(workflow: &str) -> CliResult<Source> {
+    let path = Path::new(workflow);
+    if path.is_file() {
+        return read_json_file(path, "workflow file").map(Source::Inline);
+    }
+    if workflow.ends_with(".json") || workflow.contains('/') {
+        return Err(CliError::BadInput(format!(
+            "cannot read workflow file {workflow}: no such file (to start a registered workflow, give its name)"
+        )));
+    }
+    Ok(Source::Registered(workflow.to_owned()))
+}
+
+/// The name a definition gives itself, in either form.
+pub fn definition_name(definition: &Value) -> Option<&str> {
+    definition
+        .get("workflow")
+        .or_else(|| definition.get("name"))
+        .and_then(Value::as_str)
+}

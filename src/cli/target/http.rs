@@ -1,0 +1,128 @@
+//! The flow commands over a server's HTTP API.
+
+use async_trait::async_trait;
+use distribot::model::{Command, Outputs};
+use distribot::views::{
+    Created, FlowDetail, FlowPage, FlowUpdate, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::api_client::{ApiClient, EventReader};
+use super::{ListFilter, Source, Target, Watch};
+use crate::cli::CliResult;
+
+pub struct HttpTarget {
+    api: ApiClient,
+}
+
+impl HttpTarget {
+    pub fn new(server: &str, token: Option<String>) -> CliResult<Self> {
+        Ok(Self {
+            api: ApiClient::new(server, token)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Target for HttpTarget {
+    async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created> {
+        let body = match source {
+            Source::Registered(name) => json!({"workflow": name, "data": data}),
+            Source::Inline(definition) => json!({"definition": definition, "data": data}),
+        };
+        let api = &self.api;
+        api.post(api.url(&["api", "flows"]), Some(&body)).await
+    }
+
+    async fn status(&self, id: &str) -> CliResult<FlowDetail> {
+        self.api.get(self.api.url(&["api", "flows", id])).await
+    }
+
+    async fn outputs(&self, id: &str) -> CliResult<Outputs> {
+        self.api
+            .get(self.api.url(&["api", "flows", id, "outputs"]))
+            .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> CliResult<FlowPage> {
+        let mut url = self.api.url(&["api", "flows"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(status) = &filter.status {
+                query.append_pair("status", status);
+            }
+            if let Some(workflow) = &filter.workflow {
+                query.append_pair("workflow", workflow);
+            }
+            if let Some(limit) = filter.limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            if let Some(before) = &filter.before {
+                query.append_pair("before", before);
+            }
+        }
+        self.api.get(url).await
+    }
+
+    async fn steer(&self, id: &str, command: Command) -> CliResult<StatusChange> {
+        let url = self.api.url(&["api", "flows", id, command.as_str()]);
+        self.api.post(url, None).await
+    }
+
+    async fn workers(&self) -> CliResult<WorkerList> {
+        self.api.get(self.api.url(&["api", "workers"])).await
+    }
+
+    async fn workflows(&self) -> CliResult<WorkflowList> {
+        self.api.get(self.api.url(&["api", "workflows"])).await
+    }
+
+    async fn workflow(&self, name: &str) -> CliResult<Value> {
+        self.api
+            .get(self.api.url(&["api", "workflows", name]))
+            .await
+    }
+
+    async fn put_workflow(
+        &self,
+        name: &str,
+        definition: &Value,
+    ) -> CliResult<(bool, WorkflowItem)> {
+        let url = self.api.url(&["api", "workflows", name]);
+        let (status, item) = self.api.call(Method::PUT, url, Some(definition)).await?;
+        Ok((status == StatusCode::CREATED, item))
+    }
+
+    async fn watch(&self, id: &str) -> CliResult<Box<dyn Watch>> {
+        let url = self.api.url(&["api", "flows", id, "events"]);
+        Ok(Box::new(EventWatch(self.api.events(url).await?)))
+    }
+}
+
+/// A flow's event stream, read as updates.
+struct EventWatch(EventReader);
+
+#[async_trait]
+impl Watch for EventWatch {
+    async fn next(&mut self) -> Result<Option<FlowUpdate>, String> {
+        loop {
+            let Some(event) = self.0.next().await? else {
+                return Ok(None);
+            };
+            let decode =
+                |e: serde_json::Error| format!("an unreadable `{}` event: {e}", event.name);
+            return Ok(Some(match event.name.as_str() {
+                "transition" => {
+                    FlowUpdate::Transition(serde_json::from_str(&event.data).map_err(decode)?)
+                }
+                "progress" => FlowUpdate::Progress(Box::new(
+                    serde_json::from_str(&event.data).map_err(decode)?,
+                )),
+                "end" => FlowUpdate::End(serde_json::from_str(&event.data).map_err(decode)?),
+                // Events a newer server sends are not for this client.
+                _ => continue,
+            }));
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Where the flow commands send their requests: a server's HTTP API
+//! ([`http::HttpTarget`]) or a distributed backend directly
+//! ([`direct::DirectTarget`]). Both answer in the API's shapes
+//! ([`distribot::views`]), so every command prints the same things either
+//! way and is written once, against [`Target`].
+
+pub mod api_client;
+mod direct;
+mod http;
+
+use async_trait::async_trait;
+use distribot::config::Endpoint;
+use distribot::model::{Command, Outputs};
+use distribot::views::{
+    Created, FlowDetail, FlowPage, FlowUpdate, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+};
+use serde_json::{Map, Value};
+
+use super::settings::{incomplete, Connect};
+use super::CliResult;
+
+/// Where a flow's workflow comes from.
+pub enum Source {
+    Registered(String),
+    Inline(Value),
+}
+
+/// What `list` asks for.
+#[derive(Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub workflow: Option<String>,
+    pub limit: Option<u32>,
+    pub before: Option<String>,
+}
+
+/// A flow's updates as they happen.
+#[async_trait]
+pub trait Watch: Send {
+    /// The next update; `None` when the stream ended without the flow's end.
+    async fn next(&mut self) -> Result<Option<FlowUpdate>, String>;
+}
+
+#[async_trait]
+pub trait Target: Send + Sync {
+    async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created>;
+
+    async fn status(&self, id: &str) -> CliResult<FlowDetail>;
+
+    /// Every output of the flow's jobs: `{PHASE: {HANDLER: [...]}}`.
+    async fn outputs(&self, id: &str) -> CliResult<Outputs>;
+
+    async fn list(&self, filter: &ListFilter) -> CliResult<FlowPage>;
+
+    async fn steer(&self, id: &str, command: Command) -> CliResult<StatusChange>;
+
+    async fn workers(&self) -> CliResult<WorkerList>;
+
+    async fn workflows(&self) -> CliResult<WorkflowList>;
+
+    async fn workflow(&self, name: &str) -> CliResult<Value>;
+
+    /// Registers a definition under its own name; true when it was new.
+    async fn put_workflow(&self, name: &str, definition: &Value)
+        -> CliResult<(bool, WorkflowItem)>;
+
+    /// Follows a flow: its transitions so far, then what happens, until
+    /// its end.
+    async fn watch(&self, id: &str) -> CliResult<Box<dyn Watch>>;
+
+    /// Closes what the target holds open, before the process ends.
+    async fn close(&self) {}
+}
+
+/// The target the configuration names.
+pub async fn connect(connect: &Connect) -> CliResult<Box<dyn Target>> {
+    let resolved = connect.resolve()?;
+    match resolved.endpoint() {
+        Endpoint::Server(server) => Ok(Box::new(http::HttpTarget::new(
+            &server,
+            resolved.config.api_token().map(str::to_owned),
+        )?)),
+        Endpoint::Backend { .. } => Ok(Box::new(
+            direct::DirectTarget::connect(&resolved, connect.backend.connect_timeout).await?,
+        )),
+        Endpoint::Incomplete => Err(incomplete()),
+    }
+}

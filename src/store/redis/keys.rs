@@ -1,0 +1,67 @@
+//! The names of every Redis key, under an installation's prefix.
+//!
+//! `ARCHITECTURE.md` lists them with what each holds.
+
+use crate::ids::FlowId;
+use crate::model::FlowStatus;
+
+#[derive(Clone)]
+pub(super) struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    /// Meta: workflow name, definition, data, created_at.
+    pub fn flow(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}", self.prefix)
+    }
+    /// The counters the scripts keep (see `hot.rs`).
+    pub fn hot(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:hot", self.prefix)
+    }
+    pub fn visits(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:visits", self.prefix)
+    }
+    pub fn transitions(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:transitions", self.prefix)
+    }
+    /// Pause, resume and cancel, with who asked and when.
+    pub fn commands(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:commands", self.prefix)
+    }
+    /// The jobs a handler's recorded enumeration listed, as one JSON array.
+    pub fn jobs(&self, id: &FlowId, seq: u32, slot: u16) -> String {
+        format!("{}:flow:{id}:jobs:{seq}:{slot}", self.prefix)
+    }
+    /// A bit per job, set when it is done.
+    pub fn done(&self, id: &FlowId, seq: u32, slot: u16) -> String {
+        format!("{}:flow:{id}:done:{seq}:{slot}", self.prefix)
+    }
+    pub fn outputs(&self, id: &FlowId, seq: u32, slot: u16) -> String {
+        format!("{}:flow:{id}:out:{seq}:{slot}", self.prefix)
+    }
+    pub fn parked(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:parked", self.prefix)
+    }
+    pub fn flows(&self) -> String {
+        format!("{}:flows", self.prefix)
+    }
+    pub fn by_status(&self, status: FlowStatus) -> String {
+        format!("{}:flows:status:{status}", self.prefix)
+    }
+    pub fn by_workflow(&self, workflow: &str) -> String {
+        format!("{}:flows:workflow:{workflow}", self.prefix)
+    }
+    pub fn unfinished(&self) -> String {
+        format!("{}:unfinished", self.prefix)
+    }
+    pub fn ended(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
+    pub fn workflows(&self) -> String {
+        format!("{}:workflows", self.prefix)
+    }
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+}

@@ -1,0 +1,72 @@
+//! What the scripts answer, as typed structs: each counting script replies
+//! with one JSON object, read here by name rather than by position.
+
+use serde::Deserialize;
+
+use crate::model::{FlowStatus, PhaseState, Progress};
+use crate::rules;
+
+/// Where a flow stands after a script recorded something about visit
+/// `seq`. Every field is absent when the flow does not exist.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct VisitReply {
+    pub status: Option<FlowStatus>,
+    /// The flow's current visit.
+    pub seq: Option<u32>,
+    /// The state of the visit the script worked on.
+    pub state: Option<PhaseState>,
+    /// The job was outside the visit's recorded enumeration.
+    #[serde(default)]
+    pub refused: bool,
+}
+
+impl VisitReply {
+    pub fn exists(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// What the worker that recorded something about visit `seq` hears.
+    pub fn progress(&self, seq: u32) -> Progress {
+        if self.refused {
+            return Progress::Refused;
+        }
+        match (self.status, self.seq, self.state) {
+            (Some(status), Some(current), Some(state)) => {
+                rules::progress_of(status, current, state, seq)
+            }
+            _ => Progress::Stale,
+        }
+    }
+}
+
+/// The reply of `enumerated.lua`.
+#[derive(Debug, Deserialize)]
+pub(super) struct EnumeratedReply {
+    #[serde(flatten)]
+    pub visit: VisitReply,
+    #[serde(default)]
+    pub queue: QueueReply,
+    /// With `queue: recorded`, the recorded jobs as a JSON array.
+    pub jobs: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum QueueReply {
+    #[default]
+    Nothing,
+    Given,
+    Recorded,
+}
+
+/// The reply of `facts.lua`: what admission decides on.
+#[derive(Debug, Deserialize)]
+pub(super) struct FactsReply {
+    pub status: Option<FlowStatus>,
+    pub seq: Option<u32>,
+    pub state: Option<PhaseState>,
+    #[serde(default)]
+    pub enumerated: bool,
+    #[serde(default)]
+    pub job_done: bool,
+}

@@ -1,0 +1,40 @@
+//! The Lua scripts, one file each beside this one, each behind the shared
+//! prelude of field names and guards (`hot.rs`).
+
+use redis::Script;
+
+use super::hot::lua_prelude;
+
+pub(super) struct Scripts {
+    pub create: Script,
+    pub enter: Script,
+    pub end: Script,
+    pub claim: Script,
+    pub enumerated: Script,
+    pub done: Script,
+    pub failure: Script,
+    pub facts: Script,
+    pub park: Script,
+    pub status: Script,
+    pub remove: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let prelude = lua_prelude();
+        let script = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        Self {
+            create: script(include_str!("scripts/create.lua")),
+            enter: script(include_str!("scripts/enter.lua")),
+            end: script(include_str!("scripts/end.lua")),
+            claim: script(include_str!("scripts/claim.lua")),
+            enumerated: script(include_str!("scripts/enumerated.lua")),
+            done: script(include_str!("scripts/done.lua")),
+            failure: script(include_str!("scripts/failure.lua")),
+            facts: script(include_str!("scripts/facts.lua")),
+            park: script(include_str!("scripts/park.lua")),
+            status: script(include_str!("scripts/status.lua")),
+            remove: script(include_str!("scripts/remove.lua")),
+        }
+    }
+}

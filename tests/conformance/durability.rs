@@ -1,0 +1,78 @@
+//! The durable embedded store: what it committed survives a reopen.
+
+use super::*;
+
+/// What a durable store committed is there after it is closed and opened.
+#[tokio::test]
+pub(crate) async fn a_reopened_database_holds_every_committed_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (id, cursor) = {
+        let store = EmbeddedStore::open(&path).unwrap();
+        let (id, cursor) = flow_in_a_phase(&store, 5).await;
+        let now = Timestamp::now();
+        for index in 0..3 {
+            store
+                .record_job_done(&key(&id, index), Some(json!({"n": index})), now)
+                .await
+                .unwrap();
+        }
+        let retried = distribot::model::Task::Process {
+            key: key(&id, 4),
+            phase: "a".into(),
+            handler: "H".into(),
+            version: v1(),
+            attempt: 1,
+            job: Value::Null,
+        };
+        store.record_retry(&retried, 2).await.unwrap();
+        (id, cursor)
+    };
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.unfinished_flows().await.unwrap(), vec![id.clone()]);
+    let record = store.flow(&id).await.unwrap().unwrap();
+    let handler = &record.current().handlers[0];
+    assert_eq!((handler.total, handler.done, handler.retried), (5, 3, 1));
+    let outputs = store.outputs(&id).await.unwrap();
+    assert_eq!(
+        outputs[&PhaseName::new("a")]["H"],
+        vec![json!({"n": 0}), json!({"n": 1}), json!({"n": 2})]
+    );
+    let requeued = store.recover(&id).await.unwrap();
+    let attempts: Vec<(u32, u32)> = requeued
+        .iter()
+        .map(|task| match task {
+            distribot::model::Task::Process { key, attempt, .. } => (key.index, *attempt),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [(3, 1), (4, 2)],
+        "unfinished jobs, on their next attempt"
+    );
+    let entered = store
+        .enter_phase(&id, &cursor, &"b".into(), None, Timestamp::now())
+        .await
+        .unwrap();
+    assert!(
+        entered.is_none(),
+        "the phase is not complete: the CAS holds after reopen"
+    );
+}
+
+#[tokio::test]
+pub(crate) async fn one_process_at_a_time_holds_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let _first = EmbeddedStore::open(&path).unwrap();
+    let Err(error) = EmbeddedStore::open(&path) else {
+        panic!("a second open must fail");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("in use by another distribot process"),
+        "{error}"
+    );
+}

@@ -1,0 +1,531 @@
+//! Cases over whole flows: the engine's contract as users see it.
+
+use super::*;
+
+pub(crate) async fn the_seed_workflow_runs_through_its_phases_passing_outputs(kind: Kind) {
+    let finisher = Arc::new(Observer {
+        seen: Mutex::new(Vec::new()),
+    });
+    let harness = Harness::start(
+        kind,
+        registry(vec![
+            ("GoogleSearcher", Arc::new(Searcher)),
+            ("PageDownloader", Arc::new(Downloader)),
+            ("ErrorEmailer", Counter::new()),
+            ("JobFinisher", finisher.clone()),
+        ]),
+    )
+    .await;
+    let record = harness
+        .run(&search_workflow(), json!({"query": "rust"}))
+        .await;
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert!(rules::ended_well(&record));
+    assert_eq!(
+        phases_entered(&record),
+        ["pending", "searching", "fetching-pages", "finished"]
+    );
+    assert_eq!(totals(&record, "PageDownloader"), (3, 3, 0, 0));
+    let seen = finisher.seen.lock().unwrap();
+    let pages = &seen[0].outputs[&PhaseName::new("fetching-pages")]["PageDownloader"];
+    assert_eq!(
+        pages,
+        &vec![
+            json!({"page": "rust-1", "bytes": 100}),
+            json!({"page": "rust-2", "bytes": 100}),
+            json!({"page": "rust-3", "bytes": 100})
+        ],
+        "outputs arrive in enumeration order"
+    );
+    assert!(seen[0].error.is_none());
+}
+
+pub(crate) async fn history_is_ordered_and_each_phase_records_its_times(kind: Kind) {
+    let harness = Harness::start(kind, registry(vec![("Count", Counter::new())])).await;
+    let flow = workflow(json!({
+        "workflow": "three",
+        "phases": {
+            "a": {"is_initial": true, "transitions_to": "b", "handlers": ["Count"]},
+            "b": {"transitions_to": "c", "handlers": ["Count"]},
+            "c": {"is_final": true, "handlers": ["Count"]}
+        }
+    }));
+    let record = harness.run(&flow, json!({"a": 2, "b": 5, "c": 1})).await;
+    assert_eq!(phases_entered(&record), ["a", "b", "c"]);
+    assert!(record.transitions.windows(2).all(|w| w[0].at <= w[1].at));
+    for run in &record.phases {
+        assert_eq!(run.state, PhaseState::Completed);
+        let finished = run.finished_at.expect("finished phases have an end");
+        assert!(run.started_at <= finished);
+        assert!(run
+            .handlers
+            .iter()
+            .all(|h| h.is_complete() && h.version == Some(v1())));
+    }
+    assert_eq!(totals(&record, "Count"), (8, 8, 0, 0));
+    assert!(record.ended_at.is_some());
+}
+
+pub(crate) async fn phases_without_handlers_or_jobs_complete_at_once(kind: Kind) {
+    let harness = Harness::start(kind, registry(vec![("Count", Counter::new())])).await;
+    let flow = workflow(json!({
+        "workflow": "empty",
+        "phases": {
+            "start": {"is_initial": true, "transitions_to": "nothing"},
+            "nothing": {"transitions_to": "end", "handlers": ["Count"]},
+            "end": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({"nothing": 0})).await;
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(phases_entered(&record), ["start", "nothing", "end"]);
+    assert_eq!(totals(&record, "Count"), (0, 0, 0, 0));
+    assert!(record.phases[1].handlers[0].enumerated);
+}
+
+pub(crate) async fn final_phases_run_their_handlers(kind: Kind) {
+    let finisher = Counter::new();
+    let harness = Harness::start(kind, registry(vec![("Finisher", finisher.clone())])).await;
+    let flow = workflow(json!({
+        "workflow": "final",
+        "phases": {
+            "start": {"is_initial": true, "transitions_to": "done"},
+            "done": {"is_final": true, "handlers": ["Finisher"]}
+        }
+    }));
+    let record = harness.run(&flow, json!({"done": 4})).await;
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert_eq!(finisher.processed.load(Ordering::SeqCst), 4);
+    assert_eq!(totals(&record, "Finisher"), (4, 4, 0, 0));
+}
+
+pub(crate) fn failing_workflow(retry: Value) -> Arc<Workflow> {
+    workflow(json!({
+        "workflow": "failing",
+        "phases": {
+            "start": {"is_initial": true, "transitions_to": "work", "on_error_transition_to": "error"},
+            "work": {"transitions_to": "done", "on_error_transition_to": "error",
+                     "handlers": [{"name": "Flaky", "retry": retry}]},
+            "error": {"is_final": true, "handlers": ["Reporter"]},
+            "done": {"is_final": true}
+        }
+    }))
+}
+
+pub(crate) async fn a_spent_job_takes_the_error_transition_carrying_the_error(kind: Kind) {
+    let reporter = Arc::new(Observer {
+        seen: Mutex::new(Vec::new()),
+    });
+    let flaky = Arc::new(Flaky {
+        failures: u32::MAX,
+        permanent: false,
+        attempts: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(
+        kind,
+        registry(vec![
+            ("Flaky", flaky.clone()),
+            ("Reporter", reporter.clone()),
+        ]),
+    )
+    .await;
+    let flow =
+        failing_workflow(json!({"max_attempts": 3, "initial_delay": "5ms", "max_delay": "20ms"}));
+    let record = harness.run(&flow, json!({})).await;
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert!(
+        !rules::ended_well(&record),
+        "an error transition is not a clean finish"
+    );
+    assert_eq!(phases_entered(&record), ["start", "work", "error"]);
+    assert_eq!(
+        flaky.attempts.load(Ordering::SeqCst),
+        3,
+        "exactly max_attempts attempts"
+    );
+    assert_eq!(totals(&record, "Flaky"), (1, 0, 1, 2));
+    let error = record.transitions[2]
+        .error
+        .clone()
+        .expect("the transition carries the error");
+    assert_eq!(error.phase.as_str(), "work");
+    assert_eq!(error.handler.as_ref().map(|h| h.as_str()), Some("Flaky"));
+    assert_eq!(error.attempts, 3);
+    assert_eq!(error.message, "attempt 3 failed");
+    assert!(error.job_id.is_some());
+    assert_eq!(record.error.as_ref(), Some(&error));
+    let seen = reporter.seen.lock().unwrap();
+    assert_eq!(
+        seen[0].error.as_ref(),
+        Some(&error),
+        "the error phase's handlers see the error"
+    );
+}
+
+pub(crate) async fn retries_back_off_and_a_later_success_counts(kind: Kind) {
+    let flaky = Arc::new(Flaky {
+        failures: 2,
+        permanent: false,
+        attempts: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Flaky", flaky.clone()), ("Reporter", Counter::new())]),
+    )
+    .await;
+    let flow =
+        failing_workflow(json!({"max_attempts": 5, "initial_delay": "40ms", "max_delay": "1s"}));
+    let began = Instant::now();
+    let record = harness.run(&flow, json!({})).await;
+    assert!(rules::ended_well(&record));
+    assert_eq!(totals(&record, "Flaky"), (1, 1, 0, 2));
+    // Two waits: 40ms then 80ms.
+    assert!(
+        began.elapsed() >= Duration::from_millis(120),
+        "backoff was skipped: {:?}",
+        began.elapsed()
+    );
+}
+
+pub(crate) async fn a_permanent_error_is_not_retried(kind: Kind) {
+    let flaky = Arc::new(Flaky {
+        failures: u32::MAX,
+        permanent: true,
+        attempts: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Flaky", flaky.clone()), ("Reporter", Counter::new())]),
+    )
+    .await;
+    let record = harness
+        .run(
+            &failing_workflow(json!({"max_attempts": 5, "initial_delay": "5ms"})),
+            json!({}),
+        )
+        .await;
+    assert_eq!(flaky.attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(record.current().phase.as_str(), "error");
+}
+
+pub(crate) async fn a_failure_without_an_error_phase_fails_the_flow(kind: Kind) {
+    let flaky = Arc::new(Flaky {
+        failures: u32::MAX,
+        permanent: true,
+        attempts: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(kind, registry(vec![("Flaky", flaky)])).await;
+    let flow = workflow(json!({
+        "workflow": "no-error-phase",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done", "handlers": ["Flaky"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({})).await;
+    assert_eq!(record.status, FlowStatus::Failed);
+    assert_eq!(record.current().phase.as_str(), "work");
+    assert_eq!(record.current().state, PhaseState::Failed);
+    assert!(record.current().error.is_some());
+}
+
+pub(crate) struct FailingEnumerate;
+
+#[async_trait]
+impl Handler for FailingEnumerate {
+    async fn enumerate(&self, _request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        Err(HandlerError::new("no jobs today"))
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        Ok(None)
+    }
+}
+
+pub(crate) async fn a_failing_enumerate_fails_the_phase(kind: Kind) {
+    let harness = Harness::start(
+        kind,
+        registry(vec![
+            ("Flaky", Arc::new(FailingEnumerate)),
+            ("Reporter", Counter::new()),
+        ]),
+    )
+    .await;
+    let record = harness
+        .run(
+            &failing_workflow(json!({"max_attempts": 2, "initial_delay": "5ms"})),
+            json!({}),
+        )
+        .await;
+    assert_eq!(record.current().phase.as_str(), "error");
+    let error = record.error.expect("error recorded");
+    assert_eq!(error.job_id, None, "enumerate failures name no job");
+    assert_eq!(error.attempts, 2);
+    assert_eq!(error.message, "no jobs today");
+}
+
+pub(crate) struct Sleeper;
+
+#[async_trait]
+impl Handler for Sleeper {
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(None)
+    }
+}
+
+pub(crate) async fn a_job_past_its_timeout_fails(kind: Kind) {
+    let harness = Harness::start(
+        kind,
+        registry(vec![
+            ("Flaky", Arc::new(Sleeper)),
+            ("Reporter", Counter::new()),
+        ]),
+    )
+    .await;
+    let flow = workflow(json!({
+        "workflow": "slow",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "error",
+                     "handlers": [{"name": "Flaky", "timeout": "30ms", "retry": {"max_attempts": 2, "initial_delay": "1ms"}}]},
+            "error": {"is_final": true, "handlers": ["Reporter"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({})).await;
+    assert_eq!(record.current().phase.as_str(), "error");
+    let error = record.error.expect("error recorded");
+    assert!(
+        error.message.contains("timed out after 30ms"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.attempts, 2);
+}
+
+pub(crate) async fn a_phase_past_its_timeout_fails(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Reporter", Counter::new())]),
+    )
+    .await;
+    let flow = workflow(json!({
+        "workflow": "slow-phase",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "error",
+                     "timeout": "50ms", "handlers": ["Gated"]},
+            "error": {"is_final": true, "handlers": ["Reporter"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({})).await;
+    gated.open();
+    assert_eq!(record.current().phase.as_str(), "error");
+    let error = record.error.expect("error recorded");
+    assert!(
+        error.message.contains("did not complete within 50ms"),
+        "{}",
+        error.message
+    );
+}
+
+pub(crate) fn gated_workflow() -> Arc<Workflow> {
+    workflow(json!({
+        "workflow": "gated",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "more", "handlers": ["Gated"]},
+            "more": {"transitions_to": "done", "handlers": ["Count"]},
+            "done": {"is_final": true}
+        }
+    }))
+}
+
+pub(crate) async fn pause_holds_new_jobs_and_transitions_until_resume(kind: Kind) {
+    let gated = Gated::new(200);
+    let counter = Counter::new();
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", counter.clone())]),
+    )
+    .await;
+    let id = harness
+        .start_flow(&gated_workflow(), json!({"more": 3}))
+        .await;
+    eventually("every slot holds a job", || async {
+        gated.started.load(Ordering::SeqCst) == GATED_IN_FLIGHT
+    })
+    .await;
+    assert_eq!(harness.client.pause(&id).await.unwrap(), FlowStatus::Paused);
+    // Jobs in flight may finish; no job starts after the pause.
+    let started_at_pause = GATED_IN_FLIGHT;
+    gated.open();
+    eventually("parked jobs", || async {
+        harness.client.status(&id).await.unwrap().current().handlers[0].done
+            == started_at_pause as u64
+    })
+    .await;
+    assert_eq!(gated.started.load(Ordering::SeqCst), started_at_pause);
+    let paused = harness.client.status(&id).await.unwrap();
+    assert_eq!(paused.status, FlowStatus::Paused);
+    assert_eq!(
+        phases_entered(&paused),
+        ["work"],
+        "no transition while paused"
+    );
+    assert!(matches!(
+        harness.client.pause(&id).await,
+        Err(ClientError::Rejected(_))
+    ));
+    assert_eq!(
+        harness.client.resume(&id).await.unwrap(),
+        FlowStatus::Running
+    );
+    let record = harness.wait(&id).await;
+    assert!(rules::ended_well(&record));
+    assert_eq!(totals(&record, "Gated"), (200, 200, 0, 0));
+    assert_eq!(
+        gated.started.load(Ordering::SeqCst),
+        200,
+        "each job ran once"
+    );
+    assert_eq!(counter.processed.load(Ordering::SeqCst), 3);
+}
+
+pub(crate) async fn commands_in_the_wrong_state_are_errors(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    let id = harness.start_flow(&gated_workflow(), json!({})).await;
+    let error = harness.client.resume(&id).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "cannot resume a flow that is running: only a paused flow can be resumed"
+    );
+    gated.open();
+    let record = harness.wait(&id).await;
+    assert_eq!(record.status, FlowStatus::Finished);
+    for result in [
+        harness.client.pause(&id).await,
+        harness.client.resume(&id).await,
+        harness.client.cancel(&id).await,
+    ] {
+        assert!(
+            matches!(result, Err(ClientError::Rejected(_))),
+            "{result:?}"
+        );
+    }
+    let unknown = harness.client.pause(&FlowId::new("no-such-flow")).await;
+    assert!(matches!(unknown, Err(ClientError::UnknownFlow(_))));
+}
+
+pub(crate) async fn cancel_drops_queued_jobs_and_nothing_runs_again(kind: Kind) {
+    let gated = Gated::new(500);
+    let counter = Counter::new();
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", counter.clone())]),
+    )
+    .await;
+    let id = harness.start_flow(&gated_workflow(), json!({})).await;
+    eventually("every slot holds a job", || async {
+        gated.started.load(Ordering::SeqCst) == GATED_IN_FLIGHT
+    })
+    .await;
+    assert_eq!(
+        harness.client.cancel(&id).await.unwrap(),
+        FlowStatus::Canceled
+    );
+    let started_at_cancel = GATED_IN_FLIGHT;
+    gated.open();
+    let record = harness.wait(&id).await;
+    assert_eq!(record.status, FlowStatus::Canceled);
+    // Every queued job reaches a worker, which must drop it.
+    harness.drained().await;
+    assert_eq!(gated.started.load(Ordering::SeqCst), started_at_cancel);
+    assert!(
+        started_at_cancel < 500,
+        "the cancel came while jobs were queued"
+    );
+    assert_eq!(
+        counter.processed.load(Ordering::SeqCst),
+        0,
+        "no later phase ran"
+    );
+    let after = harness.client.status(&id).await.unwrap();
+    assert_eq!(phases_entered(&after), ["work"]);
+    assert!(matches!(
+        harness.client.cancel(&id).await,
+        Err(ClientError::Rejected(_))
+    ));
+}
+
+pub(crate) async fn many_flows_at_once_finish_with_exact_counts(kind: Kind) {
+    let counter = Counter::new();
+    let harness = Harness::start(kind, registry(vec![("Count", counter.clone())])).await;
+    let flow = workflow(json!({
+        "workflow": "many",
+        "phases": {
+            "a": {"is_initial": true, "transitions_to": "b", "handlers": ["Count"]},
+            "b": {"is_final": true, "handlers": ["Count"]}
+        }
+    }));
+    let mut ids = Vec::new();
+    for n in 0..40u64 {
+        ids.push(harness.start_flow(&flow, json!({"a": n, "b": 2})).await);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let record = harness.wait(id).await;
+        assert!(rules::ended_well(&record));
+        assert_eq!(totals(&record, "Count"), (n as u64 + 2, n as u64 + 2, 0, 0));
+    }
+    assert_eq!(
+        counter.processed.load(Ordering::SeqCst),
+        (0..40).sum::<usize>() + 80
+    );
+}
+
+/// Tracks how many of its jobs run at once.
+pub(crate) struct Overlap {
+    pub(crate) now: AtomicUsize,
+    pub(crate) most: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Overlap {
+    async fn enumerate(&self, _request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        Ok(vec![Value::Null; 30])
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        let running = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(running, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(None)
+    }
+}
+
+pub(crate) async fn a_workflow_concurrency_limit_bounds_jobs_in_flight(kind: Kind) {
+    let overlap = Arc::new(Overlap {
+        now: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(kind, registry(vec![("Overlap", overlap.clone())])).await;
+    let flow = workflow(json!({
+        "workflow": "limited",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done",
+                     "handlers": [{"name": "Overlap", "concurrency": 3}]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({})).await;
+    assert!(rules::ended_well(&record));
+    assert_eq!(totals(&record, "Overlap"), (30, 30, 0, 0));
+    let most = overlap.most.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&most), "{most} jobs ran at once");
+}

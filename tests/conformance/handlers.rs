@@ -1,0 +1,164 @@
+//! The Rust handlers the cases run.
+
+use super::*;
+
+/// Enumerates `data[phase]` jobs (numbers 0..n), outputs each job doubled.
+pub(crate) struct Counter {
+    pub(crate) processed: AtomicUsize,
+}
+
+impl Counter {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            processed: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Counter {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let count = request
+            .data
+            .get(request.phase.as_str())
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        Ok((0..count).map(Value::from).collect())
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        self.processed.fetch_add(1, Ordering::SeqCst);
+        Ok(request.job.as_u64().map(|n| Value::from(n * 2)))
+    }
+}
+
+/// Fails its first `failures` attempts of every job, then succeeds.
+pub(crate) struct Flaky {
+    pub(crate) failures: u32,
+    pub(crate) permanent: bool,
+    pub(crate) attempts: AtomicUsize,
+}
+
+#[async_trait]
+impl Handler for Flaky {
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if request.attempt <= self.failures {
+            let message = format!("attempt {} failed", request.attempt);
+            return Err(if self.permanent {
+                HandlerError::permanent(message)
+            } else {
+                HandlerError::new(message)
+            });
+        }
+        Ok(Some(json!({"attempt": request.attempt})))
+    }
+}
+
+/// Records the enumerate input it was given (error, outputs).
+pub(crate) struct Observer {
+    pub(crate) seen: Mutex<Vec<EnumerateRequest>>,
+}
+
+#[async_trait]
+impl Handler for Observer {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        self.seen.lock().unwrap().push(request);
+        Ok(vec![Value::Null])
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        Ok(None)
+    }
+}
+
+/// Jobs that wait at a gate until the test opens it, counting starts.
+pub(crate) struct Gated {
+    pub(crate) jobs: usize,
+    pub(crate) started: AtomicUsize,
+    pub(crate) open: AtomicBool,
+    pub(crate) gate: Notify,
+}
+
+impl Gated {
+    pub(crate) fn new(jobs: usize) -> Arc<Self> {
+        Arc::new(Self {
+            jobs,
+            started: AtomicUsize::new(0),
+            open: AtomicBool::new(false),
+            gate: Notify::new(),
+        })
+    }
+
+    pub(crate) fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.gate.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl Handler for Gated {
+    async fn enumerate(&self, _request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        Ok((0..self.jobs).map(Value::from).collect())
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let notified = self.gate.notified();
+            if self.open.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The seed's search workflow, with Rust handlers.
+pub(crate) fn search_workflow() -> Arc<Workflow> {
+    workflow(json!({
+        "workflow": "search",
+        "phases": {
+            "pending": {"is_initial": true, "transitions_to": "searching", "on_error_transition_to": "error"},
+            "searching": {"transitions_to": "fetching-pages", "on_error_transition_to": "error", "handlers": ["GoogleSearcher"]},
+            "fetching-pages": {"transitions_to": "finished", "on_error_transition_to": "error", "handlers": ["PageDownloader"]},
+            "error": {"is_final": true, "handlers": ["ErrorEmailer"]},
+            "finished": {"is_final": true, "handlers": ["JobFinisher"]}
+        }
+    }))
+}
+
+pub(crate) struct Searcher;
+
+#[async_trait]
+impl Handler for Searcher {
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        let query = request
+            .data
+            .get("query")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Ok(Some(json!([
+            format!("{query}-1"),
+            format!("{query}-2"),
+            format!("{query}-3")
+        ])))
+    }
+}
+
+pub(crate) struct Downloader;
+
+#[async_trait]
+impl Handler for Downloader {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let found = &request.outputs[&PhaseName::new("searching")]["GoogleSearcher"];
+        Ok(found
+            .iter()
+            .flat_map(|output| output.as_array().cloned().unwrap_or_default())
+            .collect())
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        Ok(Some(json!({"page": request.job, "bytes": 100})))
+    }
+}

@@ -1,0 +1,266 @@
+//! The harness: a fresh backend of each kind, with an engine and a worker
+//! on it, and the helpers the cases share.
+
+use super::*;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Memory,
+    Sqlite,
+    /// Redis state with the in-process broker: the store's half of the
+    /// distributed backend.
+    Redis,
+    /// Redis state and RabbitMQ queues: the distributed backend.
+    Distributed,
+}
+
+pub(crate) fn amqp_url() -> Option<String> {
+    std::env::var("DISTRIBOT_AMQP_URL").ok()
+}
+
+/// Deletes a test's queues when the test ends.
+pub(crate) struct QueueGuard {
+    pub(crate) url: String,
+    pub(crate) broker: AmqpBroker,
+}
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        let queues = self.broker.declared_queues();
+        let url = self.url.clone();
+        // The test's runtime is going away; clean up on one of our own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(broker) = AmqpBroker::connect(&url, &url, "cleanup").await {
+                    let _ = broker.delete_queues(&queues).await;
+                    broker.shutdown();
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Where the Redis tier's server is; those tests skip without it.
+pub(crate) fn redis_url() -> Option<String> {
+    std::env::var("DISTRIBOT_REDIS_URL").ok()
+}
+
+/// Removes every key under a test's prefix (never the whole database).
+pub(crate) fn remove_prefix(url: &str, prefix: &str) {
+    let Ok(client) = ::redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: Result<(), _> = ::redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
+/// Cleans a test's Redis keys when the test ends.
+pub(crate) struct PrefixGuard {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        remove_prefix(&self.url, &self.prefix);
+    }
+}
+
+pub(crate) struct Harness {
+    pub(crate) client: Client,
+    pub(crate) backend: Backend,
+    pub(crate) local: Option<LocalBroker>,
+    pub(crate) kind: Kind,
+    pub(crate) _scratch: Scratch,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a backend leaves behind, removed when the test ends.
+pub(crate) enum Scratch {
+    Nothing,
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Redis(#[allow(dead_code)] PrefixGuard),
+    Distributed(
+        #[allow(dead_code)] PrefixGuard,
+        #[allow(dead_code)] QueueGuard,
+    ),
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.backend.broker.shutdown();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Harness {
+    /// A store of `kind`, for the cases that call it directly.
+    pub(crate) async fn store(kind: Kind) -> (Arc<dyn Store>, Scratch) {
+        let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new());
+        let (store, _, scratch) = Self::backend_with(kind, broker).await;
+        (store, scratch)
+    }
+
+    pub(crate) fn test_prefix() -> String {
+        format!("distribot-test-{}", uuid::Uuid::now_v7().simple())
+    }
+
+    pub(crate) async fn backend_with(
+        kind: Kind,
+        broker: Arc<dyn Broker>,
+    ) -> (Arc<dyn Store>, Backend, Scratch) {
+        let (store, scratch): (Arc<dyn Store>, Scratch) = match kind {
+            Kind::Memory => (Arc::new(EmbeddedStore::in_memory()), Scratch::Nothing),
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = EmbeddedStore::open(&dir.path().join("state.db")).expect("open db");
+                (Arc::new(store), Scratch::Dir(dir))
+            }
+            Kind::Redis => {
+                let url = redis_url().expect("the Redis tier runs with DISTRIBOT_REDIS_URL set");
+                let prefix = Self::test_prefix();
+                let store = RedisStore::connect(&url, &prefix)
+                    .await
+                    .expect("connect to redis");
+                (Arc::new(store), Scratch::Redis(PrefixGuard { url, prefix }))
+            }
+            Kind::Distributed => {
+                let redis = redis_url().expect("DISTRIBOT_REDIS_URL");
+                let amqp = amqp_url().expect("DISTRIBOT_AMQP_URL");
+                let prefix = Self::test_prefix();
+                let store = RedisStore::connect(&redis, &prefix)
+                    .await
+                    .expect("connect to redis");
+                let amqp_broker = AmqpBroker::connect(&amqp, &amqp, &prefix)
+                    .await
+                    .expect("connect to rabbitmq");
+                let scratch = Scratch::Distributed(
+                    PrefixGuard { url: redis, prefix },
+                    QueueGuard {
+                        url: amqp,
+                        broker: amqp_broker.clone(),
+                    },
+                );
+                let store: Arc<dyn Store> = Arc::new(store);
+                let backend = Backend::new(store.clone(), Arc::new(amqp_broker));
+                return (store, backend, scratch);
+            }
+        };
+        (store.clone(), Backend::new(store, broker), scratch)
+    }
+
+    /// An engine and a worker hosting `registry`, over a fresh backend.
+    pub(crate) async fn start(kind: Kind, registry: HandlerRegistry) -> Harness {
+        let local = LocalBroker::new();
+        let (_, backend, scratch) = Self::backend_with(kind, Arc::new(local.clone())).await;
+        // The distributed backend brings its own broker.
+        let local = matches!(kind, Kind::Memory | Kind::Sqlite | Kind::Redis).then_some(local);
+        let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
+        let worker = WorkerBuilder::new(backend.clone(), registry).build();
+        let tasks = vec![
+            tokio::spawn(async move {
+                engine.run().await.expect("engine");
+            }),
+            tokio::spawn(async move {
+                worker.run().await.expect("worker");
+            }),
+        ];
+        Harness {
+            client: Client::new(backend.clone()),
+            backend,
+            local,
+            kind,
+            _scratch: scratch,
+            tasks,
+        }
+    }
+
+    /// Waits until every queued task has been taken by a worker, where the
+    /// backend can tell.
+    pub(crate) async fn drained(&self) {
+        if let Some(local) = &self.local {
+            eventually("queues drained", || async { local.depth() == 0 }).await;
+        }
+    }
+
+    pub(crate) async fn run(&self, workflow: &Arc<Workflow>, data: Value) -> FlowRecord {
+        let id = self.start_flow(workflow, data).await;
+        self.wait(&id).await
+    }
+
+    pub(crate) async fn start_flow(&self, workflow: &Arc<Workflow>, data: Value) -> FlowId {
+        let data = data.as_object().cloned().unwrap_or_default();
+        self.client
+            .start(workflow.clone(), data)
+            .await
+            .expect("start")
+    }
+
+    pub(crate) async fn wait(&self, id: &FlowId) -> FlowRecord {
+        tokio::time::timeout(Duration::from_secs(30), self.client.wait(id))
+            .await
+            .unwrap_or_else(|_| panic!("flow {id} did not end within 30s ({:?})", self.kind))
+            .expect("wait")
+    }
+}
+
+pub(crate) fn workflow(definition: Value) -> Arc<Workflow> {
+    Arc::new(parse_definition_value(&definition).expect("valid definition"))
+}
+
+pub(crate) fn v1() -> Version {
+    Version::new(1, 0, 0)
+}
+
+pub(crate) fn registry(handlers: Vec<(&str, Arc<dyn Handler>)>) -> HandlerRegistry {
+    let mut registry = HandlerRegistry::new();
+    for (name, handler) in handlers {
+        let options = HandlerOptions {
+            concurrency: (name == "Gated").then_some(GATED_IN_FLIGHT),
+            ..HandlerOptions::default()
+        };
+        registry.register_arc(name.into(), v1(), handler, options);
+    }
+    registry
+}
+
+/// Gated jobs in flight at once. Once this many wait at the gate, no other
+/// job of the handler can be admitted, which makes "started" exact.
+pub(crate) const GATED_IN_FLIGHT: usize = 8;
+
+/// Polls `condition` until it holds, failing after a deadline.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub(crate) fn phases_entered(record: &FlowRecord) -> Vec<&str> {
+    record.transitions.iter().map(|t| t.to.as_str()).collect()
+}
+
+pub(crate) fn totals(record: &FlowRecord, handler: &str) -> (u64, u64, u64, u64) {
+    let totals = record.handler_totals();
+    let t = totals.get(handler).copied().unwrap_or_default();
+    (t.total, t.done, t.failed, t.retried)
+}

@@ -1,0 +1,101 @@
+//! The conformance suite: the engine's contract, run against every backend.
+//!
+//! Each case is an async function over a [`Harness`]; the macro at the end
+//! instantiates every case for every backend. A backend is done when it
+//! passes all of them.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use distribot::broker::{AmqpBroker, Broker, LocalBroker};
+use distribot::definition::{parse_definition_value, Workflow};
+use distribot::handler::{
+    EnumerateRequest, Handler, HandlerError, HandlerOptions, HandlerRegistry, JobRequest,
+};
+use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
+use distribot::model::{FlowError, FlowRecord, FlowStatus, PhaseState, Progress};
+use distribot::rules;
+use distribot::runtime::{Backend, Client, ClientError, Engine, WorkerBuilder};
+use distribot::store::{
+    EmbeddedStore, FlowQueries, FlowQuery, FlowStore, JobsToQueue, RedisStore, Store,
+};
+use distribot::time::Timestamp;
+use distribot::version::Version;
+use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
+
+mod durability;
+mod flows;
+mod handlers;
+mod harness;
+mod store;
+
+use flows::*;
+use handlers::*;
+use harness::*;
+use store::*;
+
+macro_rules! conformance {
+    ($backend:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($kind).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! conformance_with_service {
+    ($backend:ident, $kind:expr, $available:expr, $variable:literal, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if !($available) {
+                        eprintln!("skipped: set {} to run the {} tier", $variable, stringify!($backend));
+                        return;
+                    }
+                    super::$case($kind).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($case:ident),* $(,)?) => {
+        conformance!(memory, super::Kind::Memory, [$($case),*]);
+        conformance!(sqlite, super::Kind::Sqlite, [$($case),*]);
+        conformance_with_service!(redis, super::Kind::Redis, super::redis_url().is_some(), "DISTRIBOT_REDIS_URL", [$($case),*]);
+        conformance_with_service!(distributed, super::Kind::Distributed, super::redis_url().is_some() && super::amqp_url().is_some(), "DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL", [$($case),*]);
+    };
+}
+
+every_backend!(
+    the_seed_workflow_runs_through_its_phases_passing_outputs,
+    history_is_ordered_and_each_phase_records_its_times,
+    phases_without_handlers_or_jobs_complete_at_once,
+    final_phases_run_their_handlers,
+    a_spent_job_takes_the_error_transition_carrying_the_error,
+    retries_back_off_and_a_later_success_counts,
+    a_permanent_error_is_not_retried,
+    a_failure_without_an_error_phase_fails_the_flow,
+    a_failing_enumerate_fails_the_phase,
+    a_job_past_its_timeout_fails,
+    a_phase_past_its_timeout_fails,
+    pause_holds_new_jobs_and_transitions_until_resume,
+    commands_in_the_wrong_state_are_errors,
+    cancel_drops_queued_jobs_and_nothing_runs_again,
+    many_flows_at_once_finish_with_exact_counts,
+    a_workflow_concurrency_limit_bounds_jobs_in_flight,
+    completions_count_once_per_job_id,
+    enumeration_is_recorded_once,
+    a_transition_happens_once_however_many_ask,
+    the_first_failure_wins_and_late_work_is_stale,
+    retention_removes_ended_flows_and_keeps_the_rest,
+);

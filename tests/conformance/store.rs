@@ -1,0 +1,242 @@
+//! Cases over the store's operations, called directly: what makes
+//! counting exact and transitions happen once.
+
+use super::*;
+/// Store-level: a flow in a phase with one enumerated handler.
+pub(crate) async fn flow_in_a_phase(store: &dyn Store, jobs: usize) -> (FlowId, Cursor) {
+    let flow = workflow(json!({
+        "workflow": "w",
+        "phases": {
+            "a": {"is_initial": true, "transitions_to": "b", "on_error_transition_to": "c", "handlers": ["H"]},
+            "b": {"is_final": true},
+            "c": {"is_final": true}
+        }
+    }));
+    let id = FlowId::generate();
+    store
+        .create_flow(FlowRecord::new(
+            id.clone(),
+            flow,
+            Map::new(),
+            Timestamp::now(),
+        ))
+        .await
+        .unwrap();
+    let cursor = Cursor {
+        seq: 0,
+        phase: "a".into(),
+    };
+    let enumerated = store
+        .record_enumerated(
+            &id,
+            &cursor,
+            0,
+            &v1(),
+            &vec![Value::Null; jobs],
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enumerated.queue, JobsToQueue::Given);
+    store.jobs_queued(&id, &cursor, 0).await.unwrap();
+    (id, cursor)
+}
+
+pub(crate) fn key(flow: &FlowId, index: u32) -> JobKey {
+    JobKey {
+        flow: flow.clone(),
+        seq: 0,
+        slot: 0,
+        index,
+    }
+}
+
+pub(crate) async fn completions_count_once_per_job_id(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, _) = flow_in_a_phase(store, 2).await;
+    let now = Timestamp::now();
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 0), None, now)
+            .await
+            .unwrap(),
+        Progress::Running
+    );
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 0), None, now)
+            .await
+            .unwrap(),
+        Progress::Running
+    );
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 1), Some(json!(1)), now)
+            .await
+            .unwrap(),
+        Progress::Completed
+    );
+    // Asked again, a completed phase says so again: a lost nudge is repaired.
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 1), None, now)
+            .await
+            .unwrap(),
+        Progress::Completed
+    );
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert_eq!(record.current().handlers[0].done, 2);
+    let outputs = store.outputs(&id).await.unwrap();
+    assert_eq!(
+        outputs[&PhaseName::new("a")]["H"],
+        vec![json!(1)],
+        "the first output stands"
+    );
+}
+
+pub(crate) async fn enumeration_is_recorded_once(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_in_a_phase(store, 3).await;
+    let again = store
+        .record_enumerated(&id, &cursor, 0, &v1(), &[Value::Null], Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.queue,
+        JobsToQueue::Nothing,
+        "queued jobs are not queued twice"
+    );
+    assert_eq!(
+        store.flow(&id).await.unwrap().unwrap().current().handlers[0].total,
+        3
+    );
+}
+
+pub(crate) async fn a_transition_happens_once_however_many_ask(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let (id, cursor) = flow_in_a_phase(store.as_ref(), 0).await;
+    let mut attempts = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let id = id.clone();
+        let cursor = cursor.clone();
+        attempts.push(tokio::spawn(async move {
+            store
+                .enter_phase(&id, &cursor, &"b".into(), None, Timestamp::now())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut entered = 0;
+    for attempt in attempts {
+        entered += usize::from(attempt.await.unwrap().is_some());
+    }
+    assert_eq!(entered, 1);
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert_eq!(phases_entered(&record), ["a", "b"]);
+    let stale_end = store
+        .end_flow(&id, &cursor, FlowStatus::Finished, None, Timestamp::now())
+        .await
+        .unwrap();
+    assert!(!stale_end, "a stale cursor cannot end the flow");
+}
+
+pub(crate) async fn the_first_failure_wins_and_late_work_is_stale(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_in_a_phase(store, 3).await;
+    let error = |message: &str| FlowError {
+        phase: "a".into(),
+        handler: Some("H".into()),
+        job_id: Some(key(&id, 0).id()),
+        attempts: 3,
+        message: message.into(),
+    };
+    let now = Timestamp::now();
+    assert_eq!(
+        store
+            .record_failure(&id, &cursor, Some(0), error("first"), now)
+            .await
+            .unwrap(),
+        Progress::Failed
+    );
+    assert_eq!(
+        store
+            .record_failure(&id, &cursor, Some(0), error("second"), now)
+            .await
+            .unwrap(),
+        Progress::Failed
+    );
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert_eq!(record.current().error.as_ref().unwrap().message, "first");
+    assert_eq!(record.current().handlers[0].failed, 2);
+    store
+        .enter_phase(
+            &id,
+            &cursor,
+            &"c".into(),
+            record.current().error.clone(),
+            now,
+        )
+        .await
+        .unwrap()
+        .expect("error transition");
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 1), None, now)
+            .await
+            .unwrap(),
+        Progress::Stale
+    );
+}
+
+pub(crate) async fn retention_removes_ended_flows_and_keeps_the_rest(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (ended, cursor) = flow_in_a_phase(store, 1).await;
+    store
+        .record_job_done(&key(&ended, 0), Some(json!("out")), Timestamp::now())
+        .await
+        .unwrap();
+    let at = Timestamp::now();
+    let cursor_b = store
+        .enter_phase(&ended, &cursor, &"b".into(), None, at)
+        .await
+        .unwrap()
+        .expect("entered b");
+    assert!(store
+        .end_flow(&ended, &cursor_b, FlowStatus::Finished, None, at)
+        .await
+        .unwrap());
+    let (running, _) = flow_in_a_phase(store, 3).await;
+    let everything = FlowQuery {
+        limit: 100,
+        ..FlowQuery::default()
+    };
+    assert_eq!(store.count_flows(&everything).await.unwrap(), 2);
+    // Nothing ended before a time long past.
+    assert_eq!(store.remove_ended(Timestamp(1), 10).await.unwrap(), 0);
+    let later = Timestamp::now().plus(Duration::from_secs(1));
+    assert_eq!(store.remove_ended(later, 10).await.unwrap(), 1);
+    assert!(store.flow(&ended).await.unwrap().is_none());
+    assert!(
+        store.flow(&running).await.unwrap().is_some(),
+        "unfinished flows stay"
+    );
+    assert_eq!(store.count_flows(&everything).await.unwrap(), 1);
+    let listed: Vec<FlowId> = store
+        .list_flows(&everything)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| record.id)
+        .collect();
+    assert_eq!(listed, vec![running]);
+    assert_eq!(
+        store.remove_ended(later, 10).await.unwrap(),
+        0,
+        "removed once"
+    );
+}

@@ -1,0 +1,94 @@
+//! What the store and the handlers saw, for the scheduler and its checks.
+
+use super::*;
+
+/// A job or an enumeration admitted to run: the flow's index, what, and
+/// the scheduler's step.
+pub(crate) struct Start {
+    pub(crate) flow: usize,
+    pub(crate) what: String,
+    pub(crate) step: u64,
+}
+
+/// What the store and the handlers saw, for the scheduler and its checks.
+pub(crate) struct Journal {
+    pub(crate) seed: u64,
+    pub(crate) step: u64,
+    /// Each flow's index (its place in start order), by id.
+    pub(crate) indices: BTreeMap<FlowId, usize>,
+    /// Admissions since the scheduler last looked.
+    pub(crate) starts: Vec<Start>,
+    /// Flows whose records changed since the scheduler last looked.
+    pub(crate) changed: BTreeSet<usize>,
+    /// What the store and the broker did since the scheduler last looked,
+    /// for the trace.
+    pub(crate) ops: Vec<Cow<'static, str>>,
+    /// Actors that recorded a result (a crash no longer loses it).
+    pub(crate) recorded: BTreeSet<u64>,
+    /// Handler calls so far, per flow and job or enumeration.
+    pub(crate) calls: BTreeMap<String, u32>,
+    /// Jobs some attempt of which succeeded: (flow, seq, slot, index).
+    pub(crate) succeeded: BTreeSet<(usize, u32, u16, u32)>,
+    /// The enumerate call whose jobs each visit recorded, by (flow, seq, slot).
+    pub(crate) recorded_calls: BTreeMap<(usize, u32, u16), Option<u64>>,
+    /// The enumerate calls whose jobs were processed, by (flow, seq, slot).
+    pub(crate) job_calls: BTreeMap<(usize, u32, u16), BTreeSet<Option<u64>>>,
+    pub(crate) violations: Vec<String>,
+}
+
+impl Journal {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            step: 0,
+            indices: BTreeMap::new(),
+            starts: Vec::new(),
+            changed: BTreeSet::new(),
+            ops: Vec::new(),
+            recorded: BTreeSet::new(),
+            calls: BTreeMap::new(),
+            succeeded: BTreeSet::new(),
+            recorded_calls: BTreeMap::new(),
+            job_calls: BTreeMap::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Counts a handler call; returns how many of the same came before.
+    pub(crate) fn call(&mut self, flow: usize, what: &str) -> u32 {
+        let calls = self.calls.entry(format!("f{flow} {what}")).or_default();
+        *calls += 1;
+        *calls - 1
+    }
+
+    pub(crate) fn index(&self, flow: &FlowId) -> usize {
+        *self
+            .indices
+            .get(flow)
+            .expect("the store knows only simulated flows")
+    }
+}
+
+/// A task in words, without its flow.
+pub(crate) fn task_words(task: &Task) -> String {
+    match task {
+        Task::Enumerate {
+            cursor,
+            handler,
+            attempt,
+            ..
+        } => format!(
+            "enumerate {}#{} {handler} (attempt {attempt})",
+            cursor.phase, cursor.seq
+        ),
+        Task::Process {
+            key,
+            handler,
+            attempt,
+            ..
+        } => format!(
+            "job {}.{}.{} {handler} (attempt {attempt})",
+            key.seq, key.slot, key.index
+        ),
+    }
+}

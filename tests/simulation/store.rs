@@ -1,0 +1,347 @@
+//! The real in-memory store behind a thin wrapper that yields before each
+//! operation and notes what changed, for the checks.
+
+use super::*;
+
+/// The real store, with a turn before each operation and notes of what
+/// changed. All the logic is the embedded store's.
+pub(crate) struct SimStore {
+    pub(crate) inner: EmbeddedStore,
+    pub(crate) journal: Arc<Mutex<Journal>>,
+    /// For the scheduler's clock.
+    pub(crate) network: Arc<Mutex<Network>>,
+}
+
+/// How long a claim to dispatch an enumeration holds in a simulated run:
+/// the real lease, scaled to a run's milliseconds.
+pub(crate) const SIM_DISPATCH_LEASE_MS: u64 = 60;
+
+impl SimStore {
+    /// Notes an operation that changes nothing.
+    pub(crate) fn saw(&self, op: &'static str) {
+        lock(&self.journal).ops.push(Cow::Borrowed(op));
+    }
+
+    /// Notes an operation that changes nothing the checks read in a flow's
+    /// record (parked tasks, waiting notes, retry counts).
+    pub(crate) fn noted(&self, op: impl Into<Cow<'static, str>>) {
+        lock(&self.journal).ops.push(op.into());
+    }
+
+    /// Notes an operation that may change a flow's record: it is checked
+    /// after the step.
+    pub(crate) fn changed(&self, flow: &FlowId, op: impl Into<Cow<'static, str>>) {
+        let mut journal = lock(&self.journal);
+        if let Some(&index) = journal.indices.get(flow) {
+            journal.changed.insert(index);
+        }
+        journal.ops.push(op.into());
+    }
+
+    /// A result is recorded: crashing the actor now would not lose it.
+    pub(crate) fn recorded(&self, flow: &FlowId, op: impl Into<Cow<'static, str>>) {
+        if let Some((actor, _)) = polling() {
+            lock(&self.journal).recorded.insert(actor);
+        }
+        self.changed(flow, op);
+    }
+
+    /// A task was admitted: a job or enumeration starts now. Checks, in the
+    /// same atomic moment, that its flow runs in the task's visit, and that
+    /// the attempt is one the handler's retry policy allows.
+    pub(crate) async fn started(&self, task: &Task) {
+        let record = self.inner.flow(task.flow()).await.ok().flatten();
+        let mut journal = lock(&self.journal);
+        let flow = journal.index(task.flow());
+        let what = task_words(task);
+        let step = journal.step;
+        let (seq, slot) = task.seq_and_slot();
+        let problem = match record {
+            None => Some("its flow does not exist".to_owned()),
+            Some(record) => {
+                let run = record.current();
+                let enumerated = run
+                    .handlers
+                    .get(slot as usize)
+                    .is_some_and(|handler| handler.enumerated);
+                let attempts = record
+                    .workflow
+                    .phase(task.phase().as_str())
+                    .and_then(|phase| phase.handlers.get(slot as usize))
+                    .map_or(0, |spec| spec.retry.max_attempts);
+                if record.status != FlowStatus::Running {
+                    Some(format!("its flow is {}", record.status))
+                } else if run.seq != seq || run.phase != *task.phase() {
+                    Some(format!("its flow is in {}#{}", run.phase, run.seq))
+                } else if run.state != PhaseState::Running {
+                    Some(format!("its visit is {:?}", run.state))
+                } else if matches!(task, Task::Enumerate { .. }) && enumerated {
+                    Some("its handler already enumerated".to_owned())
+                } else if task.attempt() > attempts {
+                    Some(format!("its handler allows {attempts} attempts"))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(problem) = problem {
+            journal
+                .violations
+                .push(format!("f{flow} {what} was admitted although {problem}"));
+        }
+        journal.starts.push(Start { flow, what, step });
+    }
+}
+
+#[async_trait]
+impl FlowStore for SimStore {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+        turn().await;
+        let id = flow.id.clone();
+        let index = flow_index(&flow.data);
+        let created = self.inner.create_flow(flow).await;
+        lock(&self.journal).indices.insert(id.clone(), index);
+        self.changed(&id, "create_flow");
+        created
+    }
+
+    async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError> {
+        turn().await;
+        let noted = self.inner.note_waiting(flow, reasons).await;
+        self.noted("note_waiting");
+        noted
+    }
+
+    async fn enter_phase(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<Option<Cursor>, StoreError> {
+        turn().await;
+        let entered = self.inner.enter_phase(flow, from, to, error, at).await;
+        let outcome = match &entered {
+            Ok(Some(cursor)) => format!("entered {}#{}", cursor.phase, cursor.seq),
+            Ok(None) => "refused".to_owned(),
+            Err(error) => format!("failed: {error}"),
+        };
+        self.changed(
+            flow,
+            format!("enter_phase {}#{} -> {to}: {outcome}", from.phase, from.seq),
+        );
+        entered
+    }
+
+    async fn end_flow(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        status: FlowStatus,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        turn().await;
+        let ended = self.inner.end_flow(flow, from, status, error, at).await;
+        self.changed(flow, format!("end_flow {status}: {ended:?}"));
+        ended
+    }
+
+    async fn claim_dispatch(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slots: &[u16],
+        at: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<u16>, StoreError> {
+        turn().await;
+        // Leases run on the scheduler's clock, which is in milliseconds.
+        let _ = (at, lease);
+        let at = Timestamp(lock(&self.network).clock);
+        let lease = Duration::from_millis(SIM_DISPATCH_LEASE_MS);
+        let claimed = self
+            .inner
+            .claim_dispatch(flow, cursor, slots, at, lease)
+            .await;
+        self.noted(format!("claim_dispatch {slots:?}: {claimed:?}"));
+        claimed
+    }
+
+    async fn record_enumerated(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+        version: &Version,
+        jobs: &[Value],
+        at: Timestamp,
+    ) -> Result<Enumerated, StoreError> {
+        turn().await;
+        let recorded = self
+            .inner
+            .record_enumerated(flow, cursor, slot, version, jobs, at)
+            .await;
+        let outcome = match &recorded {
+            Ok(enumerated) => {
+                let queue = match &enumerated.queue {
+                    JobsToQueue::Nothing => "nothing".to_owned(),
+                    JobsToQueue::Given => {
+                        // The enumeration the visit uses: which call made it.
+                        let mut journal = lock(&self.journal);
+                        let index = journal.index(flow);
+                        journal
+                            .recorded_calls
+                            .insert((index, cursor.seq, slot), enumeration_call(jobs));
+                        "these".to_owned()
+                    }
+                    JobsToQueue::Recorded(recorded) => format!("{} recorded", recorded.len()),
+                };
+                format!("{:?}, queue {queue}", enumerated.progress)
+            }
+            Err(error) => format!("failed: {error}"),
+        };
+        self.recorded(
+            flow,
+            format!("record_enumerated {} jobs: {outcome}", jobs.len()),
+        );
+        recorded
+    }
+
+    async fn jobs_queued(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+    ) -> Result<(), StoreError> {
+        turn().await;
+        self.saw("jobs_queued");
+        self.inner.jobs_queued(flow, cursor, slot).await
+    }
+
+    async fn record_job_done(
+        &self,
+        key: &JobKey,
+        output: Option<Value>,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        turn().await;
+        let progress = self.inner.record_job_done(key, output, at).await;
+        self.recorded(&key.flow, format!("record_job_done: {progress:?}"));
+        progress
+    }
+
+    async fn record_retry(&self, task: &Task, next_attempt: u32) -> Result<(), StoreError> {
+        turn().await;
+        let recorded = self.inner.record_retry(task, next_attempt).await;
+        self.recorded(
+            task.flow(),
+            format!("record_retry: attempt {next_attempt} next"),
+        );
+        recorded
+    }
+
+    async fn record_failure(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: Option<u16>,
+        error: FlowError,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        turn().await;
+        let progress = self
+            .inner
+            .record_failure(flow, cursor, slot, error, at)
+            .await;
+        self.recorded(flow, format!("record_failure: {progress:?}"));
+        progress
+    }
+
+    async fn admit(&self, task: &Task) -> Result<Admission, StoreError> {
+        turn().await;
+        let admission = self.inner.admit(task).await;
+        if let Ok(Admission::Run) = admission {
+            self.started(task).await;
+        }
+        self.noted(format!("admit: {admission:?}"));
+        admission
+    }
+
+    async fn apply_command(
+        &self,
+        flow: &FlowId,
+        command: Command,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<CommandApplied, StoreError> {
+        turn().await;
+        let applied = self.inner.apply_command(flow, command, by, at).await;
+        self.changed(flow, format!("apply_command {command}"));
+        applied
+    }
+
+    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
+        turn().await;
+        let tasks = self.inner.recover(flow).await;
+        let count = tasks.as_ref().map_or(0, Vec::len);
+        self.noted(format!("recover: {count} tasks"));
+        tasks
+    }
+
+    async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {
+        turn().await;
+        self.saw("forget_released");
+        self.inner.forget_released(flow, count).await
+    }
+}
+
+#[async_trait]
+impl FlowQueries for SimStore {
+    async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
+        turn().await;
+        self.saw("flow");
+        self.inner.flow(id).await
+    }
+
+    async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
+        turn().await;
+        self.saw("flow_context");
+        self.inner.flow_context(id).await
+    }
+
+    async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError> {
+        turn().await;
+        self.saw("unfinished_flows");
+        self.inner.unfinished_flows().await
+    }
+
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
+        turn().await;
+        self.saw("list_flows");
+        self.inner.list_flows(query).await
+    }
+
+    async fn count_flows(&self, query: &FlowQuery) -> Result<u64, StoreError> {
+        turn().await;
+        self.saw("count_flows");
+        self.inner.count_flows(query).await
+    }
+
+    async fn enumerate_input(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+    ) -> Result<EnumerateInput, StoreError> {
+        turn().await;
+        self.saw("enumerate_input");
+        self.inner.enumerate_input(flow, cursor).await
+    }
+
+    async fn outputs(&self, flow: &FlowId) -> Result<Outputs, StoreError> {
+        turn().await;
+        self.saw("outputs");
+        self.inner.outputs(flow).await
+    }
+}
