@@ -219,6 +219,23 @@ async function expectNoEnumerating(what) {
   if (moving.length > 0) throw new Error(`${what}: bars still enumerating: ${moving.join('; ')}`);
 }
 
+/** Fails if any table cell's right edge lies beyond its card's. */
+async function expectCellsInside(what) {
+  const outside = await page.evaluate(() =>
+    [...document.querySelectorAll('main td, main th')]
+      .filter((cell) => cell.getClientRects().length > 0)
+      .map((cell) => {
+        const card = cell.closest('.card, .table-wrap');
+        if (!card) return null;
+        const edge = cell.getBoundingClientRect().right;
+        const limit = card.getBoundingClientRect().right;
+        return edge > limit + 0.5 ? `"${cell.textContent.trim()}" ends at ${edge.toFixed(1)}, its card at ${limit.toFixed(1)}` : null;
+      })
+      .filter(Boolean),
+  );
+  if (outside.length > 0) throw new Error(`${what}: cells outside their card: ${outside.join('; ')}`);
+}
+
 /** Starts a flow of `workflow` from the start form and answers its id. */
 async function startFlow(workflow, data) {
   await byId('nav-start').click();
@@ -613,6 +630,29 @@ async function openScenarios() {
     } finally {
       await page.unroute(`${detail}/events`);
       await page.unroute(detail);
+    }
+  });
+
+  await step('at 1400 px wide, every table cell stays inside its card', async () => {
+    await page.setViewportSize({ width: 1400, height: 900 });
+    try {
+      flows.wide = await startFlow('wide', '{}');
+      await expectText('flow-status', 'finished', FLOW_WAIT);
+      await page.locator('[data-testid=handler-total][data-handler=ThumbnailRenderer]', { hasText: /1.?200 \/ 1.?200/ }).waitFor();
+      await expectCellsInside('a flow with a long handler name and many jobs');
+      await shot('detail-wide-1400');
+      for (const id of [flows.failing, flows.lapsed]) {
+        await page.goto(`${base}/#/flows/${encodeURIComponent(id)}`);
+        await expectText('flow-id', id);
+        await byId('visit-handler').first().waitFor();
+        await expectCellsInside(`flow ${id}`);
+      }
+      await page.goto(`${base}/#/`);
+      await page.locator(`[data-testid=flow-row][data-flow-id="${flows.wide}"]`).waitFor();
+      await expectCellsInside('the list');
+      await shot('list-1400');
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
     }
   });
 }

@@ -76,7 +76,19 @@ export function mount(main, { id }) {
   const errorBox = h('section', { class: 'error-box', testid: 'flow-error', hidden: true, 'aria-labelledby': 'error-title' });
   const graphWrap = h('div', { class: 'graph-wrap', testid: 'graph-wrap' });
   const timeline = h('ol', { class: 'timeline', testid: 'timeline' });
-  const totals = h('tbody', {});
+  const totalsHead = h(
+    'thead',
+    {},
+    h(
+      'tr',
+      {},
+      ['Done', 'Failed', 'Retried'].map((title) => h('th', { scope: 'col' }, title)),
+    ),
+  );
+  // Each handler's name has a row of its own above its counts: the card is
+  // narrow, and long names beside four-digit counts pushed the last column
+  // out of it.
+  const totals = h('table', { class: 'totals', testid: 'handler-totals' }, totalsHead);
   const dataBlock = h('pre', { class: 'data', testid: 'flow-data' });
   const problem = h('p', { class: 'problem', role: 'alert', testid: 'detail-error', hidden: true });
 
@@ -116,20 +128,7 @@ export function mount(main, { id }) {
         'section',
         { class: 'card narrow', 'aria-labelledby': 'totals-heading' },
         h('h2', { id: 'totals-heading' }, 'Jobs per handler'),
-        h(
-          'table',
-          { class: 'totals', testid: 'handler-totals' },
-          h(
-            'thead',
-            {},
-            h(
-              'tr',
-              {},
-              ['Handler', 'Done', 'Failed', 'Retried'].map((title) => h('th', { scope: 'col' }, title)),
-            ),
-          ),
-          totals,
-        ),
+        totals,
         h('details', { class: 'data-details' }, h('summary', {}, 'Input data'), dataBlock),
       ),
     ),
@@ -385,17 +384,24 @@ export function mount(main, { id }) {
     const names = Object.keys(flow.handlers ?? {});
     replace(
       totals,
+      totalsHead,
       names.length === 0
-        ? h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No handler has run yet.'))
+        ? h('tbody', {}, h('tr', {}, h('td', { colspan: 3, class: 'muted' }, 'No handler has run yet.')))
         : names.map((name) => {
             const t = flow.handlers[name];
             return h(
-              'tr',
+              'tbody',
               { testid: 'handler-total', dataset: { handler: name } },
-              h('th', { scope: 'row' }, name),
-              h('td', { class: 'num' }, `${count(t.done)} / ${count(t.total)}`),
-              h('td', { class: `num${t.failed ? ' bad' : ''}` }, count(t.failed)),
-              h('td', { class: `num${t.retried ? ' warn' : ''}` }, count(t.retried)),
+              h('tr', { class: 'total-name' }, h('th', { scope: 'rowgroup', colspan: 3, title: name }, name)),
+              h(
+                'tr',
+                {},
+                // Two unbreakable halves, so that huge counts wrap at the slash
+                // rather than run out of the card.
+                h('td', { class: 'num done' }, h('span', {}, count(t.done)), ' ', h('span', {}, `/ ${count(t.total)}`)),
+                h('td', { class: `num${t.failed ? ' bad' : ''}` }, count(t.failed)),
+                h('td', { class: `num${t.retried ? ' warn' : ''}` }, count(t.retried)),
+              ),
             );
           }),
     );
