@@ -1,5 +1,8 @@
 // Drives the distribot dashboard in Debian's headless Chromium, through the
-// page only: clicks and typing, as a person would.
+// page only: clicks and typing, as a person would. Colours are checked as
+// the browser computes them, so that a flow that went wrong cannot look
+// like a success; one step feeds the page a made-up answer, for the moment
+// a handler is being asked for its jobs, which real flows pass too fast.
 //
 //   node tests/browser/dashboard.mjs BASE_URL SCREENSHOT_DIR
 //
@@ -139,6 +142,100 @@ async function expectRows(ids, what) {
   }
 }
 
+/**
+ * Waits until the computed `property` (`color`, `backgroundColor`,
+ * `stroke`) of the first element matching `selector` is a colour of `kind`:
+ * `green`, `red`, `warm` (red to amber), `grey`, or `not-green`. Colours
+ * are told apart by hue, so that a change of shade in style.css does not
+ * break the test, while a success green where a failure belongs does.
+ */
+async function expectColour(selector, property, kind, what, timeout = WAIT) {
+  const classify = ([css, prop, wanted]) => {
+    const element = document.querySelector(css);
+    if (!element) return false;
+    const value = getComputedStyle(element)[prop];
+    // A canvas turns any CSS colour (rgb(), color(srgb …), named) into bytes.
+    const paint = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
+    paint.fillStyle = '#fff';
+    paint.fillRect(0, 0, 1, 1);
+    paint.fillStyle = value;
+    paint.fillRect(0, 0, 1, 1);
+    const [r, g, b] = [...paint.getImageData(0, 0, 1, 1).data].map((byte) => byte / 255);
+    const max = Math.max(r, g, b);
+    const min = Math.min(r, g, b);
+    const light = (max + min) / 2;
+    const saturation = max === min ? 0 : (max - min) / (1 - Math.abs(2 * light - 1));
+    let hue = 0;
+    if (max !== min) {
+      if (max === r) hue = (60 * ((g - b) / (max - min)) + 360) % 360;
+      else if (max === g) hue = 60 * ((b - r) / (max - min)) + 120;
+      else hue = 60 * ((r - g) / (max - min)) + 240;
+    }
+    const colourful = saturation > 0.25;
+    const green = colourful && hue >= 80 && hue <= 170;
+    const red = colourful && (hue <= 12 || hue >= 335);
+    const warm = colourful && (hue <= 50 || hue >= 335);
+    const grey = saturation <= 0.2;
+    return { green, red, warm, grey, 'not-green': !green }[wanted];
+  };
+  try {
+    await page.waitForFunction(classify, [selector, property, kind], { timeout, polling: POLL });
+  } catch {
+    const seen = await page
+      .locator(selector)
+      .first()
+      .evaluate((element, prop) => getComputedStyle(element)[prop], property)
+      .catch(() => 'no such element');
+    throw new Error(`${what}: expected a ${kind} ${property} on ${selector}, saw ${seen}`);
+  }
+}
+
+/** Waits until the first element matching `selector` has the class `name`. */
+async function expectClass(selector, name, what) {
+  try {
+    await page.waitForFunction(
+      ([css, cls]) => document.querySelector(css)?.classList.contains(cls),
+      [selector, name],
+      { timeout: WAIT, polling: POLL },
+    );
+  } catch {
+    const seen = await page.locator(selector).first().getAttribute('class').catch(() => 'no such element');
+    throw new Error(`${what}: expected class ${name} on ${selector}, saw "${seen}"`);
+  }
+}
+
+/** Fails if any progress bar on the page says it is enumerating or moves. */
+async function expectNoEnumerating(what) {
+  const moving = await page.evaluate(() =>
+    [...document.querySelectorAll('[role=progressbar]')]
+      .filter(
+        (bar) =>
+          /enumerating/.test(bar.textContent) ||
+          bar.classList.contains('pending') ||
+          bar.getAnimations({ subtree: true }).some((animation) => !(animation instanceof CSSTransition)),
+      )
+      .map((bar) => `${bar.getAttribute('aria-label')}: ${bar.textContent}`),
+  );
+  if (moving.length > 0) throw new Error(`${what}: bars still enumerating: ${moving.join('; ')}`);
+}
+
+/** Fails if any table cell's right edge lies beyond its card's. */
+async function expectCellsInside(what) {
+  const outside = await page.evaluate(() =>
+    [...document.querySelectorAll('main td, main th')]
+      .filter((cell) => cell.getClientRects().length > 0)
+      .map((cell) => {
+        const card = cell.closest('.card, .table-wrap');
+        if (!card) return null;
+        const edge = cell.getBoundingClientRect().right;
+        const limit = card.getBoundingClientRect().right;
+        return edge > limit + 0.5 ? `"${cell.textContent.trim()}" ends at ${edge.toFixed(1)}, its card at ${limit.toFixed(1)}` : null;
+      })
+      .filter(Boolean),
+  );
+  if (outside.length > 0) throw new Error(`${what}: cells outside their card: ${outside.join('; ')}`);
+}
+
 /** Starts a flow of `workflow` from the start form and answers its id. */
 async function startFlow(workflow, data) {
   await byId('nav-start').click();
@@ -203,6 +300,11 @@ async function openScenarios() {
     await expectCount('[data-testid=timeline-entry]', 4);
     await page.locator('[data-testid=handler-total][data-handler=Work]', { hasText: '12 / 12' }).waitFor();
     await page.locator('[data-testid=graph-error-edge]').first().waitFor();
+    // A success, and only a success, is green.
+    await expectClass('[data-testid=flow-status]', 'status-succeeded', 'the badge of a flow that ended well');
+    await expectColour('[data-testid=flow-status]', 'color', 'green', 'the badge of a flow that ended well');
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'green', 'the bar of a flow that ended well');
+    await expectNoEnumerating('a finished flow');
     await shot('detail-finished');
   });
 
@@ -214,6 +316,10 @@ async function openScenarios() {
     await expectText('flow-status', 'paused');
     await expectText('action-message', 'Paused.');
     await expectEnabled({ 'action-pause': false, 'action-resume': true, 'action-cancel': true });
+    await expectClass('[data-testid=flow-status]', 'status-paused', 'the badge of a paused flow');
+    await expectColour('[data-testid=flow-status]', 'color', 'warm', 'the badge of a paused flow');
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'warm', 'the bar of a paused flow');
+    await expectNoEnumerating('a paused flow');
     await shot('detail-paused');
 
     // While it is paused, the list's status filter finds it, and only it.
@@ -221,6 +327,9 @@ async function openScenarios() {
     await byId('filter-status').selectOption('paused');
     await expectRows([flows.paused], 'the paused flows');
     await page.locator('[data-testid=flow-row] [data-testid=flow-row-status]', { hasText: 'paused' }).waitFor();
+    await expectClass('[data-testid=flow-row-status]', 'status-paused', 'the list badge of a paused flow');
+    await expectColour('[data-testid=flow-row-progress] .bar-fill', 'backgroundColor', 'warm', 'the list bar of a paused flow');
+    await expectNoEnumerating('the list with a paused flow');
     await page.goBack(); // the filter change
     await page.goBack(); // the list
     await expectText('flow-id', flows.paused);
@@ -252,6 +361,10 @@ async function openScenarios() {
     await expectText('flow-status', 'canceled');
     await expectText('action-message', 'Canceled.');
     await expectEnabled({ 'action-pause': false, 'action-resume': false, 'action-cancel': false });
+    await expectClass('[data-testid=flow-status]', 'status-canceled', 'the badge of a canceled flow');
+    await expectColour('[data-testid=flow-status]', 'color', 'grey', 'the badge of a canceled flow');
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'grey', 'the bar of a canceled flow');
+    await expectNoEnumerating('a canceled flow');
     await shot('detail-canceled');
 
     // The tab that missed it still offers pause; the server refuses (409),
@@ -328,7 +441,30 @@ async function openScenarios() {
 
   await step('a failing flow shows its error and its error transition', async () => {
     flows.failing = await startFlow('fragile', '{}');
-    await expectText('flow-status', 'finished', FLOW_WAIT);
+    // Its status is `finished`, but it got there through an error: not green.
+    await expectText('flow-status', 'finished after error', FLOW_WAIT);
+    await expectClass('[data-testid=flow-status]', 'status-failed', 'the badge of a flow finished after an error');
+    await expectColour('[data-testid=flow-status]', 'color', 'red', 'the badge of a flow finished after an error');
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'red', 'the bar of a flow finished after an error');
+    await expectColour(
+      '[data-testid=graph-node][data-current=true] .box',
+      'stroke',
+      'red',
+      'the current phase of a flow finished after an error',
+    );
+    // The failed visit is red, its error beside it.
+    const attempt = '[data-testid=timeline-entry][data-phase=attempt]';
+    await expectColour(`${attempt} [data-testid=visit-progress]`, 'backgroundColor', 'red', 'the failed visit');
+    await expectText('visit-error', /Flaky.*failed on purpose/);
+    await page.locator(`${attempt} [data-testid=visit-error]`).waitFor();
+    // The visit of the error phase completed, on the error path: not green.
+    await expectColour(
+      '[data-testid=visit][data-phase=recover] [data-testid=visit-progress] .bar-fill',
+      'backgroundColor',
+      'warm',
+      'the visit of the error phase',
+    );
+    await expectNoEnumerating('a flow finished after an error');
     await byId('flow-error').waitFor();
     await expectText('flow-error-message', /failed on purpose/);
     await expectText('flow-outcome', 'did not end well');
@@ -352,6 +488,172 @@ async function openScenarios() {
     await other.close();
     await expectRows([id, ...before], 'every flow with the new one');
     await page.locator(`[data-testid=flow-row][data-flow-id="${id}"][data-status=finished]`).waitFor({ timeout: FLOW_WAIT });
+  });
+
+  await step('a flow that fails with no error phase to go to is failed, in red', async () => {
+    flows.doomed = await startFlow('doomed', '{}');
+    await expectText('flow-status', 'failed', FLOW_WAIT);
+    await expectClass('[data-testid=flow-status]', 'status-failed', 'the badge of a failed flow');
+    await expectColour('[data-testid=flow-status]', 'color', 'red', 'the badge of a failed flow');
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'red', 'the bar of a failed flow');
+    await expectColour('[data-testid=graph-node][data-current=true] .box', 'stroke', 'red', 'the phase the flow failed in');
+    const attempt = '[data-testid=timeline-entry][data-phase=attempt]';
+    await expectColour(`${attempt} [data-testid=visit-progress]`, 'backgroundColor', 'red', 'the failed visit');
+    await page.locator(`${attempt} [data-testid=visit-error]`, { hasText: /failed on purpose/ }).waitFor();
+    await expectNoEnumerating('a failed flow');
+    await shot('detail-failed');
+  });
+
+  await step('a flow waiting for a worker on its error path says so, paused says paused, and nothing animates', async () => {
+    // `fetch` waits for a worker nobody runs until its timeout fails it;
+    // the error phase `recover` then waits for one too.
+    flows.lapsed = await startFlow('lapsed', '{}');
+    await expectText('flow-status', 'running on error path', FLOW_WAIT);
+    await expectClass('[data-testid=flow-status]', 'error-path', 'the badge of a flow on its error path');
+    await expectColour('[data-testid=flow-status]', 'color', 'warm', 'the badge of a flow on its error path');
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'warm', 'the bar of a flow on its error path');
+    await expectText('flow-waiting', /waiting for a worker: Offline/);
+
+    // The visit the timeout failed had no jobs: it is failed, not "no jobs".
+    const fetch = '[data-testid=timeline-entry][data-phase=fetch]';
+    await page.locator(`${fetch} [data-testid=visit-progress]`, { hasText: /^\s*failed\s*$/ }).waitFor();
+    await expectColour(`${fetch} [data-testid=visit-progress]`, 'backgroundColor', 'red', 'the visit a timeout failed');
+    await page.locator(`${fetch} [data-testid=visit-error]`, { hasText: /did not complete within 300ms/ }).waitFor();
+    // The error phase waits for a worker rather than enumerating.
+    const recover = '[data-testid=visit][data-phase=recover]';
+    await page.locator(`${recover} [data-testid=visit-progress]`, { hasText: /waiting/ }).waitFor();
+    await page.locator(`${recover} [data-testid=handler-progress]`, { hasText: /waiting/ }).waitFor();
+    await expectNoEnumerating('a flow waiting for a worker');
+    await shot('detail-waiting-error-path');
+
+    await byId('action-pause').click();
+    await expectText('flow-status', 'paused on error path');
+    await expectClass('[data-testid=flow-status]', 'status-paused', 'the badge of a paused flow on its error path');
+    await page.locator(`${recover} [data-testid=visit-progress]`, { hasText: /^\s*paused\s*$/ }).waitFor();
+    await expectNoEnumerating('a paused flow on its error path');
+    await shot('detail-paused-error-path');
+
+    // In the list, the same.
+    await byId('back-to-list').click();
+    const row = `[data-testid=flow-row][data-flow-id="${flows.lapsed}"]`;
+    await page.locator(`${row} [data-testid=flow-row-status]`, { hasText: 'paused on error path' }).waitFor();
+    await page.locator(`${row} [data-testid=flow-row-progress]`, { hasText: /^\s*paused\s*$/ }).waitFor();
+    await expectNoEnumerating('the list with a paused flow');
+    await page.goBack();
+    await expectText('flow-id', flows.lapsed);
+
+    await byId('action-cancel').click();
+    await byId('action-cancel-confirm').click();
+    await expectText('flow-status', 'canceled');
+    await expectColour('[data-testid=flow-status]', 'color', 'grey', 'the badge of a canceled flow');
+    await page.locator(`${recover} [data-testid=visit-progress]`, { hasText: /^\s*canceled\s*$/ }).waitFor();
+    if (await byId('flow-waiting').isVisible()) throw new Error('a canceled flow still says it waits for a worker');
+    await expectNoEnumerating('a canceled flow');
+  });
+
+  await step('the list colours each flow by its outcome, not its status', async () => {
+    await page.goto(`${base}/#/`);
+    const row = (id) => `[data-testid=flow-row][data-flow-id="${id}"]`;
+    await page.locator(row(flows.lapsed)).waitFor();
+    const expected = [
+      // The first flow ended in a phase without handlers: no bar to colour.
+      [flows.first, 'finished', 'status-succeeded', 'green', null],
+      [flows.failing, 'finished after error', 'status-failed', 'red', 'red'],
+      [flows.doomed, 'failed', 'status-failed', 'red', 'red'],
+      [flows.canceled, 'canceled', 'status-canceled', 'grey', 'grey'],
+    ];
+    for (const [id, text, cls, badge, fill] of expected) {
+      const status = `${row(id)} [data-testid=flow-row-status]`;
+      await page.locator(status, { hasText: new RegExp(`^\\s*${text}\\s*$`) }).waitFor();
+      await expectClass(status, cls, `the list badge of ${text}`);
+      await expectColour(status, 'color', badge, `the list badge of ${text}`);
+      if (fill) await expectColour(`${row(id)} [data-testid=flow-row-progress] .bar-fill`, 'backgroundColor', fill, `the list bar of ${text}`);
+    }
+    await expectNoEnumerating('the list');
+    await shot('list-outcomes');
+  });
+
+  await step('"enumerating…" moves only while a running visit waits for its handler to enumerate', async () => {
+    // The server never shows this for long, so the page gets a made-up
+    // answer: the failed flow as it was before its handler enumerated.
+    const real = await (await page.request.get(`${base}/api/flows/${encodeURIComponent(flows.doomed)}`)).json();
+    const visit = real.phases[real.phases.length - 1];
+    const before = {
+      ...real,
+      status: 'running',
+      outcome: 'running',
+      ended_at: null,
+      ended_well: false,
+      error: null,
+      handlers: {},
+      waiting: [],
+      phases: [
+        ...real.phases.slice(0, -1),
+        {
+          ...visit,
+          state: 'running',
+          finished_at: null,
+          error: undefined,
+          handlers: visit.handlers.map((handler) => ({
+            ...handler,
+            enumerated: false,
+            total: 0,
+            done: 0,
+            failed: 0,
+            retried: 0,
+            started_at: null,
+            finished_at: null,
+          })),
+        },
+      ],
+    };
+    let answer = before;
+    const detail = `**/api/flows/${encodeURIComponent(flows.doomed)}`;
+    await page.route(detail, (route) => route.fulfill({ json: answer }));
+    // Streams that end at once, telling nothing: real events would tell
+    // the page how the flow really ended.
+    await page.route(`${detail}/events`, (route) => route.fulfill({ status: 200, contentType: 'text/event-stream', body: '' }));
+    try {
+      await page.goto(`${base}/#/flows/${encodeURIComponent(flows.doomed)}`);
+      const bar = '[data-testid=visit][data-phase=attempt] [data-testid=visit-progress]';
+      await page.locator(bar, { hasText: 'enumerating…' }).waitFor();
+      const moves = await page.locator(bar).evaluate((element) => element.getAnimations().length > 0);
+      if (!moves && !(await page.evaluate(() => matchMedia('(prefers-reduced-motion: reduce)').matches))) {
+        throw new Error('an enumerating bar does not move');
+      }
+      // The same visit waiting for a worker says so, and stands still.
+      answer = { ...before, waiting: ['waiting for a worker: Flaky'] };
+      await page.reload();
+      await page.locator(bar, { hasText: /waiting/ }).waitFor();
+      await expectText('flow-waiting', 'waiting for a worker: Flaky');
+      await expectNoEnumerating('a visit waiting for a worker');
+    } finally {
+      await page.unroute(`${detail}/events`);
+      await page.unroute(detail);
+    }
+  });
+
+  await step('at 1400 px wide, every table cell stays inside its card', async () => {
+    await page.setViewportSize({ width: 1400, height: 900 });
+    try {
+      flows.wide = await startFlow('wide', '{}');
+      await expectText('flow-status', 'finished', FLOW_WAIT);
+      await page.locator('[data-testid=handler-total][data-handler=ThumbnailRenderer]', { hasText: /1.?200 \/ 1.?200/ }).waitFor();
+      await expectCellsInside('a flow with a long handler name and many jobs');
+      await shot('detail-wide-1400');
+      for (const id of [flows.failing, flows.lapsed]) {
+        await page.goto(`${base}/#/flows/${encodeURIComponent(id)}`);
+        await expectText('flow-id', id);
+        await byId('visit-handler').first().waitFor();
+        await expectCellsInside(`flow ${id}`);
+      }
+      await page.goto(`${base}/#/`);
+      await page.locator(`[data-testid=flow-row][data-flow-id="${flows.wide}"]`).waitFor();
+      await expectCellsInside('the list');
+      await shot('list-1400');
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 900 });
+    }
   });
 }
 

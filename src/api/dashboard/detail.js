@@ -4,7 +4,7 @@
 // event stream (`progress`, `transition`, `end`).
 
 import { call, follow, segment } from './client.js';
-import { bar, h, replace, statusBadge } from './dom.js';
+import { bar, flowTone, h, onErrorPath, outcomeOf, quietState, replace, statusBadge } from './dom.js';
 import { between, clock, count, duration, full } from './format.js';
 import { drawGraph, legend } from './graph.js';
 
@@ -12,11 +12,6 @@ const PAST = { pause: 'Paused', resume: 'Resumed', cancel: 'Canceled' };
 
 function sum(handlers, field) {
   return handlers.reduce((total, handler) => total + (handler[field] ?? 0), 0);
-}
-
-/** A visit still waits for a handler to enumerate its jobs. */
-function enumerating(visit) {
-  return visit.state === 'running' && visit.handlers.some((handler) => !handler.enumerated);
 }
 
 function transitionKey(transition) {
@@ -28,7 +23,9 @@ function describeError(error) {
   const where = [`phase ${error.phase}`];
   if (error.handler) where.push(`handler ${error.handler}`);
   if (error.job_id) where.push(`job ${error.job_id}`);
-  return `${where.join(', ')} failed after ${error.attempts} attempt${error.attempts === 1 ? '' : 's'}: ${error.message}`;
+  // A timeout fails a phase without any attempt to count.
+  const after = error.attempts ? ` after ${error.attempts} attempt${error.attempts === 1 ? '' : 's'}` : '';
+  return `${where.join(', ')} failed${after}: ${error.message}`;
 }
 
 export function mount(main, { id }) {
@@ -79,7 +76,19 @@ export function mount(main, { id }) {
   const errorBox = h('section', { class: 'error-box', testid: 'flow-error', hidden: true, 'aria-labelledby': 'error-title' });
   const graphWrap = h('div', { class: 'graph-wrap', testid: 'graph-wrap' });
   const timeline = h('ol', { class: 'timeline', testid: 'timeline' });
-  const totals = h('tbody', {});
+  const totalsHead = h(
+    'thead',
+    {},
+    h(
+      'tr',
+      {},
+      ['Done', 'Failed', 'Retried'].map((title) => h('th', { scope: 'col' }, title)),
+    ),
+  );
+  // Each handler's name has a row of its own above its counts: the card is
+  // narrow, and long names beside four-digit counts pushed the last column
+  // out of it.
+  const totals = h('table', { class: 'totals', testid: 'handler-totals' }, totalsHead);
   const dataBlock = h('pre', { class: 'data', testid: 'flow-data' });
   const problem = h('p', { class: 'problem', role: 'alert', testid: 'detail-error', hidden: true });
 
@@ -119,20 +128,7 @@ export function mount(main, { id }) {
         'section',
         { class: 'card narrow', 'aria-labelledby': 'totals-heading' },
         h('h2', { id: 'totals-heading' }, 'Jobs per handler'),
-        h(
-          'table',
-          { class: 'totals', testid: 'handler-totals' },
-          h(
-            'thead',
-            {},
-            h(
-              'tr',
-              {},
-              ['Handler', 'Done', 'Failed', 'Retried'].map((title) => h('th', { scope: 'col' }, title)),
-            ),
-          ),
-          totals,
-        ),
+        totals,
         h('details', { class: 'data-details' }, h('summary', {}, 'Input data'), dataBlock),
       ),
     ),
@@ -141,7 +137,7 @@ export function mount(main, { id }) {
   // -------------------------------------------------------------- render
 
   function renderStatus() {
-    replace(status, statusBadge(flow.status, 'flow-status'));
+    replace(status, statusBadge(flow, 'flow-status'));
     const created = flow.created_at;
     const endedAt = flow.ended_at;
     const fact = (term, value, testid) => [h('dt', {}, term), h('dd', { testid }, value)];
@@ -161,6 +157,14 @@ export function mount(main, { id }) {
       ended && fact('Outcome', flow.ended_well ? 'ended well' : 'did not end well', 'flow-outcome'),
     );
     const handlers = flow.phases.flatMap((visit) => visit.handlers);
+    const current = flow.phases[flow.phases.length - 1];
+    // With no jobs at all, the bar says why: an ended flow by its outcome,
+    // a live one by its current visit.
+    const quiet = ended
+      ? { pending: false, idle: { failed: 'failed', canceled: 'canceled' }[flow.outcome] ?? '' }
+      : current
+        ? quietState(flow, current)
+        : { pending: false, idle: '' };
     replace(
       overall,
       h('span', { class: 'overall-label', id: 'overall-label' }, ended ? 'Jobs done' : 'Jobs done so far'),
@@ -168,14 +172,18 @@ export function mount(main, { id }) {
         done: sum(handlers, 'done'),
         total: sum(handlers, 'total'),
         failed: sum(handlers, 'failed'),
-        pending: !ended && enumerating(flow.phases[flow.phases.length - 1] ?? { handlers: [] }) && sum(handlers, 'total') === 0,
+        ...quiet,
+        tone: flowTone(flow),
         label: 'Jobs done in every phase so far',
         testid: 'flow-progress',
         open: !ended,
       }),
     );
-    replace(waiting, (flow.waiting ?? []).map((note) => h('li', {}, note)));
-    waiting.hidden = !(flow.waiting ?? []).length;
+    // Only a running flow waits for a worker: a paused one waits for a
+    // resume, and an ended one for nothing.
+    const notes = flow.status === 'running' ? (flow.waiting ?? []) : [];
+    replace(waiting, notes.map((note) => h('li', {}, note)));
+    waiting.hidden = notes.length === 0;
   }
 
   function renderActions() {
@@ -214,10 +222,11 @@ export function mount(main, { id }) {
   function renderGraph() {
     const visited = new Set(flow.phases.map((visit) => visit.phase));
     const failed = new Set(flow.phases.filter((visit) => visit.state === 'failed').map((visit) => visit.phase));
-    const key = JSON.stringify([flow.phase, flow.status, [...visited], [...failed]]);
+    const errorPath = onErrorPath(flow);
+    const key = JSON.stringify([flow.phase, flow.outcome, errorPath, [...visited], [...failed]]);
     if (key === graphKey) return;
     graphKey = key;
-    replace(graphWrap, drawGraph(flow.definition, { current: flow.phase, visited, failed, status: flow.status }));
+    replace(graphWrap, drawGraph(flow.definition, { current: flow.phase, visited, failed, outcome: flow.outcome, errorPath }));
   }
 
   /** How long a handler ran; still counting while it runs. */
@@ -228,7 +237,26 @@ export function mount(main, { id }) {
     return h('span', { dataset: { since: handler.started_at } }, duration(between(handler.started_at)));
   }
 
-  function handlerTable(visit) {
+  /**
+   * The tone of a visit's bars: a failed visit is red, one a pause or an
+   * end stopped takes that colour, and every visit from the first error
+   * transition on is on the error path, even when it completed.
+   */
+  function visitTone(visit, index, errorFrom) {
+    if (visit.state === 'failed') return 'failed';
+    if (visit.state === 'running' && flow.status === 'paused') return 'paused';
+    if (visit.state === 'running' && ended) return 'canceled';
+    if (errorFrom >= 0 && index >= errorFrom) return 'error-path';
+    return '';
+  }
+
+  /** A handler that did every one of its jobs keeps its colour in a failed visit. */
+  function handlerTone(handler, visit, tone) {
+    const whole = handler.enumerated && handler.total > 0 && handler.failed === 0 && handler.done === handler.total;
+    return visit.state === 'failed' && whole ? '' : tone;
+  }
+
+  function handlerTable(visit, tone) {
     return h(
       'table',
       { class: 'handlers' },
@@ -261,7 +289,8 @@ export function mount(main, { id }) {
                 done: handler.done,
                 total: handler.total,
                 failed: handler.failed,
-                pending: !handler.enumerated,
+                ...quietState(flow, visit, [handler]),
+                tone: handlerTone(handler, visit, tone),
                 label: `${visit.phase}: ${handler.handler}`,
                 testid: 'handler-progress',
               }),
@@ -281,6 +310,8 @@ export function mount(main, { id }) {
   }
 
   function renderTimeline() {
+    // Visit n is the one transition n led into.
+    const errorFrom = flow.transitions.findIndex((transition) => transition.error);
     const entries = flow.transitions.map((transition, index) => {
       const visit = flow.phases[index];
       const next = flow.transitions[index + 1];
@@ -296,10 +327,14 @@ export function mount(main, { id }) {
       else if (state === 'running' && flow.status === 'paused') state = 'paused';
       const handlers = visit?.handlers ?? [];
       const current = index === flow.transitions.length - 1;
+      const tone = visit ? visitTone(visit, index, errorFrom) : '';
+      // Next to the visit's bar, so that the red and its reason are read together.
+      const failure =
+        visit?.error && h('p', { class: 'step-error-text', testid: 'visit-error' }, describeError(visit.error));
       return h(
         'li',
         {
-          class: `step step-${state}${transition.error ? ' step-error' : ''}${current ? ' step-current' : ''}`,
+          class: `step step-${state}${transition.error ? ' step-error' : ''}${tone === 'error-path' ? ' step-error-path' : ''}${current ? ' step-current' : ''}`,
           testid: 'timeline-entry',
           dataset: { phase: transition.to, seq: index },
         },
@@ -323,21 +358,23 @@ export function mount(main, { id }) {
             // The failed visit above already says what failed.
             flow.phases[index - 1]?.error ? 'entered on error' : `entered on error: ${describeError(transition.error)}`,
           ),
-        handlers.length > 0 &&
-          h(
-            'div',
-            { class: 'visit', testid: 'visit', dataset: { phase: transition.to } },
-            bar({
-              done: sum(handlers, 'done'),
-              total: sum(handlers, 'total'),
-              failed: sum(handlers, 'failed'),
-              pending: enumerating(visit) && sum(handlers, 'total') === 0,
-              label: `Visit ${index + 1}, ${transition.to}`,
-              testid: 'visit-progress',
-            }),
-            handlerTable(visit),
-          ),
-        visit?.error && h('p', { class: 'step-error-text' }, describeError(visit.error)),
+        handlers.length > 0
+          ? h(
+              'div',
+              { class: 'visit', testid: 'visit', dataset: { phase: transition.to, state: visit.state } },
+              bar({
+                done: sum(handlers, 'done'),
+                total: sum(handlers, 'total'),
+                failed: sum(handlers, 'failed'),
+                ...quietState(flow, visit),
+                tone,
+                label: `Visit ${index + 1}, ${transition.to}`,
+                testid: 'visit-progress',
+              }),
+              failure,
+              handlerTable(visit, tone),
+            )
+          : failure,
       );
     });
     replace(timeline, entries);
@@ -347,17 +384,24 @@ export function mount(main, { id }) {
     const names = Object.keys(flow.handlers ?? {});
     replace(
       totals,
+      totalsHead,
       names.length === 0
-        ? h('tr', {}, h('td', { colspan: 4, class: 'muted' }, 'No handler has run yet.'))
+        ? h('tbody', {}, h('tr', {}, h('td', { colspan: 3, class: 'muted' }, 'No handler has run yet.')))
         : names.map((name) => {
             const t = flow.handlers[name];
             return h(
-              'tr',
+              'tbody',
               { testid: 'handler-total', dataset: { handler: name } },
-              h('th', { scope: 'row' }, name),
-              h('td', { class: 'num' }, `${count(t.done)} / ${count(t.total)}`),
-              h('td', { class: `num${t.failed ? ' bad' : ''}` }, count(t.failed)),
-              h('td', { class: `num${t.retried ? ' warn' : ''}` }, count(t.retried)),
+              h('tr', { class: 'total-name' }, h('th', { scope: 'rowgroup', colspan: 3, title: name }, name)),
+              h(
+                'tr',
+                {},
+                // Two unbreakable halves, so that huge counts wrap at the slash
+                // rather than run out of the card.
+                h('td', { class: 'num done' }, h('span', {}, count(t.done)), ' ', h('span', {}, `/ ${count(t.total)}`)),
+                h('td', { class: `num${t.failed ? ' bad' : ''}` }, count(t.failed)),
+                h('td', { class: `num${t.retried ? ' warn' : ''}` }, count(t.retried)),
+              ),
             );
           }),
     );
@@ -398,6 +442,7 @@ export function mount(main, { id }) {
       const answer = await call(`${path}/${verb}`, { method: 'POST' });
       if (flow && answer?.status) {
         flow.status = answer.status;
+        settle();
         pinned = { status: answer.status, before, until: Date.now() + 1000 };
       }
       message.textContent = `${PAST[verb]}.`;
@@ -430,8 +475,16 @@ export function mount(main, { id }) {
 
   const seen = new Set();
 
+  /** Events and command answers carry a status but no outcome. */
+  function settle() {
+    flow.outcome = outcomeOf(flow.status, flow.took_error_transition);
+  }
+
   function adopt(detail) {
     flow = detail;
+    // An older server answers without an outcome.
+    flow.took_error_transition ??= detail.transitions.some((transition) => transition.error);
+    flow.outcome ??= outcomeOf(flow.status, flow.took_error_transition);
     ended = ['finished', 'failed', 'canceled'].includes(detail.status);
     seen.clear();
     for (const transition of detail.transitions) seen.add(transitionKey(transition));
@@ -452,16 +505,20 @@ export function mount(main, { id }) {
       if (!seen.has(key)) {
         seen.add(key);
         flow.transitions.push(data);
+        if (data.error) flow.took_error_transition = true;
       }
     } else if (name === 'progress') {
       const stale = pinned && Date.now() < pinned.until && data.status === pinned.before;
       Object.assign(flow, data, stale ? { status: pinned.status } : {});
     } else if (name === 'end') {
       Object.assign(flow, { status: data.status, phase: data.phase, ended_well: data.ended_well, error: data.error });
+      // Whether it ended well says what a missed transition event would have.
+      if (data.status === 'finished') flow.took_error_transition = !data.ended_well;
       ended = true;
       // The end time and the outputs are not in the events.
       reload().catch(() => {});
     }
+    settle();
     renderSoon();
   }
 

@@ -51,20 +51,30 @@ export function replace(node, ...children) {
 /**
  * A progress bar: `done` of `total`, `failed` drawn apart. `label` names
  * it for assistive technology; the text inside shows the numbers. `pending`
- * means the total is not known yet; `open` that more jobs may come, so a
- * full bar is not drawn as complete.
+ * means a handler is being asked for its jobs right now, the only state
+ * that moves; `idle` is the word shown instead of the numbers when there
+ * are none and nothing is being asked for (`paused`, `waiting`, `failed`…),
+ * without it a bar with no jobs reads `no jobs`, complete. `open` means more
+ * jobs may come, so a full bar is not drawn as complete. `tone` colours it
+ * by how things went (see `flowTone`); only an untoned bar turns green.
  */
-export function bar({ done = 0, total = 0, failed = 0, label, pending = false, open = false, testid }) {
-  const percent = total > 0 ? Math.round((100 * done) / total) : pending ? 0 : 100;
+export function bar({ done = 0, total = 0, failed = 0, label, pending = false, idle = '', open = false, tone = '', testid }) {
+  const empty = total === 0;
+  const counted = !empty ? (100 * done) / total : pending || idle ? 0 : 100;
+  const percent = Math.round(counted);
   const fill = h('span', { class: 'bar-fill' });
-  fill.style.width = `${total > 0 ? (100 * done) / total : pending ? 0 : 100}%`;
+  fill.style.width = `${counted}%`;
   const broken = h('span', { class: 'bar-failed' });
-  broken.style.width = `${total > 0 ? (100 * failed) / total : 0}%`;
-  const text = pending ? 'enumerating…' : total > 0 ? `${done}/${total}` : 'no jobs';
+  broken.style.width = `${empty ? 0 : (100 * failed) / total}%`;
+  const text = !empty ? `${done}/${total}` : pending ? 'enumerating…' : idle || 'no jobs';
+  const classes = ['bar'];
+  if (pending && empty) classes.push('pending');
+  if (tone) classes.push(`tone-${tone}`);
+  if (percent === 100 && !open) classes.push('complete');
   return h(
     'span',
     {
-      class: `bar${pending ? ' pending' : ''}${percent === 100 && !open ? ' complete' : ''}`,
+      class: classes.join(' '),
       role: 'progressbar',
       'aria-valuemin': 0,
       'aria-valuemax': 100,
@@ -80,7 +90,87 @@ export function bar({ done = 0, total = 0, failed = 0, label, pending = false, o
   );
 }
 
-/** A flow status as a coloured word. */
-export function statusBadge(status, testid) {
-  return h('span', { class: `status status-${status}`, testid }, status);
+/**
+ * A flow's outcome from its status, as the server's `rules::outcome` works
+ * it out: flow events carry the status alone, so a page that follows them
+ * must tell a finish through an error transition from a success itself.
+ */
+export function outcomeOf(status, tookErrorTransition) {
+  if (status === 'finished') return tookErrorTransition ? 'failed' : 'succeeded';
+  return status;
+}
+
+/** A flow that took an error transition and is not over yet. */
+export function onErrorPath(flow) {
+  return Boolean(flow.took_error_transition) && (flow.status === 'running' || flow.status === 'paused');
+}
+
+/**
+ * The tone of the bars that stand for a whole flow: its outcome, not its
+ * status, so that a flow that finished in its error phase is not green,
+ * and a running one on its error path is not the colour of steady work.
+ */
+export function flowTone(flow) {
+  const outcome = flow.outcome ?? outcomeOf(flow.status, flow.took_error_transition);
+  if (outcome === 'failed' || outcome === 'canceled' || outcome === 'paused') return outcome;
+  if (outcome === 'running' && flow.took_error_transition) return 'error-path';
+  return '';
+}
+
+/** The handlers the server says no worker offers (`waiting for a worker: NAME …`). */
+export function waitingHandlers(waiting) {
+  const names = new Set();
+  for (const note of waiting ?? []) {
+    const match = /^waiting for a worker: (\S+)/.exec(note);
+    if (match) names.add(match[1]);
+  }
+  return names;
+}
+
+/**
+ * What a bar over `handlers` of one visit shows while they have no jobs:
+ * `{pending}` when one of them is being asked for its jobs right now, else
+ * `{idle}`, the word that says why there is nothing (empty for "no jobs").
+ * Only a running flow in a running visit enumerates, and a handler no
+ * worker offers waits rather than enumerates.
+ */
+export function quietState(flow, visit, handlers = visit.handlers) {
+  if (visit.state === 'failed') return { pending: false, idle: 'failed' };
+  if (visit.state === 'completed') return { pending: false, idle: '' };
+  if (flow.status === 'paused') return { pending: false, idle: 'paused' };
+  if (flow.status !== 'running') return { pending: false, idle: flow.status === 'canceled' ? 'canceled' : 'stopped' };
+  const unasked = handlers.filter((handler) => !handler.enumerated);
+  if (unasked.length === 0) return { pending: false, idle: '' };
+  const waiting = waitingHandlers(flow.waiting);
+  if (unasked.some((handler) => !waiting.has(handler.handler))) return { pending: true, idle: '' };
+  return { pending: false, idle: 'waiting' };
+}
+
+/**
+ * A flow's status as a coloured word. The colour is the outcome's; the
+ * word stays the status (what filters and the CLI use), with what the
+ * status alone hides said beside it.
+ */
+export function statusBadge(flow, testid) {
+  const outcome = flow.outcome ?? outcomeOf(flow.status, flow.took_error_transition);
+  const errorPath = onErrorPath(flow);
+  let text = flow.status;
+  let title = '';
+  if (errorPath) {
+    text = `${flow.status} on error path`;
+    title = 'The flow took an error transition and runs its error phases';
+  } else if (flow.status === 'finished' && outcome === 'failed') {
+    text = 'finished after error';
+    title = 'The flow finished in a phase it reached through an error transition';
+  }
+  return h(
+    'span',
+    {
+      class: `status status-${outcome}${errorPath ? ' error-path' : ''}`,
+      title: title || undefined,
+      dataset: { status: flow.status, outcome },
+      testid,
+    },
+    text,
+  );
 }

@@ -115,14 +115,16 @@ function edgePath(from, to) {
 
 /**
  * Draws `definition`. `state` says what the flow did: `current` (its
- * phase), `visited` and `failed` (sets of phase names) and `status`.
+ * phase), `visited` and `failed` (sets of phase names), `outcome`, which
+ * colours the current phase (a finish in an error phase is not a success),
+ * and `errorPath`, true while the flow runs after an error transition.
  */
 export function drawGraph(definition, state = {}) {
-  const { current, visited = new Set(), failed = new Set(), status } = state;
+  const { current, visited = new Set(), failed = new Set(), outcome, errorPath = false } = state;
   const phases = definition?.phases ?? {};
   const { nodes, initial, width, height } = layout(definition);
   const svg = s('svg', {
-    class: `graph${status ? ` graph-${status}` : ''}`,
+    class: `graph${outcome ? ` graph-${outcome}` : ''}${errorPath ? ' graph-error-path' : ''}`,
     viewBox: `0 0 ${width} ${height}`,
     width,
     height,

@@ -8,7 +8,7 @@
 // while a flow on the page runs the page is also loaded every second.
 
 import { call, follow, withQuery } from './client.js';
-import { bar, h, replace, statusBadge } from './dom.js';
+import { bar, flowTone, h, quietState, replace, statusBadge } from './dom.js';
 import { ago, count, duration, between, full, shortId } from './format.js';
 
 const PAGE = 50; // flows a page shows, unless the hash says `limit=`
@@ -167,7 +167,11 @@ export function mount(main, { query }) {
   }
 
   function progressCell(flow) {
-    const handlers = flow.progress?.handlers ?? [];
+    const visit = flow.progress ?? { phase: flow.phase, state: 'completed', handlers: [] };
+    const handlers = visit.handlers ?? [];
+    // The row stands for the flow, so its bars take the flow's tone, but a
+    // failed visit is red even before the flow moves on from it.
+    const tone = visit.state === 'failed' ? 'failed' : flowTone(flow);
     const cell = h('td', { class: 'progress' });
     if (handlers.length === 0) {
       cell.append(h('span', { class: 'muted', title: `${flow.phase} has no handlers` }, '–'));
@@ -182,14 +186,19 @@ export function mount(main, { query }) {
             done: handler.done,
             total: handler.total,
             failed: handler.failed,
-            pending: !handler.enumerated,
-            label: `${flow.progress.phase}: ${handler.handler}`,
+            ...quietState(flow, visit, [handler]),
+            tone,
+            label: `${visit.phase}: ${handler.handler}`,
             testid: 'flow-row-progress',
           }),
         ),
       );
     }
-    for (const note of flow.waiting ?? []) cell.append(h('div', { class: 'waiting' }, note));
+    // Only a running flow waits for a worker: a paused one waits for a
+    // resume, and an ended one for nothing.
+    if (flow.status === 'running') {
+      for (const note of flow.waiting ?? []) cell.append(h('div', { class: 'waiting' }, note));
+    }
     return cell;
   }
 
@@ -201,10 +210,10 @@ export function mount(main, { query }) {
     );
     const tr = h(
       'tr',
-      { testid: 'flow-row', dataset: { flowId: flow.id, status: flow.status }, class: 'clickable' },
+      { testid: 'flow-row', dataset: { flowId: flow.id, status: flow.status, outcome: flow.outcome }, class: 'clickable' },
       h('td', {}, link),
       h('td', {}, flow.workflow),
-      h('td', {}, statusBadge(flow.status, 'flow-row-status')),
+      h('td', {}, statusBadge(flow, 'flow-row-status')),
       h('td', {}, flow.phase),
       progressCell(flow),
       h('td', { title: full(flow.created_at), dataset: { at: flow.created_at } }, ago(flow.created_at)),
