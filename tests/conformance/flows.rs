@@ -227,6 +227,11 @@ pub(crate) async fn a_failure_without_an_error_phase_fails_the_flow(kind: Kind) 
     assert_eq!(record.current().phase.as_str(), "work");
     assert_eq!(record.current().state, PhaseState::Failed);
     assert!(record.current().error.is_some());
+    assert_eq!(
+        record.error,
+        record.current().error,
+        "the flow carries the error that failed it"
+    );
 }
 
 pub(crate) struct FailingEnumerate;
@@ -528,4 +533,89 @@ pub(crate) async fn a_workflow_concurrency_limit_bounds_jobs_in_flight(kind: Kin
     assert_eq!(totals(&record, "Overlap"), (30, 30, 0, 0));
     let most = overlap.most.load(Ordering::SeqCst);
     assert!((1..=3).contains(&most), "{most} jobs ran at once");
+}
+
+pub(crate) async fn jobs_waiting_for_a_slot_do_not_start_once_paused_or_canceled(kind: Kind) {
+    let gated = Gated::new(10);
+    let (harness, admissions) = Harness::start_counting(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    let flow = workflow(json!({
+        "workflow": "slots",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done",
+                     "handlers": [{"name": "Gated", "concurrency": 2}]},
+            "done": {"is_final": true}
+        }
+    }));
+    let id = harness.start_flow(&flow, json!({})).await;
+    eventually("two jobs hold the two slots", || async {
+        gated.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(harness.client.pause(&id).await.unwrap(), FlowStatus::Paused);
+    gated.open();
+    // The two in flight finish; the eight that waited for a slot reach the
+    // store only once they have one, and are parked there.
+    eventually("the jobs that waited for a slot are parked", || async {
+        admissions.parked.load(Ordering::SeqCst) == 8
+    })
+    .await;
+    assert_eq!(
+        gated.started.load(Ordering::SeqCst),
+        2,
+        "no job started while paused"
+    );
+    assert_eq!(
+        harness.client.cancel(&id).await.unwrap(),
+        FlowStatus::Canceled
+    );
+    let record = harness.wait(&id).await;
+    assert_eq!(record.status, FlowStatus::Canceled);
+    harness.drained().await;
+    assert_eq!(
+        gated.started.load(Ordering::SeqCst),
+        2,
+        "no job started after the cancel"
+    );
+    assert_eq!(
+        admissions.run.load(Ordering::SeqCst),
+        3,
+        "the enumeration and two jobs ran"
+    );
+}
+
+pub(crate) async fn steering_is_recorded_with_who_asked(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    let id = harness.start_flow(&gated_workflow(), json!({})).await;
+    harness.client.pause(&id).await.unwrap();
+    let api = harness.client.clone().on_behalf_of(Requester::Api);
+    api.resume(&id).await.unwrap();
+    api.cancel(&id).await.unwrap();
+    let record = harness.wait(&id).await;
+    let history: Vec<(Command, Requester)> = record
+        .commands
+        .iter()
+        .map(|CommandRecord { command, by, .. }| (*command, *by))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Command::Pause, Requester::Library),
+            (Command::Resume, Requester::Api),
+            (Command::Cancel, Requester::Api),
+        ]
+    );
+    assert!(record
+        .commands
+        .windows(2)
+        .all(|pair| pair[0].at <= pair[1].at));
+    assert!(record.commands.iter().all(|c| c.at >= record.created_at));
 }

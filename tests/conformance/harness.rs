@@ -165,8 +165,24 @@ impl Harness {
 
     /// An engine and a worker hosting `registry`, over a fresh backend.
     pub(crate) async fn start(kind: Kind, registry: HandlerRegistry) -> Harness {
+        Self::start_counting(kind, registry).await.0
+    }
+
+    /// Like [`Harness::start`], with admissions counted on the way to the
+    /// real store.
+    pub(crate) async fn start_counting(
+        kind: Kind,
+        registry: HandlerRegistry,
+    ) -> (Harness, Arc<CountedAdmissions>) {
         let local = LocalBroker::new();
-        let (_, backend, scratch) = Self::backend_with(kind, Arc::new(local.clone())).await;
+        let (store, mut backend, scratch) = Self::backend_with(kind, Arc::new(local.clone())).await;
+        let counted = Arc::new(CountedAdmissions {
+            inner: store,
+            run: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+        });
+        backend.flows = counted.clone();
         // The distributed backend brings its own broker.
         let local = matches!(kind, Kind::Memory | Kind::Sqlite | Kind::Redis).then_some(local);
         let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
@@ -179,14 +195,15 @@ impl Harness {
                 worker.run().await.expect("worker");
             }),
         ];
-        Harness {
+        let harness = Harness {
             client: Client::new(backend.clone()),
             backend,
             local,
             kind,
             _scratch: scratch,
             tasks,
-        }
+        };
+        (harness, counted)
     }
 
     /// Waits until every queued task has been taken by a worker, where the
@@ -263,4 +280,138 @@ pub(crate) fn totals(record: &FlowRecord, handler: &str) -> (u64, u64, u64, u64)
     let totals = record.handler_totals();
     let t = totals.get(handler).copied().unwrap_or_default();
     (t.total, t.done, t.failed, t.retried)
+}
+
+/// A real store's flow operations, counting what admission decided: how a
+/// case sees that a task reached the store and was parked or dropped
+/// rather than run.
+pub(crate) struct CountedAdmissions {
+    inner: Arc<dyn Store>,
+    pub(crate) run: AtomicUsize,
+    pub(crate) parked: AtomicUsize,
+    pub(crate) dropped: AtomicUsize,
+}
+
+#[async_trait]
+impl FlowStore for CountedAdmissions {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+        self.inner.create_flow(flow).await
+    }
+
+    async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError> {
+        self.inner.note_waiting(flow, reasons).await
+    }
+
+    async fn enter_phase(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<Option<Cursor>, StoreError> {
+        self.inner.enter_phase(flow, from, to, error, at).await
+    }
+
+    async fn end_flow(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        status: FlowStatus,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.end_flow(flow, from, status, error, at).await
+    }
+
+    async fn claim_dispatch(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slots: &[u16],
+        at: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<u16>, StoreError> {
+        self.inner
+            .claim_dispatch(flow, cursor, slots, at, lease)
+            .await
+    }
+
+    async fn record_enumerated(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+        version: &Version,
+        jobs: &[Value],
+        at: Timestamp,
+    ) -> Result<Enumerated, StoreError> {
+        self.inner
+            .record_enumerated(flow, cursor, slot, version, jobs, at)
+            .await
+    }
+
+    async fn jobs_queued(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: u16,
+    ) -> Result<(), StoreError> {
+        self.inner.jobs_queued(flow, cursor, slot).await
+    }
+
+    async fn record_job_done(
+        &self,
+        key: &JobKey,
+        output: Option<Value>,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.inner.record_job_done(key, output, at).await
+    }
+
+    async fn record_retry(&self, task: &Task, next_attempt: u32) -> Result<(), StoreError> {
+        self.inner.record_retry(task, next_attempt).await
+    }
+
+    async fn record_failure(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slot: Option<u16>,
+        error: FlowError,
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.inner
+            .record_failure(flow, cursor, slot, error, at)
+            .await
+    }
+
+    async fn admit(&self, task: &Task) -> Result<Admission, StoreError> {
+        let admission = self.inner.admit(task).await?;
+        let counter = match admission {
+            Admission::Run => &self.run,
+            Admission::Parked => &self.parked,
+            Admission::Drop => &self.dropped,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(admission)
+    }
+
+    async fn apply_command(
+        &self,
+        flow: &FlowId,
+        command: Command,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<CommandApplied, StoreError> {
+        self.inner.apply_command(flow, command, by, at).await
+    }
+
+    async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
+        self.inner.recover(flow).await
+    }
+
+    async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {
+        self.inner.forget_released(flow, count).await
+    }
 }

@@ -15,11 +15,15 @@ use distribot::handler::{
     EnumerateRequest, Handler, HandlerError, HandlerOptions, HandlerRegistry, JobRequest,
 };
 use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
-use distribot::model::{FlowError, FlowRecord, FlowStatus, PhaseState, Progress};
+use distribot::model::{
+    Admission, Command, CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseState, Progress,
+    Requester, Task,
+};
 use distribot::rules;
 use distribot::runtime::{Backend, Client, ClientError, Engine, WorkerBuilder};
 use distribot::store::{
-    EmbeddedStore, FlowQueries, FlowQuery, FlowStore, JobsToQueue, RedisStore, Store,
+    CommandApplied, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue,
+    RedisStore, Store, StoreError,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -98,4 +102,9 @@ every_backend!(
     a_transition_happens_once_however_many_ask,
     the_first_failure_wins_and_late_work_is_stale,
     retention_removes_ended_flows_and_keeps_the_rest,
+    engines_agree_which_of_them_dispatches,
+    a_visit_uses_the_first_enumeration_recorded,
+    completions_outside_the_recorded_jobs_are_refused,
+    jobs_waiting_for_a_slot_do_not_start_once_paused_or_canceled,
+    steering_is_recorded_with_who_asked,
 );

@@ -240,3 +240,162 @@ pub(crate) async fn retention_removes_ended_flows_and_keeps_the_rest(kind: Kind)
         "removed once"
     );
 }
+
+/// Store-level: a flow in phase `a` whose one handler has not enumerated.
+pub(crate) async fn flow_before_enumeration(store: &dyn Store) -> (FlowId, Cursor) {
+    let flow = workflow(json!({
+        "workflow": "w",
+        "phases": {
+            "a": {"is_initial": true, "transitions_to": "b", "handlers": ["H"]},
+            "b": {"is_final": true}
+        }
+    }));
+    let id = FlowId::generate();
+    store
+        .create_flow(FlowRecord::new(
+            id.clone(),
+            flow,
+            Map::new(),
+            Timestamp::now(),
+        ))
+        .await
+        .unwrap();
+    let cursor = Cursor {
+        seq: 0,
+        phase: "a".into(),
+    };
+    (id, cursor)
+}
+
+pub(crate) async fn engines_agree_which_of_them_dispatches(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_before_enumeration(store).await;
+    let lease = Duration::from_secs(60);
+    let at = Timestamp::now();
+    let claim = |at: Timestamp, cursor: Cursor| {
+        let id = id.clone();
+        async move {
+            store
+                .claim_dispatch(&id, &cursor, &[0], at, lease)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        claim(at, cursor.clone()).await,
+        [0],
+        "the first engine claims it"
+    );
+    assert!(
+        claim(at.plus(Duration::from_secs(1)), cursor.clone())
+            .await
+            .is_empty(),
+        "a second engine within the lease does not"
+    );
+    let stale = Cursor {
+        seq: 3,
+        phase: "a".into(),
+    };
+    assert!(
+        claim(at.plus(lease * 2), stale).await.is_empty(),
+        "another visit claims nothing"
+    );
+    assert_eq!(
+        claim(at.plus(lease * 2), cursor.clone()).await,
+        [0],
+        "once the lease ran out unanswered, another engine may send it again"
+    );
+    store
+        .record_enumerated(&id, &cursor, 0, &v1(), &[json!(1)], at)
+        .await
+        .unwrap();
+    assert!(
+        claim(at.plus(lease * 4), cursor).await.is_empty(),
+        "an enumerated handler is not dispatched again"
+    );
+}
+
+pub(crate) async fn a_visit_uses_the_first_enumeration_recorded(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_before_enumeration(store).await;
+    let at = Timestamp::now();
+    let first = vec![json!("a"), json!("b"), json!("c")];
+    let recorded = store
+        .record_enumerated(&id, &cursor, 0, &v1(), &first, at)
+        .await
+        .unwrap();
+    assert_eq!(recorded.queue, JobsToQueue::Given);
+    // A second call (another worker, the folder read again) lists other
+    // jobs; its jobs are not the visit's. The first call's jobs were never
+    // confirmed queued, so this caller queues those.
+    let second = vec![json!("x"), json!("y"), json!("z"), json!("w")];
+    let repeat = store
+        .record_enumerated(&id, &cursor, 0, &v1(), &second, at)
+        .await
+        .unwrap();
+    assert_eq!(repeat.queue, JobsToQueue::Recorded(first.clone()));
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert_eq!(record.current().handlers[0].total, 3);
+    store.jobs_queued(&id, &cursor, 0).await.unwrap();
+    let late = store
+        .record_enumerated(&id, &cursor, 0, &v1(), &second, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        late.queue,
+        JobsToQueue::Nothing,
+        "queued jobs are not queued twice"
+    );
+}
+
+pub(crate) async fn completions_outside_the_recorded_jobs_are_refused(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, _) = flow_in_a_phase(store, 2).await;
+    let now = Timestamp::now();
+    for index in [2, 7, u32::MAX] {
+        assert_eq!(
+            store
+                .record_job_done(&key(&id, index), Some(json!(index)), now)
+                .await
+                .unwrap(),
+            Progress::Refused,
+            "job {index} is past the 2 recorded"
+        );
+        let task = Task::Process {
+            key: key(&id, index),
+            phase: "a".into(),
+            handler: "H".into(),
+            version: v1(),
+            attempt: 1,
+            job: Value::Null,
+        };
+        assert_eq!(store.admit(&task).await.unwrap(), Admission::Drop);
+    }
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.current().handlers[0].done,
+        0,
+        "refused completions count nothing"
+    );
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 0), None, now)
+            .await
+            .unwrap(),
+        Progress::Running
+    );
+    assert_eq!(
+        store
+            .record_job_done(&key(&id, 1), None, now)
+            .await
+            .unwrap(),
+        Progress::Completed
+    );
+    let record = store.flow(&id).await.unwrap().unwrap();
+    let handler = &record.current().handlers[0];
+    assert_eq!((handler.done, handler.total), (2, 2));
+    assert!(store.outputs(&id).await.unwrap()[&PhaseName::new("a")]["H"].is_empty());
+}
