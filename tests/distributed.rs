@@ -42,6 +42,81 @@ async fn two_engines_and_three_workers_run_twenty_flows_of_a_thousand_jobs() {
     }
 }
 
+/// An enumerate that lists something else on each call, as a folder or a
+/// table read twice would: 300 jobs on its first call for a flow, one more
+/// on each call after. It notes each call in `calls/FLOW`.
+const VARYING_ENUMERATE: &str = r#"
+import json, os, sys, time
+request = json.load(sys.stdin)
+os.makedirs("calls", exist_ok=True)
+with open(os.path.join("calls", request["flow_id"]), "a") as calls:
+    calls.write("call\n")
+with open(os.path.join("calls", request["flow_id"])) as calls:
+    before = sum(1 for _ in calls) - 1
+time.sleep(0.3)
+print(json.dumps([{"call": before, "n": n} for n in range(300 + before)]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_enumerate_each_visit_once_and_count_exactly() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    let script = installation.dir.path().join("varying.py");
+    std::fs::write(&script, VARYING_ENUMERATE).unwrap();
+    let handlers = installation.dir.path().join("varying.toml");
+    std::fs::write(
+        &handlers,
+        format!(
+            "[[handlers]]\nname = \"Lister\"\nversion = \"1.0.0\"\nenumerate = [\"python3\", \"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    // Sweeps every 200 ms: each engine looks at every flow while its
+    // enumerate runs, which is when engines that each remember their own
+    // dispatches send it again.
+    installation.start_engine_with(&["--sweep", "200ms"]);
+    installation.start_engine_with(&["--sweep", "200ms"]);
+    for _ in 0..3 {
+        installation.start_worker_with(&handlers, &[]);
+    }
+    let flow = workflow(json!({
+        "workflow": "listing",
+        "phases": {
+            "list": {"is_initial": true, "transitions_to": "done", "handlers": ["Lister"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(installation.start(&flow, json!({})).await);
+    }
+    for id in &ids {
+        let record = installation.wait(id, Duration::from_secs(120)).await;
+        assert!(
+            rules::ended_well(&record),
+            "flow {id} ended {}",
+            record.status
+        );
+        let lister = &record.phases[0].handlers[0];
+        assert_eq!(
+            (lister.total, lister.done),
+            (300, 300),
+            "flow {id}: the first enumeration's 300 jobs, each counted once"
+        );
+        let calls =
+            std::fs::read_to_string(installation.dir.path().join("calls").join(id.as_str()))
+                .expect("the enumerate call was noted");
+        assert_eq!(
+            calls.lines().count(),
+            1,
+            "flow {id} enumerated more than once"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_mid_job_lose_nothing() {
     let Some((amqp, redis)) = services() else {

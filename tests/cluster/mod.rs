@@ -106,10 +106,13 @@ impl Installation {
     }
 
     pub fn start_engine(&mut self) {
-        let child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .spawn()
-            .expect("start an engine");
+        self.start_engine_with(&[]);
+    }
+
+    pub fn start_engine_with(&mut self, extra: &[&str]) {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let child = self.command(&args).spawn().expect("start an engine");
         self.engines.push(child);
     }
 
