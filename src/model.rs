@@ -604,8 +604,24 @@ pub struct WorkerInfo {
     pub host: String,
     pub pid: u32,
     pub handlers: Vec<HostedHandler>,
+    /// Hosted handlers that cannot take calls right now, and why (a
+    /// program that keeps exiting, say). Engines route no new work to them.
+    #[serde(default)]
+    pub unavailable: Vec<UnavailableHandler>,
+    /// What keeps the worker from hosting everything its handlers file
+    /// names (a program that never said hello, say).
+    #[serde(default)]
+    pub problems: Vec<String>,
     pub started_at: Timestamp,
     pub last_seen: Timestamp,
+}
+
+/// A hosted handler that cannot take calls right now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableHandler {
+    pub name: HandlerName,
+    pub version: Version,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -209,6 +209,7 @@ impl From<RuntimeError> for ApiError {
         match error {
             RuntimeError::Store(store) => store.into(),
             RuntimeError::Broker(broker) => broker.into(),
+            RuntimeError::Stopping => ApiError::Unavailable(error.to_string()),
         }
     }
 }

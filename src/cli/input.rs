@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use distribot::definition::{parse_definition, Workflow};
-use distribot::handler::{load_handlers_file, HandlerRegistry};
+use distribot::handler::{load_handlers_file, HandlerRegistry, HandlersFile, HandlersFileError};
+use distribot::sync::Backoff;
+use distribot::time::format_duration;
 use serde_json::{Map, Value};
 
 use super::{CliError, CliResult};
@@ -47,8 +50,43 @@ pub fn handlers_path(explicit: Option<&Path>, workflow: &Path) -> PathBuf {
     }
 }
 
-pub fn load_handlers(path: &Path) -> CliResult<HandlerRegistry> {
+/// Reads a handlers file and starts its programs: the registry of every
+/// handler it hosts. A program that says no hello is bad input, with why.
+pub async fn load_handlers(path: &Path) -> CliResult<HandlerRegistry> {
+    read_handlers(path)?
+        .start()
+        .await
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Reads a handlers file without starting its programs.
+pub fn read_handlers(path: &Path) -> CliResult<HandlersFile> {
     load_handlers_file(path).map_err(|e| bad(e.to_string()))
+}
+
+/// Starts a handlers file's programs for a long-running process: a
+/// program that says no hello is started again with backoff (1 s, doubling
+/// up to a minute) until it does, and `waiting` hears why each time.
+pub async fn start_handlers(
+    file: HandlersFile,
+    waiting: impl AsyncFn(Vec<String>),
+) -> CliResult<HandlerRegistry> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        match file.clone().start().await {
+            Ok(registry) => return Ok(registry),
+            Err(error @ HandlersFileError::Program { .. }) => {
+                let wait = backoff.next_wait();
+                eprintln!(
+                    "waiting for a handler program: {error}; trying again in {}",
+                    format_duration(wait)
+                );
+                waiting(vec![error.to_string()]).await;
+                tokio::time::sleep(wait).await;
+            }
+            Err(other) => return Err(bad(other.to_string())),
+        }
+    }
 }
 
 /// `--data JSON` or `--data @file.json`; must be a JSON object.

@@ -74,7 +74,7 @@ pub(super) fn open_store(db: Option<&Path>) -> CliResult<Arc<dyn Store>> {
 pub async fn run(args: RunArgs) -> CliResult<i32> {
     let workflow = load_workflow(&args.workflow)?;
     let handlers_file = handlers_path(args.handlers.as_deref(), &args.workflow);
-    let registry = load_handlers(&handlers_file)?;
+    let registry = load_handlers(&handlers_file).await?;
     registry
         .check_serves(&workflow)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", handlers_file.display())))?;
@@ -98,7 +98,17 @@ pub async fn run(args: RunArgs) -> CliResult<i32> {
         )
     });
     let records = follow(embedded.client(), vec![id], interrupted_hint).await?;
-    report(embedded.client(), &records, args.json).await
+    let code = report(embedded.client(), &records, args.json).await;
+    stop(embedded).await;
+    code
+}
+
+/// Stops the engine, the worker and the handlers' programs, so that
+/// nothing the run started is left behind.
+async fn stop(embedded: Embedded) {
+    if let Err(error) = embedded.shutdown().await {
+        tracing::warn!(%error, "stopping the engine");
+    }
 }
 
 pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
@@ -122,7 +132,7 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
             db.display()
         )));
     }
-    let registry = load_handlers(handlers)?;
+    let registry = load_handlers(handlers).await?;
     let store = open_store(Some(db))?;
     let mut to_follow: Vec<FlowId> = Vec::new();
     for id in store.unfinished_flows().await.context("reading flows")? {
@@ -158,7 +168,9 @@ pub async fn resume(args: ResumeArgs) -> CliResult<i32> {
         handlers.display()
     );
     let records = follow(embedded.client(), to_follow, Some(hint)).await?;
-    report(embedded.client(), &records, args.json).await
+    let code = report(embedded.client(), &records, args.json).await;
+    stop(embedded).await;
+    code
 }
 
 /// Prints the summaries and picks the exit status: 0 only when every flow

@@ -13,12 +13,14 @@ use anyhow::{anyhow, Context};
 use distribot::api::{self, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
 use distribot::definition::Workflow;
 use distribot::handler::HandlerRegistry;
-use distribot::runtime::{run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder};
+use distribot::runtime::{
+    run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT,
+};
 use tokio::sync::Notify;
 
 use distribot::config::{Config, Resolved};
 
-use super::input::{load_handlers, load_workflow};
+use super::input::{load_workflow, read_handlers, start_handlers};
 use super::run::open_store;
 use super::settings::{connect_backend, BackendArgs};
 use super::{shutdown_signal, CliError, CliResult, EXIT_OK};
@@ -86,7 +88,7 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         }
     }
     let registry = match &args.handlers {
-        Some(path) => load_handlers(path)?,
+        Some(path) => start_handlers(read_handlers(path)?, async |_: Vec<String>| {}).await?,
         None => HandlerRegistry::new(),
     };
     let workflows = match &args.workflows {
@@ -180,6 +182,7 @@ enum Runtime {
     /// One engine (and optionally a worker) of a distributed installation.
     Distributed {
         backend: Backend,
+        worker: Option<distribot::runtime::Worker>,
         tasks: Vec<tokio::task::JoinHandle<()>>,
     },
 }
@@ -201,19 +204,25 @@ impl Runtime {
                     tracing::error!(%error, "the engine stopped");
                 }
             }));
+            let mut hosting = None;
             if !registry.is_empty() {
                 let mut worker = WorkerBuilder::new(backend.clone(), registry);
                 if let Some(limit) = args.concurrency {
                     worker = worker.concurrency(limit);
                 }
                 let worker = worker.build();
+                hosting = Some(worker.clone());
                 tasks.push(tokio::spawn(async move {
                     if let Err(error) = worker.run().await {
                         tracing::error!(%error, "the worker stopped");
                     }
                 }));
             }
-            return Ok(Runtime::Distributed { backend, tasks });
+            return Ok(Runtime::Distributed {
+                backend,
+                worker: hosting,
+                tasks,
+            });
         }
         let store = open_store((!args.memory).then_some(args.db.as_path()))?;
         let mut builder = Embedded::builder()
@@ -245,7 +254,14 @@ impl Runtime {
     async fn shutdown(self) -> Result<(), RuntimeError> {
         match self {
             Runtime::Embedded(embedded) => embedded.shutdown().await,
-            Runtime::Distributed { backend, tasks } => {
+            Runtime::Distributed {
+                backend,
+                worker,
+                tasks,
+            } => {
+                if let Some(worker) = worker {
+                    worker.stop(DEFAULT_DRAIN_TIMEOUT).await;
+                }
                 backend.broker.close().await;
                 for task in tasks {
                     task.abort();

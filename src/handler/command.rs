@@ -6,29 +6,23 @@
 //! gives it. The protocol is documented in `docs/command-protocol.md`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::launch::Launch;
 use super::{EnumerateRequest, Handler, HandlerError, JobRequest};
-
-/// The variables a command inherits from the worker; everything else it
-/// gets must be set in its configuration.
-const INHERITED_ENVIRONMENT: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
 /// How much of a failing command's stderr goes into the error.
 const STDERR_TAIL_BYTES: usize = 2048;
 
 #[derive(Clone, Debug)]
 pub struct CommandHandler {
-    enumerate: Option<Vec<String>>,
-    process: Option<Vec<String>>,
-    working_dir: PathBuf,
-    environment: BTreeMap<String, String>,
+    enumerate: Option<Launch>,
+    process: Option<Launch>,
 }
 
 impl CommandHandler {
@@ -42,44 +36,31 @@ impl CommandHandler {
         working_dir: &Path,
         extra_environment: BTreeMap<String, String>,
     ) -> Self {
-        let resolve = |argv: Vec<String>| resolve_program(argv, working_dir);
-        let mut environment: BTreeMap<String, String> = INHERITED_ENVIRONMENT
-            .iter()
-            .filter_map(|name| {
-                std::env::var(name)
-                    .ok()
-                    .map(|value| (name.to_string(), value))
-            })
-            .collect();
-        environment.extend(extra_environment);
+        let launch = |argv: Vec<String>| Launch::new(argv, working_dir, &extra_environment);
         Self {
-            enumerate: enumerate.map(resolve),
-            process: process.map(resolve),
-            working_dir: working_dir.to_path_buf(),
-            environment,
+            enumerate: enumerate.map(launch),
+            process: process.map(launch),
         }
     }
 
-    async fn call(&self, argv: &[String], input: &impl Serialize) -> Result<String, HandlerError> {
+    /// Checks that every program the handler runs exists and may be run.
+    pub fn check(&self) -> Result<(), String> {
+        for launch in self.enumerate.iter().chain(&self.process) {
+            launch.check()?;
+        }
+        Ok(())
+    }
+
+    async fn call(&self, launch: &Launch, input: &impl Serialize) -> Result<String, HandlerError> {
         let stdin_json = serde_json::to_vec(input)
             .map_err(|e| HandlerError::permanent(format!("cannot encode the input: {e}")))?;
-        let mut child = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .current_dir(&self.working_dir)
-            .env_clear()
-            .envs(&self.environment)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                HandlerError::new(format!(
-                    "cannot start `{}` in {}: {e}",
-                    argv.join(" "),
-                    self.working_dir.display()
-                ))
-            })?;
+        let mut child = launch.command().spawn().map_err(|e| {
+            HandlerError::new(format!(
+                "cannot start `{}` in {}: {e}",
+                launch.describe(),
+                launch.working_dir().display()
+            ))
+        })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -117,17 +98,7 @@ impl CommandHandler {
     }
 }
 
-fn resolve_program(mut argv: Vec<String>, working_dir: &Path) -> Vec<String> {
-    if let Some(program) = argv.first_mut() {
-        let path = Path::new(program.as_str());
-        if path.is_relative() && program.contains('/') {
-            *program = working_dir.join(path).to_string_lossy().into_owned();
-        }
-    }
-    argv
-}
-
-fn stderr_tail(stderr: &[u8]) -> String {
+pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
     let start = stderr.len().saturating_sub(STDERR_TAIL_BYTES);
     String::from_utf8_lossy(&stderr[start..]).trim().to_owned()
 }
@@ -239,21 +210,6 @@ mod tests {
         assert!(
             parse_process_output("1 2").is_err(),
             "two values are not one"
-        );
-    }
-
-    #[test]
-    fn only_programs_with_a_slash_resolve_against_the_folder() {
-        let folder = Path::new("/srv/handlers");
-        let argv = |s: &str| vec![s.to_owned(), "x".to_owned()];
-        assert_eq!(resolve_program(argv("python3"), folder)[0], "python3");
-        assert_eq!(
-            resolve_program(argv("bin/run.sh"), folder)[0],
-            "/srv/handlers/bin/run.sh"
-        );
-        assert_eq!(
-            resolve_program(argv("/usr/bin/env"), folder)[0],
-            "/usr/bin/env"
         );
     }
 

@@ -6,8 +6,11 @@
 //! [`HandlerRegistry`], which maps each name and version to its code.
 
 mod builtin;
+mod cancel;
 mod command;
 mod config;
+mod launch;
+mod program;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +21,14 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use builtin::{Fail, Noop};
+pub use cancel::{CancelReason, Canceler, Cancellation};
 pub use command::{parse_enumerate_output, parse_process_output, CommandHandler};
-pub use config::{load_handlers_file, HandlersFileError};
+pub use config::{host_program, load_handlers_file, HandlersFile, HandlersFileError};
+pub use launch::{Launch, INHERITED_ENVIRONMENT};
+pub use program::{
+    Hello, Hosted, Program, ProgramConfig, ProgramError, ProgramHandler, DEFAULT_HELLO_TIMEOUT,
+    MAX_LINE_BYTES, PROTOCOL,
+};
 
 use crate::definition::Workflow;
 use crate::ids::{FlowId, HandlerName, JobId, PhaseName, WorkflowName};
@@ -36,6 +45,9 @@ pub struct EnumerateRequest {
     pub data: Arc<Map<String, Value>>,
     pub outputs: Outputs,
     pub error: Option<FlowError>,
+    /// Set when the call is no longer wanted.
+    #[serde(skip)]
+    pub cancellation: Cancellation,
 }
 
 /// What process is given: the command protocol's process input.
@@ -52,6 +64,9 @@ pub struct JobRequest {
     pub attempt: u32,
     pub job: Value,
     pub data: Arc<Map<String, Value>>,
+    /// Set when the call is no longer wanted.
+    #[serde(skip)]
+    pub cancellation: Cancellation,
 }
 
 /// A failed attempt. Retryable unless the handler knows better.
@@ -91,14 +106,57 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Does one job; its output, if any, is kept for later phases.
     async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError>;
+
+    /// Why the handler cannot take calls right now (its program keeps
+    /// exiting, say), for `status` and the dashboard; `None` when it can.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// Stops whatever the handler keeps running (a program's processes).
+    async fn shutdown(&self) {}
 }
 
 /// Limits a worker applies to one handler version, whatever the workflow says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HandlerOptions {
     pub timeout: Option<Duration>,
+    /// Tasks of this handler version taken from its queue at once.
     pub concurrency: Option<usize>,
+    /// Calls in flight, shared with the other handlers that run in the
+    /// same place (the copies of one program).
+    pub capacity: Option<Capacity>,
 }
+
+/// How many calls may be in flight at once in one place, shared by every
+/// handler that runs there. The worker takes a unit before it admits a
+/// task, so a task that waits for room is still stopped by a pause or a
+/// cancel that comes meanwhile.
+#[derive(Clone, Debug)]
+pub struct Capacity(Arc<tokio::sync::Semaphore>);
+
+impl Capacity {
+    pub fn new(calls: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(calls.max(1))))
+    }
+
+    /// A unit of room, held until the permit is dropped.
+    pub async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().acquire_owned().await.ok()
+    }
+
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+impl PartialEq for Capacity {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Capacity {}
 
 #[derive(Clone)]
 pub struct RegisteredHandler {
@@ -201,6 +259,20 @@ impl HandlerRegistry {
             .unwrap_or_default()
     }
 
+    /// The versions of a handler that can take calls now.
+    pub fn available(&self, name: &HandlerName) -> Vec<Version> {
+        self.entries
+            .get(name)
+            .map(|versions| {
+                versions
+                    .values()
+                    .filter(|entry| entry.handler.unavailable().is_none())
+                    .map(|entry| entry.version.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &RegisteredHandler> {
         self.entries.values().flat_map(BTreeMap::values)
     }
@@ -212,6 +284,29 @@ impl HandlerRegistry {
     /// Keeps only the named handlers (a worker that hosts some of a file).
     pub fn retain(&mut self, names: &[HandlerName]) {
         self.entries.retain(|name, _| names.contains(name));
+    }
+
+    /// The hosted handlers that cannot take calls now, and why.
+    pub fn unavailable(&self) -> Vec<crate::model::UnavailableHandler> {
+        self.iter()
+            .filter_map(|entry| {
+                entry
+                    .handler
+                    .unavailable()
+                    .map(|reason| crate::model::UnavailableHandler {
+                        name: entry.name.clone(),
+                        version: entry.version.clone(),
+                        reason,
+                    })
+            })
+            .collect()
+    }
+
+    /// Stops what every handler keeps running.
+    pub async fn shutdown(&self) {
+        for entry in self.iter() {
+            entry.handler.shutdown().await;
+        }
     }
 
     /// Checks up front that every handler a workflow names has a version

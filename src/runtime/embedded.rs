@@ -160,16 +160,20 @@ impl Embedded {
 
     /// Stops taking work and waits for the engine and worker to stop. Jobs in
     /// flight finish first; queued ones stay recorded in a durable store.
+    /// Then the handlers' programs stop.
     pub async fn shutdown(self) -> Result<(), RuntimeError> {
         self.broker.shutdown();
+        let mut outcome = Ok(());
         for task in self.tasks {
             match task.await {
-                Ok(result) => result?,
+                Ok(Err(error)) if outcome.is_ok() => outcome = Err(error),
+                Ok(_) => {}
                 Err(join_error) => {
                     tracing::error!(%join_error, "an embedded task ended abnormally")
                 }
             }
         }
-        Ok(())
+        self.worker.registry().shutdown().await;
+        outcome
     }
 }

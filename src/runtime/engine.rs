@@ -28,6 +28,13 @@ use crate::version::Version;
 pub trait Catalog: Send + Sync + 'static {
     fn offered(&self, handler: &HandlerName) -> Vec<Version>;
 
+    /// Why a handler that some worker hosts cannot take calls now (its
+    /// program keeps exiting, say), for the flows that wait for it.
+    fn unavailable(&self, handler: &HandlerName) -> Vec<String> {
+        let _ = handler;
+        Vec::new()
+    }
+
     /// Looks again at what workers offer; true when it changed. Catalogs
     /// that cannot change need not do anything.
     async fn refresh(&self, workers: &dyn WorkerRegistry) -> Result<bool, StoreError> {
@@ -38,7 +45,15 @@ pub trait Catalog: Send + Sync + 'static {
 
 impl Catalog for crate::handler::HandlerRegistry {
     fn offered(&self, handler: &HandlerName) -> Vec<Version> {
-        crate::handler::HandlerRegistry::offered(self, handler)
+        self.available(handler)
+    }
+
+    fn unavailable(&self, handler: &HandlerName) -> Vec<String> {
+        crate::handler::HandlerRegistry::unavailable(self)
+            .into_iter()
+            .filter(|entry| entry.name == *handler)
+            .map(|entry| format!("{} {}: {}", entry.name, entry.version, entry.reason))
+            .collect()
     }
 }
 
@@ -334,7 +349,17 @@ impl Engine {
                             continue;
                         }
                     }
-                    let reasons: Vec<String> = waiting.iter().map(ToString::to_string).collect();
+                    let reasons: Vec<String> = waiting
+                        .iter()
+                        .map(|waiting| {
+                            let why = self.inner.catalog.unavailable(&waiting.handler);
+                            if why.is_empty() {
+                                waiting.to_string()
+                            } else {
+                                format!("{waiting} ({})", why.join("; "))
+                            }
+                        })
+                        .collect();
                     if reasons != record.waiting {
                         backend.flows.note_waiting(flow, reasons).await?;
                     }

@@ -21,7 +21,7 @@ pub use client::{
 };
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine, DEFAULT_RETENTION};
-pub use worker::{Worker, WorkerBuilder};
+pub use worker::{host_name, Worker, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT};
 
 use crate::broker::{Broker, BrokerError};
 use crate::store::{
@@ -112,4 +112,7 @@ pub enum RuntimeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The worker is stopping; the task goes back to its queue.
+    #[error("the worker is stopping")]
+    Stopping,
 }

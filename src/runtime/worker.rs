@@ -1,24 +1,34 @@
 //! The worker: it runs handlers on the tasks of their queues.
 //!
-//! For each delivery it asks the store whether the task may start (this is
-//! where pause parks a task and cancel drops it), runs the handler under its
+//! For each delivery it first takes whatever slot the task needs (the
+//! worker's own limit, the workflow's per-handler limit, the handler's
+//! capacity), then asks the store whether the task may start (this is where
+//! pause parks a task and cancel drops it), runs the handler under its
 //! timeout, records the result, and only then acknowledges the delivery, so
-//! a crash at any point leaves the task to be delivered again.
+//! a crash at any point leaves the task to be delivered again. Admission
+//! comes last so that a task that waited for a slot is still stopped by a
+//! pause or cancel that came meanwhile.
+//!
+//! Every call can be canceled: when its timeout passes, when its flow ends
+//! (the worker follows flow events), or when the worker stops.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{Backend, RuntimeError};
-use crate::broker::{queue_name, Delivery};
+use crate::broker::{queue_name, Delivery, FlowEvent};
 use crate::definition::HandlerSpec;
 use crate::handler::{
-    EnumerateRequest, HandlerError, HandlerRegistry, JobRequest, RegisteredHandler,
+    CancelReason, Canceler, Cancellation, EnumerateRequest, HandlerError, HandlerRegistry,
+    JobRequest, RegisteredHandler,
 };
-use crate::ids::{Cursor, HandlerName, JobKey};
+use crate::ids::{Cursor, FlowId, HandlerName, JobKey};
 use crate::metrics;
 use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
@@ -28,6 +38,10 @@ use crate::time::{format_duration, Timestamp};
 /// Jobs in flight per handler version when neither the handlers file nor the
 /// workflow says otherwise.
 pub const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
+
+/// How long a stopping worker waits for the calls in flight before it
+/// cancels them.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct WorkerBuilder {
     backend: Backend,
@@ -57,6 +71,9 @@ impl WorkerBuilder {
                 registry: self.registry,
                 overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 workflow_limits: Mutex::new(HashMap::new()),
+                calls: Mutex::new(HashMap::new()),
+                next_call: AtomicU64::new(0),
+                stopping: watch::channel(false).0,
                 id: format!("{}-{}", host_name(), uuid::Uuid::now_v7().simple()),
                 started_at: Timestamp::now(),
             }),
@@ -76,8 +93,35 @@ struct WorkerInner {
     /// The workflow's own `concurrency` per handler, keyed by handler name and
     /// limit (two workflows may set different limits on one handler).
     workflow_limits: Mutex<HashMap<(HandlerName, u32), Arc<Semaphore>>>,
+    /// Handler calls in flight, by flow, so that a flow's end reaches them.
+    calls: Mutex<HashMap<FlowId, Vec<Call>>>,
+    next_call: AtomicU64,
+    /// Set when the worker stops taking tasks.
+    stopping: watch::Sender<bool>,
     id: String,
     started_at: Timestamp,
+}
+
+/// A call in flight: its number, and the means to cancel it.
+type Call = (u64, Arc<Canceler>);
+
+/// A handler call in flight, known to the worker until it is dropped.
+struct CallGuard<'a> {
+    worker: &'a WorkerInner,
+    flow: FlowId,
+    id: u64,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let mut calls = crate::sync::lock(&self.worker.calls);
+        if let Some(list) = calls.get_mut(&self.flow) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                calls.remove(&self.flow);
+            }
+        }
+    }
 }
 
 /// How a task's attempt ended, before it is recorded.
@@ -85,6 +129,8 @@ enum Attempt {
     Enumerated(Vec<serde_json::Value>),
     Processed(Option<serde_json::Value>),
     Failed(HandlerError),
+    /// Stopped before it ended: nothing is recorded.
+    Canceled(CancelReason),
 }
 
 impl Worker {
@@ -97,9 +143,49 @@ impl Worker {
     /// holds up the others.
     pub async fn run(&self) -> Result<(), RuntimeError> {
         let heartbeat = tokio::spawn(self.clone().announce_forever());
+        let ends = tokio::spawn(self.clone().cancel_calls_of_ended_flows());
         let result = self.consume_all().await;
         heartbeat.abort();
+        ends.abort();
         result
+    }
+
+    /// Stops taking tasks, waits up to `drain` for the calls in flight,
+    /// cancels the rest (their tasks go back to the queues), and stops the
+    /// handlers' programs. `run` returns once its consumers have ended.
+    pub async fn stop(&self, drain: Duration) {
+        self.inner.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + drain;
+        while !crate::sync::lock(&self.inner.calls).is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for list in crate::sync::lock(&self.inner.calls).values() {
+            for (_, canceler) in list {
+                canceler.cancel(CancelReason::Shutdown);
+            }
+        }
+        self.inner.registry.shutdown().await;
+    }
+
+    /// Follows flow events, and cancels the calls of a flow that ended:
+    /// canceled, failed, or past its deadline.
+    async fn cancel_calls_of_ended_flows(self) {
+        let mut events = self.inner.backend.broker.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(FlowEvent::Ended { flow, .. }) => {
+                    if let Some(list) = crate::sync::lock(&self.inner.calls).get(&flow) {
+                        for (_, canceler) in list {
+                            canceler.cancel(CancelReason::Canceled);
+                        }
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 
     /// Who this worker is and what it hosts.
@@ -118,6 +204,8 @@ impl Worker {
                     version: entry.version.clone(),
                 })
                 .collect(),
+            unavailable: self.inner.registry.unavailable(),
+            problems: Vec::new(),
             started_at: self.inner.started_at,
             last_seen: now,
         }
@@ -150,9 +238,15 @@ impl Worker {
                 .consume(vec![queue], prefetch)
                 .await?;
             let worker = self.clone();
+            let mut stopping = self.inner.stopping.subscribe();
             consumers.spawn(async move {
                 let mut in_flight = JoinSet::new();
-                while let Some(delivery) = consumer.next().await {
+                loop {
+                    let delivery = tokio::select! {
+                        delivery = consumer.next() => delivery,
+                        _ = stopping.wait_for(|stopping| *stopping) => None,
+                    };
+                    let Some(delivery) = delivery else { break };
                     let worker = worker.clone();
                     in_flight.spawn(async move { worker.handle(delivery).await });
                     // Reap finished jobs so the set does not grow without bound.
@@ -177,6 +271,11 @@ impl Worker {
                     tracing::warn!(%error, "acknowledging a task failed; it will be delivered again");
                 }
             }
+            Err(RuntimeError::Stopping) => {
+                if let Err(error) = ack.retry().await {
+                    tracing::debug!(%error, "handing a task back while stopping failed; the broker returns it");
+                }
+            }
             // Its result is not recorded: hand it back to be delivered again
             // (the store may be restarting; the delay keeps this from spinning).
             Err(error) => {
@@ -199,8 +298,9 @@ impl Worker {
         };
         let (handler, version) = task.handler();
         let spec = handler_spec(&context, task);
-        // The slot first, admission after: a task that waited for a slot
-        // is admitted only once it has one, so a pause or cancel that came
+        let registered = self.inner.registry.get(handler, version);
+        // Slots first, admission after: a task that waited for a slot is
+        // admitted only once it has one, so a pause or cancel that came
         // meanwhile still stops it.
         let _slot = match spec.and_then(|spec| spec.concurrency) {
             Some(limit) => self
@@ -210,10 +310,14 @@ impl Worker {
                 .ok(),
             None => None,
         };
+        let _capacity = match registered.and_then(|r| r.options.capacity.as_ref()) {
+            Some(capacity) => capacity.acquire().await,
+            None => None,
+        };
         if backend.flows.admit(task).await? != Admission::Run {
             return Ok(());
         }
-        let Some(registered) = self.inner.registry.get(handler, version) else {
+        let Some(registered) = registered else {
             let error =
                 HandlerError::permanent(format!("this worker does not host {handler} {version}"));
             return self.settle(task, &context, Attempt::Failed(error)).await;
@@ -227,6 +331,21 @@ impl Worker {
             metrics::job_processed(handler.as_str(), began.elapsed());
         }
         self.settle(task, &context, attempt).await
+    }
+
+    /// Makes a call known, so that its flow's end reaches it, until the
+    /// returned guard is dropped.
+    fn track_call(&self, flow: &FlowId, canceler: Arc<Canceler>) -> CallGuard<'_> {
+        let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
+        crate::sync::lock(&self.inner.calls)
+            .entry(flow.clone())
+            .or_default()
+            .push((id, canceler));
+        CallGuard {
+            worker: &self.inner,
+            flow: flow.clone(),
+            id,
+        }
     }
 
     fn workflow_limit(&self, handler: &HandlerName, limit: u32) -> Arc<Semaphore> {
@@ -247,6 +366,9 @@ impl Worker {
         timeout: Option<Duration>,
     ) -> Result<Attempt, RuntimeError> {
         let handler = registered.handler.clone();
+        let (canceler, cancellation) = Cancellation::new();
+        let canceler = Arc::new(canceler);
+        let _known = self.track_call(task.flow(), canceler.clone());
         let call = match task {
             Task::Enumerate {
                 cursor,
@@ -267,6 +389,7 @@ impl Worker {
                     data: context.data.clone(),
                     outputs: input.outputs,
                     error: input.error,
+                    cancellation: cancellation.clone(),
                 };
                 tokio::spawn(
                     async move { handler.enumerate(request).await.map(Attempt::Enumerated) },
@@ -289,23 +412,35 @@ impl Worker {
                     attempt: *attempt,
                     job: job.clone(),
                     data: context.data.clone(),
+                    cancellation: cancellation.clone(),
                 };
                 tokio::spawn(async move { handler.process(request).await.map(Attempt::Processed) })
             }
         };
         let abort = call.abort_handle();
-        let outcome = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    abort.abort();
-                    return Ok(Attempt::Failed(HandlerError::new(format!(
-                        "timed out after {}",
-                        format_duration(limit)
-                    ))));
-                }
-            },
-            None => call.await,
+        let timed_out = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        // The reason is set before the call is stopped, so that a handler
+        // that notices it being dropped can tell the other side why.
+        let outcome = tokio::select! {
+            joined = call => joined,
+            _ = timed_out => {
+                canceler.cancel(CancelReason::Timeout);
+                abort.abort();
+                let limit = timeout.unwrap_or_default();
+                return Ok(Attempt::Failed(HandlerError::new(format!(
+                    "timed out after {}",
+                    format_duration(limit)
+                ))));
+            }
+            reason = cancellation.canceled() => {
+                abort.abort();
+                return Ok(Attempt::Canceled(reason));
+            }
         };
         Ok(match outcome {
             Ok(Ok(attempt)) => attempt,
@@ -325,6 +460,13 @@ impl Worker {
         let backend = &self.inner.backend;
         let now = Timestamp::now();
         let progress = match (task, attempt) {
+            // Its flow ended: nothing of it runs again, and there is
+            // nothing to record.
+            (_, Attempt::Canceled(CancelReason::Canceled | CancelReason::Deadline)) => {
+                return Ok(())
+            }
+            // The worker stops: the task goes back to be done elsewhere.
+            (_, Attempt::Canceled(_)) => return Err(RuntimeError::Stopping),
             (
                 Task::Enumerate {
                     flow,
@@ -445,7 +587,8 @@ impl Worker {
     }
 }
 
-fn host_name() -> String {
+/// This machine's name, as workers announce it.
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()
