@@ -274,7 +274,9 @@ function handleLine(line) {
       inFlight.get(id)?.cancel(message.reason);
       return;
     default:
-      queueAnswer(errorLine(id, `unknown op ${JSON.stringify(message.op)} (this program speaks protocol ${PROTOCOL}: enumerate, process, cancel)`, false));
+      // A later protocol may add operations that name an outstanding
+      // request, as cancel does: answering one would answer that request.
+      process.stderr.write(`distribot: ignored a request with an unknown op ${JSON.stringify(message.op)} (this program speaks protocol ${PROTOCOL}: enumerate, process, cancel)\n`);
   }
 }
 

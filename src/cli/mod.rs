@@ -161,7 +161,7 @@ where
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,distribot::handlers=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -59,7 +59,9 @@ module Distribot
       when "process" then start(id, request, ProcessContext)
       when "enumerate" then start(id, request, EnumerateContext)
       when "cancel" then cancel(id, request["reason"])
-      else refuse(id, "unknown op #{request['op'].inspect} (this program speaks protocol #{PROTOCOL_VERSION})")
+      # A later protocol may add operations that name an outstanding request,
+      # as cancel does: answering one would answer that request.
+      else log_unusable_line(line, "its op #{request['op'].inspect} is unknown (this program speaks protocol #{PROTOCOL_VERSION})")
       end
     rescue JSON::ParserError => e
       log_unusable_line(line, "it is not JSON (#{e.message.lines.first&.strip})")
