@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use builtin::{Fail, Noop};
@@ -36,7 +36,7 @@ use crate::model::{FlowError, Outputs};
 use crate::version::{Requirement, Version};
 
 /// What enumerate is given: the command protocol's enumerate input.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnumerateRequest {
     pub flow_id: FlowId,
     pub workflow: WorkflowName,
@@ -51,7 +51,7 @@ pub struct EnumerateRequest {
 }
 
 /// What process is given: the command protocol's process input.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobRequest {
     pub flow_id: FlowId,
     pub workflow: WorkflowName,

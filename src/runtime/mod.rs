@@ -21,7 +21,9 @@ pub use client::{
 };
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine, DEFAULT_RETENTION};
-pub use worker::{host_name, Worker, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT};
+pub use worker::{
+    host_name, Worker, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDLER_CONCURRENCY,
+};
 
 use crate::broker::{Broker, BrokerError};
 use crate::store::{

@@ -3,8 +3,17 @@
 
 use super::*;
 
+/// A backend, and how its handlers run.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Kind {
+pub(crate) struct Kind {
+    pub(crate) tier: Tier,
+    /// Whether the cases' handlers run as long-lived programs (a Python
+    /// relay per handler, calling back into the case) instead of in process.
+    pub(crate) programs: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Tier {
     Memory,
     Sqlite,
     /// Redis state with the in-process broker: the store's half of the
@@ -123,14 +132,14 @@ impl Harness {
         kind: Kind,
         broker: Arc<dyn Broker>,
     ) -> (Arc<dyn Store>, Backend, Scratch) {
-        let (store, scratch): (Arc<dyn Store>, Scratch) = match kind {
-            Kind::Memory => (Arc::new(EmbeddedStore::in_memory()), Scratch::Nothing),
-            Kind::Sqlite => {
+        let (store, scratch): (Arc<dyn Store>, Scratch) = match kind.tier {
+            Tier::Memory => (Arc::new(EmbeddedStore::in_memory()), Scratch::Nothing),
+            Tier::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = EmbeddedStore::open(&dir.path().join("state.db")).expect("open db");
                 (Arc::new(store), Scratch::Dir(dir))
             }
-            Kind::Redis => {
+            Tier::Redis => {
                 let url = redis_url().expect("the Redis tier runs with DISTRIBOT_REDIS_URL set");
                 let prefix = Self::test_prefix();
                 let store = RedisStore::connect(&url, &prefix)
@@ -138,7 +147,7 @@ impl Harness {
                     .expect("connect to redis");
                 (Arc::new(store), Scratch::Redis(PrefixGuard { url, prefix }))
             }
-            Kind::Distributed => {
+            Tier::Distributed => {
                 let redis = redis_url().expect("DISTRIBOT_REDIS_URL");
                 let amqp = amqp_url().expect("DISTRIBOT_AMQP_URL");
                 let prefix = Self::test_prefix();
@@ -184,7 +193,12 @@ impl Harness {
         });
         backend.flows = counted.clone();
         // The distributed backend brings its own broker.
-        let local = matches!(kind, Kind::Memory | Kind::Sqlite | Kind::Redis).then_some(local);
+        let local = matches!(kind.tier, Tier::Memory | Tier::Sqlite | Tier::Redis).then_some(local);
+        let registry = if kind.programs {
+            relayed(registry).await
+        } else {
+            registry
+        };
         let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
         let worker = WorkerBuilder::new(backend.clone(), registry).build();
         let tasks = vec![
@@ -414,4 +428,100 @@ impl FlowStore for CountedAdmissions {
     async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {
         self.inner.forget_released(flow, count).await
     }
+}
+
+/// The same handlers, each run as a long-lived program: a Python relay
+/// (`relay.py`, on the Python SDK) that calls back into this process, where
+/// the Rust handler answers. Each handler's program takes as many requests
+/// at once as its options let the worker take tasks.
+pub(crate) async fn relayed(registry: HandlerRegistry) -> HandlerRegistry {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the relay");
+    let address = listener.local_addr().expect("the relay's address");
+    let rust = Arc::new(registry.clone());
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            let rust = rust.clone();
+            tokio::spawn(answer_relay(connection, rust));
+        }
+    });
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/conformance/relay.py");
+    let programs = registry
+        .iter()
+        .map(|entry| {
+            let env = std::collections::BTreeMap::from([
+                ("DISTRIBOT_RELAY".to_owned(), address.to_string()),
+                (
+                    "DISTRIBOT_RELAY_HANDLERS".to_owned(),
+                    entry.name.to_string(),
+                ),
+                (
+                    "PYTHONPATH".to_owned(),
+                    root.join("sdk/python").to_string_lossy().into_owned(),
+                ),
+            ]);
+            ProgramConfig {
+                launch: Launch::new(
+                    vec!["python3".into(), script.to_string_lossy().into_owned()],
+                    root,
+                    &env,
+                ),
+                processes: 1,
+                in_flight: entry
+                    .options
+                    .concurrency
+                    .unwrap_or(distribot::runtime::DEFAULT_HANDLER_CONCURRENCY),
+                timeout: entry.options.timeout,
+                hello_timeout: DEFAULT_HELLO_TIMEOUT,
+                name: format!("relay of {}", entry.name),
+            }
+        })
+        .collect();
+    HandlersFile {
+        path: script.clone(),
+        registry: HandlerRegistry::new(),
+        programs,
+    }
+    .start()
+    .await
+    .expect("the relay programs say hello")
+}
+
+/// One relayed call: `{"op", "request"}` in, `{"value"}` or `{"error"}` out.
+async fn answer_relay(connection: tokio::net::TcpStream, rust: Arc<HandlerRegistry>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (reader, mut writer) = connection.into_split();
+    let mut line = String::new();
+    if tokio::io::BufReader::new(reader)
+        .read_line(&mut line)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let call: Value = serde_json::from_str(&line).expect("the relay sends JSON");
+    let request = call["request"].clone();
+    let name = distribot::ids::HandlerName::new(request["handler"].as_str().unwrap_or_default());
+    let handler = rust
+        .get(&name, &v1())
+        .expect("a relayed handler")
+        .handler
+        .clone();
+    let outcome = match call["op"].as_str() {
+        Some("enumerate") => handler
+            .enumerate(serde_json::from_value(request).expect("an enumerate request"))
+            .await
+            .map(Value::from),
+        _ => handler
+            .process(serde_json::from_value(request).expect("a process request"))
+            .await
+            .map(|output| output.unwrap_or(Value::Null)),
+    };
+    let answer = match outcome {
+        Ok(value) => json!({"value": value}),
+        Err(error) => json!({"error": {"message": error.message, "retryable": error.retryable}}),
+    };
+    let _ = writer.write_all(format!("{answer}\n").as_bytes()).await;
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use distribot::broker::{AmqpBroker, Broker, LocalBroker};
 use distribot::definition::{parse_definition_value, Workflow};
 use distribot::handler::{
-    EnumerateRequest, Handler, HandlerError, HandlerOptions, HandlerRegistry, JobRequest,
+    EnumerateRequest, Handler, HandlerError, HandlerOptions, HandlerRegistry, HandlersFile,
+    JobRequest, Launch, ProgramConfig, DEFAULT_HELLO_TIMEOUT,
 };
 use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
 use distribot::model::{
@@ -73,10 +74,15 @@ macro_rules! conformance_with_service {
 
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
-        conformance!(memory, super::Kind::Memory, [$($case),*]);
-        conformance!(sqlite, super::Kind::Sqlite, [$($case),*]);
-        conformance_with_service!(redis, super::Kind::Redis, super::redis_url().is_some(), "DISTRIBOT_REDIS_URL", [$($case),*]);
-        conformance_with_service!(distributed, super::Kind::Distributed, super::redis_url().is_some() && super::amqp_url().is_some(), "DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL", [$($case),*]);
+        conformance!(memory, super::Kind { tier: super::Tier::Memory, programs: false }, [$($case),*]);
+        conformance!(sqlite, super::Kind { tier: super::Tier::Sqlite, programs: false }, [$($case),*]);
+        conformance_with_service!(redis, super::Kind { tier: super::Tier::Redis, programs: false }, super::redis_url().is_some(), "DISTRIBOT_REDIS_URL", [$($case),*]);
+        conformance_with_service!(distributed, super::Kind { tier: super::Tier::Distributed, programs: false }, super::redis_url().is_some() && super::amqp_url().is_some(), "DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL", [$($case),*]);
+        // The same cases with every handler run as a long-lived program.
+        conformance!(memory_programs, super::Kind { tier: super::Tier::Memory, programs: true }, [$($case),*]);
+        conformance!(sqlite_programs, super::Kind { tier: super::Tier::Sqlite, programs: true }, [$($case),*]);
+        conformance_with_service!(redis_programs, super::Kind { tier: super::Tier::Redis, programs: true }, super::redis_url().is_some(), "DISTRIBOT_REDIS_URL", [$($case),*]);
+        conformance_with_service!(distributed_programs, super::Kind { tier: super::Tier::Distributed, programs: true }, super::redis_url().is_some() && super::amqp_url().is_some(), "DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL", [$($case),*]);
     };
 }
 
