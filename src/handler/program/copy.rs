@@ -24,6 +24,10 @@ use crate::sync::lock;
 /// How much of a copy's stderr is kept for the error when it dies.
 const STDERR_TAIL_BYTES: usize = 2048;
 
+/// How long a copy may stay silent after one of its requests timed out,
+/// while it still owes others, before it is taken to hang.
+const HANG_GRACE: Duration = Duration::from_secs(5);
+
 /// How many canceled ids a copy remembers, so that a late answer to one is
 /// dropped quietly rather than taken for a stray line.
 const CANCELED_REMEMBERED: usize = 4096;
@@ -168,10 +172,12 @@ impl Copy {
         Ok((id, answered))
     }
 
-    /// Tells the program a request is no longer wanted, and forgets it. A
-    /// request that timed out while the copy answered nothing at all since
-    /// it was sent means the copy hangs: it is killed, and restarted.
-    pub fn cancel(&self, id: u64, reason: CancelReason, sent: Instant) {
+    /// Tells the program a request is no longer wanted, and forgets it.
+    /// After a request timed out, a copy that then stays silent for
+    /// [`HANG_GRACE`] while it owes requests hangs: it is killed, and
+    /// restarted. (A slow program answers something meanwhile, or owes
+    /// nothing.)
+    pub fn cancel(self: &Arc<Self>, id: u64, reason: CancelReason) {
         if !self.forget(id) {
             return;
         }
@@ -189,11 +195,20 @@ impl Copy {
             line.push(b'\n');
             let _ = self.lines.send(line);
         }
-        if reason == CancelReason::Timeout && *lock(&self.last_answer) < sent {
-            self.die(format!(
-                "{} stopped answering: nothing came back since a request that timed out",
-                self.name
-            ));
+        if reason == CancelReason::Timeout {
+            let copy = self.clone();
+            let since = Instant::now();
+            tokio::spawn(async move {
+                tokio::time::sleep(HANG_GRACE).await;
+                let silent = *lock(&copy.last_answer) < since;
+                if silent && copy.outstanding() > 0 && !copy.is_dead() {
+                    copy.die(format!(
+                        "{} stopped answering: nothing came back for {} after a request timed out",
+                        copy.name,
+                        crate::time::format_duration(HANG_GRACE)
+                    ));
+                }
+            });
         }
     }
 
@@ -284,7 +299,20 @@ impl Copy {
                     self.name,
                     MAX_LINE_BYTES >> 20
                 ),
-                Ok(ReadLine::End) => format!("{} closed its stdout", self.name),
+                Ok(ReadLine::End) => {
+                    // Most often the program is exiting: its exit status
+                    // says more than the closed pipe does.
+                    let mut died = self.died.subscribe();
+                    let exited = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        died.wait_for(Option::is_some),
+                    )
+                    .await;
+                    if exited.is_ok() {
+                        return;
+                    }
+                    format!("{} closed its stdout", self.name)
+                }
                 Err(e) => format!("reading {}'s stdout failed: {e}", self.name),
             };
             self.die(why);

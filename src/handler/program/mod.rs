@@ -358,7 +358,6 @@ impl Program {
         let mut pending = Pending {
             copy,
             id,
-            sent: Instant::now(),
             cancellation,
             answered: false,
         };
@@ -376,7 +375,6 @@ impl Program {
 struct Pending<'a> {
     copy: Arc<Copy>,
     id: u64,
-    sent: Instant,
     cancellation: &'a super::Cancellation,
     answered: bool,
 }
@@ -385,7 +383,7 @@ impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if !self.answered {
             let reason = self.cancellation.reason().unwrap_or(CancelReason::Shutdown);
-            self.copy.cancel(self.id, reason, self.sent);
+            self.copy.cancel(self.id, reason);
         }
     }
 }
