@@ -35,7 +35,15 @@ fn the_python_sdk_passes_its_tests() {
     run_suite(
         "Python",
         "python3",
-        &["-m", "unittest", "discover", "-s", "sdk/python/tests", "-t", "sdk/python"],
+        &[
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "sdk/python/tests",
+            "-t",
+            "sdk/python",
+        ],
     );
 }
 

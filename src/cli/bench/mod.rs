@@ -39,6 +39,9 @@ enum Scenario {
     Flows,
     /// Flows of 3 phases × 1 job, one after another: latency.
     Latency,
+    /// --flows flows whose middle phase has --jobs-per-phase jobs (one job
+    /// in the others), started at once: the shape of Celery's chords.
+    Chords,
     /// --soak-flows flows of --soak-jobs jobs, --soak-concurrency at a time:
     /// memory, descriptors, and what retention leaves behind. Not in `all`.
     Soak,
@@ -54,6 +57,48 @@ enum BackendKind {
     Embedded,
     /// RabbitMQ + Redis, with 1 engine and 2 worker processes.
     Distributed,
+}
+
+/// What runs the no-op handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum HandlerKind {
+    /// The built-in Rust `noop`.
+    Builtin,
+    /// `bench/programs/noop.py` on the Python SDK, as a long-lived program.
+    Python,
+    /// `bench/programs/noop.mjs` on the Node SDK.
+    Node,
+    /// `bench/programs/noop.rb` on the Ruby SDK.
+    Ruby,
+}
+
+impl HandlerKind {
+    /// The handlers file that hosts `Noop` this way, from the repository at
+    /// `root`.
+    fn handlers_toml(self, root: &std::path::Path, processes: usize, in_flight: usize) -> String {
+        let programs = root.join("bench").join("programs");
+        let sdk = root.join("sdk");
+        let command = match self {
+            HandlerKind::Builtin => {
+                return "[[handlers]]\nname = \"Noop\"\nversion = \"1.0.0\"\nbuiltin = \"noop\"\n"
+                    .to_owned()
+            }
+            HandlerKind::Python => {
+                format!("\"python3\", \"{}\"", programs.join("noop.py").display())
+            }
+            HandlerKind::Node => format!("\"node\", \"{}\"", programs.join("noop.mjs").display()),
+            HandlerKind::Ruby => format!(
+                "\"ruby\", \"-I\", \"{}\", \"{}\"",
+                sdk.join("ruby").join("lib").display(),
+                programs.join("noop.rb").display()
+            ),
+        };
+        format!(
+            "[[programs]]\ncommand = [{command}]\nprocesses = {processes}\nin_flight = {in_flight}\nenv = {{ PYTHONPATH = \"{}\" }}\n",
+            sdk.join("python").display()
+        )
+    }
 }
 
 #[derive(clap::Args)]
@@ -90,6 +135,19 @@ pub struct BenchArgs {
     /// Jobs in flight per worker process (distributed).
     #[arg(long, default_value_t = 256)]
     worker_concurrency: usize,
+    /// What runs the no-op handler: the built-in one, or a long-lived
+    /// program on one of the SDKs (from this repository, see --repo).
+    #[arg(long, value_enum, default_value_t = HandlerKind::Builtin)]
+    handlers: HandlerKind,
+    /// Copies of the SDK program per worker.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Requests outstanding per copy of the SDK program.
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    /// The repository, for the SDK programs [default: the working directory].
+    #[arg(long, value_name = "DIR")]
+    repo: Option<std::path::PathBuf>,
     /// Print one JSON line per scenario instead of the table.
     #[arg(long)]
     json: bool,
@@ -101,6 +159,8 @@ pub struct BenchArgs {
 struct Outcome {
     scenario: Scenario,
     backend: BackendKind,
+    #[serde(default = "builtin")]
+    handlers: HandlerKind,
     flows: usize,
     jobs: u64,
     seconds: f64,
@@ -109,6 +169,76 @@ struct Outcome {
     p50_ms: f64,
     p99_ms: f64,
     peak_rss_mb: f64,
+    /// CPU per job in microseconds, in the processes that ran the engine
+    /// (with the store and, embedded, the worker), the workers, and the
+    /// handler programs, measured over the scenario.
+    #[serde(default)]
+    cpu_us_per_job: CpuPerJob,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct CpuPerJob {
+    engine: f64,
+    workers: f64,
+    programs: f64,
+}
+
+/// CPU seconds a process has used so far, from /proc (Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name may hold spaces; the fields after it do not.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / per_second.max(1.0)
+}
+
+/// The children of a process, from /proc (Linux).
+fn children(pid: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| task.ok())
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// CPU seconds of the engine, worker and program processes, so far.
+fn cpu_of(engines: &[String], workers: &[String]) -> (f64, f64, f64) {
+    let sum = |pids: &[String]| pids.iter().map(|pid| cpu_seconds(pid)).sum::<f64>();
+    let programs: Vec<String> = engines
+        .iter()
+        .chain(workers)
+        .flat_map(|pid| children(pid))
+        .collect();
+    (sum(engines), sum(workers), sum(&programs))
+}
+
+fn per_job(before: (f64, f64, f64), after: (f64, f64, f64), jobs: u64) -> CpuPerJob {
+    let micros = |b: f64, a: f64| (a - b).max(0.0) * 1e6 / (jobs.max(1) as f64);
+    CpuPerJob {
+        engine: micros(before.0, after.0),
+        workers: micros(before.1, after.1),
+        programs: micros(before.2, after.2),
+    }
 }
 
 pub async fn bench(args: BenchArgs) -> CliResult<i32> {
@@ -165,6 +295,27 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
         .map_err(|e| format!("{e}; write a duration like `1s`, or `none`"))
 }
 
+fn builtin() -> HandlerKind {
+    HandlerKind::Builtin
+}
+
+/// Where the SDK programs are: `--repo`, or the working directory.
+fn repo_root(args: &BenchArgs) -> CliResult<std::path::PathBuf> {
+    let root = match &args.repo {
+        Some(root) => root.clone(),
+        None => std::env::current_dir().context("reading the working directory")?,
+    };
+    let root = std::path::absolute(&root).unwrap_or(root);
+    if args.handlers != HandlerKind::Builtin && !root.join("bench/programs").is_dir() {
+        return Err(CliError::BadInput(format!(
+            "--handlers {} runs bench/programs from the repository, but {} has none; run from the repository or pass --repo",
+            value_name(args.handlers),
+            root.display()
+        )));
+    }
+    Ok(root)
+}
+
 fn value_name<T: clap::ValueEnum>(value: T) -> String {
     value
         .to_possible_value()
@@ -195,6 +346,14 @@ fn run_child(args: &BenchArgs, scenario: Scenario, backend: BackendKind) -> CliR
             &args.jobs_per_phase.to_string(),
             "--latency-flows",
             &args.latency_flows.to_string(),
+            "--handlers",
+            &value_name(args.handlers),
+            "--processes",
+            &args.processes.to_string(),
+            "--in-flight",
+            &args.in_flight.to_string(),
+            "--repo",
+            &repo_root(args)?.to_string_lossy(),
         ])
         .stderr(Stdio::inherit())
         .output()
@@ -212,9 +371,10 @@ fn run_child(args: &BenchArgs, scenario: Scenario, backend: BackendKind) -> CliR
 
 fn print_table(outcomes: &[Outcome]) {
     println!(
-        "{:<8} {:<11} {:>7} {:>9} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}",
+        "{:<8} {:<11} {:<8} {:>7} {:>9} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9} {:>22}",
         "scenario",
         "backend",
+        "handlers",
         "flows",
         "jobs",
         "seconds",
@@ -222,13 +382,16 @@ fn print_table(outcomes: &[Outcome]) {
         "flows/s",
         "p50 ms",
         "p99 ms",
-        "RSS MB"
+        "RSS MB",
+        "CPU µs/job eng/wrk/prg"
     );
     for o in outcomes {
+        let cpu = o.cpu_us_per_job;
         println!(
-            "{:<8} {:<11} {:>7} {:>9} {:>9.3} {:>12.0} {:>10.0} {:>9.2} {:>9.2} {:>9.1}",
+            "{:<8} {:<11} {:<8} {:>7} {:>9} {:>9.3} {:>12.0} {:>10.0} {:>9.2} {:>9.2} {:>9.1} {:>22}",
             value_name(o.scenario),
             value_name(o.backend),
+            value_name(o.handlers),
             o.flows,
             o.jobs,
             o.seconds,
@@ -236,7 +399,8 @@ fn print_table(outcomes: &[Outcome]) {
             o.flows_per_second,
             o.p50_ms,
             o.p99_ms,
-            o.peak_rss_mb
+            o.peak_rss_mb,
+            format!("{:.1}/{:.1}/{:.1}", cpu.engine, cpu.workers, cpu.programs)
         );
     }
 }
@@ -264,6 +428,7 @@ fn shape(args: &BenchArgs, scenario: Scenario) -> (usize, Map<String, Value>) {
             args.flows,
             json!({"prepare": args.jobs_per_phase, "fanout": args.jobs_per_phase, "finish": args.jobs_per_phase}),
         ),
+        Scenario::Chords => (args.flows, json!({"fanout": args.jobs_per_phase})),
         _ => (args.latency_flows, json!({})),
     };
     let mut data = Map::new();
@@ -286,15 +451,27 @@ async fn run_embedded(
         }
         _ => Arc::new(EmbeddedStore::in_memory()),
     };
-    let embedded = Embedded::builder()
-        .store_arc(store)
-        .handler("Noop", Version::new(1, 0, 0), Noop)
-        .start()
-        .await
-        .context("starting")?;
+    let builder = Embedded::builder().store_arc(store);
+    let builder = match args.handlers {
+        HandlerKind::Builtin => builder.handler("Noop", Version::new(1, 0, 0), Noop),
+        sdk => {
+            std::fs::create_dir_all(&scratch).context("creating a scratch folder")?;
+            let file = scratch.join("handlers.toml");
+            std::fs::write(
+                &file,
+                sdk.handlers_toml(&repo_root(args)?, args.processes, args.in_flight),
+            )
+            .context("writing the bench handlers")?;
+            builder.handlers(super::input::load_handlers(&file).await?)
+        }
+    };
+    let embedded = builder.start().await.context("starting")?;
+    let me = [std::process::id().to_string()];
+    let before = cpu_of(&me, &[]);
     let mut outcome = measure(args, scenario, kind, embedded.backend()).await?;
+    outcome.cpu_us_per_job = per_job(before, cpu_of(&me, &[]), outcome.jobs);
     outcome.peak_rss_mb = peak_rss_mb("self");
-    drop(embedded);
+    embedded.shutdown().await.context("stopping")?;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(outcome)
 }
@@ -335,7 +512,8 @@ impl Installation {
         let handlers = dir.join("handlers.toml");
         std::fs::write(
             &handlers,
-            "[[handlers]]\nname = \"Noop\"\nversion = \"1.0.0\"\nbuiltin = \"noop\"\n",
+            args.handlers
+                .handlers_toml(&repo_root(args)?, args.processes, args.in_flight),
         )
         .context("writing the bench handlers")?;
         let exe = std::env::current_exe().context("finding this program")?;
@@ -448,6 +626,9 @@ impl Drop for Installation {
 async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outcome> {
     eprintln!("running {} on distributed…", value_name(scenario));
     let installation = Installation::start(args).await?;
+    let pids = installation.pids();
+    let (engines, workers) = pids.split_at(1);
+    let before = cpu_of(engines, workers);
     let mut outcome = measure(
         args,
         scenario,
@@ -455,6 +636,7 @@ async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outc
         &installation.backend,
     )
     .await?;
+    outcome.cpu_us_per_job = per_job(before, cpu_of(engines, workers), outcome.jobs);
     outcome.peak_rss_mb = installation
         .pids()
         .iter()
@@ -626,6 +808,7 @@ async fn measure(
     Ok(Outcome {
         scenario,
         backend: kind,
+        handlers: args.handlers,
         flows: flow_count,
         jobs,
         seconds,
@@ -634,6 +817,7 @@ async fn measure(
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
         peak_rss_mb: 0.0,
+        cpu_us_per_job: CpuPerJob::default(),
     })
 }
 
