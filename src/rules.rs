@@ -14,6 +14,12 @@ use crate::model::{
 };
 use crate::version::{Requirement, Version};
 
+/// The most transitions one flow may take. Validation refuses workflows
+/// that cannot end, but a phase that keeps failing into an error phase that
+/// leads back to it loops for as long as it fails; past this, the flow
+/// fails instead of growing its history without bound.
+pub const MAX_TRANSITIONS: usize = 10_000;
+
 /// What the engine should do next with a flow.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
@@ -79,6 +85,25 @@ pub fn next_step<'a>(
         .phase(run.phase.as_str())
         .expect("records name phases of their workflow");
     let from = run.cursor();
+    if run.state.is_settled() && flow.transitions.len() >= MAX_TRANSITIONS {
+        let last = phase.is_final || (run.state == PhaseState::Completed && phase.transitions_to.is_none());
+        if !last {
+            return Step::End {
+                from,
+                status: FlowStatus::Failed,
+                error: Some(FlowError {
+                    phase: run.phase.clone(),
+                    handler: None,
+                    job_id: None,
+                    attempts: 0,
+                    message: format!(
+                        "the flow took {} transitions, the most one flow may; its workflow loops (a phase that keeps failing into an error phase that leads back to it?)",
+                        flow.transitions.len()
+                    ),
+                }),
+            };
+        }
+    }
     match run.state {
         PhaseState::Completed => match &phase.transitions_to {
             Some(next) if !phase.is_final => Step::Enter {
@@ -632,6 +657,30 @@ mod tests {
             !visit_complete([(false, 0, 5)]),
             "done before enumerated is not complete"
         );
+    }
+
+    #[test]
+    fn a_flow_that_loops_without_end_fails_at_the_transition_limit() {
+        let definition = json!({
+            "workflow": "loop",
+            "phases": {
+                "try": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "wait", "handlers": ["A"]},
+                "wait": {"transitions_to": "try"},
+                "done": {"is_final": true}
+            }
+        });
+        let workflow = Arc::new(parse_definition_value(&definition).unwrap());
+        let mut flow = FlowRecord::new(FlowId::new("f"), workflow, Map::new(), Timestamp(1));
+        while flow.transitions.len() < MAX_TRANSITIONS {
+            let to = if flow.current().phase.as_str() == "try" { "wait" } else { "try" };
+            flow.enter(&to.into(), None, Timestamp(2));
+        }
+        flow.current_mut().state = PhaseState::Completed;
+        let Step::End { status, error, .. } = next_step(&flow, everything_at("1.0")) else {
+            panic!("expected the flow to end");
+        };
+        assert_eq!(status, FlowStatus::Failed);
+        assert!(error.unwrap().message.contains("the most one flow may"));
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct FlowItem {
     /// Why the flow cannot go on right now (no worker offers a handler, say).
     pub waiting: Vec<String>,
     pub progress: PhaseProgress,
+    /// Jobs over the whole flow, every phase visit and handler together.
+    pub jobs: HandlerTotals,
 }
 
 impl From<&FlowRecord> for FlowItem {
@@ -102,6 +104,15 @@ impl From<&FlowRecord> for FlowItem {
             took_error_transition: record.took_error_transition(),
             waiting: record.waiting.clone(),
             progress: PhaseProgress::from(current),
+            jobs: record.handler_totals().values().fold(
+                HandlerTotals::default(),
+                |sum, t| HandlerTotals {
+                    total: sum.total + t.total,
+                    done: sum.done + t.done,
+                    failed: sum.failed + t.failed,
+                    retried: sum.retried + t.retried,
+                },
+            ),
         }
     }
 }

@@ -59,17 +59,10 @@ pub async fn list(args: ListArgs) -> CliResult<i32> {
     .await
 }
 
+/// JOBS counts the whole flow's jobs, every phase together, so that a flow
+/// reads the same whichever phase it stands in.
 fn list_row(flow: &FlowItem) -> [String; 6] {
-    let (done, total) = flow
-        .progress
-        .handlers
-        .iter()
-        .fold((0, 0), |(done, total), h| (done + h.done, total + h.total));
-    let jobs = if flow.progress.handlers.is_empty() {
-        "-".to_owned()
-    } else {
-        format!("{done}/{total}")
-    };
+    let jobs = format!("{}/{}", flow.jobs.done, flow.jobs.total);
     [
         flow.id.to_string(),
         flow.workflow.to_string(),
