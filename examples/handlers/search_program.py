@@ -12,9 +12,9 @@ The working directory is the folder of handlers.toml, so "corpus/" and "out/"
 are beside it. Jobs run at least once and several run at the same time on
 threads, so every side effect can be repeated and shared files are guarded.
 
-A failure raises distribot.Retry, as a command's non-zero exit status did:
-the workflow's retry policy decides how many attempts it gets.
-commands.toml runs the same handlers as one-shot commands instead.
+A failure raises distribot.Retry, as a non-zero exit status of the one-shot
+commands (commands.toml, the same handlers) does: the workflow's retry
+policy decides how many attempts it gets.
 """
 
 import json
