@@ -155,19 +155,40 @@ fn word_counting_helper_counts_like_the_example() {
 // ---------------------------------------------------------------------------
 // 1. The search example, happy path
 
+/// `distribot run WORKFLOW --data DATA --json` in `examples`, with the
+/// handlers of `handlers` (`handlers.toml`, the Python program, when `None`).
+fn run_search(examples: &Path, workflow: &str, handlers: Option<&str>, data: &str) -> Outcome {
+    let mut args = vec!["run", workflow, "--data", data, "--json"];
+    if let Some(handlers) = handlers {
+        args.extend(["--handlers", handlers]);
+    }
+    run_in(examples, args)
+}
+
+#[test]
+fn the_search_example_runs_on_a_python_program_by_default() {
+    let handlers = read(&examples().join("handlers.toml"));
+    assert!(handlers.contains("[[programs]]"), "{handlers}");
+    assert!(!handlers.contains("[[handlers]]"), "{handlers}");
+    assert!(
+        read(&examples().join("commands.toml")).contains("[[handlers]]"),
+        "commands.toml keeps the one-shot commands"
+    );
+}
+
 #[test]
 fn search_example_fetches_every_page_it_finds() {
+    search_fetches_every_page_it_finds(None);
+}
+
+#[test]
+fn search_example_as_commands_fetches_every_page_it_finds() {
+    search_fetches_every_page_it_finds(Some("commands.toml"));
+}
+
+fn search_fetches_every_page_it_finds(handlers: Option<&str>) {
     let (_dir, examples) = examples_copy();
-    let outcome = run_in(
-        &examples,
-        [
-            "run",
-            "search.json",
-            "--data",
-            r#"{"query": "rust"}"#,
-            "--json",
-        ],
-    );
+    let outcome = run_search(&examples, "search.json", handlers, r#"{"query": "rust"}"#);
     assert_eq!(outcome.code(), Some(0), "{}", outcome.dump());
     let summary = outcome.json();
 
@@ -270,6 +291,15 @@ fn search_example_fetches_every_page_it_finds() {
 
 #[test]
 fn failing_search_takes_the_error_transition_and_sends_an_email() {
+    failing_search_takes_the_error_transition(None);
+}
+
+#[test]
+fn failing_search_as_commands_takes_the_error_transition_and_sends_an_email() {
+    failing_search_takes_the_error_transition(Some("commands.toml"));
+}
+
+fn failing_search_takes_the_error_transition(handlers: Option<&str>) {
     let (_dir, examples) = examples_copy();
     let mut workflow = load_json(&examples.join("search.json"));
     workflow["phases"]["searching"]["handlers"] = json!([{
@@ -281,10 +311,7 @@ fn failing_search_takes_the_error_transition_and_sends_an_email() {
         &serde_json::to_string_pretty(&workflow).unwrap(),
     );
 
-    let outcome = run_in(
-        &examples,
-        ["run", "search-fast-retry.json", "--data", "{}", "--json"],
-    );
+    let outcome = run_search(&examples, "search-fast-retry.json", handlers, "{}");
     assert_eq!(outcome.code(), Some(1), "{}", outcome.dump());
     assert_no_panic(&outcome);
     let summary = outcome.json();
@@ -485,7 +512,7 @@ fn data_that_is_not_a_json_object_is_refused() {
 #[test]
 fn a_handler_the_workflow_needs_but_nobody_serves_is_named() {
     let dir = scratch();
-    let handlers = read(&examples().join("handlers.toml"));
+    let handlers = read(&examples().join("commands.toml"));
     let without_finisher: Vec<&str> = handlers
         .split("[[handlers]]")
         .filter(|block| !block.contains("\"JobFinisher\""))

@@ -1,16 +1,20 @@
-"""The offline "web": a folder of HTML pages, corpus/pages/<id>.html.
+"""The offline "web": a folder of HTML pages, corpus/pages/<id>.html, and the
+search engine over it.
 
-The searcher and the downloader both read it through this module.
+The searcher and the downloader read it through this module, both in the
+handler program (search_program.py) and in the one-shot commands.
 """
 
 import os
 import re
 from html.parser import HTMLParser
 
-from protocol import fail
-
 PAGES_DIR = os.path.join("corpus", "pages")
 PAGE_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+class CorpusMissing(Exception):
+    """The corpus is not where the handlers look for it."""
 
 
 class Page:
@@ -23,8 +27,8 @@ class Page:
 def page_ids():
     """Every page id in the corpus, sorted."""
     if not os.path.isdir(PAGES_DIR):
-        fail(f"no corpus at {os.path.join(os.getcwd(), PAGES_DIR)}: "
-             "run the handlers from the folder of handlers.toml")
+        raise CorpusMissing(f"no corpus at {os.path.join(os.getcwd(), PAGES_DIR)}: "
+                            "run the handlers from the folder of handlers.toml")
     names = os.listdir(PAGES_DIR)
     return sorted(name[: -len(".html")] for name in names if name.endswith(".html"))
 
@@ -42,6 +46,24 @@ def load(page_id):
             return Page(page_id, file.read())
     except FileNotFoundError:
         return None
+
+
+def search(query):
+    """The ids of the pages that match `query`, best match first.
+
+    A page matches when every word of the query appears in its title or body
+    as a whole word, ignoring case ("rust" matches "Rust's", not "trust").
+    Pages that mention the words more often rank higher; ties go by id.
+    """
+    words = re.findall(r"\w+", query.lower())
+    hits = {}
+    for page_id in page_ids():
+        page = load(page_id)
+        haystack = f"{page.title} {page.text}".lower()
+        counts = [len(re.findall(rf"\b{re.escape(word)}\b", haystack)) for word in words]
+        if all(counts):
+            hits[page_id] = sum(counts)
+    return sorted(hits, key=lambda page_id: (-hits[page_id], page_id))
 
 
 class _TextCollector(HTMLParser):

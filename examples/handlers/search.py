@@ -5,7 +5,6 @@ process    {"query": ..., "pages": [page id, ...]}, best match first
 """
 
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,18 +26,10 @@ def process(request):
     if not isinstance(query, str) or not query.strip():
         fail(f"job has no query: {request.get('job')!r}")
 
-    # A page matches when every word of the query appears in its title or body
-    # as a whole word, ignoring case ("rust" matches "Rust's", not "trust").
-    words = re.findall(r"\w+", query.lower())
-    hits = {}
-    for page_id in corpus.page_ids():
-        page = corpus.load(page_id)
-        haystack = f"{page.title} {page.text}".lower()
-        counts = [len(re.findall(rf"\b{re.escape(word)}\b", haystack)) for word in words]
-        if all(counts):
-            hits[page_id] = sum(counts)
-
-    ranked = sorted(hits, key=lambda page_id: (-hits[page_id], page_id))
+    try:
+        ranked = corpus.search(query)
+    except corpus.CorpusMissing as err:
+        fail(str(err))
     return {"query": query, "pages": ranked}
 
 

@@ -131,11 +131,14 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A scratch folder holding a copy of `examples/` at `<scratch>/examples`.
+/// A scratch folder holding a copy of `examples/` at `<scratch>/examples`,
+/// and of `sdk/` beside it, where the examples' handler programs find their
+/// SDKs (`../sdk/python` and the like).
 pub fn examples_copy() -> (TempDir, PathBuf) {
     let dir = scratch();
     let copy = dir.path().join("examples");
     copy_tree(&examples(), &copy);
+    copy_tree(&repo().join("sdk"), &dir.path().join("sdk"));
     (dir, copy)
 }
 
