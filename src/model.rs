@@ -325,6 +325,15 @@ pub struct FlowRecord {
     pub error: Option<FlowError>,
     /// Every pause, resume and cancel, with who asked and when.
     pub commands: Vec<CommandRecord>,
+    /// The idempotency key the flow was started with: while the flow is
+    /// kept, a start with the same key, workflow and data returns it.
+    pub key: Option<String>,
+    /// From 0 (the default) to 9: workers take the jobs of higher-priority
+    /// flows first.
+    pub priority: u8,
+    /// When the flow must have ended by: past it, its current phase fails
+    /// with `deadline passed`.
+    pub deadline: Option<Timestamp>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     /// Why the flow cannot go on right now, such as
@@ -358,10 +367,24 @@ impl FlowRecord {
             phases,
             error: None,
             commands: Vec::new(),
+            key: None,
+            priority: 0,
+            deadline: None,
             created_at: at,
             ended_at: None,
             waiting: Vec::new(),
         }
+    }
+
+    /// What makes two starts "the same" for an idempotency key: the
+    /// workflow's name and the flow's data, in a form that does not depend
+    /// on the order of keys.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let data = Value::Object(self.data.as_ref().clone());
+        let canonical = format!("{}\n{}", self.workflow.name, canonical_json(&data));
+        let digest = sha2::Sha256::digest(canonical.as_bytes());
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
     pub fn current(&self) -> &PhaseRun {
@@ -442,6 +465,26 @@ impl FlowRecord {
             created_at: self.created_at,
             ended_at: self.ended_at,
         }
+    }
+}
+
+/// JSON with every object's keys sorted, so that equal values print the same.
+pub fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|key| format!("{}:{}", Value::String(key.clone()), canonical_json(&map[key])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
     }
 }
 

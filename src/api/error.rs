@@ -56,6 +56,9 @@ pub enum ApiError {
     /// the server, and trying again will do.
     #[error("flow {0} kept changing while the command applied; try again")]
     Contention(FlowId),
+    /// A start's key belongs to another start's flow.
+    #[error("{0}")]
+    KeyTaken(String),
     /// The backend did not answer; trying again later may work.
     #[error("the backend is unavailable: {0}")]
     Unavailable(String),
@@ -111,7 +114,9 @@ impl ApiError {
             | ApiError::UnknownWorkflow { .. }
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Rejected(_) | ApiError::Contention(_) => StatusCode::CONFLICT,
+            ApiError::Rejected(_) | ApiError::Contention(_) | ApiError::KeyTaken(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,6 +137,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Rejected(_) => "wrong_state",
             ApiError::Contention(_) => "contention",
+            ApiError::KeyTaken(_) => "key_taken",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -192,6 +198,7 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownFlow(id) => ApiError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ApiError::Rejected(rejected),
             StoreError::Contention(id) => ApiError::Contention(id),
+            StoreError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
             StoreError::Backend { message, .. } => ApiError::Unavailable(message),
             other => ApiError::Internal(other.to_string()),
         }
@@ -225,6 +232,8 @@ impl From<ClientError> for ApiError {
             }
             ClientError::Rejected(rejected) => ApiError::Rejected(rejected),
             ClientError::Contention(id) => ApiError::Contention(id),
+            ClientError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
+            ClientError::BadOption(message) => ApiError::bad_request("invalid_option", message),
             ClientError::Runtime(runtime) => runtime.into(),
         }
     }

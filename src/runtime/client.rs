@@ -16,7 +16,7 @@ use crate::broker::FlowEvent;
 use crate::definition::{parse_definition_value, DefinitionError, Workflow};
 use crate::ids::FlowId;
 use crate::model::{Command, FlowRecord, FlowStatus, Outputs, Requester, WorkerInfo};
-use crate::store::{CommandApplied, FlowQuery, StoreError};
+use crate::store::{CommandApplied, Created, FlowQuery, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,12 @@ pub enum ClientError {
     Rejected(#[from] crate::rules::CommandRejected),
     #[error("flow {0} kept changing while the command applied; try again")]
     Contention(FlowId),
+    /// The start's key belongs to a kept flow of another workflow or data.
+    #[error("the key `{key}` belongs to flow {flow}, which was started with another workflow or other data; use another key, or the same workflow and data")]
+    KeyTaken { key: String, flow: FlowId },
+    /// A start option out of its range.
+    #[error("{0}")]
+    BadOption(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -47,6 +53,7 @@ impl From<StoreError> for ClientError {
             StoreError::UnknownFlow(id) => ClientError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ClientError::Rejected(rejected),
             StoreError::Contention(id) => ClientError::Contention(id),
+            StoreError::KeyTaken { key, flow } => ClientError::KeyTaken { key, flow },
             other => ClientError::Runtime(RuntimeError::Store(other)),
         }
     }
@@ -64,6 +71,29 @@ impl ClientError {
     pub fn is_backend(&self) -> bool {
         matches!(self, ClientError::Runtime(_))
     }
+}
+
+/// The highest priority a flow may have.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// How a flow is started, beyond its workflow and data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// An idempotency key: while a flow started with it is kept, a start
+    /// with the same key, workflow and data returns that flow.
+    pub key: Option<String>,
+    /// From 0 to [`MAX_PRIORITY`].
+    pub priority: u8,
+    /// How long the flow may run; overrides the workflow's own `timeout`.
+    pub timeout: Option<Duration>,
+}
+
+/// What a start did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub id: FlowId,
+    /// False when the key named a flow that was kept: nothing started.
+    pub created: bool,
 }
 
 /// Where a flow's workflow comes from.
@@ -109,19 +139,56 @@ impl Client {
         workflow: Arc<Workflow>,
         data: Map<String, Value>,
     ) -> Result<FlowId, ClientError> {
-        let id = FlowId::generate();
+        Ok(self
+            .start_with(workflow, data, StartOptions::default())
+            .await?
+            .id)
+    }
+
+    /// Starts a flow with a key, a priority or a deadline.
+    pub async fn start_with(
+        &self,
+        workflow: Arc<Workflow>,
+        data: Map<String, Value>,
+        options: StartOptions,
+    ) -> Result<Started, ClientError> {
+        if options.priority > MAX_PRIORITY {
+            return Err(ClientError::BadOption(format!(
+                "priority {} is out of range: give 0 (the default) to {MAX_PRIORITY}",
+                options.priority
+            )));
+        }
+        if options.key.as_deref().is_some_and(|key| key.is_empty() || key.len() > 256) {
+            return Err(ClientError::BadOption(
+                "a key must be 1 to 256 bytes long".to_owned(),
+            ));
+        }
+        let now = Timestamp::now();
         let data = workflow.flow_data(data);
         let name = workflow.name.clone();
-        let record = FlowRecord::new(id.clone(), workflow, data, Timestamp::now());
+        let mut record = FlowRecord::new(FlowId::generate(), workflow, data, now);
+        record.key = options.key;
+        record.priority = options.priority;
+        record.deadline = options.timeout.map(|timeout| now.plus(timeout));
         let backend = self.backend.clone();
-        let id = run_to_the_end(async move {
-            backend.flows.create_flow(record).await?;
-            backend.broker.nudge(&id).await?;
-            Ok(id)
+        let started = run_to_the_end(async move {
+            let id = record.id.clone();
+            match backend.flows.create_flow(record).await? {
+                Created::New => {
+                    backend.broker.nudge(&id).await?;
+                    Ok(Started { id, created: true })
+                }
+                Created::Existing(existing) => Ok(Started {
+                    id: existing,
+                    created: false,
+                }),
+            }
         })
         .await?;
-        crate::metrics::flow_started(name.as_str());
-        Ok(id)
+        if started.created {
+            crate::metrics::flow_started(name.as_str());
+        }
+        Ok(started)
     }
 
     /// Starts a flow of a registered workflow or of a definition given

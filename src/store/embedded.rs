@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    CommandApplied, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
+    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
     StoreError, WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
@@ -109,6 +109,8 @@ pub(super) enum JournalEntry {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub flows: BTreeMap<FlowId, FlowState>,
+    /// Idempotency keys of kept flows, rebuilt from the records on load.
+    pub keys: HashMap<String, FlowId>,
     pub workflows: BTreeMap<String, Arc<Workflow>>,
     workers: HashMap<String, WorkerInfo>,
     journaling: bool,
@@ -177,8 +179,13 @@ impl EmbeddedStore {
         workflows: BTreeMap<String, Arc<Workflow>>,
         committed: watch::Receiver<Committed>,
     ) -> Self {
+        let keys = flows
+            .values()
+            .filter_map(|flow| Some((flow.record.key.clone()?, flow.record.id.clone())))
+            .collect();
         let state = State {
             flows,
+            keys,
             workflows,
             journaling: true,
             ..State::default()
@@ -263,15 +270,29 @@ fn may_leave(record: &FlowRecord, from: &Cursor) -> bool {
 
 #[async_trait]
 impl FlowStore for EmbeddedStore {
-    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
         self.change(|state| {
             if state.flows.contains_key(&flow.id) {
                 return Err(StoreError::DuplicateFlow(flow.id.clone()));
             }
+            if let Some(key) = &flow.key {
+                if let Some(held) = state.keys.get(key).and_then(|id| state.flows.get(id)) {
+                    let existing = held.record.id.clone();
+                    return if held.record.fingerprint() == flow.fingerprint() {
+                        Ok(Created::Existing(existing))
+                    } else {
+                        Err(StoreError::KeyTaken {
+                            key: key.clone(),
+                            flow: existing,
+                        })
+                    };
+                }
+                state.keys.insert(key.clone(), flow.id.clone());
+            }
             let id = flow.id.clone();
             state.flows.insert(id.clone(), FlowState::new(flow));
             state.log(JournalEntry::FlowChanged(id));
-            Ok(())
+            Ok(Created::New)
         })
         .await
     }
@@ -815,7 +836,13 @@ impl Retention for EmbeddedStore {
                 .take(limit)
                 .collect();
             for id in &expired {
-                state.flows.remove(id);
+                if let Some(removed) = state.flows.remove(id) {
+                    if let Some(key) = removed.record.key {
+                        if state.keys.get(&key) == Some(id) {
+                            state.keys.remove(&key);
+                        }
+                    }
+                }
                 state.log(JournalEntry::FlowRemoved(id.clone()));
             }
             Ok(expired.len() as u64)

@@ -50,6 +50,9 @@ pub enum StoreError {
     UnknownFlow(FlowId),
     #[error("a flow with id `{0}` already exists")]
     DuplicateFlow(FlowId),
+    /// A start's key is held by a flow of another workflow or other data.
+    #[error("the key `{key}` belongs to flow {flow}, which runs another workflow or other data")]
+    KeyTaken { key: String, flow: FlowId },
     #[error(transparent)]
     Rejected(#[from] CommandRejected),
     /// The flow kept changing while an operation tried to apply; the caller
@@ -107,6 +110,15 @@ pub const WORKER_FORGET_AFTER: Duration = WORKER_LIVENESS;
 /// task was queued.
 pub const DISPATCH_LEASE: Duration = Duration::from_secs(60);
 
+/// What storing a new flow did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The flow is stored.
+    New,
+    /// A flow kept with the same key, workflow and data: nothing new.
+    Existing(FlowId),
+}
+
 /// Which jobs the caller of [`FlowStore::record_enumerated`] must queue.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobsToQueue {
@@ -151,8 +163,12 @@ pub struct FlowQuery {
 /// change a flow once.
 #[async_trait]
 pub trait FlowStore: Send + Sync + 'static {
-    /// Stores a new flow, already in its initial phase.
-    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError>;
+    /// Stores a new flow, already in its initial phase. A flow with a key
+    /// is stored only if no kept flow holds the key: one with the same
+    /// workflow and data is returned instead, and one with others is
+    /// [`StoreError::KeyTaken`]. Atomic, so many starts with one key make
+    /// one flow.
+    async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError>;
 
     /// Notes why a flow cannot go on right now (empty: it can).
     async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError>;

@@ -63,6 +63,12 @@ struct StoredProgress {
     error: Option<FlowError>,
     #[serde(default)]
     commands: Vec<CommandRecord>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    priority: u8,
+    #[serde(default)]
+    deadline: Option<Timestamp>,
     created_at: Timestamp,
     ended_at: Option<Timestamp>,
 }
@@ -75,6 +81,9 @@ impl StoredProgress {
             phases: record.phases.clone(),
             error: record.error.clone(),
             commands: record.commands.clone(),
+            key: record.key.clone(),
+            priority: record.priority,
+            deadline: record.deadline,
             created_at: record.created_at,
             ended_at: record.ended_at,
         }
@@ -223,6 +232,9 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             phases: progress.phases,
             error: progress.error,
             commands: progress.commands,
+            key: progress.key,
+            priority: progress.priority,
+            deadline: progress.deadline,
             created_at: progress.created_at,
             ended_at: progress.ended_at,
             waiting: Vec::new(),

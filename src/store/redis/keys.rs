@@ -61,6 +61,10 @@ impl Keys {
     pub fn workflows(&self) -> String {
         format!("{}:workflows", self.prefix)
     }
+    /// Idempotency keys of kept flows: key → flow id.
+    pub fn idempotency(&self) -> String {
+        format!("{}:keys", self.prefix)
+    }
     pub fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
     }

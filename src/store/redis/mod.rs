@@ -29,7 +29,7 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    CommandApplied, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
+    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
     StoreError, WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_definition_value, Workflow};
@@ -234,6 +234,15 @@ impl RedisStore {
                 .map(|e| from_json(e, "the flow error"))
                 .transpose()?,
             commands,
+            key: meta.get("key").filter(|key| !key.is_empty()).cloned(),
+            priority: meta
+                .get("priority")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            deadline: meta
+                .get("deadline")
+                .and_then(|d| d.parse().ok())
+                .map(Timestamp),
             created_at,
             ended_at: number(hot::ENDED_AT).map(Timestamp),
             waiting: text(hot::WAITING)
@@ -344,9 +353,9 @@ fn visit_json(
 
 #[async_trait]
 impl FlowStore for RedisStore {
-    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
         let initial = flow.workflow.initial_phase();
-        let created: i64 = self
+        let reply: Vec<String> = self
             .scripts
             .create
             .key(self.keys.flow(&flow.id))
@@ -357,6 +366,7 @@ impl FlowStore for RedisStore {
             .key(self.keys.by_status(FlowStatus::Running))
             .key(self.keys.by_workflow(flow.workflow.name.as_str()))
             .key(self.keys.unfinished())
+            .key(self.keys.idempotency())
             .arg(flow.id.as_str())
             .arg(flow.workflow.name.as_str())
             .arg(flow.workflow.to_json().to_string())
@@ -366,13 +376,22 @@ impl FlowStore for RedisStore {
             .arg(initial.handlers.len())
             .arg(visit_json(0, initial, flow.created_at)?)
             .arg(to_json(&flow.transitions[0])?)
+            .arg(flow.key.as_deref().unwrap_or(""))
+            .arg(flow.fingerprint())
+            .arg(flow.priority)
+            .arg(flow.deadline.map(|d| d.millis().to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        if created == 0 {
-            return Err(StoreError::DuplicateFlow(flow.id));
+        match reply.as_slice() {
+            [created] if created == "created" => Ok(Created::New),
+            [existing, id] if existing == "existing" => Ok(Created::Existing(FlowId::new(id))),
+            [taken, id] if taken == "taken" => Err(StoreError::KeyTaken {
+                key: flow.key.clone().unwrap_or_default(),
+                flow: FlowId::new(id),
+            }),
+            _ => Err(StoreError::DuplicateFlow(flow.id)),
         }
-        Ok(())
     }
 
     async fn note_waiting(&self, flow: &FlowId, reasons: Vec<String>) -> Result<(), StoreError> {
@@ -943,6 +962,7 @@ impl Retention for RedisStore {
             .remove
             .key(self.keys.ended())
             .key(self.keys.flows())
+            .key(self.keys.idempotency())
             .arg(&self.keys.prefix)
             .arg(ended_before.millis())
             .arg(limit.max(1))

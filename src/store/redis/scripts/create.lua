@@ -1,8 +1,27 @@
--- Creates a flow in its initial phase, and indexes it.
--- KEYS: meta hot visits transitions flows by_status(running) by_workflow unfinished
--- ARGV: id workflow definition data created_at phase slots visit transition
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'workflow', ARGV[2], 'definition', ARGV[3], 'data', ARGV[4], 'created_at', ARGV[5])
+-- Creates a flow in its initial phase, and indexes it. A flow with a key
+-- is created only if no kept flow holds the key; the flow that does is
+-- returned instead ("existing" when its fingerprint, the workflow and data,
+-- is the same; "taken" when not).
+-- KEYS: meta hot visits transitions flows by_status(running) by_workflow unfinished keys
+-- ARGV: id workflow definition data created_at phase slots visit transition key fingerprint priority deadline
+-- Returns {"created"} | {"existing", id} | {"taken", id} | {"duplicate"}
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
+local key = ARGV[10]
+if key ~= '' then
+  local held = redis.call('HGET', KEYS[9], key)
+  if held then
+    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+    local fingerprint = redis.call('HGET', prefix .. held, 'fingerprint')
+    if fingerprint then
+      if fingerprint == ARGV[11] then return {'existing', held} end
+      return {'taken', held}
+    end
+    -- The flow that held it is gone: the key is free.
+  end
+  redis.call('HSET', KEYS[9], key, ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'workflow', ARGV[2], 'definition', ARGV[3], 'data', ARGV[4], 'created_at', ARGV[5],
+  'key', key, 'fingerprint', ARGV[11], 'priority', ARGV[12], 'deadline', ARGV[13])
 local slots = tonumber(ARGV[7])
 local state = VISIT_RUNNING
 if slots == 0 then state = VISIT_COMPLETED end
@@ -14,4 +33,4 @@ redis.call('ZADD', KEYS[5], 0, ARGV[1])
 redis.call('ZADD', KEYS[6], 0, ARGV[1])
 redis.call('ZADD', KEYS[7], 0, ARGV[1])
 redis.call('SADD', KEYS[8], ARGV[1])
-return 1
+return {'created'}
