@@ -103,34 +103,94 @@ pub(crate) fn stderr_tail(stderr: &[u8]) -> String {
     String::from_utf8_lossy(&stderr[start..]).trim().to_owned()
 }
 
+/// Where a handler's answer came from, for the words of its errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Channel {
+    /// A command's stdout.
+    Stdout,
+    /// The body of an HTTP handler's answer.
+    Http,
+}
+
+impl Channel {
+    fn give(self) -> &'static str {
+        match self {
+            Channel::Stdout => "print",
+            Channel::Http => "answer",
+        }
+    }
+
+    fn gave(self) -> &'static str {
+        match self {
+            Channel::Stdout => "printed",
+            Channel::Http => "answered",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Channel::Stdout => "output",
+            Channel::Http => "answer",
+        }
+    }
+}
+
 /// Reads what enumerate printed: a JSON array of jobs.
 pub fn parse_enumerate_output(stdout: &str) -> Result<Vec<Value>, HandlerError> {
-    let value: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
+    parse_jobs(stdout, Channel::Stdout, &str::to_owned)
+}
+
+/// Reads what process printed: nothing, or one JSON value.
+pub fn parse_process_output(stdout: &str) -> Result<Option<Value>, HandlerError> {
+    parse_output(stdout, Channel::Stdout, &str::to_owned)
+}
+
+/// Reads enumerate's answer: a JSON array of jobs. `shown` makes the text
+/// fit to quote in an error (it takes secrets out of it, say) before it
+/// is cut short.
+pub(crate) fn parse_jobs(
+    text: &str,
+    channel: Channel,
+    shown: &dyn Fn(&str) -> String,
+) -> Result<Vec<Value>, HandlerError> {
+    let (give, gave, what) = (channel.give(), channel.gave(), channel.what());
+    if text.trim().is_empty() {
+        return Err(HandlerError::new(format!(
+            "enumerate must {give} a JSON array of jobs, but it {gave} nothing"
+        )));
+    }
+    let value: Value = serde_json::from_str(text.trim()).map_err(|e| {
         HandlerError::new(format!(
-            "enumerate must print a JSON array of jobs, but its output is not valid JSON ({e}): {}",
-            preview(stdout)
+            "enumerate must {give} a JSON array of jobs, but its {what} is not valid JSON ({e}): {}",
+            preview(&shown(text))
         ))
     })?;
     match value {
         Value::Array(jobs) => Ok(jobs),
         other => Err(HandlerError::new(format!(
-            "enumerate must print a JSON array of jobs, but it printed {}: {}",
+            "enumerate must {give} a JSON array of jobs, but it {gave} {}: {}",
             json_kind(&other),
-            preview(stdout)
+            preview(&shown(text))
         ))),
     }
 }
 
-/// Reads what process printed: nothing, or one JSON value.
-pub fn parse_process_output(stdout: &str) -> Result<Option<Value>, HandlerError> {
-    let trimmed = stdout.trim();
+/// Reads process's answer: nothing, or one JSON value. `shown` is as for
+/// [`parse_jobs`].
+pub(crate) fn parse_output(
+    text: &str,
+    channel: Channel,
+    shown: &dyn Fn(&str) -> String,
+) -> Result<Option<Value>, HandlerError> {
+    let (give, what) = (channel.give(), channel.what());
+    let trimmed = text.trim();
     if trimmed.is_empty() {
         return Ok(None);
     }
     serde_json::from_str(trimmed).map(Some).map_err(|e| {
         HandlerError::new(format!(
-            "process must print nothing or one JSON value, but its output is not valid JSON ({e}): {}",
-            preview(stdout)
+            "process must {give} nothing or one JSON value, but its {what} is not valid JSON ({e}): {}",
+            preview(&shown(text))
         ))
     })
 }
@@ -146,7 +206,7 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     const LIMIT: usize = 200;
     let trimmed = text.trim();
     match trimmed.char_indices().nth(LIMIT) {
@@ -191,6 +251,30 @@ mod tests {
         let error = parse_enumerate_output("[1,").unwrap_err();
         assert!(
             error.message.contains("not valid JSON"),
+            "{}",
+            error.message
+        );
+        let error = parse_enumerate_output(" \n").unwrap_err();
+        assert!(
+            error.message.ends_with("printed nothing"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn http_answers_are_worded_as_answers() {
+        let error = parse_jobs("{}", Channel::Http, &str::to_owned).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("must answer a JSON array of jobs, but it answered an object"),
+            "{}",
+            error.message
+        );
+        let error = parse_output("<html>", Channel::Http, &str::to_owned).unwrap_err();
+        assert!(
+            error.message.contains("its answer is not valid JSON"),
             "{}",
             error.message
         );

@@ -4,8 +4,9 @@
 //! This file, not the workflow JSON, is where code is named: a workflow
 //! only says "GoogleSearcher ~> 1.2", and the worker's own configuration
 //! says what runs for it. `[[handlers]]` entries are commands (a process
-//! per call) or built-ins; `[[programs]]` entries are long-lived programs,
-//! which say themselves which handlers they host once they are started.
+//! per call), HTTP endpoints or built-ins; `[[programs]]` entries are
+//! long-lived programs, which say themselves which handlers they host once
+//! they are started.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::http::{HttpHandler, HttpPool};
 use super::launch::Launch;
 use super::program::{Program, ProgramConfig, DEFAULT_HELLO_TIMEOUT};
 use super::{CommandHandler, HandlerOptions, HandlerRegistry};
@@ -136,11 +138,18 @@ struct HandlerEntry {
     env: BTreeMap<String, String>,
     /// A handler built into distribot instead of commands.
     builtin: Option<String>,
+    /// An HTTP endpoint instead of commands.
+    url: Option<String>,
+    /// Sent with every request to `url`; values may name the worker's
+    /// environment variables as `${NAME}`.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
-/// Reads a handlers file: its commands and built-ins, and its programs.
-/// Every program a command or a program names must exist and be
-/// executable.
+/// Reads a handlers file: its commands, HTTP handlers and built-ins, and
+/// its programs. Every program a command or a program names must exist
+/// and be executable, and every environment variable an HTTP handler's
+/// headers name must be set in this process.
 pub fn load_handlers_file(path: &Path) -> Result<HandlersFile, HandlersFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| HandlersFileError::Read {
         path: path.to_path_buf(),
@@ -151,8 +160,8 @@ pub fn load_handlers_file(path: &Path) -> Result<HandlersFile, HandlersFileError
         .filter(|parent| !parent.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-    let (registry, programs) =
-        parse_handlers(&text, &folder).map_err(|message| HandlersFileError::Invalid {
+    let (registry, programs) = parse_handlers(&text, &folder, &|name| std::env::var(name))
+        .map_err(|message| HandlersFileError::Invalid {
             path: path.to_path_buf(),
             message,
         })?;
@@ -163,12 +172,20 @@ pub fn load_handlers_file(path: &Path) -> Result<HandlersFile, HandlersFileError
     })
 }
 
+/// Looks an environment variable up, as `std::env::var` does; tests give
+/// their own.
+type Environment<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
+
 fn parse_handlers(
     text: &str,
     folder: &Path,
+    environment: Environment<'_>,
 ) -> Result<(HandlerRegistry, Vec<ProgramConfig>), String> {
     let file: FileEntries = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let mut registry = HandlerRegistry::new();
+    // One connection pool for every HTTP handler of the file, made only
+    // when one is configured.
+    let mut http_pool: Option<HttpPool> = None;
     for (index, entry) in file.handlers.into_iter().enumerate() {
         let at = format!("handlers[{index}] ({})", entry.name);
         if entry.name.trim().is_empty() {
@@ -199,8 +216,16 @@ fn parse_handlers(
                 "{at}: version {version} of `{name}` is configured twice"
             ));
         }
-        let handler: Arc<dyn super::Handler> = match &entry.builtin {
-            Some(builtin) => {
+        if entry.url.is_none() && !entry.headers.is_empty() {
+            return Err(format!("{at}: `headers` go with `url` only"));
+        }
+        let handler: Arc<dyn super::Handler> = match (&entry.builtin, &entry.url) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: `builtin` and `url` each say what serves the handler; give one or the other"
+                ));
+            }
+            (Some(builtin), None) => {
                 if entry.enumerate.is_some() || entry.process.is_some() {
                     return Err(format!(
                         "{at}: `builtin` replaces `enumerate` and `process`; give one or the other"
@@ -213,7 +238,27 @@ fn parse_handlers(
                     )
                 })?
             }
-            None => {
+            (None, Some(url)) => {
+                if entry.enumerate.is_some() || entry.process.is_some() {
+                    return Err(format!(
+                        "{at}: `url` replaces `enumerate` and `process` (the endpoint answers both); give one or the other"
+                    ));
+                }
+                if !entry.env.is_empty() {
+                    return Err(format!(
+                        "{at}: `env` sets a command's environment, and an HTTP handler runs no command; send what the service needs in `headers`"
+                    ));
+                }
+                let pool = match http_pool.take() {
+                    Some(pool) => pool,
+                    None => HttpPool::new().map_err(|e| format!("{at}: {e}"))?,
+                };
+                let handler = HttpHandler::new(url, &entry.headers, environment, &pool)
+                    .map_err(|why| format!("{at}: {why}"))?;
+                http_pool = Some(pool);
+                Arc::new(handler)
+            }
+            (None, None) => {
                 let command =
                     CommandHandler::new(entry.enumerate, entry.process, folder, entry.env);
                 command.check().map_err(|why| format!("{at}: {why}"))?;
@@ -302,8 +347,15 @@ fn one_line(message: &str) -> String {
 mod tests {
     use super::*;
 
+    fn environment(name: &str) -> Result<String, std::env::VarError> {
+        match name {
+            "API_TOKEN" => Ok("s3cret-token".to_owned()),
+            _ => Err(std::env::VarError::NotPresent),
+        }
+    }
+
     fn parse(text: &str) -> Result<HandlerRegistry, String> {
-        parse_handlers(text, Path::new("/srv")).map(|(registry, _)| registry)
+        parse_handlers(text, Path::new("/srv"), &environment).map(|(registry, _)| registry)
     }
 
     #[test]
@@ -311,6 +363,7 @@ mod tests {
         let (_, programs) = parse_handlers(
             "[[programs]]\ncommand = [\"python3\", \"handlers.py\"]\n\n[[programs]]\ncommand = [\"node\", \"h.mjs\"]\nprocesses = 2\nin_flight = 8\ntimeout = \"30s\"\nenv = { A = \"1\" }\n",
             Path::new("/srv"),
+            &environment,
         )
         .unwrap();
         assert_eq!(programs.len(), 2);
@@ -318,17 +371,24 @@ mod tests {
         assert_eq!((programs[1].processes, programs[1].in_flight), (2, 8));
         assert_eq!(programs[1].timeout, Some(Duration::from_secs(30)));
         assert_eq!(programs[0].name, "programs[0] (python3 handlers.py)");
-        let error = parse_handlers("[[programs]]\ncommand = []\n", Path::new("/srv")).unwrap_err();
+        let error = parse_handlers(
+            "[[programs]]\ncommand = []\n",
+            Path::new("/srv"),
+            &environment,
+        )
+        .unwrap_err();
         assert!(error.contains("empty list"), "{error}");
         let error = parse_handlers(
             "[[programs]]\ncommand = [\"python3\", \"h.py\"]\nin_flight = 0\n",
             Path::new("/srv"),
+            &environment,
         )
         .unwrap_err();
         assert!(error.contains("`in_flight` must be at least 1"), "{error}");
         let error = parse_handlers(
             "[[programs]]\ncommand = [\"nosuchprogram-y\"]\n",
             Path::new("/srv"),
+            &environment,
         )
         .unwrap_err();
         assert!(
@@ -416,5 +476,106 @@ mod tests {
         assert!(error.contains("`version`"), "{error}");
         let error = parse("[[handlers]]\nname = \"A\"\n[[handlers]]\nname = \"A\"\n").unwrap_err();
         assert!(error.contains("configured twice"), "{error}");
+    }
+
+    #[test]
+    fn http_handlers_are_read_with_their_limits() {
+        let registry = parse(
+            r#"
+            [[handlers]]
+            name = "Squarer"
+            version = "2.1.0"
+            url = "http://127.0.0.1:8080/squarer"
+            headers = { Authorization = "Bearer ${API_TOKEN}", X-Team = "blue" }
+            timeout = "30s"
+            concurrency = 8
+
+            [[handlers]]
+            name = "Summer"
+            url = "http://127.0.0.1:8080/summer"
+            "#,
+        )
+        .unwrap();
+        let squarer = registry
+            .get(&HandlerName::new("Squarer"), &"2.1.0".parse().unwrap())
+            .unwrap();
+        assert_eq!(squarer.options.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(squarer.options.concurrency, Some(8));
+        assert_eq!(registry.offered(&HandlerName::new("Summer")).len(), 1);
+    }
+
+    #[test]
+    fn an_http_handler_conflicts_with_commands_and_builtins() {
+        let error = parse(
+            "[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nprocess = [\"sh\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("handlers[0] (S): `url` replaces `enumerate` and `process`"),
+            "{error}"
+        );
+        let error = parse(
+            "[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nenumerate = [\"sh\"]\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("one or the other"), "{error}");
+        let error = parse(
+            "[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nbuiltin = \"noop\"\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("`builtin` and `url`"), "{error}");
+        let error = parse(
+            "[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nenv = { A = \"1\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("`env` sets a command's environment"),
+            "{error}"
+        );
+        let error =
+            parse("[[handlers]]\nname = \"S\"\nprocess = [\"sh\"]\nheaders = { A = \"1\" }\n")
+                .unwrap_err();
+        assert!(error.contains("`headers` go with `url` only"), "{error}");
+    }
+
+    #[test]
+    fn an_http_handler_is_checked_when_the_file_loads() {
+        let error =
+            parse("[[handlers]]\nname = \"S\"\nurl = \"https://example.com/s\"\n").unwrap_err();
+        assert!(
+            error.contains("handlers[0] (S): `url` uses https, but this build of distribot speaks plain HTTP only"),
+            "{error}"
+        );
+        let error = parse("[[handlers]]\nname = \"S\"\nurl = \"squarer\"\n").unwrap_err();
+        assert!(error.contains("`url` is not a URL"), "{error}");
+        let error =
+            parse("[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 0\n")
+                .unwrap_err();
+        assert!(
+            error.contains("`concurrency` must be at least 1"),
+            "{error}"
+        );
+        let error =
+            parse("[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"0s\"\n")
+                .unwrap_err();
+        assert!(error.contains("`timeout`"), "{error}");
+    }
+
+    #[test]
+    fn an_unset_variable_names_the_entry_and_the_variable_but_no_value() {
+        let error = parse(
+            "[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { Authorization = \"Bearer ${MISSING_TOKEN}\", X-Key = \"${API_TOKEN}\" }\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "handlers[0] (S): header `Authorization`: the environment variable `MISSING_TOKEN` is not set"
+        );
+        let error = parse(
+            "[[handlers]]\nname = \"S\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { Content-Type = \"${API_TOKEN}\" }\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("set by the worker itself"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
     }
 }

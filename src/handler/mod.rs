@@ -1,14 +1,17 @@
 //! Handlers: the user's code that enumerates and processes jobs.
 //!
 //! A handler is anything that implements [`Handler`]: a Rust type in the
-//! same process, or a [`CommandHandler`] that speaks the command protocol
-//! over stdin and stdout. Workers host handlers through a
-//! [`HandlerRegistry`], which maps each name and version to its code.
+//! same process, a [`CommandHandler`] that speaks the command protocol
+//! over stdin and stdout, a [`ProgramHandler`] in a long-lived program, or
+//! an [`HttpHandler`] that POSTs the same JSON to a web service. Workers
+//! host handlers through a [`HandlerRegistry`], which maps each name and
+//! version to its code.
 
 mod builtin;
 mod cancel;
 mod command;
 mod config;
+mod http;
 mod launch;
 mod program;
 
@@ -24,6 +27,9 @@ pub use builtin::{Fail, Noop};
 pub use cancel::{CancelReason, Canceler, Cancellation};
 pub use command::{parse_enumerate_output, parse_process_output, CommandHandler};
 pub use config::{host_program, load_handlers_file, HandlersFile, HandlersFileError};
+pub use http::{
+    HeaderError, HttpConfigError, HttpHandler, HttpPool, CONNECT_TIMEOUT, MAX_ANSWER_BYTES,
+};
 pub use launch::{Launch, INHERITED_ENVIRONMENT};
 pub use program::{
     Hello, Hosted, Program, ProgramConfig, ProgramError, ProgramHandler, DEFAULT_HELLO_TIMEOUT,
