@@ -131,6 +131,10 @@ pub struct Transition {
     /// Set when this is an error transition; it carries what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<FlowError>,
+    /// Set when this transition is a redrive: the flow went back to a phase
+    /// that failed, because someone asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_by: Option<Requester>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +360,7 @@ impl FlowRecord {
             to: initial.name.clone(),
             at,
             error: None,
+            retried_by: None,
         }];
         let phases = vec![PhaseRun::enter(0, initial, at)];
         Self {
@@ -422,9 +427,61 @@ impl FlowRecord {
             to: to.clone(),
             at,
             error,
+            retried_by: None,
         });
         self.phases.push(run);
         self.cursor()
+    }
+
+    /// Goes back to the phase of visit `failed` as a new visit: the flow
+    /// runs again, and the transition records who asked. Unless
+    /// `from_scratch`, each handler that had enumerated keeps its jobs and
+    /// the ones done: `carried` lists the slots whose jobs come along. The
+    /// caller carries the jobs themselves.
+    pub fn redrive(
+        &mut self,
+        failed: u32,
+        from_scratch: bool,
+        by: Requester,
+        at: Timestamp,
+    ) -> (Cursor, Vec<u16>) {
+        let from = self.current().phase.clone();
+        let old = self.phases[failed as usize].clone();
+        let seq = self.phases.len() as u32;
+        let phase = self
+            .workflow
+            .phase(old.phase.as_str())
+            .expect("visits name phases of the workflow");
+        let mut run = PhaseRun::enter(seq, phase, at);
+        let mut carried = Vec::new();
+        if !from_scratch {
+            for (slot, (new, old)) in run.handlers.iter_mut().zip(&old.handlers).enumerate() {
+                if old.enumerated {
+                    new.version = old.version.clone();
+                    new.enumerated = true;
+                    new.total = old.total;
+                    new.done = old.done;
+                    new.started_at = Some(at);
+                    if new.done >= new.total {
+                        new.finished_at = Some(at);
+                    }
+                    carried.push(slot as u16);
+                }
+            }
+            run.settle(at);
+        }
+        self.transitions.push(Transition {
+            from: Some(from),
+            to: old.phase.clone(),
+            at,
+            error: None,
+            retried_by: Some(by),
+        });
+        self.phases.push(run);
+        self.status = FlowStatus::Running;
+        self.ended_at = None;
+        self.error = None;
+        (self.cursor(), carried)
     }
 
     /// Whether the flow ever took an error transition.
@@ -476,13 +533,23 @@ pub fn canonical_json(value: &Value) -> String {
             keys.sort();
             let fields: Vec<String> = keys
                 .into_iter()
-                .map(|key| format!("{}:{}", Value::String(key.clone()), canonical_json(&map[key])))
+                .map(|key| {
+                    format!(
+                        "{}:{}",
+                        Value::String(key.clone()),
+                        canonical_json(&map[key])
+                    )
+                })
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
         Value::Array(items) => format!(
             "[{}]",
-            items.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         other => other.to_string(),
     }

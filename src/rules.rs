@@ -86,7 +86,8 @@ pub fn next_step<'a>(
         .expect("records name phases of their workflow");
     let from = run.cursor();
     if run.state.is_settled() && flow.transitions.len() >= MAX_TRANSITIONS {
-        let last = phase.is_final || (run.state == PhaseState::Completed && phase.transitions_to.is_none());
+        let last = phase.is_final
+            || (run.state == PhaseState::Completed && phase.transitions_to.is_none());
         if !last {
             return Step::End {
                 from,
@@ -269,6 +270,45 @@ pub fn progress_of(
         Progress::Stale
     } else {
         Progress::of(visit_state)
+    }
+}
+
+/// Why a flow cannot be retried.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot retry a flow that is {status}: {reason}")]
+pub struct RedriveRejected {
+    pub status: FlowStatus,
+    pub reason: &'static str,
+}
+
+/// Which visit a redrive goes back to: the one that failed. A flow that
+/// failed goes back to its last visit; one that finished in a phase it
+/// reached by an error transition, to the visit that transition left.
+/// Running, paused, canceled flows and those that finished well cannot be
+/// retried.
+pub fn redrive_target(flow: &FlowRecord) -> Result<u32, RedriveRejected> {
+    let reject = |reason| {
+        Err(RedriveRejected {
+            status: flow.status,
+            reason,
+        })
+    };
+    match flow.status {
+        FlowStatus::Failed => Ok(flow.current().seq),
+        FlowStatus::Finished => {
+            let last_error = flow
+                .transitions
+                .iter()
+                .rposition(|transition| transition.error.is_some());
+            match last_error {
+                Some(index) if index > 0 => Ok(index as u32 - 1),
+                _ => reject("it finished well; there is nothing to retry"),
+            }
+        }
+        FlowStatus::Canceled => reject("a canceled flow stays canceled; start a new one"),
+        FlowStatus::Running | FlowStatus::Paused => reject(
+            "only a flow that failed, or finished through an error transition, can be retried",
+        ),
     }
 }
 
@@ -672,7 +712,11 @@ mod tests {
         let workflow = Arc::new(parse_definition_value(&definition).unwrap());
         let mut flow = FlowRecord::new(FlowId::new("f"), workflow, Map::new(), Timestamp(1));
         while flow.transitions.len() < MAX_TRANSITIONS {
-            let to = if flow.current().phase.as_str() == "try" { "wait" } else { "try" };
+            let to = if flow.current().phase.as_str() == "try" {
+                "wait"
+            } else {
+                "try"
+            };
             flow.enter(&to.into(), None, Timestamp(2));
         }
         flow.current_mut().state = PhaseState::Completed;

@@ -104,15 +104,15 @@ impl From<&FlowRecord> for FlowItem {
             took_error_transition: record.took_error_transition(),
             waiting: record.waiting.clone(),
             progress: PhaseProgress::from(current),
-            jobs: record.handler_totals().values().fold(
-                HandlerTotals::default(),
-                |sum, t| HandlerTotals {
+            jobs: record
+                .handler_totals()
+                .values()
+                .fold(HandlerTotals::default(), |sum, t| HandlerTotals {
                     total: sum.total + t.total,
                     done: sum.done + t.done,
                     failed: sum.failed + t.failed,
                     retried: sum.retried + t.retried,
-                },
-            ),
+                }),
         }
     }
 }

@@ -52,6 +52,8 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error(transparent)]
     Rejected(CommandRejected),
+    #[error(transparent)]
+    RedriveRejected(crate::rules::RedriveRejected),
     /// The flow kept changing while a command applied: not a failure of
     /// the server, and trying again will do.
     #[error("flow {0} kept changing while the command applied; try again")]
@@ -114,9 +116,10 @@ impl ApiError {
             | ApiError::UnknownWorkflow { .. }
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Rejected(_) | ApiError::Contention(_) | ApiError::KeyTaken(_) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Rejected(_)
+            | ApiError::RedriveRejected(_)
+            | ApiError::Contention(_)
+            | ApiError::KeyTaken(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -135,7 +138,7 @@ impl ApiError {
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Rejected(_) => "wrong_state",
+            ApiError::Rejected(_) | ApiError::RedriveRejected(_) => "wrong_state",
             ApiError::Contention(_) => "contention",
             ApiError::KeyTaken(_) => "key_taken",
             ApiError::Unavailable(_) => "unavailable",
@@ -197,6 +200,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::UnknownFlow(id) => ApiError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ApiError::Rejected(rejected),
+            StoreError::RedriveRejected(rejected) => ApiError::RedriveRejected(rejected),
             StoreError::Contention(id) => ApiError::Contention(id),
             StoreError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
             StoreError::Backend { message, .. } => ApiError::Unavailable(message),
@@ -231,6 +235,7 @@ impl From<ClientError> for ApiError {
                 ApiError::bad_request("name_mismatch", error.to_string())
             }
             ClientError::Rejected(rejected) => ApiError::Rejected(rejected),
+            ClientError::RedriveRejected(rejected) => ApiError::RedriveRejected(rejected),
             ClientError::Contention(id) => ApiError::Contention(id),
             ClientError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
             ClientError::BadOption(message) => ApiError::bad_request("invalid_option", message),

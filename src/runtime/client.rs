@@ -14,9 +14,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::{Backend, RuntimeError};
 use crate::broker::FlowEvent;
 use crate::definition::{parse_definition_value, DefinitionError, Workflow};
+use crate::ids::Cursor;
 use crate::ids::FlowId;
 use crate::model::{Command, FlowRecord, FlowStatus, Outputs, Requester, WorkerInfo};
-use crate::store::{CommandApplied, Created, FlowQuery, StoreError};
+use crate::store::{CommandApplied, Created, FlowQuery, Redriven, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum ClientError {
     NameMismatch { named: String, expected: String },
     #[error(transparent)]
     Rejected(#[from] crate::rules::CommandRejected),
+    #[error(transparent)]
+    RedriveRejected(#[from] crate::rules::RedriveRejected),
     #[error("flow {0} kept changing while the command applied; try again")]
     Contention(FlowId),
     /// The start's key belongs to a kept flow of another workflow or data.
@@ -52,6 +55,7 @@ impl From<StoreError> for ClientError {
         match error {
             StoreError::UnknownFlow(id) => ClientError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ClientError::Rejected(rejected),
+            StoreError::RedriveRejected(rejected) => ClientError::RedriveRejected(rejected),
             StoreError::Contention(id) => ClientError::Contention(id),
             StoreError::KeyTaken { key, flow } => ClientError::KeyTaken { key, flow },
             other => ClientError::Runtime(RuntimeError::Store(other)),
@@ -158,7 +162,11 @@ impl Client {
                 options.priority
             )));
         }
-        if options.key.as_deref().is_some_and(|key| key.is_empty() || key.len() > 256) {
+        if options
+            .key
+            .as_deref()
+            .is_some_and(|key| key.is_empty() || key.len() > 256)
+        {
             return Err(ClientError::BadOption(
                 "a key must be 1 to 256 bytes long".to_owned(),
             ));
@@ -311,6 +319,40 @@ impl Client {
                 _ => {}
             }
             Ok(status)
+        })
+        .await
+    }
+
+    /// Sends a flow that failed back to the phase that failed, as a new
+    /// visit: the jobs of that visit that completed are not run again (their
+    /// outputs stay), unless `from_scratch`; the others run, and the flow
+    /// goes on from there. The history records the redrive as a transition,
+    /// with who asked.
+    pub async fn retry(&self, id: &FlowId, from_scratch: bool) -> Result<Cursor, ClientError> {
+        let backend = self.backend.clone();
+        let id = id.clone();
+        let requester = self.requester;
+        run_to_the_end(async move {
+            let Redriven { cursor, tasks } = backend
+                .flows
+                .redrive(&id, from_scratch, requester, Timestamp::now())
+                .await?;
+            let mut slots: Vec<u16> = tasks.iter().map(|task| task.seq_and_slot().1).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            backend.broker.publish(tasks).await?;
+            for slot in slots {
+                backend.flows.jobs_queued(&id, &cursor, slot).await?;
+            }
+            backend.broker.nudge(&id).await?;
+            backend
+                .broker
+                .announce(FlowEvent::Entered {
+                    flow: id,
+                    phase: cursor.phase.clone(),
+                })
+                .await?;
+            Ok(cursor)
         })
         .await
     }

@@ -460,12 +460,10 @@ impl Worker {
         let backend = &self.inner.backend;
         let now = Timestamp::now();
         let progress = match (task, attempt) {
-            // Its flow ended: nothing of it runs again, and there is
-            // nothing to record.
-            (_, Attempt::Canceled(CancelReason::Canceled | CancelReason::Deadline)) => {
-                return Ok(())
-            }
-            // The worker stops: the task goes back to be done elsewhere.
+            // Stopped before it ended: nothing is recorded, and the task
+            // goes back to its queue. If its flow ended (the usual reason),
+            // admission drops it; if the flow came back meanwhile (a
+            // redrive after a late event), it runs.
             (_, Attempt::Canceled(_)) => return Err(RuntimeError::Stopping),
             (
                 Task::Enumerate {

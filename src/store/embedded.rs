@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
-    StoreError, WorkerRegistry, WorkflowRegistry,
+    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven,
+    Retention, StoreError, WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -45,6 +45,42 @@ pub(super) struct JobTable {
 }
 
 impl JobTable {
+    /// The same jobs for a redrive's new visit: those done stay done with
+    /// their outputs, and the others start again at their first attempt.
+    pub fn carried(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            version: self.version.clone(),
+            jobs: self.jobs.clone(),
+            done: self.done.clone(),
+            outputs: self.outputs.clone(),
+            attempts: vec![1; self.jobs.len()],
+            queued: true,
+        }
+    }
+
+    /// The tasks of the jobs not done yet, at their current attempts.
+    pub fn unfinished(&self, flow: &FlowId, cursor: &Cursor, slot: u16) -> Vec<Task> {
+        self.jobs
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.done[*index])
+            .map(|(index, job)| Task::Process {
+                key: JobKey {
+                    flow: flow.clone(),
+                    seq: cursor.seq,
+                    slot,
+                    index: index as u32,
+                },
+                phase: cursor.phase.clone(),
+                handler: self.handler.clone(),
+                version: self.version.clone(),
+                attempt: self.attempts[index],
+                job: job.clone(),
+            })
+            .collect()
+    }
+
     pub fn new(handler: HandlerName, version: Version, jobs: Vec<Value>) -> Self {
         let count = jobs.len();
         Self {
@@ -349,7 +385,7 @@ impl FlowStore for EmbeddedStore {
                 entry.record.error = error;
             }
             entry.record.ended_at = Some(at);
-            release_jobs(entry);
+            settle_ended(entry);
             state.log(JournalEntry::FlowChanged(flow.clone()));
             Ok(true)
         })
@@ -633,7 +669,7 @@ impl FlowStore for EmbeddedStore {
                 FlowStatus::Running => std::mem::take(&mut entry.parked),
                 FlowStatus::Canceled => {
                     entry.record.ended_at = Some(at);
-                    release_jobs(entry);
+                    settle_ended(entry);
                     Vec::new()
                 }
                 _ => Vec::new(),
@@ -644,45 +680,79 @@ impl FlowStore for EmbeddedStore {
         .await
     }
 
+    async fn redrive(
+        &self,
+        flow: &FlowId,
+        from_scratch: bool,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<Redriven, StoreError> {
+        self.change(|state| {
+            let journaling = state.journaling;
+            let entry = state.flow_mut(flow)?;
+            let failed = rules::redrive_target(&entry.record)?;
+            let (cursor, carried) = entry.record.redrive(failed, from_scratch, by, at);
+            let mut tasks = Vec::new();
+            let mut journal = Vec::new();
+            for slot in carried {
+                let Some(old) = entry.jobs.get(&(failed, slot)) else {
+                    continue;
+                };
+                let table = old.carried();
+                tasks.extend(table.unfinished(flow, &cursor, slot));
+                if journaling {
+                    journal.push(JournalEntry::JobsAdded {
+                        flow: flow.clone(),
+                        seq: cursor.seq,
+                        slot,
+                        jobs: table.jobs.clone(),
+                    });
+                    for (index, done) in table.done.iter().enumerate() {
+                        if *done {
+                            journal.push(JournalEntry::JobDone {
+                                key: JobKey {
+                                    flow: flow.clone(),
+                                    seq: cursor.seq,
+                                    slot,
+                                    index: index as u32,
+                                },
+                                output: table.outputs[index].clone(),
+                            });
+                        }
+                    }
+                }
+                entry.jobs.insert((cursor.seq, slot), table);
+            }
+            entry.ended_outputs = None;
+            let key = entry.record.key.clone();
+            for change in journal {
+                state.log(change);
+            }
+            if let Some(key) = key {
+                state.keys.insert(key, flow.clone());
+            }
+            state.log(JournalEntry::FlowChanged(flow.clone()));
+            Ok(Redriven { cursor, tasks })
+        })
+        .await
+    }
+
     async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
         self.change(|state| {
             let entry = state.flow_mut(flow)?;
             entry.parked.clear();
             entry.dispatch_claims.clear();
-            let record = &entry.record;
-            let run = record.current();
+            let run = entry.record.current();
+            let cursor = run.cursor();
             let mut tasks = Vec::new();
-            let mut queued_now = Vec::new();
-            if !record.status.is_ended() && run.state == PhaseState::Running {
+            if !entry.record.status.is_ended() && run.state == PhaseState::Running {
                 for slot in 0..run.handlers.len() as u16 {
-                    let Some(table) = entry.jobs.get(&(run.seq, slot)) else {
-                        continue;
-                    };
-                    queued_now.push((run.seq, slot));
-                    for (index, job) in table.jobs.iter().enumerate() {
-                        if table.done[index] {
-                            continue;
-                        }
-                        tasks.push(Task::Process {
-                            key: JobKey {
-                                flow: flow.clone(),
-                                seq: run.seq,
-                                slot,
-                                index: index as u32,
-                            },
-                            phase: run.phase.clone(),
-                            handler: table.handler.clone(),
-                            version: table.version.clone(),
-                            attempt: table.attempts[index],
-                            job: job.clone(),
-                        });
+                    if let Some(table) = entry.jobs.get_mut(&(cursor.seq, slot)) {
+                        tasks.extend(table.unfinished(flow, &cursor, slot));
+                        // Handed over to be queued: a repeated enumeration
+                        // queues nothing.
+                        table.queued = true;
                     }
-                }
-            }
-            // Handed over to be queued: a repeated enumeration queues nothing.
-            for key in queued_now {
-                if let Some(table) = entry.jobs.get_mut(&key) {
-                    table.queued = true;
                 }
             }
             Ok(tasks)
@@ -861,11 +931,17 @@ fn matches_query(record: &FlowRecord, query: &FlowQuery) -> bool {
 
 /// An ended flow runs none of its jobs again: keeping only its outputs,
 /// not a table per job, keeps memory flat over long runs. (A late duplicate
-/// of one of its jobs finds no table, and is reported stale.)
-fn release_jobs(entry: &mut FlowState) {
+/// of one of its jobs finds no table, and is reported stale.) A flow that
+/// may be retried keeps its tables: a redrive runs the jobs that did not
+/// complete, with the outputs of those that did.
+pub(super) fn settle_ended(entry: &mut FlowState) {
+    entry.parked = Vec::new();
+    if rules::redrive_target(&entry.record).is_ok() {
+        entry.ended_outputs = None;
+        return;
+    }
     entry.ended_outputs = Some(collect_outputs(entry, u32::MAX));
     entry.jobs = HashMap::new();
-    entry.parked = Vec::new();
 }
 
 /// `{PHASE: {HANDLER: [output, ...]}}` over the visits before `before_seq`,

@@ -55,6 +55,8 @@ pub enum StoreError {
     KeyTaken { key: String, flow: FlowId },
     #[error(transparent)]
     Rejected(#[from] CommandRejected),
+    #[error(transparent)]
+    RedriveRejected(#[from] crate::rules::RedriveRejected),
     /// The flow kept changing while an operation tried to apply; the caller
     /// may simply try again. Not a failure of the backend.
     #[error("flow {0} kept changing while this was applied; try again")]
@@ -138,6 +140,14 @@ pub struct Enumerated {
     pub progress: Progress,
     /// What to queue; once it is, call [`FlowStore::jobs_queued`].
     pub queue: JobsToQueue,
+}
+
+/// What a redrive did: the flow's new visit, and the tasks to queue (the
+/// jobs of the failed visit that did not complete).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redriven {
+    pub cursor: Cursor,
+    pub tasks: Vec<Task>,
 }
 
 /// What a status command did.
@@ -273,6 +283,21 @@ pub trait FlowStore: Send + Sync + 'static {
         by: Requester,
         at: Timestamp,
     ) -> Result<CommandApplied, StoreError>;
+
+    /// Sends a flow back to the phase that failed, as a new visit (see
+    /// [`crate::rules::redrive_target`]); the wrong state is
+    /// [`StoreError::RedriveRejected`]. Unless `from_scratch`, the handlers
+    /// that had enumerated keep their jobs, and those done keep their
+    /// outputs; the ones not done are returned, to be queued, and each
+    /// carried handler is marked queued ([`FlowStore::jobs_queued`]) once
+    /// they are. Until then, [`FlowStore::recover`] hands them out again.
+    async fn redrive(
+        &self,
+        flow: &FlowId,
+        from_scratch: bool,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<Redriven, StoreError>;
 
     /// Tasks of a flow that must be queued again. For the embedded store,
     /// after a restart: every unfinished job of the current visit, since the

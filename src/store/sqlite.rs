@@ -288,9 +288,6 @@ fn load_jobs(
         )
         .map_err(&fail)?;
     for (id, state) in flows.iter_mut() {
-        if state.record.status.is_ended() {
-            continue;
-        }
         let mut rows = statement.query(params![id.as_str()]).map_err(&fail)?;
         while let Some(row) = rows.next().map_err(&fail)? {
             let seq: u32 = row.get(0).map_err(&fail)?;
@@ -328,6 +325,11 @@ fn load_jobs(
                 .outputs
                 .push(output.as_deref().map(parse).transpose()?);
             table.attempts.push(attempt);
+        }
+        // As when the flow ended in this process: outputs kept, and the
+        // job tables only where a redrive may need them.
+        if state.record.status.is_ended() {
+            super::embedded::settle_ended(state);
         }
     }
     Ok(())

@@ -619,3 +619,220 @@ pub(crate) async fn steering_is_recorded_with_who_asked(kind: Kind) {
         .all(|pair| pair[0].at <= pair[1].at));
     assert!(record.commands.iter().all(|c| c.at >= record.created_at));
 }
+
+pub(crate) async fn starts_with_one_key_make_one_flow(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    let flow = gated_workflow();
+    let keyed = |key: &str| StartOptions {
+        key: Some(key.to_owned()),
+        ..StartOptions::default()
+    };
+    let data = |n: u64| json!({"more": n}).as_object().cloned().unwrap();
+    let first = harness
+        .client
+        .start_with(flow.clone(), data(1), keyed("order-17"))
+        .await
+        .unwrap();
+    assert!(first.created);
+    let again = harness
+        .client
+        .start_with(flow.clone(), data(1), keyed("order-17"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Started {
+            id: first.id.clone(),
+            created: false
+        }
+    );
+    match harness
+        .client
+        .start_with(flow.clone(), data(2), keyed("order-17"))
+        .await
+    {
+        Err(ClientError::KeyTaken { flow: holder, .. }) => assert_eq!(holder, first.id),
+        other => panic!("other data under the key is refused: {other:?}"),
+    }
+    // Many starts at once with one key make one flow.
+    let mut starts = Vec::new();
+    for _ in 0..20 {
+        let client = harness.client.clone();
+        let flow = flow.clone();
+        starts.push(tokio::spawn(async move {
+            client
+                .start_with(flow, data(3), keyed("burst"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut started = Vec::new();
+    for start in starts {
+        started.push(start.await.unwrap());
+    }
+    assert_eq!(started.iter().filter(|s| s.created).count(), 1);
+    assert!(started.iter().all(|s| s.id == started[0].id));
+    let all = harness
+        .client
+        .page(&FlowQuery {
+            limit: 100,
+            ..FlowQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.total, 2, "one flow per key");
+    gated.open();
+    for id in [&first.id, &started[0].id] {
+        harness.wait(id).await;
+    }
+    let record = harness.client.status(&first.id).await.unwrap();
+    assert_eq!(record.key.as_deref(), Some("order-17"));
+}
+
+fn two_phase_switch() -> Arc<Workflow> {
+    workflow(json!({
+        "workflow": "switch",
+        "phases": {
+            "first": {"is_initial": true, "transitions_to": "second", "handlers": ["Switch"]},
+            "second": {"transitions_to": "done", "handlers": [
+                {"name": "Switch", "retry": {"max_attempts": 1}}
+            ]},
+            "done": {"is_final": true}
+        }
+    }))
+}
+
+pub(crate) async fn a_failed_flow_is_retried_from_the_phase_that_failed(kind: Kind) {
+    let switch = Switch::new();
+    let harness = Harness::start(kind, registry(vec![("Switch", switch.clone())])).await;
+    let data = json!({"first": 2, "second": 5, "bad": 3});
+    let failed = harness.run(&two_phase_switch(), data).await;
+    assert_eq!(failed.status, FlowStatus::Failed);
+    assert_eq!(failed.current().phase.as_str(), "second");
+    let calls_before: Vec<usize> = (0..5).map(|job| switch.calls(job)).collect();
+    // The jobs whose completion the failed visit recorded: each left an
+    // output. (Jobs still in flight when the phase failed were stopped, and
+    // run again.)
+    let done_before: Vec<u64> = harness.client.outputs(&failed.id).await.unwrap()
+        [&PhaseName::new("second")]["Switch"]
+        .iter()
+        .map(|output| output.as_u64().unwrap() / 10)
+        .collect();
+    assert!(!done_before.contains(&3));
+    switch.broken.store(false, Ordering::SeqCst);
+    let cursor = harness.client.retry(&failed.id, false).await.unwrap();
+    assert_eq!(cursor.phase.as_str(), "second");
+    let record = harness.wait(&failed.id).await;
+    assert!(rules::ended_well(&record), "{:?}", record.status);
+    assert_eq!(
+        phases_entered(&record),
+        ["first", "second", "second", "done"],
+        "the redrive is a transition back into the phase that failed"
+    );
+    let redrive = &record.transitions[2];
+    assert_eq!(redrive.retried_by, Some(Requester::Library));
+    assert!(
+        record.error.is_none(),
+        "the retried flow no longer carries the old error"
+    );
+    // Only the jobs that had not completed ran again; the first phase did not.
+    assert_eq!(switch.calls(3), calls_before[3] + 1);
+    for job in done_before {
+        assert_eq!(
+            switch.calls(job),
+            calls_before[job as usize],
+            "job {job} ran again"
+        );
+    }
+    let second = &record.phases[2].handlers[0];
+    assert_eq!((second.total, second.done, second.failed), (5, 5, 0));
+    let outputs = harness.client.outputs(&record.id).await.unwrap();
+    assert_eq!(
+        outputs[&PhaseName::new("second")]["Switch"],
+        vec![json!(0), json!(10), json!(20), json!(30), json!(40)],
+        "the kept outputs and the new one, in job order"
+    );
+    // A flow that finished well has nothing to retry.
+    assert!(matches!(
+        harness.client.retry(&record.id, false).await,
+        Err(ClientError::RedriveRejected(_))
+    ));
+}
+
+pub(crate) async fn a_flow_that_ended_through_its_error_phase_is_retried_from_scratch(kind: Kind) {
+    let switch = Switch::new();
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Switch", switch.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    let flow = workflow(json!({
+        "workflow": "switch-with-error-phase",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "report",
+                     "handlers": [{"name": "Switch", "retry": {"max_attempts": 1}}]},
+            "report": {"is_final": true, "handlers": ["Count"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness
+        .run(&flow, json!({"work": 3, "bad": 1, "report": 1}))
+        .await;
+    assert_eq!(record.status, FlowStatus::Finished);
+    assert!(!rules::ended_well(&record));
+    let before: Vec<usize> = (0..3).map(|job| switch.calls(job)).collect();
+    switch.broken.store(false, Ordering::SeqCst);
+    harness.client.retry(&record.id, true).await.unwrap();
+    let record = harness.wait(&record.id).await;
+    assert_eq!(phases_entered(&record), ["work", "report", "work", "done"]);
+    assert!(
+        !rules::ended_well(&record),
+        "its history still holds the error transition"
+    );
+    for job in 0..3 {
+        assert_eq!(
+            switch.calls(job),
+            before[job as usize] + 1,
+            "from scratch: every job again"
+        );
+    }
+}
+
+pub(crate) async fn only_a_flow_that_went_wrong_can_be_retried(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    let running = harness.start_flow(&gated_workflow(), json!({})).await;
+    let rejected = harness.client.retry(&running, false).await.unwrap_err();
+    assert!(
+        rejected
+            .to_string()
+            .starts_with("cannot retry a flow that is running"),
+        "{rejected}"
+    );
+    harness.client.pause(&running).await.unwrap();
+    assert!(matches!(
+        harness.client.retry(&running, false).await,
+        Err(ClientError::RedriveRejected(_))
+    ));
+    harness.client.cancel(&running).await.unwrap();
+    assert!(matches!(
+        harness.client.retry(&running, true).await,
+        Err(ClientError::RedriveRejected(_))
+    ));
+    assert!(matches!(
+        harness
+            .client
+            .retry(&FlowId::new("no-such-flow"), false)
+            .await,
+        Err(ClientError::UnknownFlow(_))
+    ));
+}

@@ -162,3 +162,46 @@ impl Handler for Downloader {
         Ok(Some(json!({"page": request.job, "bytes": 100})))
     }
 }
+
+/// Enumerates `data[PHASE]` jobs (numbers); each job's output is its number
+/// times ten, but while `broken` is set the job `data.bad` fails for good.
+/// It counts calls per job, to tell a job run again from one kept.
+pub(crate) struct Switch {
+    pub(crate) broken: AtomicBool,
+    pub(crate) calls: Mutex<std::collections::BTreeMap<u64, usize>>,
+}
+
+impl Switch {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            broken: AtomicBool::new(true),
+            calls: Mutex::new(std::collections::BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn calls(&self, job: u64) -> usize {
+        self.calls.lock().unwrap().get(&job).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Handler for Switch {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let count = request
+            .data
+            .get(request.phase.as_str())
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        Ok((0..count).map(Value::from).collect())
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        let job = request.job.as_u64().unwrap_or_default();
+        *self.calls.lock().unwrap().entry(job).or_default() += 1;
+        let bad = request.data.get("bad").and_then(Value::as_u64);
+        if self.broken.load(Ordering::SeqCst) && bad == Some(job) {
+            return Err(HandlerError::permanent(format!("job {job} is broken")));
+        }
+        Ok(Some(Value::from(job * 10)))
+    }
+}

@@ -308,7 +308,7 @@ pub(crate) struct CountedAdmissions {
 
 #[async_trait]
 impl FlowStore for CountedAdmissions {
-    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
         self.inner.create_flow(flow).await
     }
 
@@ -419,6 +419,16 @@ impl FlowStore for CountedAdmissions {
         at: Timestamp,
     ) -> Result<CommandApplied, StoreError> {
         self.inner.apply_command(flow, command, by, at).await
+    }
+
+    async fn redrive(
+        &self,
+        flow: &FlowId,
+        from_scratch: bool,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<Redriven, StoreError> {
+        self.inner.redrive(flow, from_scratch, by, at).await
     }
 
     async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {

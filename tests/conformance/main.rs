@@ -21,10 +21,12 @@ use distribot::model::{
     Requester, Task,
 };
 use distribot::rules;
-use distribot::runtime::{Backend, Client, ClientError, Engine, WorkerBuilder};
+use distribot::runtime::{
+    Backend, Client, ClientError, Engine, StartOptions, Started, WorkerBuilder,
+};
 use distribot::store::{
-    CommandApplied, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue,
-    RedisStore, Store, StoreError,
+    CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
+    JobsToQueue, RedisStore, Redriven, Store, StoreError,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -113,4 +115,8 @@ every_backend!(
     completions_outside_the_recorded_jobs_are_refused,
     jobs_waiting_for_a_slot_do_not_start_once_paused_or_canceled,
     steering_is_recorded_with_who_asked,
+    starts_with_one_key_make_one_flow,
+    a_failed_flow_is_retried_from_the_phase_that_failed,
+    a_flow_that_ended_through_its_error_phase_is_retried_from_scratch,
+    only_a_flow_that_went_wrong_can_be_retried,
 );

@@ -104,8 +104,8 @@ use distribot::runtime::{
     Backend, Client, ClientError, Engine, RuntimeError, Worker, WorkerBuilder,
 };
 use distribot::store::{
-    CommandApplied, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue,
-    StoreError,
+    CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
+    JobsToQueue, Redriven, StoreError,
 };
 use distribot::sync::lock;
 use distribot::time::Timestamp;

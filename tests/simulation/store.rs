@@ -95,7 +95,7 @@ impl SimStore {
 
 #[async_trait]
 impl FlowStore for SimStore {
-    async fn create_flow(&self, flow: FlowRecord) -> Result<(), StoreError> {
+    async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
         turn().await;
         let id = flow.id.clone();
         let index = flow_index(&flow.data);
@@ -280,6 +280,19 @@ impl FlowStore for SimStore {
         let applied = self.inner.apply_command(flow, command, by, at).await;
         self.changed(flow, format!("apply_command {command}"));
         applied
+    }
+
+    async fn redrive(
+        &self,
+        flow: &FlowId,
+        from_scratch: bool,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<Redriven, StoreError> {
+        turn().await;
+        let redriven = self.inner.redrive(flow, from_scratch, by, at).await;
+        self.changed(flow, format!("redrive (from scratch: {from_scratch})"));
+        redriven
     }
 
     async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {

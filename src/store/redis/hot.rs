@@ -52,6 +52,9 @@ pub const HANDLER_FINISHED: &str = "tf:";
 pub const QUEUED: &str = "q:";
 /// Per handler: when an engine claimed the dispatch of its enumeration.
 pub const CLAIMED: &str = "dq:";
+/// Per handler: `1` when a redrive carried its jobs into this visit; they
+/// are queued again by recovery until they are confirmed queued.
+pub const REDRIVEN: &str = "rd:";
 
 /// A per-visit field.
 pub fn visit(code: &str, seq: u32) -> String {
@@ -89,6 +92,7 @@ pub fn lua_prelude() -> String {
         ("handler_finished", HANDLER_FINISHED),
         ("queued", QUEUED),
         ("claimed", CLAIMED),
+        ("redriven", REDRIVEN),
     ]
     .iter()
     .map(|(name, code)| format!("{name} = '{code}'"))

@@ -29,8 +29,8 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Retention,
-    StoreError, WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven,
+    Retention, StoreError, WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_definition_value, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -325,6 +325,88 @@ impl RedisStore {
         }))
     }
 
+    /// The tasks of the jobs not done yet of the given slots of a visit,
+    /// from the recorded jobs and done bits.
+    async fn unfinished(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        slots: &[u16],
+    ) -> Result<Vec<Task>, StoreError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &slot in slots {
+            pipe.get(self.keys.jobs(flow, cursor.seq, slot))
+                .get(self.keys.done(flow, cursor.seq, slot))
+                .hget(
+                    self.keys.hot(flow),
+                    hot::handler(hot::VERSION, cursor.seq, slot),
+                );
+        }
+        let replies: Vec<(Option<String>, Option<Vec<u8>>, Option<String>)> =
+            pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        let visits: Vec<String> = self
+            .conn()
+            .lrange(
+                self.keys.visits(flow),
+                cursor.seq as isize,
+                cursor.seq as isize,
+            )
+            .await
+            .map_err(backend)?;
+        let visit: StoredVisit = from_json(
+            visits
+                .first()
+                .ok_or_else(|| corrupt(format!("flow {flow} has no visit {}", cursor.seq)))?,
+            "a phase visit",
+        )?;
+        let mut tasks = Vec::new();
+        for (&slot, (jobs, done, version)) in slots.iter().zip(replies) {
+            let jobs: Vec<Value> = from_json(jobs.as_deref().unwrap_or("[]"), "recorded jobs")?;
+            let done = done.unwrap_or_default();
+            let is_done = |index: usize| {
+                done.get(index / 8)
+                    .is_some_and(|byte| byte & (0x80 >> (index % 8)) != 0)
+            };
+            let handler = visit.handlers.get(slot as usize).cloned().ok_or_else(|| {
+                corrupt(format!(
+                    "flow {flow} visit {} has no slot {slot}",
+                    cursor.seq
+                ))
+            })?;
+            let version: Version =
+                version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "flow {flow} visit {} slot {slot} has no version",
+                            cursor.seq
+                        ))
+                    })?;
+            for (index, job) in jobs.into_iter().enumerate() {
+                if !is_done(index) {
+                    tasks.push(Task::Process {
+                        key: JobKey {
+                            flow: flow.clone(),
+                            seq: cursor.seq,
+                            slot,
+                            index: index as u32,
+                        },
+                        phase: cursor.phase.clone(),
+                        handler: handler.clone(),
+                        version: version.clone(),
+                        attempt: 1,
+                        job,
+                    });
+                }
+            }
+        }
+        Ok(tasks)
+    }
+
     /// Runs a script that answers with a [`VisitReply`].
     async fn visit_reply(
         &self,
@@ -379,7 +461,11 @@ impl FlowStore for RedisStore {
             .arg(flow.key.as_deref().unwrap_or(""))
             .arg(flow.fingerprint())
             .arg(flow.priority)
-            .arg(flow.deadline.map(|d| d.millis().to_string()).unwrap_or_default())
+            .arg(
+                flow.deadline
+                    .map(|d| d.millis().to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -425,6 +511,7 @@ impl FlowStore for RedisStore {
             to: to.clone(),
             at,
             error: error.clone(),
+            retried_by: None,
         };
         let error_json = error.as_ref().map(to_json).transpose()?.unwrap_or_default();
         let entered: i64 = self
@@ -710,6 +797,72 @@ impl FlowStore for RedisStore {
         Err(StoreError::Contention(flow.clone()))
     }
 
+    async fn redrive(
+        &self,
+        flow: &FlowId,
+        from_scratch: bool,
+        by: Requester,
+        at: Timestamp,
+    ) -> Result<Redriven, StoreError> {
+        for _ in 0..CONTENDED_TRIES {
+            let record = self
+                .load(flow)
+                .await?
+                .ok_or_else(|| StoreError::UnknownFlow(flow.clone()))?;
+            let failed = rules::redrive_target(&record)?;
+            let mut next = record.clone();
+            let (cursor, carried) = next.redrive(failed, from_scratch, by, at);
+            let phase = next
+                .workflow
+                .phase(cursor.phase.as_str())
+                .ok_or_else(|| corrupt(format!("flow {flow} names no phase `{}`", cursor.phase)))?;
+            let mut invocation = self.scripts.redrive.key(self.keys.hot(flow));
+            invocation
+                .key(self.keys.visits(flow))
+                .key(self.keys.transitions(flow))
+                .key(self.keys.by_status(record.status))
+                .key(self.keys.by_status(FlowStatus::Running))
+                .key(self.keys.unfinished())
+                .key(self.keys.ended());
+            for &slot in &carried {
+                invocation
+                    .key(self.keys.done(flow, failed, slot))
+                    .key(self.keys.outputs(flow, failed, slot))
+                    .key(self.keys.jobs(flow, failed, slot))
+                    .key(self.keys.done(flow, cursor.seq, slot))
+                    .key(self.keys.outputs(flow, cursor.seq, slot))
+                    .key(self.keys.jobs(flow, cursor.seq, slot));
+            }
+            invocation
+                .arg(flow.as_str())
+                .arg(record.status.as_str())
+                .arg(record.current().seq)
+                .arg(failed)
+                .arg(cursor.phase.as_str())
+                .arg(cursor.seq)
+                .arg(phase.handlers.len())
+                .arg(at.millis())
+                .arg(visit_json(cursor.seq, phase, at)?)
+                .arg(to_json(
+                    next.transitions
+                        .last()
+                        .expect("a redrive records a transition"),
+                )?);
+            for &slot in &carried {
+                invocation.arg(slot);
+            }
+            let applied: i64 = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            if applied == 1 {
+                let tasks = self.unfinished(flow, &cursor, &carried).await?;
+                return Ok(Redriven { cursor, tasks });
+            }
+        }
+        Err(StoreError::Contention(flow.clone()))
+    }
+
     async fn recover(&self, flow: &FlowId) -> Result<Vec<Task>, StoreError> {
         let (status, parked): (Option<String>, Vec<String>) = redis::pipe()
             .hget(self.keys.hot(flow), hot::STATUS)
@@ -720,10 +873,32 @@ impl FlowStore for RedisStore {
         if status.as_deref() != Some(FlowStatus::Running.as_str()) {
             return Ok(Vec::new());
         }
-        parked
+        let mut tasks: Vec<Task> = parked
             .iter()
             .map(|task| from_json(task, "a parked task"))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        // A redrive's carried jobs that were never confirmed queued: the
+        // client that redrove the flow died before it queued them.
+        let unqueued: Vec<String> = self
+            .scripts
+            .redriven
+            .key(self.keys.hot(flow))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if let [seq, phase, slots @ ..] = unqueued.as_slice() {
+            if !slots.is_empty() {
+                let cursor = Cursor {
+                    seq: seq
+                        .parse()
+                        .map_err(|_| corrupt(format!("flow {flow}: seq `{seq}`")))?,
+                    phase: PhaseName::new(phase.as_str()),
+                };
+                let slots: Vec<u16> = slots.iter().filter_map(|slot| slot.parse().ok()).collect();
+                tasks.extend(self.unfinished(flow, &cursor, &slots).await?);
+            }
+        }
+        Ok(tasks)
     }
 
     async fn forget_released(&self, flow: &FlowId, count: usize) -> Result<(), StoreError> {

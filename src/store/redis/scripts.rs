@@ -17,6 +17,8 @@ pub(super) struct Scripts {
     pub park: Script,
     pub status: Script,
     pub remove: Script,
+    pub redrive: Script,
+    pub redriven: Script,
 }
 
 impl Scripts {
@@ -35,6 +37,8 @@ impl Scripts {
             park: script(include_str!("scripts/park.lua")),
             status: script(include_str!("scripts/status.lua")),
             remove: script(include_str!("scripts/remove.lua")),
+            redrive: script(include_str!("scripts/redrive.lua")),
+            redriven: script(include_str!("scripts/redriven.lua")),
         }
     }
 }
