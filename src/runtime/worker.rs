@@ -129,8 +129,9 @@ enum Attempt {
     Enumerated(Vec<serde_json::Value>),
     Processed(Option<serde_json::Value>),
     Failed(HandlerError),
-    /// Stopped before it ended: nothing is recorded.
-    Canceled(CancelReason),
+    /// Stopped before it ended (its reason is the call's cancellation's):
+    /// nothing is recorded.
+    Canceled,
 }
 
 impl Worker {
@@ -437,9 +438,9 @@ impl Worker {
                     format_duration(limit)
                 ))));
             }
-            reason = cancellation.canceled() => {
+            _ = cancellation.canceled() => {
                 abort.abort();
-                return Ok(Attempt::Canceled(reason));
+                return Ok(Attempt::Canceled);
             }
         };
         Ok(match outcome {
@@ -464,7 +465,7 @@ impl Worker {
             // goes back to its queue. If its flow ended (the usual reason),
             // admission drops it; if the flow came back meanwhile (a
             // redrive after a late event), it runs.
-            (_, Attempt::Canceled(_)) => return Err(RuntimeError::Stopping),
+            (_, Attempt::Canceled) => return Err(RuntimeError::Stopping),
             (
                 Task::Enumerate {
                     flow,

@@ -74,6 +74,10 @@ type StoredFlow = (
     Vec<String>,
 );
 
+/// A handler's recorded jobs, done bits and version, as one read returns
+/// them.
+type RecordedJobs = (Option<String>, Option<Vec<u8>>, Option<String>);
+
 /// The per-visit JSON kept in `P:flow:ID:visits`.
 #[derive(Serialize, Deserialize)]
 struct StoredVisit {
@@ -345,7 +349,7 @@ impl RedisStore {
                     hot::handler(hot::VERSION, cursor.seq, slot),
                 );
         }
-        let replies: Vec<(Option<String>, Option<Vec<u8>>, Option<String>)> =
+        let replies: Vec<RecordedJobs> =
             pipe.query_async(&mut self.conn()).await.map_err(backend)?;
         let visits: Vec<String> = self
             .conn()
