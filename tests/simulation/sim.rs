@@ -88,6 +88,7 @@ pub(crate) struct Counts {
     pub(crate) pauses: u64,
     pub(crate) resumes: u64,
     pub(crate) cancels: u64,
+    pub(crate) redrives: u64,
     pub(crate) rejected: u64,
     pub(crate) admissions: u64,
     pub(crate) finished: u64,
@@ -120,6 +121,7 @@ impl Counts {
             (&mut self.pauses, other.pauses),
             (&mut self.resumes, other.resumes),
             (&mut self.cancels, other.cancels),
+            (&mut self.redrives, other.redrives),
             (&mut self.rejected, other.rejected),
             (&mut self.admissions, other.admissions),
             (&mut self.finished, other.finished),
@@ -174,9 +176,14 @@ impl fmt::Display for Counts {
         )?;
         write!(
             f,
-            "{} clock advances; commands: {} pauses, {} resumes, {} cancels acknowledged, {} \
-             rejected for the wrong state",
-            self.clock_advances, self.pauses, self.resumes, self.cancels, self.rejected
+            "{} clock advances; commands: {} pauses, {} resumes, {} cancels, {} retries \
+             acknowledged, {} rejected for the wrong state",
+            self.clock_advances,
+            self.pauses,
+            self.resumes,
+            self.cancels,
+            self.redrives,
+            self.rejected
         )
     }
 }
@@ -201,6 +208,8 @@ pub(crate) struct SimFlow {
     /// How long the history was when the flow was paused or canceled.
     pub(crate) frozen: Option<usize>,
     pub(crate) seen: Seen,
+    /// Retries acknowledged.
+    pub(crate) redrives: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -987,6 +996,19 @@ impl Sim {
         } else {
             self.rng.below(records.len())
         };
+        // Flows that went wrong are retried now and then, from where they
+        // failed or from scratch, at most twice each; others are sometimes
+        // asked too, and must refuse.
+        let redrivable = rules::redrive_target(&records[index]).is_ok();
+        let retry = if redrivable && self.flows[index].redrives < 2 {
+            self.rng.percent(50)
+        } else {
+            self.rng.percent(3)
+        };
+        if retry {
+            let from_scratch = self.rng.percent(30);
+            return self.retry_on(index, from_scratch);
+        }
         let cancel = u32::from(self.config.cancels);
         let weights = match records[index].status {
             FlowStatus::Running => [60, 20, 20 * cancel],
@@ -1050,6 +1072,65 @@ impl Sim {
         }
     }
 
+    /// Retries a flow through the client, and checks the answer against the
+    /// rules. A retried flow no longer follows its plan (its jobs may fail
+    /// again, or not), so from then on it is checked structurally. A
+    /// duplicated retry must be refused: the flow runs again.
+    pub(crate) fn retry_on(&mut self, index: usize, from_scratch: bool) -> Checked {
+        let before = self.record(index);
+        let expected = rules::redrive_target(&before);
+        let id = self.flows[index].id.clone();
+        let client = self.client.clone();
+        let duplicate = self.rng.percent(30);
+        let (outcome, again) = self.rt.block_on(async move {
+            let outcome = client.retry(&id, from_scratch).await;
+            let again = if duplicate {
+                Some(client.retry(&id, from_scratch).await)
+            } else {
+                None
+            };
+            quiesce().await;
+            (outcome, again)
+        });
+        let line = format!(
+            "retry f{index} ({}, from scratch: {from_scratch})",
+            before.status
+        );
+        match (outcome, expected) {
+            (Ok(cursor), Ok(failed)) => {
+                let phase = &before.phases[failed as usize].phase;
+                if cursor.phase != *phase || cursor.seq as usize != before.phases.len() {
+                    return Err(format!(
+                        "{line}: went to {}#{}, not a new visit of {phase}",
+                        cursor.phase, cursor.seq
+                    ));
+                }
+                if let Some(again) = again {
+                    if !matches!(again, Err(ClientError::RedriveRejected(_))) {
+                        return Err(format!("{line}: the duplicated retry answered {again:?}"));
+                    }
+                }
+                self.counts.redrives += 1;
+                let flow = &mut self.flows[index];
+                flow.redrives += 1;
+                flow.expected = None;
+                self.note(format!(
+                    "{line}: acknowledged, now in {}#{}",
+                    cursor.phase, cursor.seq
+                ));
+                Ok(())
+            }
+            (Err(ClientError::RedriveRejected(rejected)), Err(wanted)) if rejected == wanted => {
+                self.counts.rejected += 1;
+                self.note(format!("{line}: rejected, as it should be"));
+                Ok(())
+            }
+            (outcome, wanted) => Err(format!(
+                "{line}: the client answered {outcome:?}, but the rules say {wanted:?}"
+            )),
+        }
+    }
+
     pub(crate) fn start_flow(&mut self) -> Checked {
         let index = self.flows.len();
         let all = workflows();
@@ -1082,6 +1163,7 @@ impl Sim {
             paused_at: None,
             canceled_at: None,
             frozen: None,
+            redrives: 0,
             seen: Seen::default(),
         });
         self.note(line);
@@ -1174,6 +1256,11 @@ impl Sim {
                 return fail(format!("transition {seq} does not leave visit {}", seq - 1));
             }
             let allowed = match &transition.error {
+                // A redrive: from the settled last visit of an ended flow,
+                // back to the phase of a visit that failed.
+                None if transition.retried_by.is_some() => {
+                    left.state.is_settled() && failed_visit_before(&record, seq).is_some()
+                }
                 None => {
                     left.state == PhaseState::Completed
                         && !phase.is_final
@@ -1239,8 +1326,13 @@ impl Sim {
                             handler.enumerated
                         ));
                     }
-                    let missing = (0..handler.total as u32)
-                        .find(|&job| !succeeded.contains(&(index, run.seq, slot as u16, job)));
+                    let carried_from = redriven_from(&record, run.seq);
+                    let missing = (0..handler.total as u32).find(|&job| {
+                        !succeeded.contains(&(index, run.seq, slot as u16, job))
+                            && !carried_from.is_some_and(|from| {
+                                succeeded.contains(&(index, from, slot as u16, job))
+                            })
+                    });
                     if let Some(job) = missing {
                         return fail(format!(
                             "visit {} completed, but job {}.{slot}.{job} never succeeded",
@@ -1320,7 +1412,9 @@ impl Sim {
             }
         }
         if let Some(before) = seen.status.filter(|status| status.is_ended()) {
-            if record.status != before {
+            let redriven = now.len() > seen.moves.len()
+                && record.transitions[seen.moves.len()].retried_by.is_some();
+            if record.status != before && !redriven {
                 return fail(format!("it ended {before}, then became {}", record.status));
             }
         }
@@ -1369,7 +1463,13 @@ impl Sim {
                 got.sort();
                 let distinct: BTreeSet<&String> = got.iter().collect();
                 let prefix = format!("{}.{slot}.", run.seq);
-                let of_visit = got.iter().all(|job| job.starts_with(&prefix));
+                let carried = redriven_from(record, run.seq).map(|from| format!("{from}.{slot}."));
+                let of_visit = got.iter().all(|job| {
+                    job.starts_with(&prefix)
+                        || carried
+                            .as_ref()
+                            .is_some_and(|carried| job.starts_with(carried))
+                });
                 if got.len() as u64 != handler.done || distinct.len() != got.len() || !of_visit {
                     return Err(format!(
                         "f{index} {phase}#{} {}: {} done but outputs {got:?}",
@@ -1485,4 +1585,23 @@ fn one_enumeration_per_visit(journal: &Journal) -> Checked {
         }
     }
     Ok(())
+}
+
+/// The visit a redrive at transition `seq` went back to: the latest earlier
+/// visit of the same phase that failed.
+fn failed_visit_before(record: &FlowRecord, seq: usize) -> Option<u32> {
+    let phase = &record.transitions[seq].to;
+    record.phases[..seq]
+        .iter()
+        .rev()
+        .find(|run| run.phase == *phase && run.state == PhaseState::Failed)
+        .map(|run| run.seq)
+}
+
+/// For a visit a redrive made, the visit whose jobs it carried.
+fn redriven_from(record: &FlowRecord, seq: u32) -> Option<u32> {
+    let seq = seq as usize;
+    record.transitions[seq]
+        .retried_by
+        .and_then(|_| failed_visit_before(record, seq))
 }

@@ -290,7 +290,30 @@ impl FlowStore for SimStore {
         at: Timestamp,
     ) -> Result<Redriven, StoreError> {
         turn().await;
+        let failed = self
+            .inner
+            .flow(flow)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|record| rules::redrive_target(&record).ok());
         let redriven = self.inner.redrive(flow, from_scratch, by, at).await;
+        // Carried jobs come from the failed visit's recorded enumeration.
+        if let (Ok(done), Some(failed), false) = (&redriven, failed, from_scratch) {
+            let mut journal = lock(&self.journal);
+            let index = journal.index(flow);
+            let carried: Vec<(u16, Option<u64>)> = journal
+                .recorded_calls
+                .iter()
+                .filter(|((f, seq, _), _)| *f == index && *seq == failed)
+                .map(|((_, _, slot), call)| (*slot, *call))
+                .collect();
+            for (slot, call) in carried {
+                journal
+                    .recorded_calls
+                    .insert((index, done.cursor.seq, slot), call);
+            }
+        }
         self.changed(flow, format!("redrive (from scratch: {from_scratch})"));
         redriven
     }
