@@ -12,6 +12,7 @@ use crate::ids::{Cursor, HandlerName, PhaseName};
 use crate::model::{
     Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress, Task,
 };
+use crate::time::Timestamp;
 use crate::version::{Requirement, Version};
 
 /// The most transitions one flow may take. Validation refuses workflows
@@ -271,6 +272,41 @@ pub fn progress_of(
     } else {
         Progress::of(visit_state)
     }
+}
+
+/// The message of the error a passed deadline leaves on the phase it
+/// failed.
+pub const DEADLINE_PASSED: &str = "deadline passed";
+
+/// Whether a running flow's deadline passed while its current visit runs:
+/// then that visit fails with `deadline passed` (its error transition, if
+/// any, still runs). Once a deadline failed a visit it is spent: the error
+/// phase it leads to runs to its end.
+pub fn deadline_passed(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, FlowError)> {
+    let deadline = flow.deadline?;
+    let run = flow.current();
+    let spent = flow
+        .phases
+        .iter()
+        .filter_map(|visit| visit.error.as_ref())
+        .any(|error| error.message == DEADLINE_PASSED);
+    if flow.status != FlowStatus::Running
+        || run.state != PhaseState::Running
+        || now < deadline
+        || spent
+    {
+        return None;
+    }
+    Some((
+        run.cursor(),
+        FlowError {
+            phase: run.phase.clone(),
+            handler: None,
+            job_id: None,
+            attempts: 0,
+            message: DEADLINE_PASSED.to_owned(),
+        },
+    ))
 }
 
 /// Why a flow cannot be retried.
@@ -725,6 +761,30 @@ mod tests {
         };
         assert_eq!(status, FlowStatus::Failed);
         assert!(error.unwrap().message.contains("the most one flow may"));
+    }
+
+    #[test]
+    fn a_passed_deadline_fails_the_running_visit_once() {
+        let mut flow = new_flow();
+        flow.enter(&"fetching-pages".into(), None, Timestamp(2));
+        assert_eq!(deadline_passed(&flow, Timestamp(100)), None, "no deadline");
+        flow.deadline = Some(Timestamp(50));
+        assert_eq!(deadline_passed(&flow, Timestamp(49)), None, "not yet");
+        let (cursor, error) = deadline_passed(&flow, Timestamp(50)).expect("passed");
+        assert_eq!(cursor.phase.as_str(), "fetching-pages");
+        assert_eq!(error.message, DEADLINE_PASSED);
+        flow.current_mut().state = PhaseState::Failed;
+        flow.current_mut().error = Some(error.clone());
+        flow.enter(&"error".into(), Some(error), Timestamp(51));
+        assert_eq!(
+            deadline_passed(&flow, Timestamp(60)),
+            None,
+            "the error phase it led to runs"
+        );
+        let mut paused = new_flow();
+        paused.deadline = Some(Timestamp(1));
+        paused.status = FlowStatus::Paused;
+        assert_eq!(deadline_passed(&paused, Timestamp(5)), None);
     }
 
     #[test]

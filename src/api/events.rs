@@ -166,7 +166,7 @@ async fn follow_all(
                 Err(RecvError::Closed) => return,
             },
             announced = next_announcement(&mut announcements) => match announced {
-                Some(Ok(FlowEvent::Entered { flow, phase })) => event(
+                Some(Ok(FlowEvent::Entered { flow, phase, .. })) => event(
                     "flow",
                     &FlowChange { id: flow, status: FlowStatus::Running, phase },
                 ),

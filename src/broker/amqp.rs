@@ -30,15 +30,15 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::StreamExt;
 
 use super::{
     queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox, Nudge,
 };
-use crate::ids::{FlowId, PhaseName};
-use crate::model::{FlowStatus, Task};
+use crate::ids::FlowId;
+use crate::model::Task;
 
 /// Tasks per message: enough to get well past one confirm per job, few
 /// enough that a worker's crash redelivers little.
@@ -80,38 +80,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct AmqpBroker {
     inner: Arc<Inner>,
-}
-
-/// A flow event as it travels on the events exchange.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum WireEvent {
-    Entered { flow: FlowId, phase: PhaseName },
-    Ended { flow: FlowId, status: FlowStatus },
-}
-
-impl From<&FlowEvent> for WireEvent {
-    fn from(event: &FlowEvent) -> Self {
-        match event {
-            FlowEvent::Entered { flow, phase } => WireEvent::Entered {
-                flow: flow.clone(),
-                phase: phase.clone(),
-            },
-            FlowEvent::Ended { flow, status } => WireEvent::Ended {
-                flow: flow.clone(),
-                status: *status,
-            },
-        }
-    }
-}
-
-impl From<WireEvent> for FlowEvent {
-    fn from(event: WireEvent) -> Self {
-        match event {
-            WireEvent::Entered { flow, phase } => FlowEvent::Entered { flow, phase },
-            WireEvent::Ended { flow, status } => FlowEvent::Ended { flow, status },
-        }
-    }
 }
 
 fn persistent() -> BasicProperties {
@@ -487,8 +455,8 @@ impl AmqpBroker {
                 .map_err(failure)?;
             while let Some(delivery) = deliveries.next().await {
                 let delivery = delivery.map_err(failure)?;
-                if let Ok(event) = serde_json::from_slice::<WireEvent>(&delivery.data) {
-                    let _ = broker.inner.events.send(event.into());
+                if let Ok(event) = serde_json::from_slice::<FlowEvent>(&delivery.data) {
+                    let _ = broker.inner.events.send(event);
                 }
             }
             Err(failure("the events consumer ended"))
@@ -705,7 +673,7 @@ impl Broker for AmqpBroker {
     }
 
     async fn announce(&self, event: FlowEvent) -> Result<(), BrokerError> {
-        let body = encode(&WireEvent::from(&event))?;
+        let body = encode(&&event)?;
         let (channel, _) = self.publisher().await?;
         // Events are for whoever listens now, without waiting for a
         // confirm: a lost one is repaired by the waiter's own reads.

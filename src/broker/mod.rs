@@ -35,17 +35,35 @@ pub fn queue_name(handler: &HandlerName, version: &Version) -> String {
     format!("{handler}@{version}")
 }
 
-/// Something that happened to a flow, for those waiting on it.
-#[derive(Clone, Debug, PartialEq)]
+/// Something that happened to a flow, for those waiting on it and for
+/// workers with calls of it in flight.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum FlowEvent {
-    Entered { flow: FlowId, phase: PhaseName },
-    Ended { flow: FlowId, status: FlowStatus },
+    /// The flow entered `phase` as visit `seq`.
+    Entered {
+        flow: FlowId,
+        phase: PhaseName,
+        #[serde(default)]
+        seq: u32,
+    },
+    Ended {
+        flow: FlowId,
+        status: FlowStatus,
+    },
+    /// The flow's deadline passed while visit `seq` ran: that visit failed.
+    Expired {
+        flow: FlowId,
+        seq: u32,
+    },
 }
 
 impl FlowEvent {
     pub fn flow(&self) -> &FlowId {
         match self {
-            FlowEvent::Entered { flow, .. } | FlowEvent::Ended { flow, .. } => flow,
+            FlowEvent::Entered { flow, .. }
+            | FlowEvent::Ended { flow, .. }
+            | FlowEvent::Expired { flow, .. } => flow,
         }
     }
 }

@@ -350,6 +350,7 @@ impl Client {
                 .announce(FlowEvent::Entered {
                     flow: id,
                     phase: cursor.phase.clone(),
+                    seq: cursor.seq,
                 })
                 .await?;
             Ok(cursor)

@@ -87,7 +87,8 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     /// Flows being advanced now.
     active: Mutex<HashMap<FlowId, Pending>>,
-    /// Phase visits whose timeout is armed.
+    /// Phase visits whose timeout is armed, and (as visit `u32::MAX`) flows
+    /// whose deadline is.
     deadlines: Mutex<HashSet<(FlowId, u32)>>,
     limit: Arc<Semaphore>,
 }
@@ -291,7 +292,24 @@ impl Engine {
             let Some(record) = backend.queries.flow(flow).await? else {
                 return Ok(());
             };
-            self.arm_deadline(&record);
+            self.arm_phase_timeout(&record);
+            self.arm_flow_deadline(&record);
+            if let Some((cursor, error)) = rules::deadline_passed(&record, Timestamp::now()) {
+                let progress = backend
+                    .flows
+                    .record_failure(flow, &cursor, None, error, Timestamp::now())
+                    .await?;
+                if progress == crate::model::Progress::Failed {
+                    backend
+                        .broker
+                        .announce(FlowEvent::Expired {
+                            flow: flow.clone(),
+                            seq: cursor.seq,
+                        })
+                        .await?;
+                }
+                continue;
+            }
             let step = rules::next_step(&record, |handler| self.inner.catalog.offered(handler));
             match step {
                 Step::Idle => return Ok(()),
@@ -301,13 +319,14 @@ impl Engine {
                         .flows
                         .enter_phase(flow, &from, &to, error, now)
                         .await?;
-                    if entered.is_some() {
+                    if let Some(cursor) = entered {
                         phase_left(&record, now);
                         backend
                             .broker
                             .announce(FlowEvent::Entered {
                                 flow: flow.clone(),
                                 phase: to,
+                                seq: cursor.seq,
                             })
                             .await?;
                     }
@@ -408,8 +427,29 @@ impl Engine {
         lock(&self.inner.deadlines).retain(|(id, _)| id != flow);
     }
 
+    /// Wakes this engine for a flow when its deadline comes, once per flow:
+    /// the next look at it fails its running visit. (After a restart, or in
+    /// another engine, the sweep's first look arms it again.)
+    fn arm_flow_deadline(&self, record: &FlowRecord) {
+        let Some(deadline) = record.deadline else {
+            return;
+        };
+        if record.status.is_ended()
+            || !lock(&self.inner.deadlines).insert((record.id.clone(), u32::MAX))
+        {
+            return;
+        }
+        let wait = Timestamp::now().until(deadline);
+        let engine = self.clone();
+        let flow = record.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            engine.nudge(flow).await;
+        });
+    }
+
     /// Starts the clock of a phase with a timeout, once per visit.
-    fn arm_deadline(&self, record: &FlowRecord) {
+    fn arm_phase_timeout(&self, record: &FlowRecord) {
         let run = record.current();
         if run.state != PhaseState::Running || record.status.is_ended() {
             return;

@@ -102,8 +102,8 @@ struct WorkerInner {
     started_at: Timestamp,
 }
 
-/// A call in flight: its number, and the means to cancel it.
-type Call = (u64, Arc<Canceler>);
+/// A call in flight: its number, its visit, and the means to cancel it.
+type Call = (u64, u32, Arc<Canceler>);
 
 /// A handler call in flight, known to the worker until it is dropped.
 struct CallGuard<'a> {
@@ -116,7 +116,7 @@ impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         let mut calls = crate::sync::lock(&self.worker.calls);
         if let Some(list) = calls.get_mut(&self.flow) {
-            list.retain(|(id, _)| *id != self.id);
+            list.retain(|(id, _, _)| *id != self.id);
             if list.is_empty() {
                 calls.remove(&self.flow);
             }
@@ -163,28 +163,41 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for list in crate::sync::lock(&self.inner.calls).values() {
-            for (_, canceler) in list {
+            for (_, _, canceler) in list {
                 canceler.cancel(CancelReason::Shutdown);
             }
         }
         self.inner.registry.shutdown().await;
     }
 
-    /// Follows flow events, and cancels the calls of a flow that ended:
-    /// canceled, failed, or past its deadline.
+    /// Follows flow events, and cancels the calls no longer wanted: every
+    /// call of a flow that ended, the calls of a visit its flow left (the
+    /// phase failed), and those of a visit whose deadline passed.
     async fn cancel_calls_of_ended_flows(self) {
         let mut events = self.inner.backend.broker.subscribe();
         loop {
-            match events.recv().await {
-                Ok(FlowEvent::Ended { flow, .. }) => {
-                    if let Some(list) = crate::sync::lock(&self.inner.calls).get(&flow) {
-                        for (_, canceler) in list {
-                            canceler.cancel(CancelReason::Canceled);
-                        }
+            let (flow, wanted): (FlowId, Box<dyn Fn(u32) -> Option<CancelReason> + Send>) =
+                match events.recv().await {
+                    Ok(FlowEvent::Ended { flow, .. }) => {
+                        (flow, Box::new(|_| Some(CancelReason::Canceled)))
+                    }
+                    Ok(FlowEvent::Entered { flow, seq, .. }) => (
+                        flow,
+                        Box::new(move |visit| (visit < seq).then_some(CancelReason::Canceled)),
+                    ),
+                    Ok(FlowEvent::Expired { flow, seq }) => (
+                        flow,
+                        Box::new(move |visit| (visit == seq).then_some(CancelReason::Deadline)),
+                    ),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+            if let Some(list) = crate::sync::lock(&self.inner.calls).get(&flow) {
+                for (_, visit, canceler) in list {
+                    if let Some(reason) = wanted(*visit) {
+                        canceler.cancel(reason);
                     }
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
             }
         }
     }
@@ -336,12 +349,12 @@ impl Worker {
 
     /// Makes a call known, so that its flow's end reaches it, until the
     /// returned guard is dropped.
-    fn track_call(&self, flow: &FlowId, canceler: Arc<Canceler>) -> CallGuard<'_> {
+    fn track_call(&self, flow: &FlowId, visit: u32, canceler: Arc<Canceler>) -> CallGuard<'_> {
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
         crate::sync::lock(&self.inner.calls)
             .entry(flow.clone())
             .or_default()
-            .push((id, canceler));
+            .push((id, visit, canceler));
         CallGuard {
             worker: &self.inner,
             flow: flow.clone(),
@@ -369,7 +382,7 @@ impl Worker {
         let handler = registered.handler.clone();
         let (canceler, cancellation) = Cancellation::new();
         let canceler = Arc::new(canceler);
-        let _known = self.track_call(task.flow(), canceler.clone());
+        let _known = self.track_call(task.flow(), task.seq_and_slot().0, canceler.clone());
         let call = match task {
             Task::Enumerate {
                 cursor,

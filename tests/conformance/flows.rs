@@ -836,3 +836,54 @@ pub(crate) async fn only_a_flow_that_went_wrong_can_be_retried(kind: Kind) {
         Err(ClientError::UnknownFlow(_))
     ));
 }
+
+pub(crate) async fn a_passed_deadline_fails_the_phase_that_runs(kind: Kind) {
+    let gated = Gated::new(50);
+    let counter = Counter::new();
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", counter.clone())]),
+    )
+    .await;
+    let flow = workflow(json!({
+        "workflow": "late",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done", "on_error_transition_to": "report",
+                     "handlers": ["Gated"]},
+            "report": {"is_final": true, "handlers": ["Count"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let started = harness
+        .client
+        .start_with(
+            flow,
+            Map::new(),
+            StartOptions {
+                timeout: Some(Duration::from_millis(300)),
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let record = harness.wait(&started.id).await;
+    assert_eq!(phases_entered(&record), ["work", "report"]);
+    let error = record.transitions[1]
+        .error
+        .as_ref()
+        .expect("an error transition");
+    assert_eq!(error.message, rules::DEADLINE_PASSED);
+    assert_eq!(error.phase.as_str(), "work");
+    assert_eq!(
+        counter.processed.load(Ordering::SeqCst),
+        1,
+        "the error phase ran"
+    );
+    assert!(record.deadline.is_some());
+    // The jobs in flight were stopped, and no job started after the deadline.
+    let at_deadline = gated.started.load(Ordering::SeqCst);
+    assert!(at_deadline <= GATED_IN_FLIGHT, "{at_deadline} started");
+    gated.open();
+    harness.drained().await;
+    assert_eq!(gated.started.load(Ordering::SeqCst), at_deadline);
+}

@@ -119,4 +119,5 @@ every_backend!(
     a_failed_flow_is_retried_from_the_phase_that_failed,
     a_flow_that_ended_through_its_error_phase_is_retried_from_scratch,
     only_a_flow_that_went_wrong_can_be_retried,
+    a_passed_deadline_fails_the_phase_that_runs,
 );
