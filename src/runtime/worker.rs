@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{Backend, RuntimeError};
@@ -28,11 +28,12 @@ use crate::handler::{
     CancelReason, Canceler, Cancellation, EnumerateRequest, HandlerError, HandlerRegistry,
     JobRequest, RegisteredHandler,
 };
-use crate::ids::{Cursor, FlowId, HandlerName, JobKey};
+use crate::ids::{Cursor, FlowId, JobKey};
 use crate::metrics;
 use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
-use crate::store::{JobsToQueue, WORKER_LIVENESS};
+use crate::store::{JobsToQueue, SlotRequest, SlotTaken, WORKER_LIVENESS};
+use crate::sync::Backoff;
 use crate::time::{format_duration, Timestamp};
 
 /// Jobs in flight per handler version when neither the handlers file nor the
@@ -43,10 +44,16 @@ pub const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
 /// cancels them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a slot of a shared limit is held at a time; a call renews it
+/// every third of that, so a worker that dies gives its slots back within
+/// one lease.
+pub const DEFAULT_SLOT_LEASE: Duration = Duration::from_secs(30);
+
 pub struct WorkerBuilder {
     backend: Backend,
     registry: HandlerRegistry,
     concurrency: Option<usize>,
+    slot_lease: Duration,
 }
 
 impl WorkerBuilder {
@@ -55,7 +62,15 @@ impl WorkerBuilder {
             backend,
             registry,
             concurrency: None,
+            slot_lease: DEFAULT_SLOT_LEASE,
         }
+    }
+
+    /// How long a slot of a workflow's shared `concurrency` is held at a
+    /// time (renewed while its call runs).
+    pub fn slot_lease(mut self, lease: Duration) -> Self {
+        self.slot_lease = lease.max(Duration::from_millis(100));
+        self
     }
 
     /// Caps the jobs in flight across all of this worker's handlers.
@@ -70,10 +85,11 @@ impl WorkerBuilder {
                 backend: self.backend,
                 registry: self.registry,
                 overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
-                workflow_limits: Mutex::new(HashMap::new()),
+                slot_freed: Notify::new(),
                 calls: Mutex::new(HashMap::new()),
                 next_call: AtomicU64::new(0),
                 stopping: watch::channel(false).0,
+                slot_lease: self.slot_lease,
                 id: format!("{}-{}", host_name(), uuid::Uuid::now_v7().simple()),
                 started_at: Timestamp::now(),
             }),
@@ -90,16 +106,63 @@ struct WorkerInner {
     backend: Backend,
     registry: HandlerRegistry,
     overall: Option<Arc<Semaphore>>,
-    /// The workflow's own `concurrency` per handler, keyed by handler name and
-    /// limit (two workflows may set different limits on one handler).
-    workflow_limits: Mutex<HashMap<(HandlerName, u32), Arc<Semaphore>>>,
+    /// Wakes this worker's tasks waiting for a slot when one of its calls
+    /// gives one back.
+    slot_freed: Notify,
     /// Handler calls in flight, by flow, so that a flow's end reaches them.
     calls: Mutex<HashMap<FlowId, Vec<Call>>>,
     next_call: AtomicU64,
     /// Set when the worker stops taking tasks.
     stopping: watch::Sender<bool>,
+    slot_lease: Duration,
     id: String,
     started_at: Timestamp,
+}
+
+/// A slot of a shared limit, renewed while it is held and given back when
+/// it is dropped.
+struct SlotHold {
+    request: SlotRequest,
+    worker: Arc<WorkerInner>,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl SlotHold {
+    fn new(worker: Arc<WorkerInner>, request: SlotRequest) -> Self {
+        let renewing = {
+            let flows = worker.backend.flows.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(request.lease / 3).await;
+                    if let Err(error) = flows.renew_slot(&request, Timestamp::now()).await {
+                        tracing::warn!(%error, slot = %request.key, "renewing a slot failed");
+                    }
+                }
+            })
+        };
+        Self {
+            request,
+            worker,
+            renewing,
+        }
+    }
+}
+
+impl Drop for SlotHold {
+    fn drop(&mut self) {
+        self.renewing.abort();
+        let worker = self.worker.clone();
+        let request = self.request.clone();
+        tokio::spawn(async move {
+            match worker.backend.flows.release_slot(&request).await {
+                Ok(()) => worker.slot_freed.notify_waiters(),
+                Err(error) => {
+                    tracing::warn!(%error, slot = %request.key, "giving a slot back failed; its lease ends it")
+                }
+            }
+        });
+    }
 }
 
 /// A call in flight: its number, its visit, and the means to cancel it.
@@ -313,24 +376,54 @@ impl Worker {
         let (handler, version) = task.handler();
         let spec = handler_spec(&context, task);
         let registered = self.inner.registry.get(handler, version);
-        // Slots first, admission after: a task that waited for a slot is
-        // admitted only once it has one, so a pause or cancel that came
-        // meanwhile still stops it.
-        let _slot = match spec.and_then(|spec| spec.concurrency) {
-            Some(limit) => self
-                .workflow_limit(handler, limit)
-                .acquire_owned()
-                .await
-                .ok(),
-            None => None,
-        };
         let _capacity = match registered.and_then(|r| r.options.capacity.as_ref()) {
             Some(capacity) => capacity.acquire().await,
             None => None,
         };
-        if backend.flows.admit(task).await? != Admission::Run {
-            return Ok(());
+        // A workflow's `concurrency` holds across every worker: a slot of it
+        // is taken from the store after admission, in one step with a check
+        // that the flow still runs. A task that finds none asks admission
+        // again after a wait, so a pause or cancel meanwhile stops it.
+        let shared = spec
+            .and_then(|spec| spec.concurrency)
+            .map(|limit| SlotRequest {
+                key: handler.to_string(),
+                limit,
+                holder: format!(
+                    "{}:{}",
+                    self.inner.id,
+                    self.inner.next_call.fetch_add(1, Ordering::Relaxed)
+                ),
+                lease: self.inner.slot_lease,
+            });
+        let mut waits = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
+        loop {
+            if backend.flows.admit(task).await? != Admission::Run {
+                return Ok(());
+            }
+            let Some(request) = &shared else { break };
+            match backend
+                .flows
+                .take_slot(task, request, Timestamp::now())
+                .await?
+            {
+                SlotTaken::Taken => break,
+                SlotTaken::Moved => continue,
+                // A slot given back here wakes the wait at once; one given
+                // back by another worker is found by the next try.
+                SlotTaken::Busy { .. } => {
+                    let freed = self.inner.slot_freed.notified();
+                    tokio::select! {
+                        _ = waits.wait() => {}
+                        _ = freed => {}
+                    }
+                    if *self.inner.stopping.borrow() {
+                        return Err(RuntimeError::Stopping);
+                    }
+                }
+            }
         }
+        let _held = shared.map(|request| SlotHold::new(self.inner.clone(), request));
         let Some(registered) = registered else {
             let error =
                 HandlerError::permanent(format!("this worker does not host {handler} {version}"));
@@ -360,14 +453,6 @@ impl Worker {
             flow: flow.clone(),
             id,
         }
-    }
-
-    fn workflow_limit(&self, handler: &HandlerName, limit: u32) -> Arc<Semaphore> {
-        let mut limits = crate::sync::lock(&self.inner.workflow_limits);
-        limits
-            .entry((handler.clone(), limit))
-            .or_insert_with(|| Arc::new(Semaphore::new(limit as usize)))
-            .clone()
     }
 
     /// Runs the handler in a task of its own, so that a panic or a timeout

@@ -16,8 +16,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven,
-    Retention, StoreError, WorkerRegistry, WorkflowRegistry,
+    limit_note_holds, slot_note, CommandApplied, Created, Enumerated, FlowQueries, FlowQuery,
+    FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
+    WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -106,6 +107,8 @@ pub(super) struct FlowState {
     /// When an engine claimed the dispatch of an enumeration, by (visit,
     /// slot). Not durable: the queues the tasks went to are not either.
     pub dispatch_claims: HashMap<(u32, u16), Timestamp>,
+    /// Why a task of the flow waits for a limit, with the visit it waits in.
+    pub limit_note: Option<(u32, String)>,
 }
 
 impl FlowState {
@@ -116,7 +119,20 @@ impl FlowState {
             parked: Vec::new(),
             ended_outputs: None,
             dispatch_claims: HashMap::new(),
+            limit_note: None,
         }
+    }
+
+    /// The record as readers see it: the engine's waiting notes, and a
+    /// limit's, if a task waits for one.
+    fn shown(&self) -> FlowRecord {
+        let mut record = self.record.clone();
+        if let Some((seq, note)) = &self.limit_note {
+            if limit_note_holds(&record, *seq) {
+                record.waiting.push(note.clone());
+            }
+        }
+        record
     }
 }
 
@@ -147,6 +163,9 @@ pub(super) struct State {
     pub flows: BTreeMap<FlowId, FlowState>,
     /// Idempotency keys of kept flows, rebuilt from the records on load.
     pub keys: HashMap<String, FlowId>,
+    /// Slots of shared limits: key → holder → until when it holds. Not
+    /// durable: the calls that held them did not survive a restart either.
+    pub slots: HashMap<String, HashMap<String, Timestamp>>,
     pub workflows: BTreeMap<String, Arc<Workflow>>,
     workers: HashMap<String, WorkerInfo>,
     journaling: bool,
@@ -650,6 +669,53 @@ impl FlowStore for EmbeddedStore {
         .await
     }
 
+    async fn take_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotTaken, StoreError> {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        let Some(entry) = state.flows.get_mut(task.flow()) else {
+            return Ok(SlotTaken::Moved);
+        };
+        let seq = task.seq_and_slot().0;
+        if !limit_note_holds(&entry.record, seq) {
+            return Ok(SlotTaken::Moved);
+        }
+        let holders = state.slots.entry(request.key.clone()).or_default();
+        holders.retain(|_, until| *until > at);
+        let held = holders.len() as u32;
+        if held >= request.limit && !holders.contains_key(&request.holder) {
+            entry.limit_note = Some((seq, slot_note(request, held)));
+            return Ok(SlotTaken::Busy { held });
+        }
+        holders.insert(request.holder.clone(), at.plus(request.lease));
+        entry.limit_note = None;
+        Ok(SlotTaken::Taken)
+    }
+
+    async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        if let Some(until) = state
+            .slots
+            .get_mut(&request.key)
+            .and_then(|holders| holders.get_mut(&request.holder))
+        {
+            *until = at.plus(request.lease);
+        }
+        Ok(())
+    }
+
+    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        if let Some(holders) = state.slots.get_mut(&request.key) {
+            holders.remove(&request.holder);
+        }
+        Ok(())
+    }
+
     async fn apply_command(
         &self,
         flow: &FlowId,
@@ -764,7 +830,7 @@ impl FlowStore for EmbeddedStore {
 #[async_trait]
 impl FlowQueries for EmbeddedStore {
     async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
-        Ok(self.read(|state| state.flows.get(id).map(|flow| flow.record.clone())))
+        Ok(self.read(|state| state.flows.get(id).map(FlowState::shown)))
     }
 
     async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
@@ -795,10 +861,9 @@ impl FlowQueries for EmbeddedStore {
                 None => Box::new(state.flows.values().rev()),
             };
             newest_first
-                .map(|flow| &flow.record)
-                .filter(|record| matches_query(record, query))
+                .filter(|flow| matches_query(&flow.record, query))
                 .take(query.limit.max(1))
-                .cloned()
+                .map(FlowState::shown)
                 .collect()
         }))
     }

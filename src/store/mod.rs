@@ -34,7 +34,7 @@ use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    Progress, Requester, Task, WorkerInfo,
+    PhaseState, Progress, Requester, Task, WorkerInfo,
 };
 use crate::rules::CommandRejected;
 use crate::time::Timestamp;
@@ -148,6 +148,47 @@ pub struct Enumerated {
 pub struct Redriven {
     pub cursor: Cursor,
     pub tasks: Vec<Task>,
+}
+
+/// A slot of a limit shared by every worker: at most `limit` calls hold a
+/// slot of `key` at once. A slot is held for `lease` at a time, renewed
+/// while its call runs, so a worker that dies gives it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// What the limit protects: the handler's name.
+    pub key: String,
+    pub limit: u32,
+    /// Who holds the slot: a worker's call.
+    pub holder: String,
+    pub lease: Duration,
+}
+
+/// The waiting note of a flow whose task finds every slot held.
+pub fn slot_note(request: &SlotRequest, held: u32) -> String {
+    format!(
+        "waiting for a slot: {} {held}/{}",
+        request.key, request.limit
+    )
+}
+
+/// Whether a limit's waiting note, left by a task of visit `seq`, still
+/// describes the flow: only while that visit runs.
+pub fn limit_note_holds(record: &FlowRecord, seq: u32) -> bool {
+    let run = record.current();
+    record.status == FlowStatus::Running && run.seq == seq && run.state == PhaseState::Running
+}
+
+/// What taking a slot did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotTaken {
+    Taken,
+    /// Every slot is held; the flow's waiting note says so until it gets one.
+    Busy {
+        held: u32,
+    },
+    /// The flow left the task's running visit, or stopped running: ask
+    /// admission again.
+    Moved,
 }
 
 /// What a status command did.
@@ -273,6 +314,21 @@ pub trait FlowStore: Send + Sync + 'static {
     /// Decides whether a worker may start a task now, and keeps the task
     /// aside (atomically with the decision) when its flow is paused.
     async fn admit(&self, task: &Task) -> Result<Admission, StoreError>;
+
+    /// Takes a slot of `request` for a task admission let run, if its flow
+    /// still runs the task's visit; the check and the take are one step.
+    async fn take_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotTaken, StoreError>;
+
+    /// Keeps a slot held for another lease.
+    async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError>;
+
+    /// Gives a slot back.
+    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError>;
 
     /// Pauses, resumes or cancels a flow, or says why it cannot, and keeps
     /// who asked in the flow's history.

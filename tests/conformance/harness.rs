@@ -183,6 +183,16 @@ impl Harness {
         kind: Kind,
         registry: HandlerRegistry,
     ) -> (Harness, Arc<CountedAdmissions>) {
+        Self::start_workers(kind, registry, 1).await
+    }
+
+    /// An engine and `workers` workers, each hosting `registry`, with
+    /// admissions counted.
+    pub(crate) async fn start_workers(
+        kind: Kind,
+        registry: HandlerRegistry,
+        workers: usize,
+    ) -> (Harness, Arc<CountedAdmissions>) {
         let local = LocalBroker::new();
         let (store, mut backend, scratch) = Self::backend_with(kind, Arc::new(local.clone())).await;
         let counted = Arc::new(CountedAdmissions {
@@ -200,15 +210,15 @@ impl Harness {
             registry
         };
         let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
-        let worker = WorkerBuilder::new(backend.clone(), registry).build();
-        let tasks = vec![
-            tokio::spawn(async move {
-                engine.run().await.expect("engine");
-            }),
-            tokio::spawn(async move {
+        let mut tasks = vec![tokio::spawn(async move {
+            engine.run().await.expect("engine");
+        })];
+        for _ in 0..workers.max(1) {
+            let worker = WorkerBuilder::new(backend.clone(), registry.clone()).build();
+            tasks.push(tokio::spawn(async move {
                 worker.run().await.expect("worker");
-            }),
-        ];
+            }));
+        }
         let harness = Harness {
             client: Client::new(backend.clone()),
             backend,
@@ -419,6 +429,23 @@ impl FlowStore for CountedAdmissions {
         at: Timestamp,
     ) -> Result<CommandApplied, StoreError> {
         self.inner.apply_command(flow, command, by, at).await
+    }
+
+    async fn take_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotTaken, StoreError> {
+        self.inner.take_slot(task, request, at).await
+    }
+
+    async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
+        self.inner.renew_slot(request, at).await
+    }
+
+    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+        self.inner.release_slot(request).await
     }
 
     async fn redrive(

@@ -26,7 +26,7 @@ use distribot::runtime::{
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, RedisStore, Redriven, Store, StoreError,
+    JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken, Store, StoreError,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -120,4 +120,6 @@ every_backend!(
     a_flow_that_ended_through_its_error_phase_is_retried_from_scratch,
     only_a_flow_that_went_wrong_can_be_retried,
     a_passed_deadline_fails_the_phase_that_runs,
+    a_concurrency_limit_holds_across_workers,
+    slots_are_shared_leased_and_given_back,
 );

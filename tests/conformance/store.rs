@@ -399,3 +399,95 @@ pub(crate) async fn completions_outside_the_recorded_jobs_are_refused(kind: Kind
     assert_eq!((handler.done, handler.total), (2, 2));
     assert!(store.outputs(&id).await.unwrap()[&PhaseName::new("a")]["H"].is_empty());
 }
+
+pub(crate) async fn slots_are_shared_leased_and_given_back(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_in_a_phase(store, 3).await;
+    let task = Task::Process {
+        key: key(&id, 0),
+        phase: cursor.phase.clone(),
+        handler: "H".into(),
+        version: v1(),
+        attempt: 1,
+        job: Value::Null,
+    };
+    let slot = |holder: &str| SlotRequest {
+        key: format!("H-{}", id),
+        limit: 2,
+        holder: holder.to_owned(),
+        lease: Duration::from_secs(10),
+    };
+    let at = Timestamp::now();
+    assert_eq!(
+        store.take_slot(&task, &slot("a"), at).await.unwrap(),
+        SlotTaken::Taken
+    );
+    assert_eq!(
+        store.take_slot(&task, &slot("b"), at).await.unwrap(),
+        SlotTaken::Taken
+    );
+    assert_eq!(
+        store.take_slot(&task, &slot("c"), at).await.unwrap(),
+        SlotTaken::Busy { held: 2 }
+    );
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert!(
+        record
+            .waiting
+            .contains(&format!("waiting for a slot: H-{id} 2/2")),
+        "{:?}",
+        record.waiting
+    );
+    store.release_slot(&slot("a")).await.unwrap();
+    assert_eq!(
+        store.take_slot(&task, &slot("c"), at).await.unwrap(),
+        SlotTaken::Taken
+    );
+    assert!(store.flow(&id).await.unwrap().unwrap().waiting.is_empty());
+    // A holder that stops renewing (its worker died) loses its slot when
+    // its lease ends; one that renews keeps it.
+    let later = at.plus(Duration::from_secs(8));
+    store.renew_slot(&slot("b"), later).await.unwrap();
+    let past_the_lease = at.plus(Duration::from_secs(11));
+    assert_eq!(
+        store
+            .take_slot(&task, &slot("d"), past_the_lease)
+            .await
+            .unwrap(),
+        SlotTaken::Taken,
+        "c's lease ended"
+    );
+    assert_eq!(
+        store
+            .take_slot(&task, &slot("e"), past_the_lease)
+            .await
+            .unwrap(),
+        SlotTaken::Busy { held: 2 },
+        "b renewed"
+    );
+    // A flow that left the task's visit gets no slot.
+    store
+        .record_failure(
+            &id,
+            &cursor,
+            None,
+            FlowError {
+                phase: "a".into(),
+                handler: None,
+                job_id: None,
+                attempts: 0,
+                message: "stop".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_slot(&task, &slot("f"), past_the_lease)
+            .await
+            .unwrap(),
+        SlotTaken::Moved
+    );
+}

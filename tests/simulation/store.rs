@@ -282,6 +282,23 @@ impl FlowStore for SimStore {
         applied
     }
 
+    async fn take_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotTaken, StoreError> {
+        self.inner.take_slot(task, request, at).await
+    }
+
+    async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
+        self.inner.renew_slot(request, at).await
+    }
+
+    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+        self.inner.release_slot(request).await
+    }
+
     async fn redrive(
         &self,
         flow: &FlowId,

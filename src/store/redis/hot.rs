@@ -20,6 +20,8 @@ pub const ERROR: &str = "error";
 pub const ENDED_AT: &str = "ended_at";
 /// Why the flow cannot go on right now, as JSON.
 pub const WAITING: &str = "waiting";
+/// Why a task of the flow waits for a shared limit, while one does.
+pub const LIMIT_NOTE: &str = "wl";
 
 /// Per visit: its phase.
 pub const PHASE: &str = "p:";
@@ -77,6 +79,7 @@ pub fn lua_prelude() -> String {
         ("seq", SEQ),
         ("error", ERROR),
         ("ended_at", ENDED_AT),
+        ("limit_note", LIMIT_NOTE),
         ("phase", PHASE),
         ("slots", SLOTS),
         ("state", STATE),

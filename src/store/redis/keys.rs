@@ -65,6 +65,10 @@ impl Keys {
     pub fn idempotency(&self) -> String {
         format!("{}:keys", self.prefix)
     }
+    /// The slots of a limit shared by every worker: holder → lease end.
+    pub fn slots(&self, key: &str) -> String {
+        format!("{}:slots:{key}", self.prefix)
+    }
     pub fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
     }

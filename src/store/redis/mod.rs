@@ -29,8 +29,9 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    CommandApplied, Created, Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven,
-    Retention, StoreError, WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    limit_note_holds, slot_note, CommandApplied, Created, Enumerated, FlowQueries, FlowQuery,
+    FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
+    WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_definition_value, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -227,7 +228,7 @@ impl RedisStore {
             .iter()
             .map(|c| from_json(c, "a command"))
             .collect::<Result<Vec<CommandRecord>, _>>()?;
-        Ok(Some(FlowRecord {
+        let mut record = FlowRecord {
             id: id.clone(),
             workflow,
             data: Arc::new(data),
@@ -250,10 +251,16 @@ impl RedisStore {
             created_at,
             ended_at: number(hot::ENDED_AT).map(Timestamp),
             waiting: text(hot::WAITING)
-                .map(|w| from_json(w, "waiting reasons"))
+                .map(|w| from_json::<Vec<String>>(w, "waiting reasons"))
                 .transpose()?
                 .unwrap_or_default(),
-        }))
+        };
+        if let Some((seq, note)) = text(hot::LIMIT_NOTE).and_then(|n| n.split_once('|')) {
+            if seq.parse().is_ok_and(|seq| limit_note_holds(&record, seq)) {
+                record.waiting.push(note.to_string());
+            }
+        }
+        Ok(Some(record))
     }
 
     /// Outputs of the visits before `before_seq` (all of them for `u32::MAX`).
@@ -747,6 +754,59 @@ impl FlowStore for RedisStore {
             }
         }
         Err(StoreError::Contention(task.flow().clone()))
+    }
+
+    async fn take_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotTaken, StoreError> {
+        let note = slot_note(request, 0);
+        let note = note.trim_end_matches(&format!("0/{}", request.limit));
+        let reply: Vec<String> = self
+            .scripts
+            .slot
+            .key(self.keys.hot(task.flow()))
+            .key(self.keys.slots(&request.key))
+            .arg(task.seq_and_slot().0)
+            .arg(at.millis())
+            .arg(request.lease.as_millis() as u64)
+            .arg(request.limit)
+            .arg(&request.holder)
+            .arg(format!("{}|{note}", task.seq_and_slot().0))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(match reply.as_slice() {
+            [taken] if taken == "taken" => SlotTaken::Taken,
+            [busy, held] if busy == "busy" => SlotTaken::Busy {
+                held: held.parse().unwrap_or(request.limit),
+            },
+            _ => SlotTaken::Moved,
+        })
+    }
+
+    async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
+        let until = at.plus(request.lease).millis();
+        let _: () = redis::cmd("ZADD")
+            .arg(self.keys.slots(&request.key))
+            .arg("XX")
+            .arg(until)
+            .arg(&request.holder)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+        let _: () = self
+            .conn()
+            .zrem(self.keys.slots(&request.key), &request.holder)
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn apply_command(

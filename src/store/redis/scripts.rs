@@ -19,6 +19,7 @@ pub(super) struct Scripts {
     pub remove: Script,
     pub redrive: Script,
     pub redriven: Script,
+    pub slot: Script,
 }
 
 impl Scripts {
@@ -39,6 +40,7 @@ impl Scripts {
             remove: script(include_str!("scripts/remove.lua")),
             redrive: script(include_str!("scripts/redrive.lua")),
             redriven: script(include_str!("scripts/redriven.lua")),
+            slot: script(include_str!("scripts/slot.lua")),
         }
     }
 }
