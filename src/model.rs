@@ -624,6 +624,10 @@ pub struct FlowContext {
     pub data: Arc<Map<String, Value>>,
 }
 
+/// The highest priority a flow may have; its tasks are taken before those
+/// of lower ones.
+pub const MAX_PRIORITY: u8 = 9;
+
 /// Work for a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -636,6 +640,9 @@ pub enum Task {
         handler: HandlerName,
         version: Version,
         attempt: u32,
+        /// The flow's priority: workers take higher first.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        priority: u8,
     },
     /// Process one job.
     Process {
@@ -645,7 +652,13 @@ pub enum Task {
         version: Version,
         attempt: u32,
         job: Value,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        priority: u8,
     },
+}
+
+fn is_zero(priority: &u8) -> bool {
+    *priority == 0
 }
 
 impl Task {
@@ -670,6 +683,13 @@ impl Task {
     pub fn attempt(&self) -> u32 {
         match self {
             Task::Enumerate { attempt, .. } | Task::Process { attempt, .. } => *attempt,
+        }
+    }
+
+    /// Its flow's priority, 0 to [`MAX_PRIORITY`].
+    pub fn priority(&self) -> u8 {
+        match self {
+            Task::Enumerate { priority, .. } | Task::Process { priority, .. } => *priority,
         }
     }
 

@@ -702,6 +702,7 @@ mod tests {
             version: v("1.0"),
             attempt: 1,
             job: serde_json::Value::Null,
+            priority: 0,
         }
     }
 

@@ -38,7 +38,7 @@ use super::{
     queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox, Nudge,
 };
 use crate::ids::FlowId;
-use crate::model::Task;
+use crate::model::{Task, MAX_PRIORITY};
 
 /// Tasks per message: enough to get well past one confirm per job, few
 /// enough that a worker's crash redelivers little.
@@ -72,6 +72,9 @@ struct Inner {
     declared: SyncMutex<HashSet<String>>,
     /// Every queue this broker ever declared, for [`AmqpBroker::delete_queues`].
     ever_declared: SyncMutex<HashSet<String>>,
+    /// Task queues that exist without priorities (declared by a release
+    /// before them): used as they are, first in first out.
+    without_priorities: SyncMutex<HashSet<String>>,
     events: broadcast::Sender<FlowEvent>,
     listening: AtomicBool,
     closed: AtomicBool,
@@ -84,6 +87,18 @@ pub struct AmqpBroker {
 
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
+}
+
+/// How a queue is declared.
+#[derive(Clone)]
+enum QueueKind {
+    /// The engines' nudge queue.
+    Plain,
+    /// A task queue: a priority queue, so that workers take the tasks of
+    /// higher-priority flows first.
+    Tasks,
+    /// A delay queue, with its expiry and dead-letter arguments.
+    Delay(FieldTable),
 }
 
 fn durable() -> QueueDeclareOptions {
@@ -107,6 +122,7 @@ impl AmqpBroker {
                 generation: AtomicUsize::new(0),
                 declared: SyncMutex::new(HashSet::new()),
                 ever_declared: SyncMutex::new(HashSet::new()),
+                without_priorities: SyncMutex::new(HashSet::new()),
                 events,
                 listening: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
@@ -227,21 +243,53 @@ impl AmqpBroker {
         &self,
         channel: &Channel,
         queue: &str,
-        arguments: FieldTable,
+        kind: &QueueKind,
     ) -> Result<(), BrokerError> {
-        if !self.is_declared(queue) {
-            channel
-                .queue_declare(queue, durable(), arguments)
-                .await
-                .map_err(failure)?;
-            self.mark_declared(queue);
-            self.inner
-                .ever_declared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(queue.to_owned());
+        if self.is_declared(queue) {
+            return Ok(());
         }
+        let arguments = match kind {
+            QueueKind::Plain => FieldTable::default(),
+            QueueKind::Tasks if self.lacks_priorities(queue) => FieldTable::default(),
+            QueueKind::Tasks => {
+                let mut arguments = FieldTable::default();
+                arguments.insert(
+                    ShortString::from("x-max-priority"),
+                    AMQPValue::ShortShortUInt(MAX_PRIORITY),
+                );
+                arguments
+            }
+            QueueKind::Delay(arguments) => arguments.clone(),
+        };
+        match channel.queue_declare(queue, durable(), arguments).await {
+            Ok(_) => {}
+            // The queue exists with other arguments: a task queue from
+            // before priorities. It keeps working, without them; the next
+            // try (on a new channel, as this one is closed) declares it as
+            // it is.
+            Err(lapin::Error::ProtocolError(error))
+                if matches!(kind, QueueKind::Tasks) && error.get_id() == 406 =>
+            {
+                tracing::warn!(
+                    queue,
+                    "this task queue was made without priorities; jobs in it are taken in order. Delete it while no flow runs to have priorities"
+                );
+                crate::sync::lock(&self.inner.without_priorities).insert(queue.to_owned());
+                return Err(failure(error));
+            }
+            Err(error) => return Err(failure(error)),
+        }
+        self.mark_declared(queue);
+        self.inner
+            .ever_declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.to_owned());
         Ok(())
+    }
+
+    fn lacks_priorities(&self, queue: &str) -> bool {
+        crate::sync::lock(&self.inner.without_priorities).contains(queue)
     }
 
     /// The fanout exchange flow events travel on, declared once per
@@ -355,10 +403,13 @@ impl AmqpBroker {
         channel: &Channel,
         message: &Outgoing,
     ) -> Result<lapin::publisher_confirm::PublisherConfirm, BrokerError> {
-        self.declare(channel, &message.queue, message.arguments.clone())
-            .await?;
+        self.declare(channel, &message.queue, &message.kind).await?;
         if let Some(target) = &message.target {
-            self.declare(channel, target, FieldTable::default()).await?;
+            self.declare(channel, target, &QueueKind::Tasks).await?;
+        }
+        let mut properties = persistent();
+        if message.priority > 0 {
+            properties = properties.with_priority(message.priority);
         }
         channel
             .basic_publish(
@@ -366,7 +417,7 @@ impl AmqpBroker {
                 &message.queue,
                 BasicPublishOptions::default(),
                 &message.body,
-                persistent(),
+                properties,
             )
             .await
             .map_err(failure)
@@ -464,11 +515,13 @@ impl AmqpBroker {
     }
 }
 
-/// One message to publish: where, what, and the queue's arguments.
+/// One message to publish: where, what, how its queue is declared, and
+/// its priority.
 struct Outgoing {
     queue: String,
     body: Vec<u8>,
-    arguments: FieldTable,
+    kind: QueueKind,
+    priority: u8,
     /// For delay queues: the queue they dead-letter into, which must exist.
     target: Option<String>,
 }
@@ -511,21 +564,26 @@ fn delay_arguments(delay: Duration, target: &str) -> FieldTable {
 #[async_trait]
 impl Broker for AmqpBroker {
     async fn publish(&self, tasks: Vec<Task>) -> Result<(), BrokerError> {
-        let mut by_queue: BTreeMap<String, Vec<Task>> = BTreeMap::new();
+        // A message holds tasks of one priority, as it is delivered by its own.
+        let mut by_queue: BTreeMap<(String, u8), Vec<Task>> = BTreeMap::new();
         for task in tasks {
             let (handler, version) = task.handler();
             by_queue
-                .entry(self.task_queue(&queue_name(handler, version)))
+                .entry((
+                    self.task_queue(&queue_name(handler, version)),
+                    task.priority().min(MAX_PRIORITY),
+                ))
                 .or_default()
                 .push(task);
         }
         let mut messages = Vec::new();
-        for (queue, tasks) in by_queue {
+        for ((queue, priority), tasks) in by_queue {
             for chunk in tasks.chunks(TASKS_PER_MESSAGE) {
                 messages.push(Outgoing {
                     queue: queue.clone(),
                     body: encode(&chunk)?,
-                    arguments: FieldTable::default(),
+                    kind: QueueKind::Tasks,
+                    priority,
                     target: None,
                 });
             }
@@ -538,7 +596,8 @@ impl Broker for AmqpBroker {
         let target = self.task_queue(&queue_name(handler, version));
         let queue = format!("{}.delay.{}.{target}", self.inner.prefix, delay.as_millis());
         let message = Outgoing {
-            arguments: delay_arguments(delay, &target),
+            kind: QueueKind::Delay(delay_arguments(delay, &target)),
+            priority: task.priority().min(MAX_PRIORITY),
             body: encode(&[task])?,
             queue,
             target: Some(target),
@@ -564,7 +623,7 @@ impl Broker for AmqpBroker {
                 let queue = queue.clone();
                 let sender = sender.clone();
                 async move {
-                    broker.declare(&channel, &queue, FieldTable::default()).await?;
+                    broker.declare(&channel, &queue, &QueueKind::Tasks).await?;
                     channel
                         .basic_qos(messages_in_flight, BasicQosOptions::default())
                         .await
@@ -615,7 +674,8 @@ impl Broker for AmqpBroker {
         let message = Outgoing {
             queue: self.engine_queue(),
             body: flow.as_str().as_bytes().to_vec(),
-            arguments: FieldTable::default(),
+            kind: QueueKind::Plain,
+            priority: 0,
             target: None,
         };
         // Not waiting for the confirm saves a disk round trip per phase. A
@@ -631,9 +691,7 @@ impl Broker for AmqpBroker {
             let queue = queue.clone();
             let sender = sender.clone();
             async move {
-                broker
-                    .declare(&channel, &queue, FieldTable::default())
-                    .await?;
+                broker.declare(&channel, &queue, &QueueKind::Plain).await?;
                 channel
                     .basic_qos(512, BasicQosOptions::default())
                     .await

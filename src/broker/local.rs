@@ -17,15 +17,40 @@ use super::{
     queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox, Nudge,
 };
 use crate::ids::FlowId;
-use crate::model::Task;
+use crate::model::{Task, MAX_PRIORITY};
 
 struct Inner {
-    queues: Mutex<HashMap<String, VecDeque<Task>>>,
+    queues: Mutex<HashMap<String, Lanes>>,
     available: Notify,
     nudges: mpsc::UnboundedSender<FlowId>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<FlowId>>>,
     events: broadcast::Sender<FlowEvent>,
     closed: AtomicBool,
+}
+
+/// A queue with a lane per priority: the highest lane with a task gives
+/// the next one, first in first out within a lane.
+#[derive(Default)]
+struct Lanes {
+    lanes: Vec<VecDeque<Task>>,
+    len: usize,
+}
+
+impl Lanes {
+    fn push(&mut self, task: Task) {
+        let lane = usize::from(task.priority().min(MAX_PRIORITY));
+        if self.lanes.len() <= lane {
+            self.lanes.resize_with(lane + 1, VecDeque::new);
+        }
+        self.lanes[lane].push_back(task);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Task> {
+        let task = self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.len -= 1;
+        Some(task)
+    }
 }
 
 #[derive(Clone)]
@@ -66,7 +91,7 @@ impl LocalBroker {
                 queues
                     .entry(queue_name(handler, version))
                     .or_default()
-                    .push_back(task);
+                    .push(task);
             }
         }
         self.inner.available.notify_waiters();
@@ -79,7 +104,7 @@ impl LocalBroker {
     /// Tasks waiting in queues, for progress displays and tests.
     pub fn depth(&self) -> usize {
         let queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.values().map(VecDeque::len).sum()
+        queues.values().map(|lanes| lanes.len).sum()
     }
 }
 
@@ -155,7 +180,7 @@ impl Broker for LocalBroker {
         let queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
         let mut depths: Vec<(String, u64)> = queues
             .iter()
-            .map(|(name, tasks)| (name.clone(), tasks.len() as u64))
+            .map(|(name, tasks)| (name.clone(), tasks.len as u64))
             .collect();
         depths.sort();
         Ok(depths)
@@ -186,10 +211,7 @@ impl LocalConsumer {
             .unwrap_or_else(|p| p.into_inner());
         for offset in 0..self.queues.len() {
             let index = (self.next_queue + offset) % self.queues.len();
-            if let Some(task) = queues
-                .get_mut(&self.queues[index])
-                .and_then(VecDeque::pop_front)
-            {
+            if let Some(task) = queues.get_mut(&self.queues[index]).and_then(Lanes::pop) {
                 // Take turns, so that one busy queue cannot starve the others.
                 self.next_queue = index + 1;
                 return Some(task);

@@ -77,8 +77,7 @@ impl ClientError {
     }
 }
 
-/// The highest priority a flow may have.
-pub const MAX_PRIORITY: u8 = 9;
+pub use crate::model::MAX_PRIORITY;
 
 /// How a flow is started, beyond its workflow and data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

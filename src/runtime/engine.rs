@@ -382,7 +382,9 @@ impl Engine {
                     if reasons != record.waiting {
                         backend.flows.note_waiting(flow, reasons).await?;
                     }
-                    let tasks = self.claimed_orders(flow, &cursor, orders).await?;
+                    let tasks = self
+                        .claimed_orders(flow, &cursor, orders, record.priority)
+                        .await?;
                     backend.broker.publish(tasks).await?;
                     return Ok(());
                 }
@@ -398,6 +400,7 @@ impl Engine {
         flow: &FlowId,
         cursor: &Cursor,
         orders: Vec<rules::EnumerateOrder>,
+        priority: u8,
     ) -> Result<Vec<Task>, RuntimeError> {
         if orders.is_empty() {
             return Ok(Vec::new());
@@ -419,6 +422,7 @@ impl Engine {
                 handler: order.handler,
                 version: order.version,
                 attempt: 1,
+                priority,
             })
             .collect())
     }

@@ -602,6 +602,7 @@ impl Worker {
                             version: version.clone(),
                             attempt: 1,
                             job,
+                            priority: task.priority(),
                         })
                         .collect();
                     backend.broker.publish(tasks).await?;

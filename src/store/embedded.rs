@@ -61,7 +61,7 @@ impl JobTable {
     }
 
     /// The tasks of the jobs not done yet, at their current attempts.
-    pub fn unfinished(&self, flow: &FlowId, cursor: &Cursor, slot: u16) -> Vec<Task> {
+    pub fn unfinished(&self, flow: &FlowId, cursor: &Cursor, slot: u16, priority: u8) -> Vec<Task> {
         self.jobs
             .iter()
             .enumerate()
@@ -78,6 +78,7 @@ impl JobTable {
                 version: self.version.clone(),
                 attempt: self.attempts[index],
                 job: job.clone(),
+                priority,
             })
             .collect()
     }
@@ -757,6 +758,7 @@ impl FlowStore for EmbeddedStore {
             let journaling = state.journaling;
             let entry = state.flow_mut(flow)?;
             let failed = rules::redrive_target(&entry.record)?;
+            let priority = entry.record.priority;
             let (cursor, carried) = entry.record.redrive(failed, from_scratch, by, at);
             let mut tasks = Vec::new();
             let mut journal = Vec::new();
@@ -765,7 +767,7 @@ impl FlowStore for EmbeddedStore {
                     continue;
                 };
                 let table = old.carried();
-                tasks.extend(table.unfinished(flow, &cursor, slot));
+                tasks.extend(table.unfinished(flow, &cursor, slot, priority));
                 if journaling {
                     journal.push(JournalEntry::JobsAdded {
                         flow: flow.clone(),
@@ -808,13 +810,14 @@ impl FlowStore for EmbeddedStore {
             let entry = state.flow_mut(flow)?;
             entry.parked.clear();
             entry.dispatch_claims.clear();
+            let priority = entry.record.priority;
             let run = entry.record.current();
             let cursor = run.cursor();
             let mut tasks = Vec::new();
             if !entry.record.status.is_ended() && run.state == PhaseState::Running {
                 for slot in 0..run.handlers.len() as u16 {
                     if let Some(table) = entry.jobs.get_mut(&(cursor.seq, slot)) {
-                        tasks.extend(table.unfinished(flow, &cursor, slot));
+                        tasks.extend(table.unfinished(flow, &cursor, slot, priority));
                         // Handed over to be queued: a repeated enumeration
                         // queues nothing.
                         table.queued = true;

@@ -24,6 +24,7 @@ pub(crate) async fn a_reopened_database_holds_every_committed_change() {
             version: v1(),
             attempt: 1,
             job: Value::Null,
+            priority: 0,
         };
         store.record_retry(&retried, 2).await.unwrap();
         (id, cursor)

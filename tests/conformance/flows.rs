@@ -931,3 +931,52 @@ pub(crate) async fn a_concurrency_limit_holds_across_workers(kind: Kind) {
     assert_eq!(gated.started.load(Ordering::SeqCst), 10);
     assert!(record.waiting.is_empty(), "{:?}", record.waiting);
 }
+
+pub(crate) async fn higher_priority_flows_are_taken_first(kind: Kind) {
+    let tagged = Tagged::new();
+    // One slow worker, one job at a time: the queue decides the order.
+    let mut handlers = HandlerRegistry::new();
+    handlers.register_arc(
+        "Tagged".into(),
+        v1(),
+        tagged.clone(),
+        HandlerOptions {
+            concurrency: Some(1),
+            ..HandlerOptions::default()
+        },
+    );
+    let harness = Harness::start(kind, handlers).await;
+    let flow = workflow(json!({
+        "workflow": "prioritised",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done", "handlers": ["Tagged"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let start = |tag: &str, jobs: u64, priority: u8| {
+        let data = json!({"tag": tag, "jobs": jobs})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let options = StartOptions {
+            priority,
+            ..StartOptions::default()
+        };
+        harness.client.start_with(flow.clone(), data, options)
+    };
+    let low = start("low", 500, 0).await.unwrap().id;
+    eventually("the low flow's jobs are queued", || async {
+        tagged.done("low") > 0
+    })
+    .await;
+    let high = start("high", 10, 9).await.unwrap().id;
+    let record = harness.wait(&high).await;
+    assert!(rules::ended_well(&record));
+    let low_done = tagged.done("low");
+    assert!(
+        low_done < 250,
+        "the priority-9 flow ended after {low_done} of the 500 priority-0 jobs"
+    );
+    assert!(rules::ended_well(&harness.wait(&low).await));
+    assert_eq!(tagged.done("low"), 500);
+}

@@ -205,3 +205,42 @@ impl Handler for Switch {
         Ok(Some(Value::from(job * 10)))
     }
 }
+
+/// A slow handler that counts the jobs it did per flow tag
+/// (`data["tag"]`); it enumerates `data["jobs"]` jobs.
+pub(crate) struct Tagged {
+    pub(crate) done: Mutex<HashMap<String, usize>>,
+}
+
+impl Tagged {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            done: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn done(&self, tag: &str) -> usize {
+        self.done.lock().unwrap().get(tag).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl Handler for Tagged {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let jobs = request
+            .data
+            .get("jobs")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        let tag = request.data.get("tag").cloned().unwrap_or(Value::Null);
+        Ok((0..jobs).map(|_| tag.clone()).collect())
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        // The work a slow downstream takes.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let tag = request.job.as_str().unwrap_or_default().to_owned();
+        *self.done.lock().unwrap().entry(tag).or_default() += 1;
+        Ok(None)
+    }
+}

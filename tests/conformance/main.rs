@@ -4,6 +4,7 @@
 //! instantiates every case for every backend. A backend is done when it
 //! passes all of them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use distribot::version::Version;
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
+mod broker;
 mod durability;
 mod flows;
 mod handlers;
@@ -122,4 +124,5 @@ every_backend!(
     a_passed_deadline_fails_the_phase_that_runs,
     a_concurrency_limit_holds_across_workers,
     slots_are_shared_leased_and_given_back,
+    higher_priority_flows_are_taken_first,
 );

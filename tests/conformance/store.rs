@@ -371,6 +371,7 @@ pub(crate) async fn completions_outside_the_recorded_jobs_are_refused(kind: Kind
             version: v1(),
             attempt: 1,
             job: Value::Null,
+            priority: 0,
         };
         assert_eq!(store.admit(&task).await.unwrap(), Admission::Drop);
     }
@@ -411,6 +412,7 @@ pub(crate) async fn slots_are_shared_leased_and_given_back(kind: Kind) {
         version: v1(),
         attempt: 1,
         job: Value::Null,
+        priority: 0,
     };
     let slot = |holder: &str| SlotRequest {
         key: format!("H-{}", id),

@@ -358,15 +358,17 @@ impl RedisStore {
         }
         let replies: Vec<RecordedJobs> =
             pipe.query_async(&mut self.conn()).await.map_err(backend)?;
-        let visits: Vec<String> = self
-            .conn()
+        let (visits, priority): (Vec<String>, Option<u8>) = redis::pipe()
             .lrange(
                 self.keys.visits(flow),
                 cursor.seq as isize,
                 cursor.seq as isize,
             )
+            .hget(self.keys.flow(flow), "priority")
+            .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        let priority = priority.unwrap_or(0);
         let visit: StoredVisit = from_json(
             visits
                 .first()
@@ -411,6 +413,7 @@ impl RedisStore {
                         version: version.clone(),
                         attempt: 1,
                         job,
+                        priority,
                     });
                 }
             }
