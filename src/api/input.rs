@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::definition::DefinitionError;
 use crate::ids::FlowId;
+use crate::json::JsonPath;
 use crate::model::FlowStatus;
 use crate::runtime::WorkflowSource;
 
@@ -109,7 +110,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
             message: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
         }
     })?;
-    if let Some(path) = find_nul(&value, "$".to_owned()) {
+    if let Some(path) = find_nul(&value, JsonPath::root()) {
         return Err(ApiError::bad_field(
             "nul_byte",
             path,
@@ -164,17 +165,17 @@ fn check_depth(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 /// The path of the first string or key holding a NUL character.
-fn find_nul(value: &Value, path: String) -> Option<String> {
+fn find_nul(value: &Value, path: JsonPath) -> Option<String> {
     match value {
-        Value::String(text) => text.contains('\0').then_some(path),
+        Value::String(text) => text.contains('\0').then(|| path.into()),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(index, item)| find_nul(item, format!("{path}[{index}]"))),
+            .find_map(|(index, item)| find_nul(item, path.index(index))),
         Value::Object(map) => map.iter().find_map(|(key, item)| {
-            let here = child(&path, key);
+            let here = path.key(key);
             if key.contains('\0') {
-                Some(here)
+                Some(here.into())
             } else {
                 find_nul(item, here)
             }
@@ -207,7 +208,7 @@ impl StartFlow {
         {
             return Err(ApiError::bad_field(
                 "unknown_field",
-                path_of(unknown),
+                JsonPath::root().key(unknown),
                 format!("unknown field `{unknown}`; expected {START_FIELDS}"),
             ));
         }
@@ -252,25 +253,6 @@ impl StartFlow {
             }
         };
         Ok(Self { source, data })
-    }
-}
-
-fn path_of(key: &str) -> String {
-    child("$", key)
-}
-
-/// `$.key`, or `$["odd key"]` where the key is not a plain identifier, as
-/// definition faults write their paths.
-fn child(path: &str, key: &str) -> String {
-    let plain = key
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if plain {
-        format!("{path}.{key}")
-    } else {
-        format!("{path}[{}]", Value::String(key.to_owned()))
     }
 }
 

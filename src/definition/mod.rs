@@ -4,7 +4,13 @@
 //! the original gem's phase list). Everything past this module sees only the
 //! validated [`Workflow`], so the engine never has to re-check a rule that
 //! validation already enforces.
+//!
+//! Reading happens in two steps that share one way of reporting faults
+//! (`fault`): `parse` reads the structure field by field, and `validate`
+//! checks the rules across phases once the structure is sound. This module
+//! runs one after the other.
 
+mod fault;
 mod parse;
 mod validate;
 
@@ -15,7 +21,7 @@ use serde_json::Value;
 use crate::ids::{HandlerName, PhaseName, WorkflowName};
 use crate::version::Requirement;
 
-pub use parse::{parse_definition, parse_definition_value, DefinitionError, Fault};
+pub use fault::{DefinitionError, Fault};
 
 /// A validated workflow definition.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,3 +102,69 @@ impl Workflow {
         data
     }
 }
+
+/// Reads a definition from JSON text. Malformed JSON is reported with its
+/// line and column; a well-formed but invalid definition with every fault.
+pub fn parse_definition(text: &str) -> Result<Workflow, DefinitionError> {
+    let value: Value = serde_json::from_str(text).map_err(|error| {
+        let full = error.to_string();
+        let position = format!(" at line {} column {}", error.line(), error.column());
+        let message = full.strip_suffix(&position).unwrap_or(&full).to_owned();
+        DefinitionError::Json {
+            line: error.line(),
+            column: error.column(),
+            message,
+        }
+    })?;
+    parse_definition_value(&value)
+}
+
+/// Reads a definition from an already parsed JSON value.
+pub fn parse_definition_value(value: &Value) -> Result<Workflow, DefinitionError> {
+    let (workflow, layout) = parse::read(value).map_err(DefinitionError::Invalid)?;
+    let faults = validate::validate(&workflow, layout);
+    if faults.is_empty() {
+        Ok(workflow)
+    } else {
+        Err(DefinitionError::Invalid(faults))
+    }
+}
+
+/// The seed's example definition, verbatim; the tests of this module and its parts use it.
+#[cfg(test)]
+pub(super) const SEED_SEARCH_JSON: &str = r#"{
+  "workflow": "search",
+  "phases": {
+    "pending": {
+      "is_initial": true,
+      "transitions_to": "searching",
+      "on_error_transition_to": "error"
+    },
+    "searching": {
+      "transitions_to": "fetching-pages",
+      "on_error_transition_to": "error",
+      "handlers": [
+        "GoogleSearcher"
+      ]
+    },
+    "fetching-pages": {
+      "transitions_to": "finished",
+      "on_error_transition_to": "error",
+      "handlers": [
+        "PageDownloader"
+      ]
+    },
+    "error": {
+      "is_final": true,
+      "handlers": [
+        "ErrorEmailer"
+      ]
+    },
+    "finished": {
+      "is_final": true,
+      "handlers": [
+        "JobFinisher"
+      ]
+    }
+  }
+}"#;

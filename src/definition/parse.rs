@@ -8,13 +8,14 @@
 //! once the structure is sound. `Workflow::to_json` is here too, as the exact
 //! inverse of the reading.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{validate, HandlerSpec, Phase, RetryPolicy, Workflow};
+use super::fault::{backquoted_list, did_you_mean, Fault, Layout};
+use super::{HandlerSpec, Phase, RetryPolicy, Workflow};
 use crate::ids::{HandlerName, PhaseName, WorkflowName};
+use crate::json::JsonPath;
 use crate::version::Requirement;
 
 const TOP_LEVEL_FIELDS: &[&str] = &["workflow", "name", "data", "phases"];
@@ -31,165 +32,6 @@ const HANDLER_FIELDS: &[&str] = &["name", "version", "retry", "timeout", "concur
 const RETRY_FIELDS: &[&str] = &["max_attempts", "initial_delay", "max_delay"];
 
 const DURATION_FORMS: &str = "write a number and a unit, such as `200ms`, `30s`, `5m` or `1h`";
-
-/// One thing wrong with a definition, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// A JSON path such as `$.phases.searching.transitions_to`.
-    pub path: String,
-    pub message: String,
-    /// How to fix it, or what was probably meant.
-    pub hint: Option<String>,
-}
-
-impl Fault {
-    pub(super) fn new(path: &JsonPath, message: impl Into<String>) -> Self {
-        Self {
-            path: path.to_string(),
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    pub(super) fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why a definition was refused.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum DefinitionError {
-    #[error("malformed JSON at line {line}, column {column}: {message}")]
-    Json {
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{}", render_faults(.0))]
-    Invalid(Vec<Fault>),
-}
-
-fn render_faults(faults: &[Fault]) -> String {
-    if faults.is_empty() {
-        return "invalid workflow definition".to_owned();
-    }
-    faults
-        .iter()
-        .map(Fault::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A JSON path under construction, written the way people read them:
-/// `$.phases.searching`, but `$.phases["fetching-pages"]` where a key is not
-/// a plain identifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct JsonPath(String);
-
-impl JsonPath {
-    pub(super) fn root() -> Self {
-        Self("$".to_owned())
-    }
-
-    pub(super) fn key(&self, key: &str) -> Self {
-        if is_identifier(key) {
-            Self(format!("{}.{key}", self.0))
-        } else {
-            // A JSON string literal is exactly the quoting a path needs.
-            Self(format!("{}[{}]", self.0, Value::String(key.to_owned())))
-        }
-    }
-
-    pub(super) fn index(&self, index: usize) -> Self {
-        Self(format!("{}[{index}]", self.0))
-    }
-}
-
-impl fmt::Display for JsonPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn is_identifier(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|rest| rest.is_ascii_alphanumeric() || rest == '_')
-}
-
-/// Which of the two accepted shapes a definition used, so that faults found
-/// after parsing point at the fields the author actually wrote.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Layout {
-    /// The gem's form lists phases; the seed's form keys them by name.
-    pub(super) phases_as_list: bool,
-}
-
-impl Layout {
-    pub(super) fn phase_path(&self, index: usize, name: &str) -> JsonPath {
-        let phases = JsonPath::root().key("phases");
-        if self.phases_as_list {
-            phases.index(index)
-        } else {
-            phases.key(name)
-        }
-    }
-
-    /// Where the phase's name is written: its key, or its `name` field.
-    pub(super) fn phase_name_path(&self, index: usize, name: &str) -> JsonPath {
-        let phase = self.phase_path(index, name);
-        if self.phases_as_list {
-            phase.key("name")
-        } else {
-            phase
-        }
-    }
-}
-
-/// "did you mean `x`?" for the candidate closest to `input`, if any is close
-/// enough to be a plausible typo.
-pub(super) fn did_you_mean<'a>(
-    input: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
-    let input_lower = input.to_lowercase();
-    candidates
-        .into_iter()
-        .filter_map(|candidate| {
-            let candidate_lower = candidate.to_lowercase();
-            let distance = strsim::damerau_levenshtein(&input_lower, &candidate_lower);
-            let similarity = strsim::jaro_winkler(&input_lower, &candidate_lower);
-            // An edit or two for short names, a third of the length for long
-            // ones; Jaro-Winkler catches the long shared prefixes
-            // (`timeout_ms` for `timeout`) that edit distance finds far apart.
-            let allowed = (candidate.chars().count() / 3).max(1);
-            (distance <= allowed || similarity >= 0.9).then_some((distance, similarity, candidate))
-        })
-        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
-        .map(|(_, _, candidate)| format!("did you mean `{candidate}`?"))
-}
-
-/// `` `a`, `b`, `c` `` for hints that list what is allowed.
-pub(super) fn backquoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    items
-        .into_iter()
-        .map(|item| format!("`{item}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 fn describe(value: &Value) -> &'static str {
     match value {
@@ -208,34 +50,15 @@ fn optional<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> 
     object.get(key).filter(|value| !value.is_null())
 }
 
-/// Reads a definition from JSON text. Malformed JSON is reported with its
-/// line and column; a well-formed but invalid definition with every fault.
-pub fn parse_definition(text: &str) -> Result<Workflow, DefinitionError> {
-    let value: Value = serde_json::from_str(text).map_err(|error| {
-        let full = error.to_string();
-        let position = format!(" at line {} column {}", error.line(), error.column());
-        let message = full.strip_suffix(&position).unwrap_or(&full).to_owned();
-        DefinitionError::Json {
-            line: error.line(),
-            column: error.column(),
-            message,
-        }
-    })?;
-    parse_definition_value(&value)
-}
-
-/// Reads a definition from an already parsed JSON value.
-pub fn parse_definition_value(value: &Value) -> Result<Workflow, DefinitionError> {
+/// Reads the structure of a definition: the workflow it describes and the
+/// shape it was written in, or every structural fault found.
+pub(super) fn read(value: &Value) -> Result<(Workflow, Layout), Vec<Fault>> {
     let mut reader = Reader::default();
     let (workflow, layout) = reader.workflow(value);
-    if !reader.faults.is_empty() {
-        return Err(DefinitionError::Invalid(reader.faults));
-    }
-    let faults = validate::validate(&workflow, layout);
-    if faults.is_empty() {
-        Ok(workflow)
+    if reader.faults.is_empty() {
+        Ok((workflow, layout))
     } else {
-        Err(DefinitionError::Invalid(faults))
+        Err(reader.faults)
     }
 }
 
@@ -735,49 +558,13 @@ fn duration_json(duration: Duration) -> Value {
     humantime::format_duration(duration).to_string().into()
 }
 
-/// The seed's example definition, verbatim; tests across this module use it.
-#[cfg(test)]
-pub(super) const SEED_SEARCH_JSON: &str = r#"{
-  "workflow": "search",
-  "phases": {
-    "pending": {
-      "is_initial": true,
-      "transitions_to": "searching",
-      "on_error_transition_to": "error"
-    },
-    "searching": {
-      "transitions_to": "fetching-pages",
-      "on_error_transition_to": "error",
-      "handlers": [
-        "GoogleSearcher"
-      ]
-    },
-    "fetching-pages": {
-      "transitions_to": "finished",
-      "on_error_transition_to": "error",
-      "handlers": [
-        "PageDownloader"
-      ]
-    },
-    "error": {
-      "is_final": true,
-      "handlers": [
-        "ErrorEmailer"
-      ]
-    },
-    "finished": {
-      "is_final": true,
-      "handlers": [
-        "JobFinisher"
-      ]
-    }
-  }
-}"#;
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
+    use super::super::{
+        parse_definition, parse_definition_value, DefinitionError, SEED_SEARCH_JSON,
+    };
     use super::*;
 
     fn seed_value() -> Value {
@@ -1088,12 +875,6 @@ mod tests {
         assert!(fault
             .message
             .contains("`~> 1.2`, `>= 1.0, < 2`, or `1.2.3`"));
-
-        let root = JsonPath::root();
-        assert_eq!(root.key("a\"b").to_string(), r#"$["a\"b"]"#);
-        assert_eq!(root.key("_ok9").to_string(), "$._ok9");
-        assert_eq!(root.key("9lives").to_string(), r#"$["9lives"]"#);
-        assert_eq!(root.key("").to_string(), r#"$[""]"#);
     }
 
     #[test]
@@ -1258,38 +1039,6 @@ mod tests {
         assert_eq!(found.len(), 4, "{found:#?}");
         assert_eq!(found[0].hint.as_deref(), Some("did you mean `workflow`?"));
         assert_eq!(found[1].hint.as_deref(), Some("did you mean `is_initial`?"));
-    }
-
-    #[test]
-    fn errors_display_one_fault_per_line() {
-        let one = DefinitionError::Invalid(vec![Fault::new(
-            &JsonPath::root().key("phases"),
-            "no phase is marked initial",
-        )
-        .with_hint("mark one")]);
-        assert_eq!(
-            one.to_string(),
-            "$.phases: no phase is marked initial (mark one)"
-        );
-        let two = DefinitionError::Invalid(vec![
-            Fault::new(&JsonPath::root().key("a"), "first"),
-            Fault::new(&JsonPath::root().key("b"), "second"),
-        ]);
-        assert_eq!(two.to_string(), "$.a: first\n$.b: second");
-    }
-
-    #[test]
-    fn did_you_mean_ignores_distant_candidates() {
-        let fields = PHASE_FIELDS.iter().copied();
-        assert_eq!(
-            did_you_mean("on_error_transitions_to", fields.clone()).as_deref(),
-            Some("did you mean `on_error_transition_to`?")
-        );
-        assert_eq!(
-            did_you_mean("Is_Final", fields.clone()).as_deref(),
-            Some("did you mean `is_final`?")
-        );
-        assert_eq!(did_you_mean("colour", fields), None);
     }
 
     #[test]
