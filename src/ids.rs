@@ -68,6 +68,42 @@ impl FlowId {
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
+
+    /// Reads an id as a person or a program may write it: a UUID in its
+    /// usual hyphenated form, in either case. Ids are stored in lower case
+    /// (as [`FlowId::generate`] writes them), so an upper-case copy names
+    /// the same flow instead of none.
+    pub fn parse(text: &str) -> Result<Self, InvalidFlowId> {
+        let hyphenated = text.len() == 36 && text.bytes().filter(|&b| b == b'-').count() == 4;
+        match uuid::Uuid::try_parse(text) {
+            Ok(uuid) if hyphenated => Ok(Self(uuid.hyphenated().to_string())),
+            _ => Err(InvalidFlowId(shorten(text))),
+        }
+    }
+}
+
+/// A text that cannot be a flow id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a flow id: flow ids are UUIDs, such as `{EXAMPLE_FLOW_ID}`")]
+pub struct InvalidFlowId(String);
+
+impl InvalidFlowId {
+    /// What was given (its start, when it was long).
+    pub fn given(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a flow id looks like, for messages that say so.
+pub const EXAMPLE_FLOW_ID: &str = "0193b6c2-5f1e-7d2a-9c3b-4a5e6f708192";
+
+/// Enough of a long text to recognise it in a message.
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// Where a flow is: which phase, and which entry into it.
@@ -112,6 +148,26 @@ string_newtype!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_ids_are_read_in_either_case_and_kept_in_lower_case() {
+        let id = FlowId::generate();
+        assert_eq!(FlowId::parse(id.as_str()), Ok(id.clone()));
+        assert_eq!(FlowId::parse(&id.as_str().to_uppercase()), Ok(id.clone()));
+        for bad in [
+            "",
+            "garbage",
+            "0193b6c25f1e7d2a9c3b4a5e6f708192",
+            "{0193b6c2-5f1e-7d2a-9c3b-4a5e6f708192}",
+            "urn:uuid:0193b6c2-5f1e-7d2a-9c3b-4a5e6f708192",
+            "0193b6c2-5f1e-7d2a-9c3b-4a5e6f70819g",
+        ] {
+            let error = FlowId::parse(bad).unwrap_err().to_string();
+            assert!(error.contains("UUID"), "{error}");
+        }
+        let long = "x".repeat(10_000);
+        assert!(FlowId::parse(&long).unwrap_err().to_string().len() < 200);
+    }
 
     #[test]
     fn generated_flow_ids_sort_by_creation() {

@@ -937,6 +937,121 @@ async fn bad_input_gets_a_json_4xx() {
     assert_eq!(charset.status, StatusCode::CREATED, "{}", charset.text);
 }
 
+/// What a lenient parser would take one way or another is refused or
+/// normalised, and says so.
+#[tokio::test]
+async fn ambiguous_input_is_refused_or_normalised() {
+    let server = server().await;
+
+    // A key given twice: which value was meant is anybody's guess.
+    for (uri, method, body, path) in [
+        (
+            "/api/flows",
+            Method::POST,
+            r#"{"workflow": "quick", "workflow": "instant"}"#,
+            "$.workflow",
+        ),
+        (
+            "/api/flows",
+            Method::POST,
+            r#"{"workflow": "instant", "data": {"list": [{"a": 1, "b": 2, "a": 3}]}}"#,
+            "$.data.list[0].a",
+        ),
+        (
+            "/api/workflows/instant",
+            Method::PUT,
+            r#"{"workflow": "instant", "phases": {"start": {"is_initial": true, "transitions_to": "end"}, "end": {"is_final": true}, "start": {"is_final": true}}}"#,
+            "$.phases.start",
+        ),
+    ] {
+        let answer = server.send(json_request(method, uri, body)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "duplicate_key", "{}", answer.text);
+        assert_eq!(answer.path(), Some(path), "{}", answer.text);
+        assert!(answer.message().contains("twice"), "{}", answer.message());
+    }
+
+    // `before` must be a flow id; anything else would page from nowhere.
+    for garbage in ["garbage", "0193", "%00", "x%20y"] {
+        let answer = server.get(&format!("/api/flows?before={garbage}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "before={garbage}");
+        assert_eq!(answer.error_code(), "invalid_query");
+        assert!(
+            answer.message().contains("UUID"),
+            "says what a flow id looks like: {}",
+            answer.message()
+        );
+    }
+
+    // Only UTF-8 is JSON's encoding; a body announced as another is refused
+    // rather than read as if it were UTF-8.
+    for charset in ["latin1", "iso-8859-1", "utf-16", "\"utf-32\""] {
+        let answer = server
+            .send(
+                Request::post("/api/flows")
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("application/json; charset={charset}"),
+                    )
+                    .body(Body::from(r#"{"workflow": "instant"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{charset}"
+        );
+        assert_eq!(answer.error_code(), "unsupported_media_type");
+        assert!(answer.message().contains("UTF-8"), "{}", answer.message());
+    }
+    for charset in ["UTF-8", "\"utf-8\"", "utf8"] {
+        let answer = server
+            .send(
+                Request::post("/api/flows")
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("application/json;charset={charset}"),
+                    )
+                    .body(Body::from(r#"{"workflow": "instant"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "{charset}: {}",
+            answer.text
+        );
+    }
+
+    // Flow ids are UUIDs, written in lower case; an upper-case one names the
+    // same flow.
+    let id = server.start(json!({"workflow": "held"})).await;
+    let upper = id.to_uppercase();
+    let detail = server.get(&format!("/api/flows/{upper}")).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
+    assert_eq!(detail.body["id"], id.as_str());
+    let outputs = server.get(&format!("/api/flows/{upper}/outputs")).await;
+    assert_eq!(outputs.status, StatusCode::OK, "{}", outputs.text);
+    let paused = server
+        .post(&format!("/api/flows/{upper}/pause"), json!({}))
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    assert_eq!(paused.body["id"], id.as_str());
+    let page = server.get(&format!("/api/flows?before={upper}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let canceled = server
+        .post(&format!("/api/flows/{upper}/cancel"), json!({}))
+        .await;
+    assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.text);
+}
+
 #[tokio::test]
 async fn the_body_limit_is_configurable() {
     let server = server_with(ApiOptions {

@@ -11,7 +11,7 @@ use axum::Json;
 
 use crate::broker::BrokerError;
 use crate::definition::{DefinitionError, Fault};
-use crate::ids::FlowId;
+use crate::ids::{FlowId, InvalidFlowId, EXAMPLE_FLOW_ID};
 use crate::rules::CommandRejected;
 use crate::runtime::{ClientError, RuntimeError};
 use crate::store::StoreError;
@@ -40,10 +40,14 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("send the body as JSON with `Content-Type: application/json`{}", found_type(.found))]
     UnsupportedMediaType { found: Option<String> },
+    #[error("JSON bodies are UTF-8, not `{charset}`: send the body in UTF-8 with `Content-Type: application/json` (or `; charset=utf-8`)")]
+    UnsupportedCharset { charset: String },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("no flow with id `{0}`")]
     UnknownFlow(FlowId),
+    #[error("no flow with id `{}`; flow ids are UUIDs, such as `{EXAMPLE_FLOW_ID}`", .0.given())]
+    NotAFlowId(InvalidFlowId),
     #[error("no workflow named `{name}` is registered; register it with PUT /api/workflows/{name}, or start the flow with an inline `definition`")]
     UnknownWorkflow { name: String, path: Option<String> },
     #[error("no route for {path}; the API is described at /api/openapi.json")]
@@ -105,9 +109,12 @@ impl ApiError {
             | ApiError::MalformedJson { .. }
             | ApiError::InvalidDefinition(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::UnknownFlow(_)
+            | ApiError::NotAFlowId(_)
             | ApiError::UnknownWorkflow { .. }
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -124,9 +131,11 @@ impl ApiError {
             ApiError::MalformedJson { .. } => "malformed_json",
             ApiError::InvalidDefinition(_) => "invalid_definition",
             ApiError::BodyTooLarge { .. } => "body_too_large",
-            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
+                "unsupported_media_type"
+            }
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::UnknownFlow(_) => "unknown_flow",
+            ApiError::UnknownFlow(_) | ApiError::NotAFlowId(_) => "unknown_flow",
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

@@ -4,8 +4,9 @@
 //!
 //! Bodies are read into a `serde_json::Value` first and checked by hand
 //! rather than deserialised straight into structs: that is how every fault
-//! gets a JSON path, and how NUL bytes and absurd nesting are refused with a
-//! message of their own instead of a parser's generic complaint.
+//! gets a JSON path, and how NUL bytes, absurd nesting and keys written
+//! twice are refused with a message of their own instead of a parser's
+//! generic complaint (or, for a key written twice, none at all).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -17,7 +18,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::definition::DefinitionError;
 use crate::ids::FlowId;
-use crate::json::JsonPath;
+use crate::json::{self, JsonPath, StrictJsonError};
 use crate::model::FlowStatus;
 use crate::runtime::WorkflowSource;
 
@@ -65,21 +66,33 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let found = headers
         .get(header::CONTENT_TYPE)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    let is_json = found.as_deref().is_some_and(|text| {
-        let essence = text
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        essence == "application/json"
-            || (essence.starts_with("application/") && essence.ends_with("+json"))
-    });
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType { found })
+    let Some(text) = found.as_deref() else {
+        return Err(ApiError::UnsupportedMediaType { found });
+    };
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType { found });
     }
+    // JSON is UTF-8 (RFC 8259); a body announced in another encoding would
+    // otherwise be read as UTF-8 all the same, and mean something else.
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let charset = value.trim().trim_matches('"');
+        if !(charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")) {
+            return Err(ApiError::UnsupportedCharset {
+                charset: charset.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Parses a body, refusing NUL bytes and deep nesting before the parser
@@ -98,17 +111,27 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     check_depth(bytes)?;
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
-        let full = error.to_string();
-        if full.contains("recursion limit exceeded") {
-            return too_deep(error.line(), error.column());
+    let value = json::from_slice(bytes).map_err(|error| match &error {
+        StrictJsonError::Syntax {
+            line,
+            column,
+            message,
+        } => {
+            if message.contains("recursion limit exceeded") {
+                too_deep(*line, *column)
+            } else {
+                ApiError::MalformedJson {
+                    line: *line,
+                    column: *column,
+                    message: message.clone(),
+                }
+            }
         }
-        let position = format!(" at line {} column {}", error.line(), error.column());
-        ApiError::MalformedJson {
-            line: error.line(),
-            column: error.column(),
-            message: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
-        }
+        StrictJsonError::DuplicateKey { path, .. } => ApiError::bad_field(
+            "duplicate_key",
+            path.clone(),
+            format!("{error}; keep one of them"),
+        ),
     })?;
     if let Some(path) = find_nul(&value, JsonPath::root()) {
         return Err(ApiError::bad_field(
@@ -312,7 +335,11 @@ impl ListQuery {
                     })?)
                 }
                 "workflow" => query.workflow = Some(value),
-                "before" => query.before = Some(FlowId::new(value)),
+                "before" => {
+                    query.before = Some(FlowId::parse(&value).map_err(|error| {
+                        ApiError::bad_request("invalid_query", format!("`before`: {error}"))
+                    })?)
+                }
                 "limit" => {
                     query.limit = value
                         .parse::<usize>()
@@ -362,6 +389,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             ));
         }
         Ok(PathParam(value))
+    }
+}
+
+/// A flow's id in the path, normalised (see [`FlowId::parse`]). A segment
+/// that cannot be an id names no flow: 404, as for an id that is unknown.
+pub struct FlowPath(pub FlowId);
+
+impl<S: Send + Sync> FromRequestParts<S> for FlowPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::from_request_parts(parts, state).await?;
+        FlowId::parse(&text)
+            .map(FlowPath)
+            .map_err(ApiError::NotAFlowId)
     }
 }
 

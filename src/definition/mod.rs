@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ids::{HandlerName, PhaseName, WorkflowName};
+use crate::json::{self, StrictJsonError};
 use crate::version::Requirement;
 
 pub use fault::{DefinitionError, Fault};
@@ -104,17 +105,24 @@ impl Workflow {
 }
 
 /// Reads a definition from JSON text. Malformed JSON is reported with its
-/// line and column; a well-formed but invalid definition with every fault.
+/// line and column; a key written twice in one object, and a well-formed
+/// but invalid definition, with every fault and its path.
 pub fn parse_definition(text: &str) -> Result<Workflow, DefinitionError> {
-    let value: Value = serde_json::from_str(text).map_err(|error| {
-        let full = error.to_string();
-        let position = format!(" at line {} column {}", error.line(), error.column());
-        let message = full.strip_suffix(&position).unwrap_or(&full).to_owned();
-        DefinitionError::Json {
-            line: error.line(),
-            column: error.column(),
+    let value = json::from_slice(text.as_bytes()).map_err(|error| match &error {
+        StrictJsonError::Syntax {
+            line,
+            column,
             message,
-        }
+        } => DefinitionError::Json {
+            line: *line,
+            column: *column,
+            message: message.clone(),
+        },
+        StrictJsonError::DuplicateKey { path, .. } => DefinitionError::Invalid(vec![Fault {
+            path: path.clone(),
+            message: error.to_string(),
+            hint: Some("keep one of them: JSON readers disagree on which one counts".to_owned()),
+        }]),
     })?;
     parse_definition_value(&value)
 }

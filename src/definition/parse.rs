@@ -735,6 +735,27 @@ mod tests {
     }
 
     #[test]
+    fn a_key_written_twice_is_a_fault_where_the_second_one_is() {
+        let text = r#"{"workflow": "w", "phases": {
+            "only": {"is_initial": true, "is_final": true, "handlers": ["A"], "handlers": ["B"]}
+        }}"#;
+        let fault = match parse_definition(text) {
+            Err(DefinitionError::Invalid(faults)) => only_fault(faults),
+            other => panic!("expected a fault, got {other:?}"),
+        };
+        assert_eq!(fault.path, "$.phases.only.handlers");
+        assert!(fault.message.contains("twice"), "{}", fault.message);
+        assert!(fault.message.contains("line 2"), "{}", fault.message);
+
+        let phase_twice = r#"{"workflow": "w", "phases": {"a": {"is_initial": true, "is_final": true}, "a": {}}}"#;
+        let fault = match parse_definition(phase_twice) {
+            Err(DefinitionError::Invalid(faults)) => only_fault(faults),
+            other => panic!("expected a fault, got {other:?}"),
+        };
+        assert_eq!(fault.path, "$.phases.a");
+    }
+
+    #[test]
     fn a_top_level_that_is_not_an_object_is_refused() {
         let fault = only_fault(faults(&json!(["search"])));
         assert_eq!(fault.path, "$");
