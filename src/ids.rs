@@ -46,6 +46,59 @@ macro_rules! string_newtype {
     };
 }
 
+/// The longest a workflow, phase or handler name may be, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// The rule for names, as hints state it.
+pub const NAME_RULE: &str = "names are 1 to 128 characters: ASCII letters, digits and `_ - . :`, \
+                             starting with a letter or a digit";
+
+/// Why a text cannot be a workflow, phase or handler name.
+///
+/// Names travel far: into URLs, queue names, Redis keys, metric labels,
+/// log lines, terminals and handlers' command lines. So they keep to a set
+/// of characters that needs no quoting anywhere, and that cannot hide
+/// what it says (no control or direction-changing characters, no
+/// look-alike letters from other scripts).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("is {0} characters long; the most is {MAX_NAME_CHARS}")]
+    TooLong(usize),
+    #[error("contains {}, which names may not", show_char(*.0))]
+    Character(char),
+    #[error("starts with {}; names start with a letter or a digit", show_char(*.0))]
+    Start(char),
+}
+
+/// Checks a non-empty name against [`NAME_RULE`] (emptiness is the
+/// caller's to report, in its own words).
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    let length = name.chars().count();
+    if length > MAX_NAME_CHARS {
+        return Err(NameError::TooLong(length));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        return Err(NameError::Character(bad));
+    }
+    match name.chars().next() {
+        Some(first) if !first.is_ascii_alphanumeric() => Err(NameError::Start(first)),
+        _ => Ok(()),
+    }
+}
+
+/// A character as a message can show it safely: visible ones quoted,
+/// the rest by code point.
+fn show_char(c: char) -> String {
+    if c.is_ascii_graphic() || c == ' ' {
+        format!("`{c}`")
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
+}
+
 string_newtype!(
     /// The name of a workflow definition, such as `search`.
     WorkflowName
@@ -148,6 +201,31 @@ string_newtype!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_keep_to_a_safe_set() {
+        for good in [
+            "search",
+            "fetching-pages",
+            "Ns::Page",
+            "v1.2_x",
+            "9lives",
+            &"a".repeat(128),
+        ] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        assert_eq!(check_name(&"a".repeat(129)), Err(NameError::TooLong(129)));
+        assert_eq!(check_name("a b"), Err(NameError::Character(' ')));
+        assert_eq!(check_name("../x"), Err(NameError::Character('/')));
+        assert_eq!(check_name("-x"), Err(NameError::Start('-')));
+        assert_eq!(check_name(".."), Err(NameError::Start('.')));
+        let hidden = check_name("a\u{202e}b").unwrap_err().to_string();
+        assert_eq!(hidden, "contains U+202E, which names may not");
+        assert_eq!(
+            check_name("é").unwrap_err().to_string(),
+            "contains U+00E9, which names may not"
+        );
+    }
 
     #[test]
     fn flow_ids_are_read_in_either_case_and_kept_in_lower_case() {

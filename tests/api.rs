@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use distribot::api::{self, ApiOptions, ApiState, ApiToken};
+use distribot::definition::DefinitionLimits;
 use distribot::handler::{EnumerateRequest, Handler, HandlerError, JobRequest};
 use distribot::runtime::Embedded;
 use distribot::version::Version;
@@ -644,6 +645,67 @@ async fn workflows_register_replace_and_read_back() {
     let missing = server.get("/api/workflows/missing").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.error_code(), "unknown_workflow");
+}
+
+/// Definitions from the network are held to the name rules and the size
+/// limits, which the server's options set.
+#[tokio::test]
+async fn definitions_keep_to_names_and_limits() {
+    let server = server_with(ApiOptions {
+        definition_limits: DefinitionLimits {
+            max_phases: 3,
+            ..DefinitionLimits::default()
+        },
+        ..ApiOptions::default()
+    })
+    .await;
+    for (name, in_path) in [
+        ("../../etc", "..%2F..%2Fetc"),
+        ("a\u{202e}b", "a%E2%80%AEb"),
+        ("a b", "a%20b"),
+    ] {
+        let mut definition = instant_definition();
+        definition["workflow"] = json!(name);
+        let answer = server
+            .put(&format!("/api/workflows/{in_path}"), definition)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{name}: {}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "invalid_definition", "{}", answer.text);
+        assert_eq!(answer.path(), Some("$.workflow"), "{}", answer.text);
+    }
+    let handler = server
+        .post(
+            "/api/flows",
+            json!({"definition": {"workflow": "shell", "phases": {
+                "only": {"is_initial": true, "is_final": true, "handlers": ["$(touch x)"]}
+            }}}),
+        )
+        .await;
+    assert_eq!(handler.status, StatusCode::BAD_REQUEST, "{}", handler.text);
+    assert_eq!(handler.path(), Some("$.definition.phases.only.handlers[0]"));
+
+    // `quick` has four phases, one more than this server takes.
+    let mut four = quick_definition();
+    four["workflow"] = json!("four");
+    let refused = server.put("/api/workflows/four", four.clone()).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert_eq!(refused.path(), Some("$.phases"));
+    assert!(
+        refused.message().contains("the most allowed is 3"),
+        "{}",
+        refused.message()
+    );
+    let inline = server.post("/api/flows", json!({"definition": four})).await;
+    assert_eq!(inline.status, StatusCode::BAD_REQUEST, "{}", inline.text);
+    assert_eq!(inline.path(), Some("$.definition.phases"));
+    // Registered before the limit, a workflow still runs.
+    let id = server.start(json!({"workflow": "quick"})).await;
+    assert_eq!(server.ended(&id).await["status"], "finished");
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, watch};
 pub use error::ApiError;
 pub use input::{DEFAULT_PAGE, MAX_DEPTH, MAX_PAGE};
 
+use crate::definition::DefinitionLimits;
 use crate::ids::FlowId;
 use crate::metrics::MetricsHandle;
 use crate::model::Requester;
@@ -86,6 +87,8 @@ pub struct ApiOptions {
     pub poll_interval: Duration,
     /// How often `/api/events` checks whether the list of flows changed.
     pub refresh_interval: Duration,
+    /// How large a definition the API accepts, inline or registered.
+    pub definition_limits: DefinitionLimits,
 }
 
 impl Default for ApiOptions {
@@ -95,6 +98,7 @@ impl Default for ApiOptions {
             body_limit: DEFAULT_BODY_LIMIT,
             poll_interval: Duration::from_millis(250),
             refresh_interval: Duration::from_secs(1),
+            definition_limits: DefinitionLimits::default(),
         }
     }
 }
@@ -125,7 +129,9 @@ impl ApiState {
         let (closing, _) = watch::channel(false);
         Self {
             inner: Arc::new(Shared {
-                client: Client::new(backend.clone()).on_behalf_of(Requester::Api),
+                client: Client::new(backend.clone())
+                    .on_behalf_of(Requester::Api)
+                    .with_definition_limits(options.definition_limits),
                 options,
                 metrics: crate::metrics::install(),
                 changes,

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use distribot::api::{self, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
-use distribot::definition::Workflow;
+use distribot::definition::{DefinitionLimits, Workflow};
 use distribot::handler::HandlerRegistry;
 use distribot::runtime::{run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder};
 use tokio::sync::Notify;
 
 use distribot::config::{Config, Resolved};
 
-use super::input::{load_handlers, load_workflow};
+use super::input::{load_handlers, load_workflow_within};
 use super::run::open_store;
 use super::settings::{connect_backend, BackendArgs};
 use super::{shutdown_signal, CliError, CliResult, EXIT_OK};
@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// The most jobs in flight at once across the in-process handlers.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// The most phases a workflow definition may have.
+    #[arg(long, default_value_t = DefinitionLimits::DEFAULT_MAX_PHASES)]
+    max_phases: usize,
+    /// The most handlers one phase of a definition may name.
+    #[arg(long, default_value_t = DefinitionLimits::DEFAULT_MAX_HANDLERS_PER_PHASE)]
+    max_handlers_per_phase: usize,
+    /// The largest a workflow definition may be, in bytes of JSON.
+    #[arg(long, default_value_t = DefinitionLimits::DEFAULT_MAX_BYTES)]
+    max_definition_bytes: usize,
     /// With `--amqp` and `--redis`: join a distributed installation instead
     /// of keeping state in `--db`.
     #[command(flatten)]
@@ -89,8 +98,13 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         Some(path) => load_handlers(path)?,
         None => HandlerRegistry::new(),
     };
+    let limits = DefinitionLimits {
+        max_phases: args.max_phases,
+        max_handlers_per_phase: args.max_handlers_per_phase,
+        max_bytes: args.max_definition_bytes,
+    };
     let workflows = match &args.workflows {
-        Some(folder) => load_folder(folder)?,
+        Some(folder) => load_folder(folder, &limits)?,
         None => Vec::new(),
     };
 
@@ -111,6 +125,7 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         ApiOptions {
             token,
             body_limit: args.body_limit,
+            definition_limits: limits,
             ..ApiOptions::default()
         },
     );
@@ -289,7 +304,7 @@ async fn resolve(listen: &str) -> CliResult<Vec<SocketAddr>> {
 }
 
 /// Every `*.json` of a folder, validated, in name order.
-fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
+fn load_folder(folder: &Path, limits: &DefinitionLimits) -> CliResult<Vec<Arc<Workflow>>> {
     let entries = std::fs::read_dir(folder)
         .map_err(|e| CliError::BadInput(format!("--workflows {}: {e}", folder.display())))?;
     let mut files: Vec<PathBuf> = entries
@@ -297,5 +312,8 @@ fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
         .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "json"))
         .collect();
     files.sort();
-    files.iter().map(|path| load_workflow(path)).collect()
+    files
+        .iter()
+        .map(|path| load_workflow_within(path, limits))
+        .collect()
 }

@@ -120,6 +120,30 @@ pub(super) fn did_you_mean<'a>(
         .map(|(_, _, candidate)| format!("did you mean `{candidate}`?"))
 }
 
+/// A text from the definition as a message can show it: control and
+/// invisible characters escaped, and no longer than a line.
+pub(super) fn shown(text: &str) -> String {
+    const SHOWN: usize = 64;
+    let escaped: String = text
+        .chars()
+        .take(SHOWN)
+        .map(|c| {
+            let plain =
+                c == ' ' || c.is_ascii_graphic() || (c.is_alphanumeric() && !c.is_control());
+            if plain {
+                c.to_string()
+            } else {
+                c.escape_unicode().to_string()
+            }
+        })
+        .collect();
+    if text.chars().nth(SHOWN).is_some() {
+        format!("{escaped}…")
+    } else {
+        escaped
+    }
+}
+
 /// `` `a`, `b`, `c` `` for hints that list what is allowed.
 pub(super) fn backquoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     items

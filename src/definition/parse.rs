@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::fault::{backquoted_list, did_you_mean, Fault, Layout};
-use super::{HandlerSpec, Phase, RetryPolicy, Workflow};
-use crate::ids::{HandlerName, PhaseName, WorkflowName};
+use super::fault::{backquoted_list, did_you_mean, shown, Fault, Layout};
+use super::{DefinitionLimits, HandlerSpec, Phase, RetryPolicy, Strictness, Workflow};
+use crate::ids::{check_name, HandlerName, PhaseName, WorkflowName, NAME_RULE};
 use crate::json::JsonPath;
 use crate::version::Requirement;
 
@@ -52,8 +52,14 @@ fn optional<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> 
 
 /// Reads the structure of a definition: the workflow it describes and the
 /// shape it was written in, or every structural fault found.
-pub(super) fn read(value: &Value) -> Result<(Workflow, Layout), Vec<Fault>> {
-    let mut reader = Reader::default();
+pub(super) fn read(
+    value: &Value,
+    strictness: Strictness,
+) -> Result<(Workflow, Layout), Vec<Fault>> {
+    let mut reader = Reader {
+        faults: Vec::new(),
+        strictness,
+    };
     let (workflow, layout) = reader.workflow(value);
     if reader.faults.is_empty() {
         Ok((workflow, layout))
@@ -65,12 +71,12 @@ pub(super) fn read(value: &Value) -> Result<(Workflow, Layout), Vec<Fault>> {
 /// Walks a definition, noting every structural fault. Where a field is
 /// faulty it stands in a default and reads on, so that one run finds all the
 /// faults; the resulting workflow is only used when there were none.
-#[derive(Default)]
-struct Reader {
+struct Reader<'l> {
     faults: Vec<Fault>,
+    strictness: Strictness<'l>,
 }
 
-impl Reader {
+impl Reader<'_> {
     fn fault(&mut self, fault: Fault) {
         self.faults.push(fault);
     }
@@ -107,7 +113,8 @@ impl Reader {
                 )
             });
             self.fault(
-                Fault::new(&path.key(key), format!("unknown field `{key}`")).with_hint(hint),
+                Fault::new(&path.key(key), format!("unknown field `{}`", shown(key)))
+                    .with_hint(hint),
             );
         }
     }
@@ -130,8 +137,45 @@ impl Reader {
                 Fault::new(path, format!("the {what} is empty"))
                     .with_hint(format!("give the {what} some visible characters")),
             );
+        } else {
+            self.name_rule(name, path, what);
         }
         name.to_owned()
+    }
+
+    /// New definitions keep to [`NAME_RULE`]; stored ones were accepted
+    /// under the rules of their day.
+    fn name_rule(&mut self, name: &str, path: &JsonPath, what: &str) {
+        if let Strictness::New(_) = self.strictness {
+            if let Err(error) = check_name(name) {
+                self.fault(Fault::new(path, format!("the {what} {error}")).with_hint(NAME_RULE));
+            }
+        }
+    }
+
+    /// False (after noting a fault) when `count` things are more than
+    /// `limit` of the limits allows.
+    fn within(
+        &mut self,
+        count: usize,
+        limit: impl Fn(&DefinitionLimits) -> usize,
+        path: &JsonPath,
+        what: &str,
+        flag: &str,
+    ) -> bool {
+        let Strictness::New(limits) = self.strictness else {
+            return true;
+        };
+        let most = limit(limits);
+        if count <= most {
+            return true;
+        }
+        self.fault(
+            Fault::new(path, format!("{count} {what}; the most allowed is {most}")).with_hint(
+                format!("split the work up, or raise the server's limit (`{flag}`) if it must be this large"),
+            ),
+        );
+        false
     }
 
     fn flag(&mut self, object: &Map<String, Value>, key: &str, path: &JsonPath) -> bool {
@@ -159,7 +203,7 @@ impl Reader {
         match humantime::parse_duration(text) {
             Err(_) => {
                 self.fault(
-                    Fault::new(path, format!("`{text}` is not a duration"))
+                    Fault::new(path, format!("`{}` is not a duration", shown(text)))
                         .with_hint(DURATION_FORMS),
                 );
                 None
@@ -257,6 +301,15 @@ impl Reader {
                      with one phase marked `\"is_initial\": true`",
             )),
             Some(Value::Object(phases)) => {
+                if !self.within(
+                    phases.len(),
+                    |limits| limits.max_phases,
+                    &phases_path,
+                    "phases",
+                    "--max-phases",
+                ) {
+                    return (workflow, layout);
+                }
                 for (name, phase) in phases {
                     let phase = self.phase(phase, &phases_path.key(name), Some(name));
                     workflow.phases.push(phase);
@@ -264,6 +317,15 @@ impl Reader {
             }
             Some(Value::Array(phases)) => {
                 layout.phases_as_list = true;
+                if !self.within(
+                    phases.len(),
+                    |limits| limits.max_phases,
+                    &phases_path,
+                    "phases",
+                    "--max-phases",
+                ) {
+                    return (workflow, layout);
+                }
                 for (index, phase) in phases.iter().enumerate() {
                     let phase = self.phase(phase, &phases_path.index(index), None);
                     workflow.phases.push(phase);
@@ -303,6 +365,8 @@ impl Reader {
                         Fault::new(path, "the phase name is empty")
                             .with_hint("give the phase some visible characters"),
                     );
+                } else {
+                    self.name_rule(key, path, "phase name");
                 }
                 // The key already names the phase. A `name` inside is allowed
                 // only as a restatement, so a phase copied over from the list
@@ -313,7 +377,11 @@ impl Reader {
                             self.fault(
                                 Fault::new(
                                     &name_path,
-                                    format!("the phase is keyed `{key}` but named `{given}`"),
+                                    format!(
+                                        "the phase is keyed `{}` but named `{}`",
+                                        shown(key),
+                                        shown(given)
+                                    ),
                                 )
                                 .with_hint("remove `name`: the key names the phase"),
                             );
@@ -348,12 +416,21 @@ impl Reader {
         if let Some(handlers) = optional(object, "handlers") {
             let handlers_path = path.key("handlers");
             match handlers {
-                Value::Array(handlers) => {
+                Value::Array(handlers)
+                    if self.within(
+                        handlers.len(),
+                        |limits| limits.max_handlers_per_phase,
+                        &handlers_path,
+                        "handlers in one phase",
+                        "--max-handlers-per-phase",
+                    ) =>
+                {
                     for (index, handler) in handlers.iter().enumerate() {
                         let handler = self.handler(handler, &handlers_path.index(index));
                         phase.handlers.push(handler);
                     }
                 }
+                Value::Array(_) => {}
                 other => self.wrong_type(&handlers_path, "an array of handlers", other),
             }
         }
@@ -563,7 +640,8 @@ mod tests {
     use serde_json::json;
 
     use super::super::{
-        parse_definition, parse_definition_value, DefinitionError, SEED_SEARCH_JSON,
+        parse_definition, parse_definition_value, parse_definition_value_with,
+        parse_definition_with, DefinitionError, DefinitionLimits, SEED_SEARCH_JSON,
     };
     use super::*;
 
@@ -1047,6 +1125,120 @@ mod tests {
         keyed = json!({"name": "", "phases": [{"name": "", "is_initial": true, "is_final": true}]});
         let paths: Vec<String> = faults(&keyed).into_iter().map(|f| f.path).collect();
         assert_eq!(paths, ["$.name", "$.phases[0].name"]);
+    }
+
+    #[test]
+    fn names_keep_to_letters_digits_and_a_few_marks() {
+        let long = "w".repeat(10_000);
+        for (edit, path) in [
+            (json!({"workflow": "../../etc"}), "$.workflow"),
+            (json!({"workflow": "evil\u{202e}txt"}), "$.workflow"),
+            (json!({"workflow": "tab\there"}), "$.workflow"),
+            (json!({"workflow": long}), "$.workflow"),
+            (json!({"workflow": "-flag"}), "$.workflow"),
+        ] {
+            let mut value = seed_value();
+            value["workflow"] = edit["workflow"].clone();
+            let fault = only_fault(faults(&value));
+            assert_eq!(fault.path, path, "{edit}");
+            let hint = fault.hint.as_deref().unwrap_or_default();
+            assert!(hint.contains("128"), "the hint gives the rule: {hint}");
+            assert!(fault.message.len() < 200, "{}", fault.message);
+        }
+        let found = faults_after(|v| {
+            v["phases"]["searching"]["handlers"] =
+                json!(["$(touch x)", {"name": "Line\nBreak"}, "Ruby::Style", "v1.2_x-y"]);
+        });
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "$.phases.searching.handlers[0]",
+                "$.phases.searching.handlers[1].name"
+            ]
+        );
+        assert!(found[0].message.contains("`$`"), "{}", found[0].message);
+        assert!(found[1].message.contains("U+000A"), "{}", found[1].message);
+
+        let keyed = only_fault(faults(&json!({
+            "workflow": "w",
+            "phases": {"a b": {"is_initial": true, "is_final": true}}
+        })));
+        assert_eq!(keyed.path, r#"$.phases["a b"]"#);
+        let listed = only_fault(faults(&json!({
+            "name": "w",
+            "phases": [{"name": "<script>", "is_initial": true, "is_final": true}]
+        })));
+        assert_eq!(listed.path, "$.phases[0].name");
+        assert!(parse_definition_value(&json!({
+            "workflow": "Search.v2:eu-west_1",
+            "phases": {"fetching-pages": {"is_initial": true, "is_final": true, "handlers": ["Ns::Page"]}}
+        }))
+        .is_ok());
+    }
+
+    #[test]
+    fn definitions_have_a_size_limit() {
+        let chain = |length: usize| {
+            let phases: Map<String, Value> = (0..length)
+                .map(|n| {
+                    let phase = if n + 1 == length {
+                        json!({"is_final": true})
+                    } else {
+                        json!({"transitions_to": format!("p{}", n + 1)})
+                    };
+                    (format!("p{n}"), phase)
+                })
+                .collect();
+            let mut chain = json!({"workflow": "chain", "phases": phases});
+            chain["phases"]["p0"]["is_initial"] = json!(true);
+            chain
+        };
+        let many = chain(1_000);
+        let fault = only_fault(faults(&many));
+        assert_eq!(fault.path, "$.phases");
+        assert!(fault.message.contains("1000 phases"), "{}", fault.message);
+        let roomy = DefinitionLimits {
+            max_phases: 10_000,
+            max_bytes: 10 << 20,
+            ..DefinitionLimits::default()
+        };
+        assert!(parse_definition_value_with(&many, &roomy).is_ok());
+        assert!(parse_definition_value(&chain(10_000)).is_err());
+        assert!(parse_definition_value_with(&chain(10_000), &roomy).is_ok());
+
+        let handlers: Vec<String> = (0..1_000).map(|n| format!("H{n}")).collect();
+        let wide = json!({"workflow": "wide", "phases": {
+            "only": {"is_initial": true, "is_final": true, "handlers": handlers}
+        }});
+        let fault = only_fault(faults(&wide));
+        assert_eq!(fault.path, "$.phases.only.handlers");
+        assert!(fault.message.contains("1000 handlers"), "{}", fault.message);
+
+        let big = json!({"workflow": "big", "data": {"pad": "x".repeat(300 * 1024)}, "phases": {
+            "only": {"is_initial": true, "is_final": true}
+        }});
+        let fault = only_fault(faults(&big));
+        assert_eq!(fault.path, "$");
+        assert!(fault.message.contains("bytes"), "{}", fault.message);
+        let text = big.to_string();
+        assert!(matches!(
+            parse_definition(&text),
+            Err(DefinitionError::Invalid(ref faults)) if faults[0].path == "$"
+        ));
+        let small = DefinitionLimits {
+            max_phases: 1,
+            ..DefinitionLimits::default()
+        };
+        let fault = match parse_definition_with(SEED_SEARCH_JSON, &small) {
+            Err(DefinitionError::Invalid(faults)) => only_fault(faults),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            fault.message.contains("the most allowed is 1"),
+            "{}",
+            fault.message
+        );
     }
 
     #[test]
