@@ -3,6 +3,7 @@
 //! Rust handlers and the in-memory store (SQLite where a test needs a
 //! change to wait for its commit).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,44 @@ impl Handler for Hold {
     }
 }
 
+/// Enumerates no jobs, `data.loops` times over the server's life, then
+/// fails: a flow of [`looping_definition`] goes round and round, two
+/// visits a loop, and ends through its error phase.
+struct Loop {
+    calls: AtomicU64,
+}
+
+#[async_trait]
+impl Handler for Loop {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let loops = request
+            .data
+            .get("loops")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= loops {
+            return Err(HandlerError::permanent("enough loops"));
+        }
+        Ok(Vec::new())
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        Ok(None)
+    }
+}
+
+fn looping_definition() -> Value {
+    json!({
+        "workflow": "looping",
+        "phases": {
+            "start": {"is_initial": true, "transitions_to": "round"},
+            "round": {"handlers": ["Loop"], "transitions_to": "about", "on_error_transition_to": "done"},
+            "about": {"transitions_to": "round"},
+            "done": {"is_final": true}
+        }
+    })
+}
+
 struct Server {
     router: Router,
     embedded: Embedded,
@@ -103,6 +142,13 @@ async fn server_with(options: ApiOptions) -> Server {
     let embedded = Embedded::builder()
         .handler("Work", Version::new(1, 0, 0), Work)
         .handler("Hold", Version::new(1, 0, 0), Hold { gate: gate_rx })
+        .handler(
+            "Loop",
+            Version::new(1, 0, 0),
+            Loop {
+                calls: AtomicU64::new(0),
+            },
+        )
         .start()
         .await
         .expect("start the embedded runtime");
@@ -743,7 +789,7 @@ async fn workers_show_their_handlers() {
         })
         .collect();
     handlers.sort();
-    assert_eq!(handlers, ["Hold@1.0.0", "Work@1.0.0"]);
+    assert_eq!(handlers, ["Hold@1.0.0", "Loop@1.0.0", "Work@1.0.0"]);
     drop(server.embedded);
 }
 
@@ -1360,8 +1406,73 @@ async fn live_progress_streams_while_a_flow_runs() {
         .rev()
         .find(|(name, _)| name == "progress")
         .unwrap();
-    assert_eq!(last.1["phases"][1]["handlers"][0]["done"], 20);
+    let work = events
+        .iter()
+        .rev()
+        .filter(|(name, _)| name == "progress")
+        .flat_map(|(_, data)| {
+            data["changed_phases"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|visit| visit["seq"] == 1)
+        .expect("the work visit was told");
+    assert_eq!(work["handlers"][0]["done"], 20);
+    assert_eq!(last.1["progress"]["phase"], "done");
     assert_eq!(events.last().unwrap().0, "end");
+}
+
+/// A flow with a long history does not send its whole history with every
+/// `progress` event: each carries the visits that changed since the last
+/// one, and merging them by `seq` gives the flow's visits.
+#[tokio::test]
+async fn progress_events_stay_small_on_a_long_flow() {
+    let server = server().await;
+    let put = server
+        .put("/api/workflows/looping", looping_definition())
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text);
+    let id = server
+        .start(json!({"workflow": "looping", "data": {"loops": 600}}))
+        .await;
+    let (events, closed) =
+        read_events(&server, &format!("/api/flows/{id}/events"), |_| false).await;
+    assert!(closed);
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "progress")
+        .map(|(_, data)| data)
+        .collect();
+    let largest = progress
+        .iter()
+        .map(|data| data.to_string().len())
+        .max()
+        .unwrap();
+    assert!(
+        largest < 16 * 1024,
+        "the largest progress event was {largest} bytes, of {} events",
+        progress.len()
+    );
+    let mut merged: Vec<Value> = Vec::new();
+    for data in progress {
+        let changed = data["changed_phases"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a progress event names what changed: {data}"));
+        for visit in changed {
+            let seq = visit["seq"].as_u64().unwrap() as usize;
+            if seq < merged.len() {
+                merged[seq] = visit.clone();
+            } else {
+                assert_eq!(seq, merged.len(), "visits arrive in order");
+                merged.push(visit.clone());
+            }
+        }
+    }
+    let detail = server.get(&format!("/api/flows/{id}")).await;
+    let visits = detail.body["phases"].as_array().unwrap();
+    assert!(visits.len() > 1_000, "{} visits", visits.len());
+    assert_eq!(&merged, visits, "the merged visits are the flow's");
 }
 
 #[tokio::test]
