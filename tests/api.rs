@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use distribot::api::{self, ApiOptions, ApiState, ApiToken};
+use distribot::api::{self, AllowedHosts, ApiOptions, ApiState, ApiToken};
 use distribot::definition::DefinitionLimits;
 use distribot::handler::{EnumerateRequest, Handler, HandlerError, JobRequest};
 use distribot::runtime::Embedded;
@@ -1247,6 +1247,177 @@ async fn a_token_guards_the_api_and_metrics() {
     let guard = ApiToken::new(token).unwrap();
     assert!(guard.matches(token.as_bytes()));
     assert!(!guard.matches(b"t0ken-for-testz"));
+}
+
+/// Without a token, the server answers its API only to requests addressed
+/// to it by a loopback name (or one the operator allowed), and never to a
+/// page of another origin: DNS rebinding and cross-site requests get 403.
+#[tokio::test]
+async fn without_a_token_other_hosts_and_origins_are_refused() {
+    let server = server().await;
+    let request = |method: Method, uri: &str, headers: &[(&str, &str)]| {
+        let mut request = Request::builder().method(method.clone()).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if method == Method::POST {
+            request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"workflow": "instant"}"#))
+                .unwrap()
+        } else {
+            request.body(Body::empty()).unwrap()
+        }
+    };
+    for host in [
+        "localhost",
+        "localhost:7878",
+        "LocalHost:1",
+        "127.0.0.1",
+        "127.0.0.1:7878",
+        "127.1.2.3:80",
+        "[::1]",
+        "[::1]:7878",
+    ] {
+        let answer = server
+            .send(request(Method::GET, "/api/flows", &[("host", host)]))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "Host: {host}: {}",
+            answer.text
+        );
+    }
+    for host in [
+        "evil.example",
+        "evil.example:7878",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "10.0.0.5:7878",
+        "[::2]:7878",
+    ] {
+        for (method, uri) in [
+            (Method::GET, "/api/flows"),
+            (Method::POST, "/api/flows"),
+            (Method::GET, "/metrics"),
+        ] {
+            let answer = server
+                .send(request(method.clone(), uri, &[("host", host)]))
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} {uri} Host: {host}"
+            );
+            assert_eq!(answer.error_code(), "forbidden_host");
+            assert!(
+                answer.message().contains("--allow-host"),
+                "says what to configure: {}",
+                answer.message()
+            );
+        }
+        // Probes and the dashboard's files hold no data.
+        for uri in ["/healthz", "/"] {
+            let answer = server
+                .send(request(Method::GET, uri, &[("host", host)]))
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{uri} Host: {host}");
+        }
+    }
+    let page = server.get("/api/flows").await;
+    assert_eq!(page.body["total"], 0, "no refused start got through");
+
+    let local = ("host", "localhost:7878");
+    for origin in [
+        "http://evil.example",
+        "http://localhost.evil.example:7878",
+        "http://127.0.0.1:7878",
+        "http://localhost:7879",
+        "null",
+    ] {
+        for method in [Method::GET, Method::POST] {
+            let answer = server
+                .send(request(
+                    method.clone(),
+                    "/api/flows",
+                    &[local, ("origin", origin)],
+                ))
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} Origin: {origin}"
+            );
+            assert_eq!(answer.error_code(), "forbidden_origin");
+        }
+    }
+    for origin in ["http://localhost:7878", "http://LOCALHOST:7878"] {
+        let answer = server
+            .send(request(
+                Method::POST,
+                "/api/flows",
+                &[local, ("origin", origin)],
+            ))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "Origin: {origin}: {}",
+            answer.text
+        );
+    }
+    let default_port = server
+        .send(request(
+            Method::GET,
+            "/api/flows",
+            &[("host", "localhost:80"), ("origin", "http://localhost")],
+        ))
+        .await;
+    assert_eq!(default_port.status, StatusCode::OK, "{}", default_port.text);
+
+    // Names the operator allowed are answered too.
+    let allowing = server_with(ApiOptions {
+        allowed_hosts: AllowedHosts::new(["Dash.Internal", "192.168.1.5"]).unwrap(),
+        ..ApiOptions::default()
+    })
+    .await;
+    for host in [
+        "dash.internal",
+        "dash.internal:8080",
+        "192.168.1.5:7878",
+        "localhost",
+    ] {
+        let answer = allowing
+            .send(request(Method::GET, "/api/flows", &[("host", host)]))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "Host: {host}: {}",
+            answer.text
+        );
+    }
+    assert!(AllowedHosts::new(["bad host"]).is_err());
+    assert!(AllowedHosts::new(["a/b"]).is_err());
+
+    // With a token, the token is the guard, whatever the name.
+    let guarded = server_with(ApiOptions {
+        token: ApiToken::new("t"),
+        ..ApiOptions::default()
+    })
+    .await;
+    let answer = guarded
+        .send(request(
+            Method::GET,
+            "/api/flows",
+            &[
+                ("host", "distribot.example.com"),
+                ("authorization", "Bearer t"),
+            ],
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
 
 #[tokio::test]

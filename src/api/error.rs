@@ -44,6 +44,13 @@ pub enum ApiError {
     UnsupportedCharset { charset: String },
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A request to a server without a token, addressed by a name it does
+    /// not answer to (DNS rebinding looks like this).
+    #[error("this server has no API token, so it answers /api only to requests addressed to localhost, 127.0.0.1 or [::1]; the request was addressed to `{host}`. If that name is this server's, allow it with `distribot serve --allow-host NAME` (or `allowed_hosts` in distribot.toml), or set an API token")]
+    ForbiddenHost { host: String },
+    /// A request to a server without a token, from a page of another origin.
+    #[error("this server has no API token, so it refuses /api requests from web pages of another origin (`{origin}`); use the dashboard this server serves, call it from a program (which sends no Origin), or set an API token")]
+    ForbiddenOrigin { origin: String },
     #[error("no flow with id `{0}`")]
     UnknownFlow(FlowId),
     #[error("no flow with id `{}`; flow ids are UUIDs, such as `{EXAMPLE_FLOW_ID}`", .0.given())]
@@ -113,6 +120,9 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ForbiddenHost { .. } | ApiError::ForbiddenOrigin { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::UnknownFlow(_)
             | ApiError::NotAFlowId(_)
             | ApiError::UnknownWorkflow { .. }
@@ -135,6 +145,8 @@ impl ApiError {
                 "unsupported_media_type"
             }
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::ForbiddenHost { .. } => "forbidden_host",
+            ApiError::ForbiddenOrigin { .. } => "forbidden_origin",
             ApiError::UnknownFlow(_) | ApiError::NotAFlowId(_) => "unknown_flow",
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
             ApiError::NotFound { .. } => "not_found",

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod handlers;
 mod input;
+mod origin;
 pub use crate::views;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use error::ApiError;
 pub use input::{DEFAULT_PAGE, MAX_DEPTH, MAX_PAGE};
+pub use origin::{AllowedHosts, InvalidHost};
 
 use crate::definition::DefinitionLimits;
 use crate::ids::FlowId;
@@ -89,6 +91,9 @@ pub struct ApiOptions {
     pub refresh_interval: Duration,
     /// How large a definition the API accepts, inline or registered.
     pub definition_limits: DefinitionLimits,
+    /// Without a token: the host names besides loopback ones that `/api`
+    /// and `/metrics` answer to.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Default for ApiOptions {
@@ -99,6 +104,7 @@ impl Default for ApiOptions {
             poll_interval: Duration::from_millis(250),
             refresh_interval: Duration::from_secs(1),
             definition_limits: DefinitionLimits::default(),
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }
@@ -314,12 +320,21 @@ fn needs_token(path: &str) -> bool {
     path == "/metrics" || path == "/api" || path.starts_with("/api/")
 }
 
+/// `/api` and `/metrics` hold the data: with a token they require it;
+/// without one, they answer only the server's own names and origin (see
+/// [`origin`]).
 async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.options().token {
-        if needs_token(request.uri().path()) {
-            if let Err(refused) = check_bearer(request.headers(), token) {
-                return refused.into_response();
-            }
+    if needs_token(request.uri().path()) {
+        let checked = match &state.options().token {
+            Some(token) => check_bearer(request.headers(), token),
+            None => origin::check(
+                &state.options().allowed_hosts,
+                request.headers(),
+                request.uri(),
+            ),
+        };
+        if let Err(refused) = checked {
+            return refused.into_response();
         }
     }
     next.run(request).await

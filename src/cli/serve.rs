@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use distribot::api::{self, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
+use distribot::api::{self, AllowedHosts, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
 use distribot::definition::{DefinitionLimits, Workflow};
 use distribot::handler::HandlerRegistry;
 use distribot::runtime::{run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder};
@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Serve without a token on an address other than loopback.
     #[arg(long)]
     insecure: bool,
+    /// Without a token, also answer /api requests addressed to this host
+    /// name or address (besides localhost, 127.0.0.1 and [::1]); repeat
+    /// for more. Replaces `allowed_hosts` of the config file.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
     body_limit: usize,
@@ -84,9 +89,12 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let addresses = resolve(&args.listen).await?;
     let resolved = args.backend.resolve_with(Config {
         api_token: args.token.clone(),
+        allowed_hosts: (!args.allow_host.is_empty()).then(|| args.allow_host.clone()),
         ..Config::default()
     })?;
     let token = resolved.config.api_token.clone().and_then(ApiToken::new);
+    let allowed_hosts = AllowedHosts::new(resolved.config.allowed_hosts.iter().flatten())
+        .map_err(|error| CliError::BadInput(format!("--allow-host: {error}")))?;
     if token.is_none() && !args.insecure {
         if let Some(open) = addresses.iter().find(|addr| !addr.ip().is_loopback()) {
             return Err(CliError::BadInput(format!(
@@ -123,9 +131,10 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let state = ApiState::new(
         &backend,
         ApiOptions {
-            token,
+            token: token.clone(),
             body_limit: args.body_limit,
             definition_limits: limits,
+            allowed_hosts: allowed_hosts.clone(),
             ..ApiOptions::default()
         },
     );
@@ -141,6 +150,11 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         list_or_none(&names),
         list_or_none(&hosted)
     );
+    if token.is_none() && allowed_hosts == AllowedHosts::default() && !bound.ip().is_loopback() {
+        eprintln!(
+            "note: without a token, /api answers only requests addressed to localhost, 127.0.0.1 or [::1]; name this machine's other names with --allow-host"
+        );
+    }
     eprintln!("listening on http://{bound}");
 
     let signalled = Arc::new(Notify::new());
