@@ -38,6 +38,8 @@ pub enum ApiError {
     InvalidDefinition(Vec<Fault>),
     #[error("the body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the body did not arrive within {}s; send it whole, at once", .timeout.as_secs_f64())]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("send the body as JSON with `Content-Type: application/json`{}", found_type(.found))]
     UnsupportedMediaType { found: Option<String> },
     #[error("JSON bodies are UTF-8, not `{charset}`: send the body in UTF-8 with `Content-Type: application/json` (or `; charset=utf-8`)")]
@@ -116,6 +118,7 @@ impl ApiError {
             | ApiError::MalformedJson { .. }
             | ApiError::InvalidDefinition(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -141,6 +144,7 @@ impl ApiError {
             ApiError::MalformedJson { .. } => "malformed_json",
             ApiError::InvalidDefinition(_) => "invalid_definition",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
                 "unsupported_media_type"
             }
@@ -202,6 +206,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come; the connection cannot
+            // be reused, so say it ends.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

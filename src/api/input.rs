@@ -49,8 +49,12 @@ impl FromRequest<ApiState> for JsonBody {
         if declared.is_some_and(|length| length > limit as u64) {
             return Err(ApiError::BodyTooLarge { limit });
         }
-        let bytes = Bytes::from_request(request, state)
+        // A client that sends its body slowly, or never, must not hold the
+        // request (and its connection) open for good.
+        let timeout = state.body_timeout();
+        let bytes = tokio::time::timeout(timeout, Bytes::from_request(request, state))
             .await
+            .map_err(|_| ApiError::BodyTimeout { timeout })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::BodyTooLarge { limit }

@@ -15,6 +15,7 @@ mod events;
 mod handlers;
 mod input;
 mod origin;
+pub mod server;
 pub use crate::views;
 
 use std::sync::Arc;
@@ -43,6 +44,10 @@ use views::FlowChange;
 
 /// Bodies larger than this are refused (413) unless the options say otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A body not sent within this long is refused (408) unless the options
+/// say otherwise.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -85,6 +90,8 @@ pub struct ApiOptions {
     pub token: Option<ApiToken>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// How long a request may take to send its body, once its headers are in.
+    pub body_timeout: Duration,
     /// How often a flow's event stream looks at the flow while it runs.
     pub poll_interval: Duration,
     /// How often `/api/events` checks whether the list of flows changed.
@@ -101,6 +108,7 @@ impl Default for ApiOptions {
         Self {
             token: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             poll_interval: Duration::from_millis(250),
             refresh_interval: Duration::from_secs(1),
             definition_limits: DefinitionLimits::default(),
@@ -169,6 +177,10 @@ impl ApiState {
 
     pub(crate) fn body_limit(&self) -> usize {
         self.inner.options.body_limit
+    }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        self.inner.options.body_timeout
     }
 
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use distribot::api::server::ServerLimits;
 use distribot::api::{self, AllowedHosts, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
 use distribot::definition::{DefinitionLimits, Workflow};
 use distribot::handler::HandlerRegistry;
@@ -60,6 +61,21 @@ pub struct ServeArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// The most connections open at once [default: the open-file limit,
+    /// less a quarter of it (at least 64) kept for handlers, the store and
+    /// the broker; at most 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// How long a connection may take to send a request's headers, from
+    /// its start or from a request's first byte.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// How long a request may take to send its body, once its headers are in.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// How long a kept-alive connection may wait between requests.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// The most jobs in flight at once across the in-process handlers.
     #[arg(long)]
     concurrency: Option<usize>,
@@ -133,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         ApiOptions {
             token: token.clone(),
             body_limit: args.body_limit,
+            body_timeout: args.body_timeout,
             definition_limits: limits,
             allowed_hosts: allowed_hosts.clone(),
             ..ApiOptions::default()
@@ -169,11 +186,34 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
             signalled.notify_one();
         }
     };
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let connections = ServerLimits {
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(api::server::default_max_connections),
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    if let (Some(asked), Some(files)) = (args.max_connections, api::server::open_files_limit()) {
+        if asked as u64 + api::server::MIN_RESERVED_FILES > files {
+            eprintln!(
+                "warning: --max-connections {asked} leaves fewer than {} of the {files} files this process may open for handlers, the store and the broker; raise `ulimit -n` or lower --max-connections",
+                api::server::MIN_RESERVED_FILES
+            );
+        }
+    }
+    eprintln!(
+        "connections: at most {} at once; headers within {}, bodies within {}, idle for {}",
+        connections.max_connections,
+        humantime::format_duration(connections.header_timeout),
+        humantime::format_duration(args.body_timeout),
+        humantime::format_duration(connections.idle_timeout)
+    );
+    let mut server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(state),
+        connections,
+        shutdown,
+    ));
     let served = tokio::select! {
         served = &mut server => served,
         _ = signalled.notified() => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
@@ -181,17 +221,12 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
             Err(_) => {
                 eprintln!("some requests were still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
                 server.abort();
-                Ok(Ok(()))
+                Ok(())
             }
         },
     };
     match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            return Err(CliError::Runtime(anyhow!(
-                "the HTTP server failed: {error}"
-            )))
-        }
+        Ok(()) => {}
         Err(join_error) => {
             return Err(CliError::Runtime(anyhow!(
                 "the HTTP server stopped: {join_error}"
