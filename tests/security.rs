@@ -376,3 +376,51 @@ fn idle_connections_beyond_the_cap_leave_the_server_and_its_handlers_working() {
     );
     drop((idle, more));
 }
+
+/// Requests the HTTP parser refuses before any route sees them get the same
+/// JSON error body as every other error.
+#[test]
+fn requests_too_large_or_malformed_get_json_errors_too() {
+    let server = Serve::start(&[]);
+    let long_url = format!(
+        "GET /{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n",
+        (0..200)
+            .map(|n| format!("X-{n}: y\r\n"))
+            .collect::<String>()
+    );
+    let large_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(500_000)
+    );
+    for (request, status, code) in [
+        (long_url.as_str(), 414, "uri_too_long"),
+        (many_headers.as_str(), 431, "headers_too_large"),
+        (large_header.as_str(), 431, "headers_too_large"),
+        ("GARBAGE\r\n\r\n", 400, "malformed_request"),
+    ] {
+        let mut stream = connect(&server);
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(request.as_bytes());
+        let answer = closed_within(&mut stream, Duration::from_secs(5))
+            .unwrap_or_else(|why| panic!("{code}: {why}"));
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // The connection after such an answer is gone, but the server is not.
+    let (status, _) = request(&server, "GET /healthz HTTP/1.1", "", Duration::from_secs(5));
+    assert_eq!(status, 200);
+}

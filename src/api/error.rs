@@ -59,10 +59,19 @@ pub enum ApiError {
     NotAFlowId(InvalidFlowId),
     #[error("no workflow named `{name}` is registered; register it with PUT /api/workflows/{name}, or start the flow with an inline `definition`")]
     UnknownWorkflow { name: String, path: Option<String> },
-    #[error("no route for {path}; the API is described at /api/openapi.json")]
+    #[error("no route for {}; the API is described at /api/openapi.json", shorten(.path))]
     NotFound { path: String },
-    #[error("{method} is not allowed on {path}")]
+    #[error("{} is not allowed on {}", shorten(.method), shorten(.path))]
     MethodNotAllowed { method: String, path: String },
+    /// What the HTTP parser refused before any route saw the request.
+    #[error("the request is not valid HTTP/1.1 (its request line or a header is malformed)")]
+    MalformedRequest,
+    #[error("the URL is too long: the most is 65534 characters")]
+    UriTooLong,
+    #[error(
+        "the request's headers are too many or too large: at most 100 headers, about 400 KB in all"
+    )]
+    HeadersTooLarge,
     #[error(transparent)]
     Rejected(CommandRejected),
     /// The flow kept changing while a command applied: not a failure of
@@ -74,6 +83,15 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Enough of a long text from the request to recognise it in a message.
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 200;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 fn join_faults(faults: &[Fault]) -> String {
@@ -116,7 +134,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. }
             | ApiError::MalformedJson { .. }
-            | ApiError::InvalidDefinition(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidDefinition(_)
+            | ApiError::MalformedRequest => StatusCode::BAD_REQUEST,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
@@ -155,6 +176,9 @@ impl ApiError {
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::MalformedRequest => "malformed_request",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::Rejected(_) => "wrong_state",
             ApiError::Contention(_) => "contention",
             ApiError::Unavailable(_) => "unavailable",
@@ -192,6 +216,15 @@ impl ApiError {
                 faults,
             },
         }
+    }
+}
+
+impl ApiError {
+    /// The error body as JSON bytes, for answers written without a
+    /// response object (see `server.rs`).
+    pub(crate) fn json_body(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_vec(&self.body()).unwrap_or_default()
     }
 }
 

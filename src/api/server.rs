@@ -25,6 +25,12 @@
 //! Shutdown is graceful: the listener closes, idle connections close, and
 //! requests in progress finish (event streams end on their own when the
 //! API closes them).
+//!
+//! hyper answers a request it cannot parse (a URL over 65,534 characters,
+//! more than 100 headers or a head over about 400 KB, a malformed request
+//! line) on its own, with an empty body, before any route sees it. Such an
+//! answer is recognised on its way out and replaced by the JSON error
+//! every other answer has, so that clients can rely on one error shape.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -46,6 +52,8 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use super::error::ApiError;
 
 /// How long a new connection waits for the slot of an idle one that was
 /// told to close, before it is refused.
@@ -331,6 +339,7 @@ async fn drive(
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
+        pending: None,
     });
     let service = {
         let activity = activity.clone();
@@ -390,10 +399,75 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-/// The socket, telling the connection's activity when bytes arrive.
+/// The socket, telling the connection's activity when bytes arrive, and
+/// giving hyper's own error answers a JSON body.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// A replacement answer not yet written, and how much of it was.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    /// Writes what remains of a replacement answer.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.pending {
+            let n =
+                std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+            if *written == bytes.len() {
+                self.pending = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `buf` over when it is one of hyper's own bodiless error
+    /// answers, written while no request was being answered; how much of
+    /// `buf` it stands for.
+    fn replace(&mut self, buf: &[u8]) -> Option<usize> {
+        if self.activity.is_busy() {
+            return None;
+        }
+        let error = protocol_error(buf)?;
+        self.pending = Some((raw_answer(&error), 0));
+        Some(buf.len())
+    }
+}
+
+/// The error of a bodiless answer hyper writes itself for a request it
+/// could not parse, such as `HTTP/1.1 431 Request Header Fields Too
+/// Large\r\nconnection: close\r\ncontent-length: 0\r\n...`.
+fn protocol_error(head: &[u8]) -> Option<ApiError> {
+    let status = head.strip_prefix(b"HTTP/1.")?.get(1..6)?;
+    let error = match status {
+        b" 400 " => ApiError::MalformedRequest,
+        b" 414 " => ApiError::UriTooLong,
+        b" 431 " => ApiError::HeadersTooLarge,
+        _ => return None,
+    };
+    let bodiless = head
+        .windows(b"\r\ncontent-length: 0\r\n".len())
+        .any(|window| window.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"));
+    (bodiless && head.ends_with(b"\r\n\r\n")).then_some(error)
+}
+
+/// `error` as a whole HTTP/1.1 answer, after which the connection closes.
+fn raw_answer(error: &ApiError) -> Vec<u8> {
+    let status = error.status();
+    let body = error.json_body();
+    let mut answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
 }
 
 impl AsyncRead for Watched {
@@ -417,6 +491,10 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if let Some(taken) = self.replace(buf) {
+            return Poll::Ready(Ok(taken));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -425,6 +503,13 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        // hyper queues an answer's head as a buffer of its own, first.
+        if let Some(head) = bufs.iter().find(|buf| !buf.is_empty()) {
+            if let Some(taken) = self.replace(head) {
+                return Poll::Ready(Ok(taken));
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -433,10 +518,12 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -481,6 +568,27 @@ mod tests {
                 "{max} of {limit}"
             );
         }
+    }
+
+    #[test]
+    fn only_hypers_own_bodiless_errors_are_replaced() {
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 14:10:39 GMT\r\n\r\n";
+        assert!(matches!(
+            protocol_error(bare),
+            Some(ApiError::HeadersTooLarge)
+        ));
+        let long = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        assert!(matches!(protocol_error(long), Some(ApiError::UriTooLong)));
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 61\r\n\r\n";
+        assert!(protocol_error(ours).is_none());
+        let found = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        assert!(protocol_error(found).is_none());
+        let answer = String::from_utf8(raw_answer(&ApiError::UriTooLong)).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "uri_too_long");
     }
 
     #[test]
