@@ -885,6 +885,114 @@ async fn openapi_describes_every_route() {
             );
         }
     }
+    // Every operation says how it answers what any request may get: an
+    // unparsable request, a URL or headers too large; the guarded ones
+    // their refusals too.
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["400", "414", "431"];
+            if path.starts_with("/api") || path == "/metrics" {
+                expected.extend(["401", "403"]);
+            }
+            if operation["requestBody"].is_object() {
+                expected.extend(["408", "413", "415"]);
+            }
+            if path.contains("{id}") || (path.contains("{name}") && method == "get") {
+                expected.push("404");
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    let codes: Vec<&str> = schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    for code in [
+        "malformed_request",
+        "uri_too_long",
+        "headers_too_large",
+        "duplicate_key",
+        "nul_byte",
+        "invalid_path",
+        "invalid_query",
+        "method_not_allowed",
+        "forbidden_host",
+        "forbidden_origin",
+        "body_timeout",
+        "contention",
+        "unavailable",
+    ] {
+        assert!(codes.contains(&code), "the error codes lack {code}");
+    }
+    // A definition is described field by field, in both of its forms.
+    let forms = schemas["Definition"]["oneOf"]
+        .as_array()
+        .expect("two forms");
+    assert_eq!(forms.len(), 2);
+    for (form, name_field) in [("SeedDefinition", "workflow"), ("GemDefinition", "name")] {
+        let schema = &schemas[form];
+        assert_eq!(schema["additionalProperties"], false, "{form}");
+        for field in [name_field, "data", "phases"] {
+            assert!(schema["properties"][field].is_object(), "{form}.{field}");
+        }
+    }
+    for field in [
+        "name",
+        "is_initial",
+        "is_final",
+        "transitions_to",
+        "on_error_transition_to",
+        "handlers",
+        "timeout",
+    ] {
+        assert!(
+            schemas["Phase"]["properties"][field].is_object(),
+            "Phase.{field}"
+        );
+    }
+    for field in ["name", "version", "retry", "timeout", "concurrency"] {
+        assert!(
+            schemas["HandlerObject"]["properties"][field].is_object(),
+            "HandlerObject.{field}"
+        );
+    }
+    // Event streams say which events they send, and what each one holds.
+    for (path, events) in [
+        (
+            "/api/flows/{id}/events",
+            vec!["transition", "progress", "end"],
+        ),
+        ("/api/events", vec!["flow", "refresh"]),
+    ] {
+        let stream =
+            &paths[path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"];
+        let target = stream["$ref"].as_str().expect("a schema per event");
+        let mut node = &document;
+        for part in target.trim_start_matches("#/").split('/') {
+            node = &node[part];
+        }
+        let named: Vec<&str> = node["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| {
+                let data = &event["properties"]["data"];
+                assert_eq!(data["contentMediaType"], "application/json", "{path}");
+                assert!(data["contentSchema"]["$ref"].is_string(), "{path}");
+                event["properties"]["event"]["const"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(named, events, "{path}");
+    }
     // Every `$ref` points at something.
     let text = api::OPENAPI;
     for reference in text.split("\"$ref\": \"#/").skip(1) {
