@@ -212,7 +212,9 @@ pub struct FlowProgress {
     /// event (on the first ones, every visit so far), in `seq` order. A
     /// flow with a long history would otherwise send all of it with every
     /// count that moved; clients merge these into their visits by `seq`
-    /// (see [`FlowProgress::merge_into`]).
+    /// (see [`FlowProgress::merge_into`]). A server from before this field
+    /// sent every visit as `phases`, which merges the same way.
+    #[serde(default, alias = "phases")]
     pub changed_phases: Vec<PhaseRun>,
 }
 
@@ -531,5 +533,16 @@ mod tests {
         assert_eq!(told.len(), 1);
         assert!(told[0].changed_phases.is_empty(), "no visit moved");
         assert_eq!(told[0].head.waiting, record.waiting);
+    }
+
+    #[test]
+    fn an_older_servers_whole_history_merges_too() {
+        let record = record_with_visits(3);
+        let mut old = serde_json::to_value(ProgressHead::from(&record)).unwrap();
+        old["phases"] = serde_json::to_value(&record.phases).unwrap();
+        let progress: FlowProgress = serde_json::from_value(old).unwrap();
+        let mut merged = Vec::new();
+        progress.merge_into(&mut merged);
+        assert_eq!(merged, record.phases);
     }
 }
