@@ -109,8 +109,12 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         ..Config::default()
     })?;
     let token = resolved.config.api_token.clone().and_then(ApiToken::new);
-    let allowed_hosts = AllowedHosts::new(resolved.config.allowed_hosts.iter().flatten())
-        .map_err(|error| CliError::BadInput(format!("--allow-host: {error}")))?;
+    let allowed_hosts =
+        AllowedHosts::new(resolved.config.allowed_hosts.iter().flatten()).map_err(|error| {
+            CliError::BadInput(format!(
+                "allowed hosts (--allow-host, or `allowed_hosts` in the config file): {error}"
+            ))
+        })?;
     if token.is_none() && !args.insecure {
         if let Some(open) = addresses.iter().find(|addr| !addr.ip().is_loopback()) {
             return Err(CliError::BadInput(format!(
