@@ -28,6 +28,10 @@ pub struct Config {
     pub server: Option<String>,
     /// The API token (servers require it; the CLI sends it).
     pub api_token: Option<String>,
+    /// Host names a server without a token answers besides the loopback
+    /// ones (`distribot serve --allow-host`). A list, so it has no
+    /// environment variable.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Every environment variable that sets something, and what it sets. The
@@ -134,6 +138,7 @@ impl Config {
             prefix: over.prefix.or(self.prefix),
             server: over.server.or(self.server),
             api_token: over.api_token.or(self.api_token),
+            allowed_hosts: over.allowed_hosts.or(self.allowed_hosts),
         }
     }
 
@@ -385,6 +390,26 @@ mod tests {
             )
             .endpoint(),
             Endpoint::Incomplete
+        );
+    }
+
+    #[test]
+    fn allowed_hosts_come_from_the_file_unless_flags_give_them() {
+        let file: Config =
+            toml::from_str(r#"allowed_hosts = ["dash.internal", "10.0.0.5"]"#).unwrap();
+        let resolved = Config::resolve(file.clone(), Config::default(), Config::default());
+        assert_eq!(
+            resolved.config.allowed_hosts,
+            Some(vec!["dash.internal".to_owned(), "10.0.0.5".to_owned()])
+        );
+        let flags = Config {
+            allowed_hosts: Some(vec!["other".to_owned()]),
+            ..Config::default()
+        };
+        let resolved = Config::resolve(file, Config::default(), flags);
+        assert_eq!(
+            resolved.config.allowed_hosts,
+            Some(vec!["other".to_owned()])
         );
     }
 

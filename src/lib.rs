@@ -19,6 +19,7 @@ pub mod definition;
 pub mod graph;
 pub mod handler;
 pub mod ids;
+mod json;
 pub mod metrics;
 pub mod model;
 pub mod rules;

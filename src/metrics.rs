@@ -7,8 +7,16 @@
 //! one process (tests do this) share it instead of failing. Every name starts
 //! with `distribot_`. Recording is cheap and never fails, so the runtime can
 //! call these functions on its hot paths.
+//!
+//! Labels carry workflow, phase, handler and queue names, and anyone who
+//! may start a flow may name an inline workflow. Each series costs memory
+//! for the life of the process and in every scrape, so each label takes at
+//! most [`MAX_LABEL_VALUES`] distinct values; later ones are counted
+//! together under [`OTHER`].
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -37,6 +45,57 @@ const JOB_DURATION: &str = "distribot_job_duration_seconds";
 const PHASE_DURATION: &str = "distribot_phase_duration_seconds";
 const QUEUE_DEPTH: &str = "distribot_queue_depth";
 const LIVE_WORKERS: &str = "distribot_live_workers";
+
+/// How many distinct values one label takes before the rest are folded
+/// into [`OTHER`].
+pub const MAX_LABEL_VALUES: usize = 200;
+
+/// The label value that stands for every value past the limit. No
+/// workflow, phase or handler can have this name (names start with a
+/// letter or a digit), so it cannot be mistaken for one.
+pub const OTHER: &str = "_other";
+
+/// The values one label has taken so far, up to a limit. The first come
+/// keep their own series for the life of the process.
+struct LabelValues {
+    limit: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl LabelValues {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// `value` itself while there is room for it, else [`OTHER`].
+    fn admit<'v>(&self, value: &'v str) -> Cow<'v, str> {
+        // A poisoned set still holds what it held: keep counting.
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if seen.contains(value) {
+            return Cow::Borrowed(value);
+        }
+        if seen.len() < self.limit {
+            seen.insert(value.to_owned());
+            return Cow::Borrowed(value);
+        }
+        Cow::Borrowed(OTHER)
+    }
+
+    fn label(&self, value: &str) -> String {
+        self.admit(value).into_owned()
+    }
+}
+
+static WORKFLOWS: LazyLock<LabelValues> = LazyLock::new(|| LabelValues::new(MAX_LABEL_VALUES));
+static PHASES: LazyLock<LabelValues> = LazyLock::new(|| LabelValues::new(MAX_LABEL_VALUES));
+static HANDLERS: LazyLock<LabelValues> = LazyLock::new(|| LabelValues::new(MAX_LABEL_VALUES));
+static QUEUES: LazyLock<LabelValues> = LazyLock::new(|| LabelValues::new(MAX_LABEL_VALUES));
 
 /// Renders what the process recorded, in the Prometheus text format.
 #[derive(Clone)]
@@ -136,14 +195,14 @@ fn describe() {
 
 /// A flow of `workflow` was started.
 pub fn flow_started(workflow: &str) {
-    metrics::counter!(FLOWS_STARTED, "workflow" => workflow.to_owned()).increment(1);
+    metrics::counter!(FLOWS_STARTED, "workflow" => WORKFLOWS.label(workflow)).increment(1);
 }
 
 /// A flow of `workflow` ended with `status` (finished, failed or canceled).
 pub fn flow_ended(workflow: &str, status: FlowStatus) {
     metrics::counter!(
         FLOWS_ENDED,
-        "workflow" => workflow.to_owned(),
+        "workflow" => WORKFLOWS.label(workflow),
         "status" => status.as_str()
     )
     .increment(1);
@@ -152,34 +211,34 @@ pub fn flow_ended(workflow: &str, status: FlowStatus) {
 /// A job of `handler` was processed successfully in `duration`; feeds both
 /// the processed counter and the job duration histogram.
 pub fn job_processed(handler: &str, duration: Duration) {
-    metrics::counter!(JOBS_PROCESSED, "handler" => handler.to_owned()).increment(1);
-    metrics::histogram!(JOB_DURATION, "handler" => handler.to_owned())
-        .record(duration.as_secs_f64());
+    let handler = HANDLERS.label(handler);
+    metrics::counter!(JOBS_PROCESSED, "handler" => handler.clone()).increment(1);
+    metrics::histogram!(JOB_DURATION, "handler" => handler).record(duration.as_secs_f64());
 }
 
 /// A job of `handler` spent its last attempt and failed its phase.
 pub fn job_failed(handler: &str) {
-    metrics::counter!(JOBS_FAILED, "handler" => handler.to_owned()).increment(1);
+    metrics::counter!(JOBS_FAILED, "handler" => HANDLERS.label(handler)).increment(1);
 }
 
 /// An attempt of a job of `handler` failed and will be tried again.
 pub fn job_retried(handler: &str) {
-    metrics::counter!(JOBS_RETRIED, "handler" => handler.to_owned()).increment(1);
+    metrics::counter!(JOBS_RETRIED, "handler" => HANDLERS.label(handler)).increment(1);
 }
 
 /// A visit of `phase` of `workflow` completed after `duration`.
 pub fn phase_completed(workflow: &str, phase: &str, duration: Duration) {
     metrics::histogram!(
         PHASE_DURATION,
-        "workflow" => workflow.to_owned(),
-        "phase" => phase.to_owned()
+        "workflow" => WORKFLOWS.label(workflow),
+        "phase" => PHASES.label(phase)
     )
     .record(duration.as_secs_f64());
 }
 
 /// `n` tasks wait in `queue` right now.
 pub fn queue_depth(queue: &str, n: u64) {
-    metrics::gauge!(QUEUE_DEPTH, "queue" => queue.to_owned()).set(n as f64);
+    metrics::gauge!(QUEUE_DEPTH, "queue" => QUEUES.label(queue)).set(n as f64);
 }
 
 /// `n` workers are live right now.
@@ -195,6 +254,25 @@ pub fn flows_in_status(status: FlowStatus, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_past_the_limit_are_counted_together() {
+        let values = LabelValues::new(3);
+        for name in ["a", "b", "c"] {
+            assert_eq!(values.admit(name), name);
+        }
+        assert_eq!(values.admit("d"), OTHER);
+        assert_eq!(values.admit("e"), OTHER);
+        assert_eq!(
+            values.admit("a"),
+            "a",
+            "values seen before keep their series"
+        );
+        assert!(
+            crate::ids::check_name(OTHER).is_err(),
+            "no workflow or handler can be named like the fold"
+        );
+    }
 
     #[test]
     fn installing_twice_shares_one_recorder() {

@@ -213,19 +213,37 @@ pub struct StatusChange {
 }
 
 /// The `progress` event of a flow's event stream: the parts of
-/// [`FlowDetail`] that move while it runs, under the same names.
+/// [`FlowDetail`] that move while it runs, under the same names, except
+/// that the phase visits come as a change, not as the whole history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlowProgress {
+    #[serde(flatten)]
+    pub head: ProgressHead,
+    /// The phase visits that changed since the stream's previous `progress`
+    /// event (on the first ones, every visit so far), in `seq` order. A
+    /// flow with a long history would otherwise send all of it with every
+    /// count that moved; clients merge these into their visits by `seq`
+    /// (see [`FlowProgress::merge_into`]). A server from before this field
+    /// sent every visit as `phases`, which merges the same way.
+    #[serde(default, alias = "phases")]
+    pub changed_phases: Vec<PhaseRun>,
+}
+
+/// What a `progress` event says whole each time: small, however long the
+/// flow's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgressHead {
     pub id: FlowId,
     pub status: FlowStatus,
     pub phase: PhaseName,
     pub waiting: Vec<String>,
+    /// The current visit, as the list shows it.
     pub progress: PhaseProgress,
-    pub phases: Vec<PhaseRun>,
+    /// Jobs per handler over the whole flow.
     pub handlers: BTreeMap<HandlerName, HandlerTotals>,
 }
 
-impl From<&FlowRecord> for FlowProgress {
+impl From<&FlowRecord> for ProgressHead {
     fn from(record: &FlowRecord) -> Self {
         let current = record.current();
         Self {
@@ -234,11 +252,30 @@ impl From<&FlowRecord> for FlowProgress {
             phase: current.phase.clone(),
             waiting: record.waiting.clone(),
             progress: PhaseProgress::from(current),
-            phases: record.phases.clone(),
             handlers: record.handler_totals(),
         }
     }
 }
+
+impl FlowProgress {
+    /// Lays the changed visits over `phases`, which holds visits in `seq`
+    /// order (as [`FlowDetail::phases`] does): a visit already there is
+    /// replaced, a new one inserted in its place.
+    pub fn merge_into(&self, phases: &mut Vec<PhaseRun>) {
+        for visit in &self.changed_phases {
+            match phases.binary_search_by_key(&visit.seq, |known| known.seq) {
+                Ok(at) => phases[at] = visit.clone(),
+                Err(at) => phases.insert(at, visit.clone()),
+            }
+        }
+    }
+}
+
+/// How much of a history one `progress` event carries at most, counted in
+/// handler runs (a visit is one, plus one per handler): enough for the
+/// visits of a busy moment, little enough that the first events of a
+/// stream on a long flow stay small. A visit larger than this goes alone.
+pub const PROGRESS_EVENT_BUDGET: usize = 64;
 
 /// The `end` event of a flow's event stream, its last.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -364,13 +401,16 @@ pub enum FlowUpdate {
 #[derive(Debug, Default)]
 pub struct FlowUpdates {
     transitions: usize,
-    progress: Option<FlowProgress>,
+    head: Option<ProgressHead>,
+    /// Every visit as last told, in `seq` order.
+    visits: Vec<PhaseRun>,
     ended: bool,
 }
 
 impl FlowUpdates {
     /// The updates from what was told to `record`: new transitions, the
-    /// progress if it moved, and the end once the flow ended.
+    /// progress if it moved (in as many events as the changed visits need,
+    /// see [`PROGRESS_EVENT_BUDGET`]), and the end once the flow ended.
     pub fn catch_up(&mut self, record: &FlowRecord) -> Vec<FlowUpdate> {
         let mut updates: Vec<FlowUpdate> = record
             .transitions
@@ -380,15 +420,140 @@ impl FlowUpdates {
             .map(FlowUpdate::Transition)
             .collect();
         self.transitions = record.transitions.len();
-        let progress = FlowProgress::from(record);
-        if self.progress.as_ref() != Some(&progress) {
-            updates.push(FlowUpdate::Progress(Box::new(progress.clone())));
-            self.progress = Some(progress);
+        let head = ProgressHead::from(record);
+        let changed: Vec<&PhaseRun> = record
+            .phases
+            .iter()
+            .enumerate()
+            .filter(|(index, visit)| self.visits.get(*index) != Some(*visit))
+            .map(|(_, visit)| visit)
+            .collect();
+        if self.head.as_ref() != Some(&head) || !changed.is_empty() {
+            for batch in batches(&changed) {
+                updates.push(FlowUpdate::Progress(Box::new(FlowProgress {
+                    head: head.clone(),
+                    changed_phases: batch.iter().map(|visit| (*visit).clone()).collect(),
+                })));
+            }
+            self.head = Some(head);
+            for visit in changed {
+                match self.visits.get_mut(visit.seq as usize) {
+                    Some(told) => told.clone_from(visit),
+                    None => self.visits.push(visit.clone()),
+                }
+            }
         }
         if record.status.is_ended() && !self.ended {
             updates.push(FlowUpdate::End(FlowEnd::from(record)));
             self.ended = true;
         }
         updates
+    }
+}
+
+/// `visits` cut into runs that fit [`PROGRESS_EVENT_BUDGET`]; one empty
+/// run when there are none, since the rest of the event still says what
+/// moved.
+fn batches<'v>(visits: &'v [&'v PhaseRun]) -> Vec<&'v [&'v PhaseRun]> {
+    let mut batches = Vec::new();
+    let (mut start, mut spent) = (0, 0);
+    for (index, visit) in visits.iter().enumerate() {
+        let cost = 1 + visit.handlers.len();
+        if index > start && spent + cost > PROGRESS_EVENT_BUDGET {
+            batches.push(&visits[start..index]);
+            (start, spent) = (index, 0);
+        }
+        spent += cost;
+    }
+    if start < visits.len() || batches.is_empty() {
+        batches.push(&visits[start..]);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::parse_definition_value;
+
+    fn record_with_visits(visits: u32) -> FlowRecord {
+        let workflow = parse_definition_value(&serde_json::json!({
+            "workflow": "w",
+            "phases": {
+                "a": {"is_initial": true, "transitions_to": "b", "handlers": ["H"]},
+                "b": {"is_final": true}
+            }
+        }))
+        .unwrap();
+        let workflow = Arc::new(workflow);
+        let mut record =
+            FlowRecord::new(FlowId::new("f"), workflow.clone(), Map::new(), Timestamp(1));
+        let a = workflow.phase("a").unwrap();
+        for seq in 1..visits {
+            record
+                .phases
+                .push(PhaseRun::enter(seq, a, Timestamp(1 + u64::from(seq))));
+        }
+        record
+    }
+
+    fn progress(updates: &[FlowUpdate]) -> Vec<&FlowProgress> {
+        updates
+            .iter()
+            .filter_map(|update| match update {
+                FlowUpdate::Progress(progress) => Some(progress.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_tells_each_visit_once_and_then_only_what_moved() {
+        let mut record = record_with_visits(100);
+        let mut updates = FlowUpdates::default();
+        let first = updates.catch_up(&record);
+        let told = progress(&first);
+        // Every visit is told at first, in events within the budget.
+        assert!(told.len() > 1);
+        let mut merged = Vec::new();
+        for event in &told {
+            let cost: usize = event
+                .changed_phases
+                .iter()
+                .map(|v| 1 + v.handlers.len())
+                .sum();
+            assert!(cost <= PROGRESS_EVENT_BUDGET, "{cost}");
+            event.merge_into(&mut merged);
+        }
+        assert_eq!(merged, record.phases);
+
+        assert!(updates.catch_up(&record).is_empty(), "nothing moved");
+
+        record.phases[99].handlers[0].done = 1;
+        let moved = updates.catch_up(&record);
+        let told = progress(&moved);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].changed_phases.len(), 1);
+        assert_eq!(told[0].changed_phases[0].seq, 99);
+        told[0].merge_into(&mut merged);
+        assert_eq!(merged, record.phases);
+
+        record.waiting = vec!["waiting for a worker: H".to_owned()];
+        let waiting = updates.catch_up(&record);
+        let told = progress(&waiting);
+        assert_eq!(told.len(), 1);
+        assert!(told[0].changed_phases.is_empty(), "no visit moved");
+        assert_eq!(told[0].head.waiting, record.waiting);
+    }
+
+    #[test]
+    fn an_older_servers_whole_history_merges_too() {
+        let record = record_with_visits(3);
+        let mut old = serde_json::to_value(ProgressHead::from(&record)).unwrap();
+        old["phases"] = serde_json::to_value(&record.phases).unwrap();
+        let progress: FlowProgress = serde_json::from_value(old).unwrap();
+        let mut merged = Vec::new();
+        progress.merge_into(&mut merged);
+        assert_eq!(merged, record.phases);
     }
 }

@@ -3,6 +3,7 @@
 //! Rust handlers and the in-memory store (SQLite where a test needs a
 //! change to wait for its commit).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,8 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use distribot::api::{self, ApiOptions, ApiState, ApiToken};
+use distribot::api::{self, AllowedHosts, ApiOptions, ApiState, ApiToken};
+use distribot::definition::DefinitionLimits;
 use distribot::handler::{EnumerateRequest, Handler, HandlerError, JobRequest};
 use distribot::runtime::Embedded;
 use distribot::version::Version;
@@ -58,6 +60,44 @@ impl Handler for Hold {
     }
 }
 
+/// Enumerates no jobs, `data.loops` times over the server's life, then
+/// fails: a flow of [`looping_definition`] goes round and round, two
+/// visits a loop, and ends through its error phase.
+struct Loop {
+    calls: AtomicU64,
+}
+
+#[async_trait]
+impl Handler for Loop {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let loops = request
+            .data
+            .get("loops")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= loops {
+            return Err(HandlerError::permanent("enough loops"));
+        }
+        Ok(Vec::new())
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        Ok(None)
+    }
+}
+
+fn looping_definition() -> Value {
+    json!({
+        "workflow": "looping",
+        "phases": {
+            "start": {"is_initial": true, "transitions_to": "round"},
+            "round": {"handlers": ["Loop"], "transitions_to": "about", "on_error_transition_to": "done"},
+            "about": {"transitions_to": "round"},
+            "done": {"is_final": true}
+        }
+    })
+}
+
 struct Server {
     router: Router,
     embedded: Embedded,
@@ -102,6 +142,13 @@ async fn server_with(options: ApiOptions) -> Server {
     let embedded = Embedded::builder()
         .handler("Work", Version::new(1, 0, 0), Work)
         .handler("Hold", Version::new(1, 0, 0), Hold { gate: gate_rx })
+        .handler(
+            "Loop",
+            Version::new(1, 0, 0),
+            Loop {
+                calls: AtomicU64::new(0),
+            },
+        )
         .start()
         .await
         .expect("start the embedded runtime");
@@ -646,6 +693,67 @@ async fn workflows_register_replace_and_read_back() {
     assert_eq!(missing.error_code(), "unknown_workflow");
 }
 
+/// Definitions from the network are held to the name rules and the size
+/// limits, which the server's options set.
+#[tokio::test]
+async fn definitions_keep_to_names_and_limits() {
+    let server = server_with(ApiOptions {
+        definition_limits: DefinitionLimits {
+            max_phases: 3,
+            ..DefinitionLimits::default()
+        },
+        ..ApiOptions::default()
+    })
+    .await;
+    for (name, in_path) in [
+        ("../../etc", "..%2F..%2Fetc"),
+        ("a\u{202e}b", "a%E2%80%AEb"),
+        ("a b", "a%20b"),
+    ] {
+        let mut definition = instant_definition();
+        definition["workflow"] = json!(name);
+        let answer = server
+            .put(&format!("/api/workflows/{in_path}"), definition)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{name}: {}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "invalid_definition", "{}", answer.text);
+        assert_eq!(answer.path(), Some("$.workflow"), "{}", answer.text);
+    }
+    let handler = server
+        .post(
+            "/api/flows",
+            json!({"definition": {"workflow": "shell", "phases": {
+                "only": {"is_initial": true, "is_final": true, "handlers": ["$(touch x)"]}
+            }}}),
+        )
+        .await;
+    assert_eq!(handler.status, StatusCode::BAD_REQUEST, "{}", handler.text);
+    assert_eq!(handler.path(), Some("$.definition.phases.only.handlers[0]"));
+
+    // `quick` has four phases, one more than this server takes.
+    let mut four = quick_definition();
+    four["workflow"] = json!("four");
+    let refused = server.put("/api/workflows/four", four.clone()).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert_eq!(refused.path(), Some("$.phases"));
+    assert!(
+        refused.message().contains("the most allowed is 3"),
+        "{}",
+        refused.message()
+    );
+    let inline = server.post("/api/flows", json!({"definition": four})).await;
+    assert_eq!(inline.status, StatusCode::BAD_REQUEST, "{}", inline.text);
+    assert_eq!(inline.path(), Some("$.definition.phases"));
+    // Registered before the limit, a workflow still runs.
+    let id = server.start(json!({"workflow": "quick"})).await;
+    assert_eq!(server.ended(&id).await["status"], "finished");
+}
+
 #[tokio::test]
 async fn workers_show_their_handlers() {
     let server = server().await;
@@ -681,7 +789,7 @@ async fn workers_show_their_handlers() {
         })
         .collect();
     handlers.sort();
-    assert_eq!(handlers, ["Hold@1.0.0", "Work@1.0.0"]);
+    assert_eq!(handlers, ["Hold@1.0.0", "Loop@1.0.0", "Work@1.0.0"]);
     drop(server.embedded);
 }
 
@@ -776,6 +884,114 @@ async fn openapi_describes_every_route() {
                 "openapi.json has {method} {path}, which is not routed"
             );
         }
+    }
+    // Every operation says how it answers what any request may get: an
+    // unparsable request, a URL or headers too large; the guarded ones
+    // their refusals too.
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["400", "414", "431"];
+            if path.starts_with("/api") || path == "/metrics" {
+                expected.extend(["401", "403"]);
+            }
+            if operation["requestBody"].is_object() {
+                expected.extend(["408", "413", "415"]);
+            }
+            if path.contains("{id}") || (path.contains("{name}") && method == "get") {
+                expected.push("404");
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    let codes: Vec<&str> = schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    for code in [
+        "malformed_request",
+        "uri_too_long",
+        "headers_too_large",
+        "duplicate_key",
+        "nul_byte",
+        "invalid_path",
+        "invalid_query",
+        "method_not_allowed",
+        "forbidden_host",
+        "forbidden_origin",
+        "body_timeout",
+        "contention",
+        "unavailable",
+    ] {
+        assert!(codes.contains(&code), "the error codes lack {code}");
+    }
+    // A definition is described field by field, in both of its forms.
+    let forms = schemas["Definition"]["oneOf"]
+        .as_array()
+        .expect("two forms");
+    assert_eq!(forms.len(), 2);
+    for (form, name_field) in [("SeedDefinition", "workflow"), ("GemDefinition", "name")] {
+        let schema = &schemas[form];
+        assert_eq!(schema["additionalProperties"], false, "{form}");
+        for field in [name_field, "data", "phases"] {
+            assert!(schema["properties"][field].is_object(), "{form}.{field}");
+        }
+    }
+    for field in [
+        "name",
+        "is_initial",
+        "is_final",
+        "transitions_to",
+        "on_error_transition_to",
+        "handlers",
+        "timeout",
+    ] {
+        assert!(
+            schemas["Phase"]["properties"][field].is_object(),
+            "Phase.{field}"
+        );
+    }
+    for field in ["name", "version", "retry", "timeout", "concurrency"] {
+        assert!(
+            schemas["HandlerObject"]["properties"][field].is_object(),
+            "HandlerObject.{field}"
+        );
+    }
+    // Event streams say which events they send, and what each one holds.
+    for (path, events) in [
+        (
+            "/api/flows/{id}/events",
+            vec!["transition", "progress", "end"],
+        ),
+        ("/api/events", vec!["flow", "refresh"]),
+    ] {
+        let stream =
+            &paths[path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"];
+        let target = stream["$ref"].as_str().expect("a schema per event");
+        let mut node = &document;
+        for part in target.trim_start_matches("#/").split('/') {
+            node = &node[part];
+        }
+        let named: Vec<&str> = node["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|event| {
+                let data = &event["properties"]["data"];
+                assert_eq!(data["contentMediaType"], "application/json", "{path}");
+                assert!(data["contentSchema"]["$ref"].is_string(), "{path}");
+                event["properties"]["event"]["const"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(named, events, "{path}");
     }
     // Every `$ref` points at something.
     let text = api::OPENAPI;
@@ -937,6 +1153,121 @@ async fn bad_input_gets_a_json_4xx() {
     assert_eq!(charset.status, StatusCode::CREATED, "{}", charset.text);
 }
 
+/// What a lenient parser would take one way or another is refused or
+/// normalised, and says so.
+#[tokio::test]
+async fn ambiguous_input_is_refused_or_normalised() {
+    let server = server().await;
+
+    // A key given twice: which value was meant is anybody's guess.
+    for (uri, method, body, path) in [
+        (
+            "/api/flows",
+            Method::POST,
+            r#"{"workflow": "quick", "workflow": "instant"}"#,
+            "$.workflow",
+        ),
+        (
+            "/api/flows",
+            Method::POST,
+            r#"{"workflow": "instant", "data": {"list": [{"a": 1, "b": 2, "a": 3}]}}"#,
+            "$.data.list[0].a",
+        ),
+        (
+            "/api/workflows/instant",
+            Method::PUT,
+            r#"{"workflow": "instant", "phases": {"start": {"is_initial": true, "transitions_to": "end"}, "end": {"is_final": true}, "start": {"is_final": true}}}"#,
+            "$.phases.start",
+        ),
+    ] {
+        let answer = server.send(json_request(method, uri, body)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "duplicate_key", "{}", answer.text);
+        assert_eq!(answer.path(), Some(path), "{}", answer.text);
+        assert!(answer.message().contains("twice"), "{}", answer.message());
+    }
+
+    // `before` must be a flow id; anything else would page from nowhere.
+    for garbage in ["garbage", "0193", "%00", "x%20y"] {
+        let answer = server.get(&format!("/api/flows?before={garbage}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "before={garbage}");
+        assert_eq!(answer.error_code(), "invalid_query");
+        assert!(
+            answer.message().contains("UUID"),
+            "says what a flow id looks like: {}",
+            answer.message()
+        );
+    }
+
+    // Only UTF-8 is JSON's encoding; a body announced as another is refused
+    // rather than read as if it were UTF-8.
+    for charset in ["latin1", "iso-8859-1", "utf-16", "\"utf-32\""] {
+        let answer = server
+            .send(
+                Request::post("/api/flows")
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("application/json; charset={charset}"),
+                    )
+                    .body(Body::from(r#"{"workflow": "instant"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{charset}"
+        );
+        assert_eq!(answer.error_code(), "unsupported_media_type");
+        assert!(answer.message().contains("UTF-8"), "{}", answer.message());
+    }
+    for charset in ["UTF-8", "\"utf-8\"", "utf8"] {
+        let answer = server
+            .send(
+                Request::post("/api/flows")
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("application/json;charset={charset}"),
+                    )
+                    .body(Body::from(r#"{"workflow": "instant"}"#))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "{charset}: {}",
+            answer.text
+        );
+    }
+
+    // Flow ids are UUIDs, written in lower case; an upper-case one names the
+    // same flow.
+    let id = server.start(json!({"workflow": "held"})).await;
+    let upper = id.to_uppercase();
+    let detail = server.get(&format!("/api/flows/{upper}")).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
+    assert_eq!(detail.body["id"], id.as_str());
+    let outputs = server.get(&format!("/api/flows/{upper}/outputs")).await;
+    assert_eq!(outputs.status, StatusCode::OK, "{}", outputs.text);
+    let paused = server
+        .post(&format!("/api/flows/{upper}/pause"), json!({}))
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    assert_eq!(paused.body["id"], id.as_str());
+    let page = server.get(&format!("/api/flows?before={upper}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let canceled = server
+        .post(&format!("/api/flows/{upper}/cancel"), json!({}))
+        .await;
+    assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.text);
+}
+
 #[tokio::test]
 async fn the_body_limit_is_configurable() {
     let server = server_with(ApiOptions {
@@ -1024,6 +1355,177 @@ async fn a_token_guards_the_api_and_metrics() {
     let guard = ApiToken::new(token).unwrap();
     assert!(guard.matches(token.as_bytes()));
     assert!(!guard.matches(b"t0ken-for-testz"));
+}
+
+/// Without a token, the server answers its API only to requests addressed
+/// to it by a loopback name (or one the operator allowed), and never to a
+/// page of another origin: DNS rebinding and cross-site requests get 403.
+#[tokio::test]
+async fn without_a_token_other_hosts_and_origins_are_refused() {
+    let server = server().await;
+    let request = |method: Method, uri: &str, headers: &[(&str, &str)]| {
+        let mut request = Request::builder().method(method.clone()).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if method == Method::POST {
+            request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"workflow": "instant"}"#))
+                .unwrap()
+        } else {
+            request.body(Body::empty()).unwrap()
+        }
+    };
+    for host in [
+        "localhost",
+        "localhost:7878",
+        "LocalHost:1",
+        "127.0.0.1",
+        "127.0.0.1:7878",
+        "127.1.2.3:80",
+        "[::1]",
+        "[::1]:7878",
+    ] {
+        let answer = server
+            .send(request(Method::GET, "/api/flows", &[("host", host)]))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "Host: {host}: {}",
+            answer.text
+        );
+    }
+    for host in [
+        "evil.example",
+        "evil.example:7878",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "10.0.0.5:7878",
+        "[::2]:7878",
+    ] {
+        for (method, uri) in [
+            (Method::GET, "/api/flows"),
+            (Method::POST, "/api/flows"),
+            (Method::GET, "/metrics"),
+        ] {
+            let answer = server
+                .send(request(method.clone(), uri, &[("host", host)]))
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} {uri} Host: {host}"
+            );
+            assert_eq!(answer.error_code(), "forbidden_host");
+            assert!(
+                answer.message().contains("--allow-host"),
+                "says what to configure: {}",
+                answer.message()
+            );
+        }
+        // Probes and the dashboard's files hold no data.
+        for uri in ["/healthz", "/"] {
+            let answer = server
+                .send(request(Method::GET, uri, &[("host", host)]))
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{uri} Host: {host}");
+        }
+    }
+    let page = server.get("/api/flows").await;
+    assert_eq!(page.body["total"], 0, "no refused start got through");
+
+    let local = ("host", "localhost:7878");
+    for origin in [
+        "http://evil.example",
+        "http://localhost.evil.example:7878",
+        "http://127.0.0.1:7878",
+        "http://localhost:7879",
+        "null",
+    ] {
+        for method in [Method::GET, Method::POST] {
+            let answer = server
+                .send(request(
+                    method.clone(),
+                    "/api/flows",
+                    &[local, ("origin", origin)],
+                ))
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} Origin: {origin}"
+            );
+            assert_eq!(answer.error_code(), "forbidden_origin");
+        }
+    }
+    for origin in ["http://localhost:7878", "http://LOCALHOST:7878"] {
+        let answer = server
+            .send(request(
+                Method::POST,
+                "/api/flows",
+                &[local, ("origin", origin)],
+            ))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "Origin: {origin}: {}",
+            answer.text
+        );
+    }
+    let default_port = server
+        .send(request(
+            Method::GET,
+            "/api/flows",
+            &[("host", "localhost:80"), ("origin", "http://localhost")],
+        ))
+        .await;
+    assert_eq!(default_port.status, StatusCode::OK, "{}", default_port.text);
+
+    // Names the operator allowed are answered too.
+    let allowing = server_with(ApiOptions {
+        allowed_hosts: AllowedHosts::new(["Dash.Internal", "192.168.1.5"]).unwrap(),
+        ..ApiOptions::default()
+    })
+    .await;
+    for host in [
+        "dash.internal",
+        "dash.internal:8080",
+        "192.168.1.5:7878",
+        "localhost",
+    ] {
+        let answer = allowing
+            .send(request(Method::GET, "/api/flows", &[("host", host)]))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "Host: {host}: {}",
+            answer.text
+        );
+    }
+    assert!(AllowedHosts::new(["bad host"]).is_err());
+    assert!(AllowedHosts::new(["a/b"]).is_err());
+
+    // With a token, the token is the guard, whatever the name.
+    let guarded = server_with(ApiOptions {
+        token: ApiToken::new("t"),
+        ..ApiOptions::default()
+    })
+    .await;
+    let answer = guarded
+        .send(request(
+            Method::GET,
+            "/api/flows",
+            &[
+                ("host", "distribot.example.com"),
+                ("authorization", "Bearer t"),
+            ],
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
 
 #[tokio::test]
@@ -1183,8 +1685,73 @@ async fn live_progress_streams_while_a_flow_runs() {
         .rev()
         .find(|(name, _)| name == "progress")
         .unwrap();
-    assert_eq!(last.1["phases"][1]["handlers"][0]["done"], 20);
+    let work = events
+        .iter()
+        .rev()
+        .filter(|(name, _)| name == "progress")
+        .flat_map(|(_, data)| {
+            data["changed_phases"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|visit| visit["seq"] == 1)
+        .expect("the work visit was told");
+    assert_eq!(work["handlers"][0]["done"], 20);
+    assert_eq!(last.1["progress"]["phase"], "done");
     assert_eq!(events.last().unwrap().0, "end");
+}
+
+/// A flow with a long history does not send its whole history with every
+/// `progress` event: each carries the visits that changed since the last
+/// one, and merging them by `seq` gives the flow's visits.
+#[tokio::test]
+async fn progress_events_stay_small_on_a_long_flow() {
+    let server = server().await;
+    let put = server
+        .put("/api/workflows/looping", looping_definition())
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text);
+    let id = server
+        .start(json!({"workflow": "looping", "data": {"loops": 600}}))
+        .await;
+    let (events, closed) =
+        read_events(&server, &format!("/api/flows/{id}/events"), |_| false).await;
+    assert!(closed);
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "progress")
+        .map(|(_, data)| data)
+        .collect();
+    let largest = progress
+        .iter()
+        .map(|data| data.to_string().len())
+        .max()
+        .unwrap();
+    assert!(
+        largest < 16 * 1024,
+        "the largest progress event was {largest} bytes, of {} events",
+        progress.len()
+    );
+    let mut merged: Vec<Value> = Vec::new();
+    for data in progress {
+        let changed = data["changed_phases"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a progress event names what changed: {data}"));
+        for visit in changed {
+            let seq = visit["seq"].as_u64().unwrap() as usize;
+            if seq < merged.len() {
+                merged[seq] = visit.clone();
+            } else {
+                assert_eq!(seq, merged.len(), "visits arrive in order");
+                merged.push(visit.clone());
+            }
+        }
+    }
+    let detail = server.get(&format!("/api/flows/{id}")).await;
+    let visits = detail.body["phases"].as_array().unwrap();
+    assert!(visits.len() > 1_000, "{} visits", visits.len());
+    assert_eq!(&merged, visits, "the merged visits are the flow's");
 }
 
 #[tokio::test]

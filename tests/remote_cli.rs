@@ -371,7 +371,10 @@ fn errors_are_one_line_with_the_right_exit_status() {
     let server = Server::start(&[]);
     let unknown = server.cli(&["status", "no-such-flow"]);
     let line = assert_one_line_error(&unknown);
-    assert_eq!(line, "error: no flow with id `no-such-flow`");
+    assert!(
+        line.starts_with("error: no flow with id `no-such-flow`; flow ids are UUIDs"),
+        "{line}"
+    );
 
     // Nothing listens on a port the server gave back.
     let closed = {

@@ -11,7 +11,7 @@ use axum::Json;
 
 use crate::broker::BrokerError;
 use crate::definition::{DefinitionError, Fault};
-use crate::ids::FlowId;
+use crate::ids::{FlowId, InvalidFlowId, EXAMPLE_FLOW_ID};
 use crate::rules::CommandRejected;
 use crate::runtime::{ClientError, RuntimeError};
 use crate::store::StoreError;
@@ -38,18 +38,40 @@ pub enum ApiError {
     InvalidDefinition(Vec<Fault>),
     #[error("the body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("the body did not arrive within {}s; send it whole, at once", .timeout.as_secs_f64())]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("send the body as JSON with `Content-Type: application/json`{}", found_type(.found))]
     UnsupportedMediaType { found: Option<String> },
+    #[error("JSON bodies are UTF-8, not `{charset}`: send the body in UTF-8 with `Content-Type: application/json` (or `; charset=utf-8`)")]
+    UnsupportedCharset { charset: String },
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A request to a server without a token, addressed by a name it does
+    /// not answer to (DNS rebinding looks like this).
+    #[error("this server has no API token, so it answers /api only to requests addressed to localhost, 127.0.0.1 or [::1]; the request was addressed to `{host}`. If that name is this server's, allow it with `distribot serve --allow-host NAME` (or `allowed_hosts` in distribot.toml), or set an API token")]
+    ForbiddenHost { host: String },
+    /// A request to a server without a token, from a page of another origin.
+    #[error("this server has no API token, so it refuses /api requests from web pages of another origin (`{origin}`); use the dashboard this server serves, call it from a program (which sends no Origin), or set an API token")]
+    ForbiddenOrigin { origin: String },
     #[error("no flow with id `{0}`")]
     UnknownFlow(FlowId),
+    #[error("no flow with id `{}`; flow ids are UUIDs, such as `{EXAMPLE_FLOW_ID}`", .0.given())]
+    NotAFlowId(InvalidFlowId),
     #[error("no workflow named `{name}` is registered; register it with PUT /api/workflows/{name}, or start the flow with an inline `definition`")]
     UnknownWorkflow { name: String, path: Option<String> },
-    #[error("no route for {path}; the API is described at /api/openapi.json")]
+    #[error("no route for {}; the API is described at /api/openapi.json", shorten(.path))]
     NotFound { path: String },
-    #[error("{method} is not allowed on {path}")]
+    #[error("{} is not allowed on {}", shorten(.method), shorten(.path))]
     MethodNotAllowed { method: String, path: String },
+    /// What the HTTP parser refused before any route saw the request.
+    #[error("the request is not valid HTTP/1.1 (its request line or a header is malformed)")]
+    MalformedRequest,
+    #[error("the URL is too long: the most is 65534 characters")]
+    UriTooLong,
+    #[error(
+        "the request's headers are too many or too large: at most 100 headers, about 400 KB in all"
+    )]
+    HeadersTooLarge,
     #[error(transparent)]
     Rejected(CommandRejected),
     #[error(transparent)]
@@ -66,6 +88,15 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Enough of a long text from the request to recognise it in a message.
+fn shorten(text: &str) -> String {
+    const SHOWN: usize = 200;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 fn join_faults(faults: &[Fault]) -> String {
@@ -108,11 +139,21 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. }
             | ApiError::MalformedJson { .. }
-            | ApiError::InvalidDefinition(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidDefinition(_)
+            | ApiError::MalformedRequest => StatusCode::BAD_REQUEST,
+            ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ForbiddenHost { .. } | ApiError::ForbiddenOrigin { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::UnknownFlow(_)
+            | ApiError::NotAFlowId(_)
             | ApiError::UnknownWorkflow { .. }
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -132,12 +173,20 @@ impl ApiError {
             ApiError::MalformedJson { .. } => "malformed_json",
             ApiError::InvalidDefinition(_) => "invalid_definition",
             ApiError::BodyTooLarge { .. } => "body_too_large",
-            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedCharset { .. } => {
+                "unsupported_media_type"
+            }
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::UnknownFlow(_) => "unknown_flow",
+            ApiError::ForbiddenHost { .. } => "forbidden_host",
+            ApiError::ForbiddenOrigin { .. } => "forbidden_origin",
+            ApiError::UnknownFlow(_) | ApiError::NotAFlowId(_) => "unknown_flow",
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::MalformedRequest => "malformed_request",
+            ApiError::UriTooLong => "uri_too_long",
+            ApiError::HeadersTooLarge => "headers_too_large",
             ApiError::Rejected(_) | ApiError::RedriveRejected(_) => "wrong_state",
             ApiError::Contention(_) => "contention",
             ApiError::KeyTaken(_) => "key_taken",
@@ -179,6 +228,15 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error body as JSON bytes, for answers written without a
+    /// response object (see `server.rs`).
+    pub(crate) fn json_body(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -190,6 +248,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come; the connection cannot
+            // be reused, so say it ends.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -22,10 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::error::ApiError;
-use super::input::PathParam;
+use super::input::FlowPath;
 use super::ApiState;
 use crate::broker::FlowEvent;
-use crate::ids::FlowId;
 use crate::model::FlowStatus;
 use crate::runtime::FlowFollow;
 use crate::store::FlowQuery;
@@ -72,9 +71,8 @@ async fn next_announcement(
 /// phase entered, then `end`, after which the stream closes.
 pub async fn flow_events(
     State(state): State<ApiState>,
-    PathParam(id): PathParam,
+    FlowPath(id): FlowPath,
 ) -> Result<Response, ApiError> {
-    let id = FlowId::new(id);
     let follow = state
         .client()
         .follow(&id, state.options().poll_interval)

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::input::{nest_definition_error, JsonBody, ListQuery, PathParam, StartFlow};
+use super::input::{nest_definition_error, FlowPath, JsonBody, ListQuery, PathParam, StartFlow};
 use super::{ApiState, OPENAPI};
 use crate::ids::FlowId;
 use crate::model::{Command, FlowStatus, Outputs};
@@ -67,18 +67,17 @@ pub async fn list_flows(
 
 pub async fn flow_detail(
     State(state): State<ApiState>,
-    PathParam(id): PathParam,
+    FlowPath(id): FlowPath,
 ) -> Result<Json<FlowDetail>, ApiError> {
-    let (record, outputs_count) = state.client().detail(&FlowId::new(id)).await?;
+    let (record, outputs_count) = state.client().detail(&id).await?;
     Ok(Json(FlowDetail::new(&record, outputs_count)))
 }
 
 /// `GET /api/flows/{id}/outputs`: every output of the flow's jobs.
 pub async fn flow_outputs(
     State(state): State<ApiState>,
-    PathParam(id): PathParam,
+    FlowPath(id): FlowPath,
 ) -> Result<Json<Outputs>, ApiError> {
-    let id = FlowId::new(id);
     // An unknown id is a 404, not an empty map.
     state.client().status(&id).await?;
     Ok(Json(state.client().outputs(&id).await?))
@@ -86,31 +85,30 @@ pub async fn flow_outputs(
 
 pub async fn pause_flow(
     State(state): State<ApiState>,
-    PathParam(id): PathParam,
+    FlowPath(id): FlowPath,
 ) -> Result<Json<StatusChange>, ApiError> {
     steer(state, id, Command::Pause).await
 }
 
 pub async fn resume_flow(
     State(state): State<ApiState>,
-    PathParam(id): PathParam,
+    FlowPath(id): FlowPath,
 ) -> Result<Json<StatusChange>, ApiError> {
     steer(state, id, Command::Resume).await
 }
 
 pub async fn cancel_flow(
     State(state): State<ApiState>,
-    PathParam(id): PathParam,
+    FlowPath(id): FlowPath,
 ) -> Result<Json<StatusChange>, ApiError> {
     steer(state, id, Command::Cancel).await
 }
 
 async fn steer(
     state: ApiState,
-    id: String,
+    id: FlowId,
     command: Command,
 ) -> Result<Json<StatusChange>, ApiError> {
-    let id = FlowId::new(id);
     let status = state.client().steer(&id, command).await?;
     state.note_change(&id).await;
     Ok(Json(StatusChange { id, status }))

@@ -4,8 +4,9 @@
 //!
 //! Bodies are read into a `serde_json::Value` first and checked by hand
 //! rather than deserialised straight into structs: that is how every fault
-//! gets a JSON path, and how NUL bytes and absurd nesting are refused with a
-//! message of their own instead of a parser's generic complaint.
+//! gets a JSON path, and how NUL bytes, absurd nesting and keys written
+//! twice are refused with a message of their own instead of a parser's
+//! generic complaint (or, for a key written twice, none at all).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -17,6 +18,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::definition::DefinitionError;
 use crate::ids::FlowId;
+use crate::json::{self, JsonPath, StrictJsonError};
 use crate::model::FlowStatus;
 use crate::runtime::WorkflowSource;
 
@@ -47,8 +49,12 @@ impl FromRequest<ApiState> for JsonBody {
         if declared.is_some_and(|length| length > limit as u64) {
             return Err(ApiError::BodyTooLarge { limit });
         }
-        let bytes = Bytes::from_request(request, state)
+        // A client that sends its body slowly, or never, must not hold the
+        // request (and its connection) open for good.
+        let timeout = state.body_timeout();
+        let bytes = tokio::time::timeout(timeout, Bytes::from_request(request, state))
             .await
+            .map_err(|_| ApiError::BodyTimeout { timeout })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::BodyTooLarge { limit }
@@ -64,21 +70,33 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let found = headers
         .get(header::CONTENT_TYPE)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-    let is_json = found.as_deref().is_some_and(|text| {
-        let essence = text
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        essence == "application/json"
-            || (essence.starts_with("application/") && essence.ends_with("+json"))
-    });
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType { found })
+    let Some(text) = found.as_deref() else {
+        return Err(ApiError::UnsupportedMediaType { found });
+    };
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType { found });
     }
+    // JSON is UTF-8 (RFC 8259); a body announced in another encoding would
+    // otherwise be read as UTF-8 all the same, and mean something else.
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let charset = value.trim().trim_matches('"');
+        if !(charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")) {
+            return Err(ApiError::UnsupportedCharset {
+                charset: charset.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Parses a body, refusing NUL bytes and deep nesting before the parser
@@ -97,19 +115,29 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     check_depth(bytes)?;
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
-        let full = error.to_string();
-        if full.contains("recursion limit exceeded") {
-            return too_deep(error.line(), error.column());
+    let value = json::from_slice(bytes).map_err(|error| match &error {
+        StrictJsonError::Syntax {
+            line,
+            column,
+            message,
+        } => {
+            if message.contains("recursion limit exceeded") {
+                too_deep(*line, *column)
+            } else {
+                ApiError::MalformedJson {
+                    line: *line,
+                    column: *column,
+                    message: message.clone(),
+                }
+            }
         }
-        let position = format!(" at line {} column {}", error.line(), error.column());
-        ApiError::MalformedJson {
-            line: error.line(),
-            column: error.column(),
-            message: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
-        }
+        StrictJsonError::DuplicateKey { path, .. } => ApiError::bad_field(
+            "duplicate_key",
+            path.clone(),
+            format!("{error}; keep one of them"),
+        ),
     })?;
-    if let Some(path) = find_nul(&value, "$".to_owned()) {
+    if let Some(path) = find_nul(&value, JsonPath::root()) {
         return Err(ApiError::bad_field(
             "nul_byte",
             path,
@@ -164,17 +192,17 @@ fn check_depth(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 /// The path of the first string or key holding a NUL character.
-fn find_nul(value: &Value, path: String) -> Option<String> {
+fn find_nul(value: &Value, path: JsonPath) -> Option<String> {
     match value {
-        Value::String(text) => text.contains('\0').then_some(path),
+        Value::String(text) => text.contains('\0').then(|| path.into()),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(index, item)| find_nul(item, format!("{path}[{index}]"))),
+            .find_map(|(index, item)| find_nul(item, path.index(index))),
         Value::Object(map) => map.iter().find_map(|(key, item)| {
-            let here = child(&path, key);
+            let here = path.key(key);
             if key.contains('\0') {
-                Some(here)
+                Some(here.into())
             } else {
                 find_nul(item, here)
             }
@@ -207,7 +235,7 @@ impl StartFlow {
         {
             return Err(ApiError::bad_field(
                 "unknown_field",
-                path_of(unknown),
+                JsonPath::root().key(unknown),
                 format!("unknown field `{unknown}`; expected {START_FIELDS}"),
             ));
         }
@@ -252,25 +280,6 @@ impl StartFlow {
             }
         };
         Ok(Self { source, data })
-    }
-}
-
-fn path_of(key: &str) -> String {
-    child("$", key)
-}
-
-/// `$.key`, or `$["odd key"]` where the key is not a plain identifier, as
-/// definition faults write their paths.
-fn child(path: &str, key: &str) -> String {
-    let plain = key
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if plain {
-        format!("{path}.{key}")
-    } else {
-        format!("{path}[{}]", Value::String(key.to_owned()))
     }
 }
 
@@ -330,7 +339,11 @@ impl ListQuery {
                     })?)
                 }
                 "workflow" => query.workflow = Some(value),
-                "before" => query.before = Some(FlowId::new(value)),
+                "before" => {
+                    query.before = Some(FlowId::parse(&value).map_err(|error| {
+                        ApiError::bad_request("invalid_query", format!("`before`: {error}"))
+                    })?)
+                }
                 "limit" => {
                     query.limit = value
                         .parse::<usize>()
@@ -380,6 +393,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             ));
         }
         Ok(PathParam(value))
+    }
+}
+
+/// A flow's id in the path, normalised (see [`FlowId::parse`]). A segment
+/// that cannot be an id names no flow: 404, as for an id that is unknown.
+pub struct FlowPath(pub FlowId);
+
+impl<S: Send + Sync> FromRequestParts<S> for FlowPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::from_request_parts(parts, state).await?;
+        FlowId::parse(&text)
+            .map(FlowPath)
+            .map_err(ApiError::NotAFlowId)
     }
 }
 

@@ -14,6 +14,8 @@ mod error;
 mod events;
 mod handlers;
 mod input;
+mod origin;
+pub mod server;
 pub use crate::views;
 
 use std::sync::Arc;
@@ -31,7 +33,9 @@ use tokio::sync::{broadcast, watch};
 
 pub use error::ApiError;
 pub use input::{DEFAULT_PAGE, MAX_DEPTH, MAX_PAGE};
+pub use origin::{AllowedHosts, InvalidHost};
 
+use crate::definition::DefinitionLimits;
 use crate::ids::FlowId;
 use crate::metrics::MetricsHandle;
 use crate::model::Requester;
@@ -40,6 +44,10 @@ use views::FlowChange;
 
 /// Bodies larger than this are refused (413) unless the options say otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A body not sent within this long is refused (408) unless the options
+/// say otherwise.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The OpenAPI 3.1 description of the API, as served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -82,10 +90,17 @@ pub struct ApiOptions {
     pub token: Option<ApiToken>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// How long a request may take to send its body, once its headers are in.
+    pub body_timeout: Duration,
     /// How often a flow's event stream looks at the flow while it runs.
     pub poll_interval: Duration,
     /// How often `/api/events` checks whether the list of flows changed.
     pub refresh_interval: Duration,
+    /// How large a definition the API accepts, inline or registered.
+    pub definition_limits: DefinitionLimits,
+    /// Without a token: the host names besides loopback ones that `/api`
+    /// and `/metrics` answer to.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Default for ApiOptions {
@@ -93,8 +108,11 @@ impl Default for ApiOptions {
         Self {
             token: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             poll_interval: Duration::from_millis(250),
             refresh_interval: Duration::from_secs(1),
+            definition_limits: DefinitionLimits::default(),
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }
@@ -125,7 +143,9 @@ impl ApiState {
         let (closing, _) = watch::channel(false);
         Self {
             inner: Arc::new(Shared {
-                client: Client::new(backend.clone()).on_behalf_of(Requester::Api),
+                client: Client::new(backend.clone())
+                    .on_behalf_of(Requester::Api)
+                    .with_definition_limits(options.definition_limits),
                 options,
                 metrics: crate::metrics::install(),
                 changes,
@@ -157,6 +177,10 @@ impl ApiState {
 
     pub(crate) fn body_limit(&self) -> usize {
         self.inner.options.body_limit
+    }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        self.inner.options.body_timeout
     }
 
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
@@ -308,12 +332,21 @@ fn needs_token(path: &str) -> bool {
     path == "/metrics" || path == "/api" || path.starts_with("/api/")
 }
 
+/// `/api` and `/metrics` hold the data: with a token they require it;
+/// without one, they answer only the server's own names and origin (see
+/// [`origin`]).
 async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.options().token {
-        if needs_token(request.uri().path()) {
-            if let Err(refused) = check_bearer(request.headers(), token) {
-                return refused.into_response();
-            }
+    if needs_token(request.uri().path()) {
+        let checked = match &state.options().token {
+            Some(token) => check_bearer(request.headers(), token),
+            None => origin::check(
+                &state.options().allowed_hosts,
+                request.headers(),
+                request.uri(),
+            ),
+        };
+        if let Err(refused) = checked {
+            return refused.into_response();
         }
     }
     next.run(request).await

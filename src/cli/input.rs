@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribot::definition::{parse_definition, Workflow};
+use distribot::definition::{parse_definition_with, DefinitionLimits, Workflow};
 use distribot::handler::{load_handlers_file, HandlerRegistry, HandlersFile, HandlersFileError};
 use distribot::sync::Backoff;
 use distribot::time::format_duration;
@@ -18,9 +18,15 @@ fn bad(message: impl Into<String>) -> CliError {
 }
 
 pub fn load_workflow(path: &Path) -> CliResult<Arc<Workflow>> {
+    load_workflow_within(path, &DefinitionLimits::default())
+}
+
+/// [`load_workflow`] with other limits than the defaults (`serve` passes
+/// its own, so that its folder and its API agree).
+pub fn load_workflow_within(path: &Path, limits: &DefinitionLimits) -> CliResult<Arc<Workflow>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad(format!("cannot read workflow file {}: {e}", path.display())))?;
-    let workflow = parse_definition(&text).map_err(|e| {
+    let workflow = parse_definition_with(&text, limits).map_err(|e| {
         let rendered = e.to_string();
         let lines: Vec<&str> = rendered.lines().collect();
         let prefix = path.display();

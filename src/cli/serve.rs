@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use distribot::api::{self, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
-use distribot::definition::Workflow;
+use distribot::api::server::ServerLimits;
+use distribot::api::{self, AllowedHosts, ApiOptions, ApiState, ApiToken, DEFAULT_BODY_LIMIT};
+use distribot::definition::{DefinitionLimits, Workflow};
 use distribot::handler::HandlerRegistry;
 use distribot::runtime::{
     run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT,
@@ -20,7 +21,7 @@ use tokio::sync::Notify;
 
 use distribot::config::{Config, Resolved};
 
-use super::input::{load_workflow, read_handlers, start_handlers};
+use super::input::{load_workflow_within, read_handlers, start_handlers};
 use super::run::open_store;
 use super::settings::{connect_backend, BackendArgs};
 use super::{shutdown_signal, CliError, CliResult, EXIT_OK};
@@ -54,12 +55,41 @@ pub struct ServeArgs {
     /// Serve without a token on an address other than loopback.
     #[arg(long)]
     insecure: bool,
+    /// Without a token, also answer /api requests addressed to this host
+    /// name or address (besides localhost, 127.0.0.1 and [::1]); repeat
+    /// for more. Replaces `allowed_hosts` of the config file.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// The most connections open at once [default: the open-file limit,
+    /// less a quarter of it (at least 64) kept for handlers, the store and
+    /// the broker; at most 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// How long a connection may take to send a request's headers, from
+    /// its start or from a request's first byte.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// How long a request may take to send its body, once its headers are in.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// How long a kept-alive connection may wait between requests.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// The most jobs in flight at once across the in-process handlers.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// The most phases a workflow definition may have.
+    #[arg(long, default_value_t = DefinitionLimits::DEFAULT_MAX_PHASES)]
+    max_phases: usize,
+    /// The most handlers one phase of a definition may name.
+    #[arg(long, default_value_t = DefinitionLimits::DEFAULT_MAX_HANDLERS_PER_PHASE)]
+    max_handlers_per_phase: usize,
+    /// The largest a workflow definition may be, in bytes of JSON.
+    #[arg(long, default_value_t = DefinitionLimits::DEFAULT_MAX_BYTES)]
+    max_definition_bytes: usize,
     /// With `--amqp` and `--redis`: join a distributed installation instead
     /// of keeping state in `--db`.
     #[command(flatten)]
@@ -77,9 +107,16 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let addresses = resolve(&args.listen).await?;
     let resolved = args.backend.resolve_with(Config {
         api_token: args.token.clone(),
+        allowed_hosts: (!args.allow_host.is_empty()).then(|| args.allow_host.clone()),
         ..Config::default()
     })?;
     let token = resolved.config.api_token.clone().and_then(ApiToken::new);
+    let allowed_hosts =
+        AllowedHosts::new(resolved.config.allowed_hosts.iter().flatten()).map_err(|error| {
+            CliError::BadInput(format!(
+                "allowed hosts (--allow-host, or `allowed_hosts` in the config file): {error}"
+            ))
+        })?;
     if token.is_none() && !args.insecure {
         if let Some(open) = addresses.iter().find(|addr| !addr.ip().is_loopback()) {
             return Err(CliError::BadInput(format!(
@@ -91,8 +128,13 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         Some(path) => start_handlers(read_handlers(path)?, async |_: Vec<String>| {}).await?,
         None => HandlerRegistry::new(),
     };
+    let limits = DefinitionLimits {
+        max_phases: args.max_phases,
+        max_handlers_per_phase: args.max_handlers_per_phase,
+        max_bytes: args.max_definition_bytes,
+    };
     let workflows = match &args.workflows {
-        Some(folder) => load_folder(folder)?,
+        Some(folder) => load_folder(folder, &limits)?,
         None => Vec::new(),
     };
 
@@ -111,8 +153,11 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let state = ApiState::new(
         &backend,
         ApiOptions {
-            token,
+            token: token.clone(),
             body_limit: args.body_limit,
+            body_timeout: args.body_timeout,
+            definition_limits: limits,
+            allowed_hosts: allowed_hosts.clone(),
             ..ApiOptions::default()
         },
     );
@@ -128,6 +173,11 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         list_or_none(&names),
         list_or_none(&hosted)
     );
+    if token.is_none() && allowed_hosts == AllowedHosts::default() && !bound.ip().is_loopback() {
+        eprintln!(
+            "note: without a token, /api answers only requests addressed to localhost, 127.0.0.1 or [::1]; name this machine's other names with --allow-host"
+        );
+    }
     eprintln!("listening on http://{bound}");
 
     let signalled = Arc::new(Notify::new());
@@ -142,11 +192,34 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
             signalled.notify_one();
         }
     };
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let connections = ServerLimits {
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(api::server::default_max_connections),
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+    };
+    if let (Some(asked), Some(files)) = (args.max_connections, api::server::open_files_limit()) {
+        if asked as u64 + api::server::MIN_RESERVED_FILES > files {
+            eprintln!(
+                "warning: --max-connections {asked} leaves fewer than {} of the {files} files this process may open for handlers, the store and the broker; raise `ulimit -n` or lower --max-connections",
+                api::server::MIN_RESERVED_FILES
+            );
+        }
+    }
+    eprintln!(
+        "connections: at most {} at once; headers within {}, bodies within {}, idle for {}",
+        connections.max_connections,
+        humantime::format_duration(connections.header_timeout),
+        humantime::format_duration(args.body_timeout),
+        humantime::format_duration(connections.idle_timeout)
+    );
+    let mut server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(state),
+        connections,
+        shutdown,
+    ));
     let served = tokio::select! {
         served = &mut server => served,
         _ = signalled.notified() => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
@@ -154,17 +227,12 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
             Err(_) => {
                 eprintln!("some requests were still open after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
                 server.abort();
-                Ok(Ok(()))
+                Ok(())
             }
         },
     };
     match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            return Err(CliError::Runtime(anyhow!(
-                "the HTTP server failed: {error}"
-            )))
-        }
+        Ok(()) => {}
         Err(join_error) => {
             return Err(CliError::Runtime(anyhow!(
                 "the HTTP server stopped: {join_error}"
@@ -305,7 +373,7 @@ async fn resolve(listen: &str) -> CliResult<Vec<SocketAddr>> {
 }
 
 /// Every `*.json` of a folder, validated, in name order.
-fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
+fn load_folder(folder: &Path, limits: &DefinitionLimits) -> CliResult<Vec<Arc<Workflow>>> {
     let entries = std::fs::read_dir(folder)
         .map_err(|e| CliError::BadInput(format!("--workflows {}: {e}", folder.display())))?;
     let mut files: Vec<PathBuf> = entries
@@ -313,5 +381,8 @@ fn load_folder(folder: &Path) -> CliResult<Vec<Arc<Workflow>>> {
         .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "json"))
         .collect();
     files.sort();
-    files.iter().map(|path| load_workflow(path)).collect()
+    files
+        .iter()
+        .map(|path| load_workflow_within(path, limits))
+        .collect()
 }

@@ -4,7 +4,13 @@
 //! the original gem's phase list). Everything past this module sees only the
 //! validated [`Workflow`], so the engine never has to re-check a rule that
 //! validation already enforces.
+//!
+//! Reading happens in two steps that share one way of reporting faults
+//! (`fault`): `parse` reads the structure field by field, and `validate`
+//! checks the rules across phases once the structure is sound. This module
+//! runs one after the other.
 
+mod fault;
 mod parse;
 mod validate;
 
@@ -13,9 +19,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ids::{HandlerName, PhaseName, WorkflowName};
+use crate::json::{self, StrictJsonError};
 use crate::version::Requirement;
 
-pub use parse::{parse_definition, parse_definition_value, DefinitionError, Fault};
+pub use fault::{DefinitionError, Fault};
 
 /// A validated workflow definition.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,3 +103,186 @@ impl Workflow {
         data
     }
 }
+
+/// How large a definition may be: its phases, the handlers of one phase,
+/// and its JSON text. Definitions from people and programs on the network
+/// are read with the limits a server was given; the defaults are generous
+/// for any workflow written by hand or generated sensibly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefinitionLimits {
+    pub max_phases: usize,
+    pub max_handlers_per_phase: usize,
+    /// The definition's size as compact JSON text.
+    pub max_bytes: usize,
+}
+
+impl DefinitionLimits {
+    pub const DEFAULT_MAX_PHASES: usize = 200;
+    pub const DEFAULT_MAX_HANDLERS_PER_PHASE: usize = 50;
+    pub const DEFAULT_MAX_BYTES: usize = 256 * 1024;
+}
+
+impl Default for DefinitionLimits {
+    fn default() -> Self {
+        Self {
+            max_phases: Self::DEFAULT_MAX_PHASES,
+            max_handlers_per_phase: Self::DEFAULT_MAX_HANDLERS_PER_PHASE,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// [`parse_definition`] within `limits` rather than the defaults.
+pub fn parse_definition_with(
+    text: &str,
+    limits: &DefinitionLimits,
+) -> Result<Workflow, DefinitionError> {
+    let value = read_json(text)?;
+    if let Some(fault) = too_many_bytes(text.len(), limits) {
+        return Err(DefinitionError::Invalid(vec![fault]));
+    }
+    parse_value(&value, Strictness::New(limits))
+}
+
+/// [`parse_definition_value`] within `limits` rather than the defaults.
+pub fn parse_definition_value_with(
+    value: &Value,
+    limits: &DefinitionLimits,
+) -> Result<Workflow, DefinitionError> {
+    if let Some(fault) = too_many_bytes(json_len(value), limits) {
+        return Err(DefinitionError::Invalid(vec![fault]));
+    }
+    parse_value(value, Strictness::New(limits))
+}
+
+/// Reads a definition from JSON text. Malformed JSON is reported with its
+/// line and column; a key written twice in one object, and a well-formed
+/// but invalid definition, with every fault and its path. The name rules
+/// and the default [`DefinitionLimits`] apply.
+pub fn parse_definition(text: &str) -> Result<Workflow, DefinitionError> {
+    parse_definition_with(text, &DefinitionLimits::default())
+}
+
+/// Reads a definition from an already parsed JSON value, as
+/// [`parse_definition`] does.
+pub fn parse_definition_value(value: &Value) -> Result<Workflow, DefinitionError> {
+    parse_definition_value_with(value, &DefinitionLimits::default())
+}
+
+/// Reads a definition a store kept. It was validated when it was stored,
+/// perhaps by an older version with looser name rules or by a server with
+/// larger limits; refusing it now would leave its flows stuck. So only
+/// what the engine relies on is checked again: structure and the rules
+/// across phases.
+pub(crate) fn parse_stored_definition(value: &Value) -> Result<Workflow, DefinitionError> {
+    parse_value(value, Strictness::Stored)
+}
+
+/// How strictly a definition is read.
+#[derive(Clone, Copy, Debug)]
+enum Strictness<'l> {
+    /// A definition arriving now: the name rules and these limits apply.
+    New(&'l DefinitionLimits),
+    /// A definition accepted before (see [`parse_stored_definition`]).
+    Stored,
+}
+
+fn parse_value(value: &Value, strictness: Strictness) -> Result<Workflow, DefinitionError> {
+    let (workflow, layout) = parse::read(value, strictness).map_err(DefinitionError::Invalid)?;
+    let faults = validate::validate(&workflow, layout);
+    if faults.is_empty() {
+        Ok(workflow)
+    } else {
+        Err(DefinitionError::Invalid(faults))
+    }
+}
+
+fn read_json(text: &str) -> Result<Value, DefinitionError> {
+    json::from_slice(text.as_bytes()).map_err(|error| match &error {
+        StrictJsonError::Syntax {
+            line,
+            column,
+            message,
+        } => DefinitionError::Json {
+            line: *line,
+            column: *column,
+            message: message.clone(),
+        },
+        StrictJsonError::DuplicateKey { path, .. } => DefinitionError::Invalid(vec![Fault {
+            path: path.clone(),
+            message: error.to_string(),
+            hint: Some("keep one of them: JSON readers disagree on which one counts".to_owned()),
+        }]),
+    })
+}
+
+fn too_many_bytes(bytes: usize, limits: &DefinitionLimits) -> Option<Fault> {
+    (bytes > limits.max_bytes).then(|| Fault {
+        path: "$".to_owned(),
+        message: format!(
+            "the definition is {bytes} bytes of JSON; the most allowed is {}",
+            limits.max_bytes
+        ),
+        hint: Some(
+            "move large default `data` into the flows' own data, or raise the server's limit (`--max-definition-bytes`)"
+                .to_owned(),
+        ),
+    })
+}
+
+/// The length of `value` as compact JSON text, without keeping the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into memory cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// The seed's example definition, verbatim; the tests of this module and its parts use it.
+#[cfg(test)]
+pub(super) const SEED_SEARCH_JSON: &str = r#"{
+  "workflow": "search",
+  "phases": {
+    "pending": {
+      "is_initial": true,
+      "transitions_to": "searching",
+      "on_error_transition_to": "error"
+    },
+    "searching": {
+      "transitions_to": "fetching-pages",
+      "on_error_transition_to": "error",
+      "handlers": [
+        "GoogleSearcher"
+      ]
+    },
+    "fetching-pages": {
+      "transitions_to": "finished",
+      "on_error_transition_to": "error",
+      "handlers": [
+        "PageDownloader"
+      ]
+    },
+    "error": {
+      "is_final": true,
+      "handlers": [
+        "ErrorEmailer"
+      ]
+    },
+    "finished": {
+      "is_final": true,
+      "handlers": [
+        "JobFinisher"
+      ]
+    }
+  }
+}"#;

@@ -8,13 +8,14 @@
 //! once the structure is sound. `Workflow::to_json` is here too, as the exact
 //! inverse of the reading.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{validate, HandlerSpec, Phase, RetryPolicy, Workflow};
-use crate::ids::{HandlerName, PhaseName, WorkflowName};
+use super::fault::{backquoted_list, did_you_mean, shown, Fault, Layout};
+use super::{DefinitionLimits, HandlerSpec, Phase, RetryPolicy, Strictness, Workflow};
+use crate::ids::{check_name, HandlerName, PhaseName, WorkflowName, NAME_RULE};
+use crate::json::JsonPath;
 use crate::version::Requirement;
 
 const TOP_LEVEL_FIELDS: &[&str] = &["workflow", "name", "data", "phases"];
@@ -31,165 +32,6 @@ const HANDLER_FIELDS: &[&str] = &["name", "version", "retry", "timeout", "concur
 const RETRY_FIELDS: &[&str] = &["max_attempts", "initial_delay", "max_delay"];
 
 const DURATION_FORMS: &str = "write a number and a unit, such as `200ms`, `30s`, `5m` or `1h`";
-
-/// One thing wrong with a definition, and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// A JSON path such as `$.phases.searching.transitions_to`.
-    pub path: String,
-    pub message: String,
-    /// How to fix it, or what was probably meant.
-    pub hint: Option<String>,
-}
-
-impl Fault {
-    pub(super) fn new(path: &JsonPath, message: impl Into<String>) -> Self {
-        Self {
-            path: path.to_string(),
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    pub(super) fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why a definition was refused.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum DefinitionError {
-    #[error("malformed JSON at line {line}, column {column}: {message}")]
-    Json {
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{}", render_faults(.0))]
-    Invalid(Vec<Fault>),
-}
-
-fn render_faults(faults: &[Fault]) -> String {
-    if faults.is_empty() {
-        return "invalid workflow definition".to_owned();
-    }
-    faults
-        .iter()
-        .map(Fault::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A JSON path under construction, written the way people read them:
-/// `$.phases.searching`, but `$.phases["fetching-pages"]` where a key is not
-/// a plain identifier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct JsonPath(String);
-
-impl JsonPath {
-    pub(super) fn root() -> Self {
-        Self("$".to_owned())
-    }
-
-    pub(super) fn key(&self, key: &str) -> Self {
-        if is_identifier(key) {
-            Self(format!("{}.{key}", self.0))
-        } else {
-            // A JSON string literal is exactly the quoting a path needs.
-            Self(format!("{}[{}]", self.0, Value::String(key.to_owned())))
-        }
-    }
-
-    pub(super) fn index(&self, index: usize) -> Self {
-        Self(format!("{}[{index}]", self.0))
-    }
-}
-
-impl fmt::Display for JsonPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn is_identifier(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|rest| rest.is_ascii_alphanumeric() || rest == '_')
-}
-
-/// Which of the two accepted shapes a definition used, so that faults found
-/// after parsing point at the fields the author actually wrote.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Layout {
-    /// The gem's form lists phases; the seed's form keys them by name.
-    pub(super) phases_as_list: bool,
-}
-
-impl Layout {
-    pub(super) fn phase_path(&self, index: usize, name: &str) -> JsonPath {
-        let phases = JsonPath::root().key("phases");
-        if self.phases_as_list {
-            phases.index(index)
-        } else {
-            phases.key(name)
-        }
-    }
-
-    /// Where the phase's name is written: its key, or its `name` field.
-    pub(super) fn phase_name_path(&self, index: usize, name: &str) -> JsonPath {
-        let phase = self.phase_path(index, name);
-        if self.phases_as_list {
-            phase.key("name")
-        } else {
-            phase
-        }
-    }
-}
-
-/// "did you mean `x`?" for the candidate closest to `input`, if any is close
-/// enough to be a plausible typo.
-pub(super) fn did_you_mean<'a>(
-    input: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
-    let input_lower = input.to_lowercase();
-    candidates
-        .into_iter()
-        .filter_map(|candidate| {
-            let candidate_lower = candidate.to_lowercase();
-            let distance = strsim::damerau_levenshtein(&input_lower, &candidate_lower);
-            let similarity = strsim::jaro_winkler(&input_lower, &candidate_lower);
-            // An edit or two for short names, a third of the length for long
-            // ones; Jaro-Winkler catches the long shared prefixes
-            // (`timeout_ms` for `timeout`) that edit distance finds far apart.
-            let allowed = (candidate.chars().count() / 3).max(1);
-            (distance <= allowed || similarity >= 0.9).then_some((distance, similarity, candidate))
-        })
-        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
-        .map(|(_, _, candidate)| format!("did you mean `{candidate}`?"))
-}
-
-/// `` `a`, `b`, `c` `` for hints that list what is allowed.
-pub(super) fn backquoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    items
-        .into_iter()
-        .map(|item| format!("`{item}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 fn describe(value: &Value) -> &'static str {
     match value {
@@ -208,46 +50,33 @@ fn optional<'v>(object: &'v Map<String, Value>, key: &str) -> Option<&'v Value> 
     object.get(key).filter(|value| !value.is_null())
 }
 
-/// Reads a definition from JSON text. Malformed JSON is reported with its
-/// line and column; a well-formed but invalid definition with every fault.
-pub fn parse_definition(text: &str) -> Result<Workflow, DefinitionError> {
-    let value: Value = serde_json::from_str(text).map_err(|error| {
-        let full = error.to_string();
-        let position = format!(" at line {} column {}", error.line(), error.column());
-        let message = full.strip_suffix(&position).unwrap_or(&full).to_owned();
-        DefinitionError::Json {
-            line: error.line(),
-            column: error.column(),
-            message,
-        }
-    })?;
-    parse_definition_value(&value)
-}
-
-/// Reads a definition from an already parsed JSON value.
-pub fn parse_definition_value(value: &Value) -> Result<Workflow, DefinitionError> {
-    let mut reader = Reader::default();
+/// Reads the structure of a definition: the workflow it describes and the
+/// shape it was written in, or every structural fault found.
+pub(super) fn read(
+    value: &Value,
+    strictness: Strictness,
+) -> Result<(Workflow, Layout), Vec<Fault>> {
+    let mut reader = Reader {
+        faults: Vec::new(),
+        strictness,
+    };
     let (workflow, layout) = reader.workflow(value);
-    if !reader.faults.is_empty() {
-        return Err(DefinitionError::Invalid(reader.faults));
-    }
-    let faults = validate::validate(&workflow, layout);
-    if faults.is_empty() {
-        Ok(workflow)
+    if reader.faults.is_empty() {
+        Ok((workflow, layout))
     } else {
-        Err(DefinitionError::Invalid(faults))
+        Err(reader.faults)
     }
 }
 
 /// Walks a definition, noting every structural fault. Where a field is
 /// faulty it stands in a default and reads on, so that one run finds all the
 /// faults; the resulting workflow is only used when there were none.
-#[derive(Default)]
-struct Reader {
+struct Reader<'l> {
     faults: Vec<Fault>,
+    strictness: Strictness<'l>,
 }
 
-impl Reader {
+impl Reader<'_> {
     fn fault(&mut self, fault: Fault) {
         self.faults.push(fault);
     }
@@ -284,7 +113,8 @@ impl Reader {
                 )
             });
             self.fault(
-                Fault::new(&path.key(key), format!("unknown field `{key}`")).with_hint(hint),
+                Fault::new(&path.key(key), format!("unknown field `{}`", shown(key)))
+                    .with_hint(hint),
             );
         }
     }
@@ -307,8 +137,45 @@ impl Reader {
                 Fault::new(path, format!("the {what} is empty"))
                     .with_hint(format!("give the {what} some visible characters")),
             );
+        } else {
+            self.name_rule(name, path, what);
         }
         name.to_owned()
+    }
+
+    /// New definitions keep to [`NAME_RULE`]; stored ones were accepted
+    /// under the rules of their day.
+    fn name_rule(&mut self, name: &str, path: &JsonPath, what: &str) {
+        if let Strictness::New(_) = self.strictness {
+            if let Err(error) = check_name(name) {
+                self.fault(Fault::new(path, format!("the {what} {error}")).with_hint(NAME_RULE));
+            }
+        }
+    }
+
+    /// False (after noting a fault) when `count` things are more than
+    /// `limit` of the limits allows.
+    fn within(
+        &mut self,
+        count: usize,
+        limit: impl Fn(&DefinitionLimits) -> usize,
+        path: &JsonPath,
+        what: &str,
+        flag: &str,
+    ) -> bool {
+        let Strictness::New(limits) = self.strictness else {
+            return true;
+        };
+        let most = limit(limits);
+        if count <= most {
+            return true;
+        }
+        self.fault(
+            Fault::new(path, format!("{count} {what}; the most allowed is {most}")).with_hint(
+                format!("split the work up, or raise the server's limit (`{flag}`) if it must be this large"),
+            ),
+        );
+        false
     }
 
     fn flag(&mut self, object: &Map<String, Value>, key: &str, path: &JsonPath) -> bool {
@@ -336,7 +203,7 @@ impl Reader {
         match humantime::parse_duration(text) {
             Err(_) => {
                 self.fault(
-                    Fault::new(path, format!("`{text}` is not a duration"))
+                    Fault::new(path, format!("`{}` is not a duration", shown(text)))
                         .with_hint(DURATION_FORMS),
                 );
                 None
@@ -434,6 +301,15 @@ impl Reader {
                      with one phase marked `\"is_initial\": true`",
             )),
             Some(Value::Object(phases)) => {
+                if !self.within(
+                    phases.len(),
+                    |limits| limits.max_phases,
+                    &phases_path,
+                    "phases",
+                    "--max-phases",
+                ) {
+                    return (workflow, layout);
+                }
                 for (name, phase) in phases {
                     let phase = self.phase(phase, &phases_path.key(name), Some(name));
                     workflow.phases.push(phase);
@@ -441,6 +317,15 @@ impl Reader {
             }
             Some(Value::Array(phases)) => {
                 layout.phases_as_list = true;
+                if !self.within(
+                    phases.len(),
+                    |limits| limits.max_phases,
+                    &phases_path,
+                    "phases",
+                    "--max-phases",
+                ) {
+                    return (workflow, layout);
+                }
                 for (index, phase) in phases.iter().enumerate() {
                     let phase = self.phase(phase, &phases_path.index(index), None);
                     workflow.phases.push(phase);
@@ -480,6 +365,8 @@ impl Reader {
                         Fault::new(path, "the phase name is empty")
                             .with_hint("give the phase some visible characters"),
                     );
+                } else {
+                    self.name_rule(key, path, "phase name");
                 }
                 // The key already names the phase. A `name` inside is allowed
                 // only as a restatement, so a phase copied over from the list
@@ -490,7 +377,11 @@ impl Reader {
                             self.fault(
                                 Fault::new(
                                     &name_path,
-                                    format!("the phase is keyed `{key}` but named `{given}`"),
+                                    format!(
+                                        "the phase is keyed `{}` but named `{}`",
+                                        shown(key),
+                                        shown(given)
+                                    ),
                                 )
                                 .with_hint("remove `name`: the key names the phase"),
                             );
@@ -525,12 +416,21 @@ impl Reader {
         if let Some(handlers) = optional(object, "handlers") {
             let handlers_path = path.key("handlers");
             match handlers {
-                Value::Array(handlers) => {
+                Value::Array(handlers)
+                    if self.within(
+                        handlers.len(),
+                        |limits| limits.max_handlers_per_phase,
+                        &handlers_path,
+                        "handlers in one phase",
+                        "--max-handlers-per-phase",
+                    ) =>
+                {
                     for (index, handler) in handlers.iter().enumerate() {
                         let handler = self.handler(handler, &handlers_path.index(index));
                         phase.handlers.push(handler);
                     }
                 }
+                Value::Array(_) => {}
                 other => self.wrong_type(&handlers_path, "an array of handlers", other),
             }
         }
@@ -735,49 +635,14 @@ fn duration_json(duration: Duration) -> Value {
     humantime::format_duration(duration).to_string().into()
 }
 
-/// The seed's example definition, verbatim; tests across this module use it.
-#[cfg(test)]
-pub(super) const SEED_SEARCH_JSON: &str = r#"{
-  "workflow": "search",
-  "phases": {
-    "pending": {
-      "is_initial": true,
-      "transitions_to": "searching",
-      "on_error_transition_to": "error"
-    },
-    "searching": {
-      "transitions_to": "fetching-pages",
-      "on_error_transition_to": "error",
-      "handlers": [
-        "GoogleSearcher"
-      ]
-    },
-    "fetching-pages": {
-      "transitions_to": "finished",
-      "on_error_transition_to": "error",
-      "handlers": [
-        "PageDownloader"
-      ]
-    },
-    "error": {
-      "is_final": true,
-      "handlers": [
-        "ErrorEmailer"
-      ]
-    },
-    "finished": {
-      "is_final": true,
-      "handlers": [
-        "JobFinisher"
-      ]
-    }
-  }
-}"#;
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
+    use super::super::{
+        parse_definition, parse_definition_value, parse_definition_value_with,
+        parse_definition_with, DefinitionError, DefinitionLimits, SEED_SEARCH_JSON,
+    };
     use super::*;
 
     fn seed_value() -> Value {
@@ -948,6 +813,27 @@ mod tests {
     }
 
     #[test]
+    fn a_key_written_twice_is_a_fault_where_the_second_one_is() {
+        let text = r#"{"workflow": "w", "phases": {
+            "only": {"is_initial": true, "is_final": true, "handlers": ["A"], "handlers": ["B"]}
+        }}"#;
+        let fault = match parse_definition(text) {
+            Err(DefinitionError::Invalid(faults)) => only_fault(faults),
+            other => panic!("expected a fault, got {other:?}"),
+        };
+        assert_eq!(fault.path, "$.phases.only.handlers");
+        assert!(fault.message.contains("twice"), "{}", fault.message);
+        assert!(fault.message.contains("line 2"), "{}", fault.message);
+
+        let phase_twice = r#"{"workflow": "w", "phases": {"a": {"is_initial": true, "is_final": true}, "a": {}}}"#;
+        let fault = match parse_definition(phase_twice) {
+            Err(DefinitionError::Invalid(faults)) => only_fault(faults),
+            other => panic!("expected a fault, got {other:?}"),
+        };
+        assert_eq!(fault.path, "$.phases.a");
+    }
+
+    #[test]
     fn a_top_level_that_is_not_an_object_is_refused() {
         let fault = only_fault(faults(&json!(["search"])));
         assert_eq!(fault.path, "$");
@@ -1088,12 +974,6 @@ mod tests {
         assert!(fault
             .message
             .contains("`~> 1.2`, `>= 1.0, < 2`, or `1.2.3`"));
-
-        let root = JsonPath::root();
-        assert_eq!(root.key("a\"b").to_string(), r#"$["a\"b"]"#);
-        assert_eq!(root.key("_ok9").to_string(), "$._ok9");
-        assert_eq!(root.key("9lives").to_string(), r#"$["9lives"]"#);
-        assert_eq!(root.key("").to_string(), r#"$[""]"#);
     }
 
     #[test]
@@ -1248,6 +1128,120 @@ mod tests {
     }
 
     #[test]
+    fn names_keep_to_letters_digits_and_a_few_marks() {
+        let long = "w".repeat(10_000);
+        for (edit, path) in [
+            (json!({"workflow": "../../etc"}), "$.workflow"),
+            (json!({"workflow": "evil\u{202e}txt"}), "$.workflow"),
+            (json!({"workflow": "tab\there"}), "$.workflow"),
+            (json!({"workflow": long}), "$.workflow"),
+            (json!({"workflow": "-flag"}), "$.workflow"),
+        ] {
+            let mut value = seed_value();
+            value["workflow"] = edit["workflow"].clone();
+            let fault = only_fault(faults(&value));
+            assert_eq!(fault.path, path, "{edit}");
+            let hint = fault.hint.as_deref().unwrap_or_default();
+            assert!(hint.contains("128"), "the hint gives the rule: {hint}");
+            assert!(fault.message.len() < 200, "{}", fault.message);
+        }
+        let found = faults_after(|v| {
+            v["phases"]["searching"]["handlers"] =
+                json!(["$(touch x)", {"name": "Line\nBreak"}, "Ruby::Style", "v1.2_x-y"]);
+        });
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "$.phases.searching.handlers[0]",
+                "$.phases.searching.handlers[1].name"
+            ]
+        );
+        assert!(found[0].message.contains("`$`"), "{}", found[0].message);
+        assert!(found[1].message.contains("U+000A"), "{}", found[1].message);
+
+        let keyed = only_fault(faults(&json!({
+            "workflow": "w",
+            "phases": {"a b": {"is_initial": true, "is_final": true}}
+        })));
+        assert_eq!(keyed.path, r#"$.phases["a b"]"#);
+        let listed = only_fault(faults(&json!({
+            "name": "w",
+            "phases": [{"name": "<script>", "is_initial": true, "is_final": true}]
+        })));
+        assert_eq!(listed.path, "$.phases[0].name");
+        assert!(parse_definition_value(&json!({
+            "workflow": "Search.v2:eu-west_1",
+            "phases": {"fetching-pages": {"is_initial": true, "is_final": true, "handlers": ["Ns::Page"]}}
+        }))
+        .is_ok());
+    }
+
+    #[test]
+    fn definitions_have_a_size_limit() {
+        let chain = |length: usize| {
+            let phases: Map<String, Value> = (0..length)
+                .map(|n| {
+                    let phase = if n + 1 == length {
+                        json!({"is_final": true})
+                    } else {
+                        json!({"transitions_to": format!("p{}", n + 1)})
+                    };
+                    (format!("p{n}"), phase)
+                })
+                .collect();
+            let mut chain = json!({"workflow": "chain", "phases": phases});
+            chain["phases"]["p0"]["is_initial"] = json!(true);
+            chain
+        };
+        let many = chain(1_000);
+        let fault = only_fault(faults(&many));
+        assert_eq!(fault.path, "$.phases");
+        assert!(fault.message.contains("1000 phases"), "{}", fault.message);
+        let roomy = DefinitionLimits {
+            max_phases: 10_000,
+            max_bytes: 10 << 20,
+            ..DefinitionLimits::default()
+        };
+        assert!(parse_definition_value_with(&many, &roomy).is_ok());
+        assert!(parse_definition_value(&chain(10_000)).is_err());
+        assert!(parse_definition_value_with(&chain(10_000), &roomy).is_ok());
+
+        let handlers: Vec<String> = (0..1_000).map(|n| format!("H{n}")).collect();
+        let wide = json!({"workflow": "wide", "phases": {
+            "only": {"is_initial": true, "is_final": true, "handlers": handlers}
+        }});
+        let fault = only_fault(faults(&wide));
+        assert_eq!(fault.path, "$.phases.only.handlers");
+        assert!(fault.message.contains("1000 handlers"), "{}", fault.message);
+
+        let big = json!({"workflow": "big", "data": {"pad": "x".repeat(300 * 1024)}, "phases": {
+            "only": {"is_initial": true, "is_final": true}
+        }});
+        let fault = only_fault(faults(&big));
+        assert_eq!(fault.path, "$");
+        assert!(fault.message.contains("bytes"), "{}", fault.message);
+        let text = big.to_string();
+        assert!(matches!(
+            parse_definition(&text),
+            Err(DefinitionError::Invalid(ref faults)) if faults[0].path == "$"
+        ));
+        let small = DefinitionLimits {
+            max_phases: 1,
+            ..DefinitionLimits::default()
+        };
+        let fault = match parse_definition_with(SEED_SEARCH_JSON, &small) {
+            Err(DefinitionError::Invalid(faults)) => only_fault(faults),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            fault.message.contains("the most allowed is 1"),
+            "{}",
+            fault.message
+        );
+    }
+
+    #[test]
     fn every_structural_fault_is_reported_at_once() {
         let found = faults_after(|v| {
             v["wokflow"] = json!("x");
@@ -1258,38 +1252,6 @@ mod tests {
         assert_eq!(found.len(), 4, "{found:#?}");
         assert_eq!(found[0].hint.as_deref(), Some("did you mean `workflow`?"));
         assert_eq!(found[1].hint.as_deref(), Some("did you mean `is_initial`?"));
-    }
-
-    #[test]
-    fn errors_display_one_fault_per_line() {
-        let one = DefinitionError::Invalid(vec![Fault::new(
-            &JsonPath::root().key("phases"),
-            "no phase is marked initial",
-        )
-        .with_hint("mark one")]);
-        assert_eq!(
-            one.to_string(),
-            "$.phases: no phase is marked initial (mark one)"
-        );
-        let two = DefinitionError::Invalid(vec![
-            Fault::new(&JsonPath::root().key("a"), "first"),
-            Fault::new(&JsonPath::root().key("b"), "second"),
-        ]);
-        assert_eq!(two.to_string(), "$.a: first\n$.b: second");
-    }
-
-    #[test]
-    fn did_you_mean_ignores_distant_candidates() {
-        let fields = PHASE_FIELDS.iter().copied();
-        assert_eq!(
-            did_you_mean("on_error_transitions_to", fields.clone()).as_deref(),
-            Some("did you mean `on_error_transition_to`?")
-        );
-        assert_eq!(
-            did_you_mean("Is_Final", fields.clone()).as_deref(),
-            Some("did you mean `is_final`?")
-        );
-        assert_eq!(did_you_mean("colour", fields), None);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::parse::{backquoted_list, did_you_mean, Fault, JsonPath, Layout};
+use super::fault::{backquoted_list, did_you_mean, Fault, Layout};
 use super::Workflow;
+use crate::json::JsonPath;
 
 /// Every cross-phase fault of `workflow`; empty when it is valid.
 pub(super) fn validate(workflow: &Workflow, layout: Layout) -> Vec<Fault> {
@@ -256,8 +257,7 @@ fn reachable_from(start: usize, successors: &[Vec<usize>]) -> Vec<usize> {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::super::parse::SEED_SEARCH_JSON;
-    use super::super::{parse_definition_value, DefinitionError};
+    use super::super::{parse_definition_value, DefinitionError, SEED_SEARCH_JSON};
     use super::*;
 
     fn faults(value: &Value) -> Vec<Fault> {

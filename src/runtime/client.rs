@@ -13,7 +13,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Backend, RuntimeError};
 use crate::broker::FlowEvent;
-use crate::definition::{parse_definition_value, DefinitionError, Workflow};
+use crate::definition::{parse_definition_value_with, DefinitionError, DefinitionLimits, Workflow};
 use crate::ids::Cursor;
 use crate::ids::FlowId;
 use crate::model::{Command, FlowRecord, FlowStatus, Outputs, Requester, WorkerInfo};
@@ -114,6 +114,8 @@ pub enum WorkflowSource {
 pub struct Client {
     backend: Backend,
     requester: Requester,
+    /// How large a definition this client accepts inline or to register.
+    limits: DefinitionLimits,
 }
 
 impl Client {
@@ -122,7 +124,15 @@ impl Client {
         Self {
             backend,
             requester: Requester::Library,
+            limits: DefinitionLimits::default(),
         }
+    }
+
+    /// The same client, reading definitions within `limits` (a server
+    /// passes what it was configured with).
+    pub fn with_definition_limits(mut self, limits: DefinitionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The same client, recording its commands as `requester`'s.
@@ -218,9 +228,10 @@ impl Client {
                 .workflow(&name)
                 .await?
                 .ok_or(ClientError::UnknownWorkflow(name)),
-            WorkflowSource::Inline(definition) => {
-                Ok(Arc::new(parse_definition_value(&definition)?))
-            }
+            WorkflowSource::Inline(definition) => Ok(Arc::new(parse_definition_value_with(
+                &definition,
+                &self.limits,
+            )?)),
             WorkflowSource::Parsed(workflow) => Ok(workflow),
         }
     }
@@ -365,7 +376,7 @@ impl Client {
         definition: &Value,
         expected: Option<&str>,
     ) -> Result<(bool, Arc<Workflow>), ClientError> {
-        let workflow = Arc::new(parse_definition_value(definition)?);
+        let workflow = Arc::new(parse_definition_value_with(definition, &self.limits)?);
         if let Some(expected) = expected {
             if workflow.name.as_str() != expected {
                 return Err(ClientError::NameMismatch {

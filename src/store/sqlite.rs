@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::embedded::{Committed, EmbeddedStore, FlowState, JobTable, JournalEntry, Shared};
 use super::StoreError;
-use crate::definition::{parse_definition_value, Workflow};
+use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::FlowId;
 use crate::model::{CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseRun, Transition};
 use crate::time::Timestamp;
@@ -211,7 +211,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
                 let value: Value = serde_json::from_str(&definition)
                     .map_err(|e| corrupt(format!("flow {id}: definition: {e}")))?;
                 let workflow = Arc::new(
-                    parse_definition_value(&value)
+                    parse_stored_definition(&value)
                         .map_err(|e| corrupt(format!("flow {id}: definition: {e}")))?,
                 );
                 definitions.insert(definition, workflow.clone());
@@ -263,7 +263,7 @@ fn load_workflows(
         let definition: String = row.get(1).map_err(&fail)?;
         let workflow = serde_json::from_str::<Value>(&definition)
             .map_err(|e| e.to_string())
-            .and_then(|value| parse_definition_value(&value).map_err(|e| e.to_string()))
+            .and_then(|value| parse_stored_definition(&value).map_err(|e| e.to_string()))
             .map_err(|e| {
                 StoreError::Corrupt(format!("{}: workflow `{name}`: {e}", path.display()))
             })?;

@@ -255,3 +255,114 @@ pub fn instant_of(at: &Value) -> (u32, u32, u32, u32, u32, u32, u64) {
     };
     parse().unwrap_or_else(|| panic!("`at` is not an RFC 3339 UTC timestamp: {text}"))
 }
+
+/// A `distribot serve` on a free loopback port, in memory, with the
+/// handlers and workflows of `tests/fixtures/remote/`; killed when
+/// dropped.
+pub struct Serve {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    _dir: TempDir,
+}
+
+impl Serve {
+    /// Starts it with `extra` flags.
+    pub fn start(extra: &[&str]) -> Serve {
+        Self::start_with_open_files(None, extra)
+    }
+
+    /// Starts it with `extra` flags and, with `open_files`, that many file
+    /// descriptors at most (`ulimit -n`), handlers included.
+    pub fn start_with_open_files(open_files: Option<u64>, extra: &[&str]) -> Serve {
+        use std::io::{BufRead, BufReader};
+
+        let dir = scratch();
+        let remote = fixtures().join("remote");
+        let mut command = match open_files {
+            None => distribot(dir.path()),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                for (key, _) in std::env::vars_os() {
+                    if key.to_string_lossy().starts_with("DISTRIBOT_") {
+                        shell.env_remove(&key);
+                    }
+                }
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_distribot"))
+                    .current_dir(dir.path())
+                    .stdin(Stdio::null());
+                shell
+            }
+        };
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--memory", "--handlers"])
+            .arg(remote.join("handlers.toml"))
+            .arg("--workflows")
+            .arg(remote.join("workflows"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start distribot serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr is piped");
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = log.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        let mut address = String::new();
+        wait_for("the server to listen", Duration::from_secs(30), || {
+            let text = log.lock().unwrap();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                address = rest.lines().next().unwrap_or("").trim().to_owned();
+                return true;
+            }
+            assert!(
+                child.try_wait().expect("poll the server").is_none(),
+                "the server exited early:\n{text}"
+            );
+            false
+        });
+        Serve {
+            child,
+            address,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// What the server printed on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Stops the server with SIGTERM; how long it took to exit, within
+    /// `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Duration {
+        let asked = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_for("the server to stop", limit, || {
+            self.child.try_wait().expect("poll the server").is_some()
+        });
+        asked.elapsed()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

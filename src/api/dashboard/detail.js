@@ -14,6 +14,23 @@ function sum(handlers, field) {
   return handlers.reduce((total, handler) => total + (handler[field] ?? 0), 0);
 }
 
+/**
+ * Lays the visits a `progress` event says changed over the ones known, by
+ * `seq`: the events carry only what changed, not the whole history.
+ */
+function mergeVisits(visits, changed) {
+  for (const visit of changed) {
+    if (visits[visit.seq]?.seq === visit.seq) {
+      visits[visit.seq] = visit;
+      continue;
+    }
+    const at = visits.findIndex((known) => known.seq >= visit.seq);
+    if (at < 0) visits.push(visit);
+    else if (visits[at].seq === visit.seq) visits[at] = visit;
+    else visits.splice(at, 0, visit);
+  }
+}
+
 function transitionKey(transition) {
   return `${transition.from ?? ''}→${transition.to}@${transition.at}`;
 }
@@ -509,7 +526,9 @@ export function mount(main, { id }) {
       }
     } else if (name === 'progress') {
       const stale = pinned && Date.now() < pinned.until && data.status === pinned.before;
-      Object.assign(flow, data, stale ? { status: pinned.status } : {});
+      const { changed_phases: changed = [], ...moving } = data;
+      mergeVisits(flow.phases, changed);
+      Object.assign(flow, moving, stale ? { status: pinned.status } : {});
     } else if (name === 'end') {
       Object.assign(flow, { status: data.status, phase: data.phase, ended_well: data.ended_well, error: data.error });
       // Whether it ended well says what a missed transition event would have.

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
-use distribot::model::Transition;
-use distribot::views::{FlowProgress, FlowUpdate};
+use distribot::model::{PhaseRun, Transition};
+use distribot::views::{FlowUpdate, ProgressHead};
 
 use super::{print_json, with_target, FlowArgs};
 use crate::cli::progress::{Snapshot, View};
@@ -36,7 +36,8 @@ pub async fn follow(target: &dyn Target, id: &str, json: bool) -> CliResult<i32>
         let mut watch = target.watch(id).await?;
         // A stream starts with the whole history again.
         let mut transitions: Vec<Transition> = Vec::new();
-        let mut latest: Option<Box<FlowProgress>> = None;
+        let mut phases: Vec<PhaseRun> = Vec::new();
+        let mut latest: Option<ProgressHead> = None;
         let lost = loop {
             let next = tokio::select! {
                 next = watch.next() => next,
@@ -49,18 +50,22 @@ pub async fn follow(target: &dyn Target, id: &str, json: bool) -> CliResult<i32>
             };
             match next {
                 Ok(Some(FlowUpdate::Transition(transition))) => transitions.push(transition),
-                Ok(Some(FlowUpdate::Progress(progress))) => latest = Some(progress),
+                Ok(Some(FlowUpdate::Progress(progress))) => {
+                    // Each event carries only the visits that changed.
+                    progress.merge_into(&mut phases);
+                    latest = Some(progress.head);
+                }
                 Ok(Some(FlowUpdate::End(end))) => break 'stream end,
                 Ok(None) => break "the stream ended".to_owned(),
                 Err(error) => break error,
             }
-            if let Some(progress) = &latest {
+            if let Some(head) = &latest {
                 view.show(&Snapshot {
-                    id: &progress.id,
-                    status: progress.status,
-                    phase: &progress.phase,
+                    id: &head.id,
+                    status: head.status,
+                    phase: &head.phase,
                     transitions: &transitions,
-                    phases: &progress.phases,
+                    phases: &phases,
                 });
             }
         };

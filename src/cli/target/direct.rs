@@ -27,6 +27,12 @@ pub struct DirectTarget {
     client: Client,
 }
 
+/// An id as the user typed it, in lower case when it is a UUID, as the
+/// API reads it; anything else is looked up as given, and is unknown.
+fn flow_id(text: &str) -> FlowId {
+    FlowId::parse(text).unwrap_or_else(|_| FlowId::new(text))
+}
+
 /// A refusal the user can fix is bad input; anything else failed.
 fn refused(error: ClientError) -> CliError {
     match error {
@@ -66,16 +72,12 @@ impl Target for DirectTarget {
     }
 
     async fn status(&self, id: &str) -> CliResult<FlowDetail> {
-        let (record, outputs_count) = self
-            .client
-            .detail(&FlowId::new(id))
-            .await
-            .map_err(refused)?;
+        let (record, outputs_count) = self.client.detail(&flow_id(id)).await.map_err(refused)?;
         Ok(FlowDetail::new(&record, outputs_count))
     }
 
     async fn outputs(&self, id: &str) -> CliResult<Outputs> {
-        self.client.outputs(&FlowId::new(id)).await.map_err(refused)
+        self.client.outputs(&flow_id(id)).await.map_err(refused)
     }
 
     async fn list(&self, filter: &ListFilter) -> CliResult<FlowPage> {
@@ -92,7 +94,13 @@ impl Target for DirectTarget {
             .page(&FlowQuery {
                 status,
                 workflow: filter.workflow.clone(),
-                before: filter.before.clone().map(FlowId::new),
+                before: match &filter.before {
+                    Some(before) => Some(
+                        FlowId::parse(before)
+                            .map_err(|error| CliError::BadInput(format!("--before: {error}")))?,
+                    ),
+                    None => None,
+                },
                 limit: filter.limit.unwrap_or(50) as usize,
             })
             .await
@@ -101,7 +109,7 @@ impl Target for DirectTarget {
     }
 
     async fn steer(&self, id: &str, command: Command) -> CliResult<StatusChange> {
-        let id = FlowId::new(id);
+        let id = flow_id(id);
         let status = self.client.steer(&id, command).await.map_err(refused)?;
         Ok(StatusChange { id, status })
     }
@@ -137,7 +145,7 @@ impl Target for DirectTarget {
     async fn watch(&self, id: &str) -> CliResult<Box<dyn Watch>> {
         let follow = self
             .client
-            .follow(&FlowId::new(id), WATCH_PERIOD)
+            .follow(&flow_id(id), WATCH_PERIOD)
             .await
             .map_err(refused)?;
         Ok(Box::new(DirectWatch {

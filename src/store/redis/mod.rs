@@ -33,7 +33,7 @@ use super::{
     FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
     WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
-use crate::definition::{parse_definition_value, Workflow};
+use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
@@ -145,7 +145,7 @@ impl RedisStore {
         }
         let value: Value = from_json(text, "a stored definition")?;
         let workflow = Arc::new(
-            parse_definition_value(&value)
+            parse_stored_definition(&value)
                 .map_err(|e| corrupt(format!("a stored definition: {e}")))?,
         );
         self.caches()
