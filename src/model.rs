@@ -484,9 +484,15 @@ impl FlowRecord {
         (self.cursor(), carried)
     }
 
-    /// Whether the flow ever took an error transition.
+    /// Whether the flow took an error transition since it was last retried:
+    /// a retry that then finishes well leaves the failure in the history
+    /// but not in the outcome.
     pub fn took_error_transition(&self) -> bool {
-        self.transitions.iter().any(|t| t.error.is_some())
+        self.transitions
+            .iter()
+            .rev()
+            .take_while(|t| t.retried_by.is_none())
+            .any(|t| t.error.is_some())
     }
 
     /// Jobs per handler, summed over every phase visit.

@@ -331,6 +331,9 @@ pub fn redrive_target(flow: &FlowRecord) -> Result<u32, RedriveRejected> {
     };
     match flow.status {
         FlowStatus::Failed => Ok(flow.current().seq),
+        FlowStatus::Finished if !flow.took_error_transition() => {
+            reject("it finished well; there is nothing to retry")
+        }
         FlowStatus::Finished => {
             let last_error = flow
                 .transitions
@@ -795,5 +798,31 @@ mod tests {
         assert!(ended_well(&flow));
         flow.enter(&"error".into(), Some(error_in("pending")), Timestamp(2));
         assert!(!ended_well(&flow));
+    }
+
+    #[test]
+    fn a_retry_that_finishes_well_ends_well_and_cannot_be_retried_again() {
+        let mut flow = new_flow();
+        flow.enter(&"fetching-pages".into(), None, Timestamp(2));
+        flow.current_mut().state = PhaseState::Failed;
+        flow.enter(
+            &"error".into(),
+            Some(error_in("fetching-pages")),
+            Timestamp(3),
+        );
+        flow.current_mut().state = PhaseState::Completed;
+        flow.status = FlowStatus::Finished;
+        assert_eq!(outcome(&flow), Outcome::Failed);
+        assert_eq!(redrive_target(&flow), Ok(1));
+        flow.redrive(1, false, crate::model::Requester::Api, Timestamp(4));
+        assert_eq!(flow.current().phase, "fetching-pages".into());
+        flow.current_mut().state = PhaseState::Completed;
+        flow.enter(&"finished".into(), None, Timestamp(5));
+        flow.status = FlowStatus::Finished;
+        assert!(ended_well(&flow));
+        assert_eq!(outcome(&flow), Outcome::Succeeded);
+        assert!(redrive_target(&flow).is_err());
+        // The failure stays in the history.
+        assert!(flow.transitions.iter().any(|t| t.error.is_some()));
     }
 }

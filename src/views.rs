@@ -88,6 +88,12 @@ pub struct FlowItem {
     pub progress: PhaseProgress,
     /// Jobs over the whole flow, every phase visit and handler together.
     pub jobs: HandlerTotals,
+    /// The idempotency key it was started with.
+    pub key: Option<String>,
+    pub priority: u8,
+    /// When its running phase fails with "deadline passed", if it runs
+    /// that long.
+    pub deadline: Option<Timestamp>,
 }
 
 impl From<&FlowRecord> for FlowItem {
@@ -103,6 +109,9 @@ impl From<&FlowRecord> for FlowItem {
             outcome: rules::outcome(record),
             took_error_transition: record.took_error_transition(),
             waiting: record.waiting.clone(),
+            key: record.key.clone(),
+            priority: record.priority,
+            deadline: record.deadline,
             progress: PhaseProgress::from(current),
             jobs: record
                 .handler_totals()
@@ -203,6 +212,19 @@ impl From<&Page> for FlowPage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Created {
     pub id: FlowId,
+    /// False when a start with the same key returned the flow it started
+    /// before.
+    pub created: bool,
+}
+
+/// The answer to retrying a flow: it runs again, from this phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retried {
+    pub id: FlowId,
+    pub status: FlowStatus,
+    /// The phase it went back to, as a new visit.
+    pub phase: String,
+    pub from_scratch: bool,
 }
 
 /// The answer to pause, resume and cancel.

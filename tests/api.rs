@@ -607,6 +607,141 @@ async fn pause_resume_and_cancel_check_the_state() {
     assert_eq!(unknown.error_code(), "unknown_flow");
 }
 
+#[tokio::test]
+async fn a_keyed_start_makes_one_flow_and_says_so() {
+    let server = server().await;
+    let body = json!({"workflow": "held", "data": {"order": 1042}, "key": "order-1042", "priority": 7, "timeout": "10m"});
+    let first = server.post("/api/flows", body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert_eq!(first.body["created"], true);
+    let id = first.body["id"].as_str().unwrap().to_owned();
+    let again = server.post("/api/flows", body.clone()).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.body, json!({"id": id, "created": false}));
+    assert_eq!(
+        again.headers.get(header::LOCATION).unwrap(),
+        &format!("/api/flows/{id}")
+    );
+    let other_data = server
+        .post(
+            "/api/flows",
+            json!({"workflow": "held", "data": {"order": 7}, "key": "order-1042"}),
+        )
+        .await;
+    assert_eq!(
+        other_data.status,
+        StatusCode::CONFLICT,
+        "{}",
+        other_data.text
+    );
+    assert_eq!(other_data.error_code(), "key_taken");
+    assert!(
+        other_data.message().contains(&id),
+        "{}",
+        other_data.message()
+    );
+    let detail = server.get(&format!("/api/flows/{id}")).await;
+    assert_eq!(detail.body["key"], "order-1042");
+    assert_eq!(detail.body["priority"], 7);
+    assert!(detail.body["deadline"].is_string(), "{}", detail.text);
+    let listed = server.get("/api/flows").await;
+    assert_eq!(
+        listed.body["total"], 1,
+        "one flow for the key: {}",
+        listed.text
+    );
+    assert_eq!(listed.body["flows"][0]["key"], "order-1042");
+}
+
+#[tokio::test]
+async fn start_options_are_checked() {
+    let server = server().await;
+    for (field, value) in [
+        ("key", json!("")),
+        ("key", json!("k".repeat(257))),
+        ("key", json!(12)),
+        ("priority", json!(10)),
+        ("priority", json!(-1)),
+        ("priority", json!(1.5)),
+        ("priority", json!("9")),
+        ("timeout", json!("soon")),
+        ("timeout", json!("0s")),
+        ("timeout", json!(30)),
+    ] {
+        let mut body = json!({"workflow": "quick"});
+        body[field] = value.clone();
+        let answer = server.post("/api/flows", body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{field}={value}: {}",
+            answer.text
+        );
+        assert_eq!(answer.error_code(), "invalid_option");
+        assert_eq!(answer.path(), Some(format!("$.{field}").as_str()));
+    }
+    let listed = server.get("/api/flows").await;
+    assert_eq!(listed.body["total"], 0, "nothing started: {}", listed.text);
+}
+
+#[tokio::test]
+async fn a_flow_that_went_wrong_is_retried() {
+    let server = server().await;
+    let running = server.start(json!({"workflow": "held"})).await;
+    let refused = server
+        .post(&format!("/api/flows/{running}/retry"), json!({}))
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    assert_eq!(refused.error_code(), "wrong_state");
+
+    let id = server
+        .start(json!({"workflow": "quick", "data": {"fail": true, "jobs": 2}}))
+        .await;
+    let flow = server.ended(&id).await;
+    assert_eq!(flow["outcome"], "failed");
+    let bad = server
+        .post(
+            &format!("/api/flows/{id}/retry"),
+            json!({"from_scratch": "yes"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    assert_eq!(bad.path(), Some("$.from_scratch"));
+    let unknown = server
+        .post(&format!("/api/flows/{id}/retry"), json!({"scratch": true}))
+        .await;
+    assert_eq!(unknown.error_code(), "unknown_field");
+    // No body at all is a retry from where it failed.
+    let retried = server
+        .send(
+            Request::post(format!("/api/flows/{id}/retry"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
+    assert_eq!(
+        retried.body,
+        json!({"id": id, "status": "running", "phase": "work", "from_scratch": false})
+    );
+    let detail = server.ended(&id).await;
+    let last = detail["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["retried_by"].is_string())
+        .expect("the retry is in the history");
+    assert_eq!(last["retried_by"], "api");
+    assert_eq!(last["to"], "work");
+    let missing = server
+        .post(
+            "/api/flows/0195f3c2-0000-7000-8000-000000000000/retry",
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
 // ---------------------------------------------------------------- workflows, workers
 
 #[tokio::test]

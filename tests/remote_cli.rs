@@ -227,6 +227,58 @@ fn start_sends_a_workflow_file_inline() {
 }
 
 #[test]
+fn keyed_starts_priorities_and_retries_from_the_command_line() {
+    let server = Server::start(&[]);
+    let blocker = server.dir.path().join("fixed");
+    let data = format!(
+        r#"{{"jobs": 2, "fail_until_exists": "{}"}}"#,
+        path_arg(&blocker)
+    );
+    let start = |extra: &[&str]| {
+        let mut args = vec!["start", "work", "--data", data.as_str()];
+        args.extend_from_slice(extra);
+        server.cli(&args)
+    };
+    let first = start(&["--key", "order-7", "--priority", "5", "--timeout", "10m"]);
+    assert_eq!(first.code(), Some(0), "{}", first.dump());
+    let id = first.stdout.trim().to_owned();
+    let again = start(&["--key", "order-7", "--json"]);
+    assert_eq!(again.code(), Some(0), "{}", again.dump());
+    assert_eq!(again.json()["id"], id.as_str());
+    assert_eq!(again.json()["created"], false);
+    let said = start(&["--key", "order-7"]);
+    assert_eq!(said.stdout.trim(), id, "{}", said.dump());
+    assert!(
+        said.stderr.contains("nothing new started"),
+        "{}",
+        said.dump()
+    );
+    let bad = start(&["--priority", "10"]);
+    assert_eq!(bad.code(), Some(2), "{}", bad.dump());
+
+    server.wait_until(&id, "the flow to fail", |flow| flow["outcome"] == "failed");
+    let flow = server.status(&id);
+    assert_eq!(flow["key"], "order-7");
+    assert_eq!(flow["priority"], 5);
+    std::fs::write(&blocker, "").unwrap();
+    let retried = server.cli(&["retry", &id]);
+    assert_eq!(retried.code(), Some(0), "{}", retried.dump());
+    assert!(
+        retried.stdout.contains("running again from working"),
+        "{}",
+        retried.dump()
+    );
+    server.wait_until(&id, "the retried flow to finish", |flow| {
+        flow["status"] == "finished"
+    });
+    let flow = server.status(&id);
+    assert_eq!(flow["ended_well"], true, "{flow}");
+    let twice = server.cli(&["retry", &id]);
+    let line = assert_one_line_error(&twice);
+    assert!(line.contains("retr"), "{line}");
+}
+
+#[test]
 fn flows_are_steered_and_listed() {
     let server = Server::start(&[]);
     // 200 jobs of 0.2 s, two at a time: 20 s, far longer than the steering.

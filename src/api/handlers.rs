@@ -11,14 +11,17 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::input::{nest_definition_error, FlowPath, JsonBody, ListQuery, PathParam, StartFlow};
+use super::input::{
+    nest_definition_error, FlowPath, JsonBody, ListQuery, OptionalJsonBody, PathParam, RetryFlow,
+    StartFlow,
+};
 use super::{ApiState, OPENAPI};
 use crate::ids::FlowId;
 use crate::model::{Command, FlowStatus, Outputs};
 use crate::runtime::ClientError;
 use crate::store::FlowQuery;
 use crate::views::{
-    Created, FlowDetail, FlowPage, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+    Created, FlowDetail, FlowPage, Retried, StatusChange, WorkerList, WorkflowItem, WorkflowList,
 };
 
 /// How long `/readyz` waits for the store before calling it unavailable.
@@ -30,9 +33,9 @@ pub async fn start_flow(
 ) -> Result<impl IntoResponse, ApiError> {
     let request = StartFlow::from_json(body)?;
     // The client finishes the start even if this request is dropped halfway.
-    let id = state
+    let started = state
         .client()
-        .start_from(request.source, request.data)
+        .start_from(request.source, request.data, request.options)
         .await
         .map_err(|error| match error {
             ClientError::UnknownWorkflow(name) => ApiError::UnknownWorkflow {
@@ -42,10 +45,19 @@ pub async fn start_flow(
             ClientError::InvalidDefinition(error) => nest_definition_error(error, "$.definition"),
             other => other.into(),
         })?;
+    // A start whose key named a kept flow created nothing: 200, not 201.
+    let status = if started.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/flows/{id}"))],
-        Json(Created { id }),
+        status,
+        [(header::LOCATION, format!("/api/flows/{}", started.id))],
+        Json(Created {
+            id: started.id,
+            created: started.created,
+        }),
     ))
 }
 
@@ -102,6 +114,24 @@ pub async fn cancel_flow(
     FlowPath(id): FlowPath,
 ) -> Result<Json<StatusChange>, ApiError> {
     steer(state, id, Command::Cancel).await
+}
+
+/// `POST /api/flows/{id}/retry`: a flow that failed runs again from the
+/// phase that failed (or from the start, with `{"from_scratch": true}`).
+pub async fn retry_flow(
+    State(state): State<ApiState>,
+    FlowPath(id): FlowPath,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> Result<Json<Retried>, ApiError> {
+    let request = RetryFlow::from_json(body)?;
+    let cursor = state.client().retry(&id, request.from_scratch).await?;
+    state.note_change(&id).await;
+    Ok(Json(Retried {
+        id,
+        status: FlowStatus::Running,
+        phase: cursor.phase.to_string(),
+        from_scratch: request.from_scratch,
+    }))
 }
 
 async fn steer(

@@ -20,7 +20,7 @@ use crate::definition::DefinitionError;
 use crate::ids::FlowId;
 use crate::json::{self, JsonPath, StrictJsonError};
 use crate::model::FlowStatus;
-use crate::runtime::WorkflowSource;
+use crate::runtime::{StartOptions, WorkflowSource, MAX_PRIORITY};
 
 /// Deeper JSON than this is refused. serde_json stops at 128 on its own;
 /// refusing earlier leaves room for the envelopes stores wrap data in, so
@@ -63,6 +63,67 @@ impl FromRequest<ApiState> for JsonBody {
                 }
             })?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body that may be left out: no body and no `Content-Type` is `None`;
+/// anything else must be a [`JsonBody`].
+pub struct OptionalJsonBody(pub Option<Value>);
+
+impl FromRequest<ApiState> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let empty = headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0")
+            && headers.get(header::TRANSFER_ENCODING).is_none();
+        if empty && headers.get(header::CONTENT_TYPE).is_none() {
+            return Ok(Self(None));
+        }
+        let JsonBody(value) = JsonBody::from_request(request, state).await?;
+        Ok(Self(Some(value)))
+    }
+}
+
+/// What `POST /api/flows/{id}/retry` asks.
+pub struct RetryFlow {
+    pub from_scratch: bool,
+}
+
+impl RetryFlow {
+    pub fn from_json(body: Option<Value>) -> Result<Self, ApiError> {
+        let mut body =
+            match body {
+                None | Some(Value::Null) => {
+                    return Ok(Self {
+                        from_scratch: false,
+                    })
+                }
+                Some(Value::Object(body)) => body,
+                Some(_) => return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$",
+                    "the body must be a JSON object such as {\"from_scratch\": true}, or left out",
+                )),
+            };
+        if let Some(unknown) = body.keys().find(|key| key.as_str() != "from_scratch") {
+            return Err(ApiError::bad_field(
+                "unknown_field",
+                JsonPath::root().key(unknown),
+                format!("unknown field `{unknown}`; expected `from_scratch`"),
+            ));
+        }
+        match body.remove("from_scratch") {
+            None | Some(Value::Null) => Ok(Self { from_scratch: false }),
+            Some(Value::Bool(from_scratch)) => Ok(Self { from_scratch }),
+            Some(_) => Err(ApiError::bad_field(
+                "invalid_body",
+                "$.from_scratch",
+                "`from_scratch` must be true (run every job of the failed phase again) or false (keep the jobs that were done)",
+            )),
+        }
     }
 }
 
@@ -216,9 +277,62 @@ fn find_nul(value: &Value, path: JsonPath) -> Option<String> {
 pub struct StartFlow {
     pub source: WorkflowSource,
     pub data: Map<String, Value>,
+    pub options: StartOptions,
 }
 
-const START_FIELDS: &str = "`workflow`, `definition` or `data`";
+const START_FIELDS: &str = "`workflow`, `definition`, `data`, `key`, `priority` or `timeout`";
+
+/// The longest idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+fn start_key(value: Option<Value>) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) if !key.is_empty() && key.len() <= MAX_KEY_BYTES => Ok(Some(key)),
+        Some(_) => Err(ApiError::bad_field(
+            "invalid_option",
+            "$.key",
+            format!("`key` must be a string of 1 to {MAX_KEY_BYTES} bytes, such as an order number: starts with the same key, workflow and data return the same flow"),
+        )),
+    }
+}
+
+fn start_priority(value: Option<Value>) -> Result<u8, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(number))
+            if number.as_u64().is_some_and(|n| n <= u64::from(MAX_PRIORITY)) =>
+        {
+            Ok(number.as_u64().unwrap_or(0) as u8)
+        }
+        Some(_) => Err(ApiError::bad_field(
+            "invalid_option",
+            "$.priority",
+            format!("`priority` must be a whole number from 0 (the default) to {MAX_PRIORITY}; workers take higher ones first"),
+        )),
+    }
+}
+
+fn start_timeout(value: Option<Value>) -> Result<Option<std::time::Duration>, ApiError> {
+    let invalid = |found: String| {
+        ApiError::bad_field(
+            "invalid_option",
+            "$.timeout",
+            format!(
+                "`timeout` must be a positive duration such as \"30s\", \"10m\" or \"2h\"; {found}"
+            ),
+        )
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => match humantime::parse_duration(text.trim()) {
+            Ok(duration) if !duration.is_zero() => Ok(Some(duration)),
+            Ok(_) => Err(invalid("a timeout of zero leaves no time to run".into())),
+            Err(_) => Err(invalid("that is not a duration".into())),
+        },
+        Some(_) => Err(invalid("found something else than a string".into())),
+    }
+}
 
 impl StartFlow {
     pub fn from_json(value: Value) -> Result<Self, ApiError> {
@@ -229,10 +343,12 @@ impl StartFlow {
                 "the body must be a JSON object: {\"workflow\": NAME, \"data\": {...}} or {\"definition\": {...}, \"data\": {...}}",
             ));
         };
-        if let Some(unknown) = body
-            .keys()
-            .find(|key| !matches!(key.as_str(), "workflow" | "definition" | "data"))
-        {
+        if let Some(unknown) = body.keys().find(|key| {
+            !matches!(
+                key.as_str(),
+                "workflow" | "definition" | "data" | "key" | "priority" | "timeout"
+            )
+        }) {
             return Err(ApiError::bad_field(
                 "unknown_field",
                 JsonPath::root().key(unknown),
@@ -279,7 +395,16 @@ impl StartFlow {
                 ))
             }
         };
-        Ok(Self { source, data })
+        let options = StartOptions {
+            key: start_key(body.remove("key"))?,
+            priority: start_priority(body.remove("priority"))?,
+            timeout: start_timeout(body.remove("timeout"))?,
+        };
+        Ok(Self {
+            source,
+            data,
+            options,
+        })
     }
 }
 

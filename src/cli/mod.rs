@@ -88,6 +88,9 @@ enum Command {
     Pause(commands::FlowArgs),
     /// Cancel a running or paused flow on a server.
     Cancel(commands::FlowArgs),
+    /// Run a flow that failed again, from the phase that failed (its jobs
+    /// that were done stay done), or from the start with --from-scratch.
+    Retry(commands::retry::RetryArgs),
     /// Follow a flow on a server until it ends; exit 0 if it ended well.
     Watch(commands::FlowArgs),
     /// List the live workers of a server.
@@ -130,6 +133,7 @@ pub fn main() -> i32 {
         Command::List(args) => with_runtime(|| commands::list::list(args)),
         Command::Pause(args) => with_runtime(|| commands::steer::steer(Steer::Pause, args)),
         Command::Cancel(args) => with_runtime(|| commands::steer::steer(Steer::Cancel, args)),
+        Command::Retry(args) => with_runtime(|| commands::retry::retry(args)),
         Command::Watch(args) => with_runtime(|| commands::watch::watch(args)),
         Command::Workers(args) => with_runtime(|| commands::workers::workers(args)),
         Command::Workflows(args) => with_runtime(|| commands::workflows::workflows(args)),

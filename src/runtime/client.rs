@@ -214,9 +214,10 @@ impl Client {
         &self,
         source: WorkflowSource,
         data: Map<String, Value>,
-    ) -> Result<FlowId, ClientError> {
+        options: StartOptions,
+    ) -> Result<Started, ClientError> {
         let workflow = self.resolve(source).await?;
-        self.start(workflow, data).await
+        self.start_with(workflow, data, options).await
     }
 
     /// The workflow a source names, validated.

@@ -786,9 +786,11 @@ pub(crate) async fn a_flow_that_ended_through_its_error_phase_is_retried_from_sc
     let record = harness.wait(&record.id).await;
     assert_eq!(phases_entered(&record), ["work", "report", "work", "done"]);
     assert!(
-        !rules::ended_well(&record),
-        "its history still holds the error transition"
+        rules::ended_well(&record),
+        "a retry that finishes ends well; the failure stays in the history"
     );
+    assert!(record.transitions.iter().any(|t| t.error.is_some()));
+    assert!(harness.client.retry(&record.id, false).await.is_err());
     for job in 0..3 {
         assert_eq!(
             switch.calls(job),

@@ -10,6 +10,7 @@
 //! input, unknown id, wrong state, no token).
 
 pub mod list;
+pub mod retry;
 pub mod start;
 pub mod status;
 pub mod steer;

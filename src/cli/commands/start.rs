@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use distribot::runtime::StartOptions;
 use serde_json::Value;
 
 use super::watch::follow;
@@ -25,6 +26,20 @@ pub struct StartArgs {
     /// Print the API's JSON (with --wait: the flow's final state).
     #[arg(long)]
     json: bool,
+    /// An idempotency key (an order number, say): while a flow started with
+    /// it is kept, starting the same workflow with the same data and key
+    /// returns that flow instead of a new one.
+    #[arg(long)]
+    key: Option<String>,
+    /// From 0 (the default) to 9: busy workers take the jobs of
+    /// higher-priority flows first.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
+    priority: u8,
+    /// How long the flow may run (`30s`, `10m`, `2h`), overriding the
+    /// workflow's own `timeout`; past it, the running phase fails with
+    /// "deadline passed".
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<std::time::Duration>,
     #[command(flatten)]
     connect: Connect,
 }
@@ -33,7 +48,18 @@ pub async fn start(args: StartArgs) -> CliResult<i32> {
     let source = workflow_source(&args.workflow)?;
     let data = parse_data(args.data.as_deref())?;
     with_target(&args.connect, async |target| {
-        let created = target.start(source, data).await?;
+        let options = StartOptions {
+            key: args.key.clone(),
+            priority: args.priority,
+            timeout: args.timeout,
+        };
+        let created = target.start(source, data, options).await?;
+        if !created.created && !args.json {
+            eprintln!(
+                "a flow started with this key is kept: {} (nothing new started)",
+                created.id
+            );
+        }
         if args.wait {
             return follow(target, created.id.as_str(), args.json).await;
         }

@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use distribot::config::Resolved;
 use distribot::ids::FlowId;
 use distribot::model::{Command, FlowStatus, Outputs, Requester};
-use distribot::runtime::{Client, ClientError, FlowFollow, WorkflowSource};
+use distribot::runtime::{Client, ClientError, FlowFollow, StartOptions, WorkflowSource};
 use distribot::store::FlowQuery;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, StatusChange, WorkerList, WorkflowItem,
-    WorkflowList,
+    Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, Retried, StatusChange, WorkerList,
+    WorkflowItem, WorkflowList,
 };
 use serde_json::{Map, Value};
 
@@ -41,6 +41,9 @@ fn refused(error: ClientError) -> CliError {
         )),
         ClientError::UnknownFlow(_)
         | ClientError::Rejected(_)
+        | ClientError::RedriveRejected(_)
+        | ClientError::KeyTaken { .. }
+        | ClientError::BadOption(_)
         | ClientError::InvalidDefinition(_)
         | ClientError::NameMismatch { .. } => CliError::BadInput(error.to_string()),
         other => CliError::Runtime(anyhow::anyhow!(other)),
@@ -58,17 +61,40 @@ impl DirectTarget {
 
 #[async_trait]
 impl Target for DirectTarget {
-    async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created> {
+    async fn start(
+        &self,
+        source: Source,
+        data: Map<String, Value>,
+        options: StartOptions,
+    ) -> CliResult<Created> {
         let source = match source {
             Source::Registered(name) => WorkflowSource::Registered(name),
             Source::Inline(definition) => WorkflowSource::Inline(definition),
         };
-        let id = self
+        let started = self
             .client
-            .start_from(source, data)
+            .start_from(source, data, options)
             .await
             .map_err(refused)?;
-        Ok(Created { id })
+        Ok(Created {
+            id: started.id,
+            created: started.created,
+        })
+    }
+
+    async fn retry(&self, id: &str, from_scratch: bool) -> CliResult<Retried> {
+        let id = flow_id(id);
+        let cursor = self
+            .client
+            .retry(&id, from_scratch)
+            .await
+            .map_err(refused)?;
+        Ok(Retried {
+            id,
+            status: FlowStatus::Running,
+            phase: cursor.phase.to_string(),
+            from_scratch,
+        })
     }
 
     async fn status(&self, id: &str) -> CliResult<FlowDetail> {

@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 use distribot::model::{Command, Outputs};
+use distribot::runtime::StartOptions;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+    Created, FlowDetail, FlowPage, FlowUpdate, Retried, StatusChange, WorkerList, WorkflowItem,
+    WorkflowList,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -26,11 +28,25 @@ impl HttpTarget {
 
 #[async_trait]
 impl Target for HttpTarget {
-    async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created> {
-        let body = match source {
+    async fn start(
+        &self,
+        source: Source,
+        data: Map<String, Value>,
+        options: StartOptions,
+    ) -> CliResult<Created> {
+        let mut body = match source {
             Source::Registered(name) => json!({"workflow": name, "data": data}),
             Source::Inline(definition) => json!({"definition": definition, "data": data}),
         };
+        if let Some(key) = options.key {
+            body["key"] = json!(key);
+        }
+        if options.priority > 0 {
+            body["priority"] = json!(options.priority);
+        }
+        if let Some(timeout) = options.timeout {
+            body["timeout"] = json!(humantime::format_duration(timeout).to_string());
+        }
         let api = &self.api;
         api.post(api.url(&["api", "flows"]), Some(&body)).await
     }
@@ -68,6 +84,12 @@ impl Target for HttpTarget {
     async fn steer(&self, id: &str, command: Command) -> CliResult<StatusChange> {
         let url = self.api.url(&["api", "flows", id, command.as_str()]);
         self.api.post(url, None).await
+    }
+
+    async fn retry(&self, id: &str, from_scratch: bool) -> CliResult<Retried> {
+        let url = self.api.url(&["api", "flows", id, "retry"]);
+        let body = json!({"from_scratch": from_scratch});
+        self.api.post(url, Some(&body)).await
     }
 
     async fn workers(&self) -> CliResult<WorkerList> {

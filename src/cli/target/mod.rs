@@ -11,8 +11,10 @@ mod http;
 use async_trait::async_trait;
 use distribot::config::Endpoint;
 use distribot::model::{Command, Outputs};
+use distribot::runtime::StartOptions;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+    Created, FlowDetail, FlowPage, FlowUpdate, Retried, StatusChange, WorkerList, WorkflowItem,
+    WorkflowList,
 };
 use serde_json::{Map, Value};
 
@@ -43,7 +45,12 @@ pub trait Watch: Send {
 
 #[async_trait]
 pub trait Target: Send + Sync {
-    async fn start(&self, source: Source, data: Map<String, Value>) -> CliResult<Created>;
+    async fn start(
+        &self,
+        source: Source,
+        data: Map<String, Value>,
+        options: StartOptions,
+    ) -> CliResult<Created>;
 
     async fn status(&self, id: &str) -> CliResult<FlowDetail>;
 
@@ -53,6 +60,10 @@ pub trait Target: Send + Sync {
     async fn list(&self, filter: &ListFilter) -> CliResult<FlowPage>;
 
     async fn steer(&self, id: &str, command: Command) -> CliResult<StatusChange>;
+
+    /// Runs a flow that failed again, from the phase that failed or from
+    /// the start.
+    async fn retry(&self, id: &str, from_scratch: bool) -> CliResult<Retried>;
 
     async fn workers(&self) -> CliResult<WorkerList>;
 
