@@ -30,6 +30,11 @@ pub struct WorkerArgs {
     /// canceling them (their tasks go back to the queues).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// How long a slot of a workflow's `concurrency` is held at a time
+    /// (renewed while its job runs): a worker killed holding one gives it
+    /// back within this.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    slot_lease: Duration,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -84,7 +89,7 @@ pub async fn worker(args: WorkerArgs) -> CliResult<i32> {
             args.handlers.display()
         )));
     }
-    let mut builder = WorkerBuilder::new(backend.clone(), registry);
+    let mut builder = WorkerBuilder::new(backend.clone(), registry).slot_lease(args.slot_lease);
     if let Some(limit) = args.concurrency {
         builder = builder.concurrency(limit);
     }

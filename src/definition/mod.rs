@@ -33,6 +33,9 @@ pub struct Workflow {
     pub data: Option<serde_json::Map<String, Value>>,
     /// Phases in the order the definition lists them.
     pub phases: Vec<Phase>,
+    /// How long a flow may run before its running phase fails with
+    /// "deadline passed"; a start's own timeout overrides it.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +61,54 @@ pub struct HandlerSpec {
     pub timeout: Option<Duration>,
     /// The most jobs of this handler in flight at once, across all workers.
     pub concurrency: Option<u32>,
+    /// How fast jobs of this handler may start, across all workers.
+    pub rate: Option<Rate>,
+}
+
+/// A rate such as `50/s`: at most `tokens` job starts per `per`, across
+/// every worker, with bursts of at most [`Rate::burst`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub tokens: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The most starts at once after a quiet spell: a second's worth, and
+    /// at least one (a rate of 600/m bursts to 10, one of 10/h to 1).
+    pub fn burst(&self) -> u32 {
+        let per_second = u128::from(self.tokens) * 1000 / self.per.as_millis().max(1);
+        per_second.clamp(1, u128::from(self.tokens)) as u32
+    }
+
+    /// The time between two starts at the steady rate.
+    pub fn interval(&self) -> Duration {
+        self.per / self.tokens.max(1)
+    }
+
+    /// Reads `N/s`, `N/m` or `N/h` (N a whole number of at least 1).
+    pub fn parse(text: &str) -> Option<Rate> {
+        let (tokens, unit) = text.trim().split_once('/')?;
+        let tokens: u32 = tokens.trim().parse().ok().filter(|n| *n >= 1)?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some(Rate { tokens, per })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.tokens)
+    }
 }
 
 /// How often a failed job is tried again, and how long to wait in between.

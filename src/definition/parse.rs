@@ -13,12 +13,12 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::fault::{backquoted_list, did_you_mean, shown, Fault, Layout};
-use super::{DefinitionLimits, HandlerSpec, Phase, RetryPolicy, Strictness, Workflow};
+use super::{DefinitionLimits, HandlerSpec, Phase, Rate, RetryPolicy, Strictness, Workflow};
 use crate::ids::{check_name, HandlerName, PhaseName, WorkflowName, NAME_RULE};
 use crate::json::JsonPath;
 use crate::version::Requirement;
 
-const TOP_LEVEL_FIELDS: &[&str] = &["workflow", "name", "data", "phases"];
+const TOP_LEVEL_FIELDS: &[&str] = &["workflow", "name", "data", "phases", "timeout"];
 const PHASE_FIELDS: &[&str] = &[
     "name",
     "is_initial",
@@ -28,7 +28,9 @@ const PHASE_FIELDS: &[&str] = &[
     "handlers",
     "timeout",
 ];
-const HANDLER_FIELDS: &[&str] = &["name", "version", "retry", "timeout", "concurrency"];
+const HANDLER_FIELDS: &[&str] = &["name", "version", "retry", "timeout", "concurrency", "rate"];
+const RATE_FORMS: &str =
+    "write a whole number of starts per second, minute or hour, such as `50/s`, `600/m` or `10/h`";
 const RETRY_FIELDS: &[&str] = &["max_attempts", "initial_delay", "max_delay"];
 
 const DURATION_FORMS: &str = "write a number and a unit, such as `200ms`, `30s`, `5m` or `1h`";
@@ -246,6 +248,7 @@ impl Reader<'_> {
             name: WorkflowName::new(""),
             data: None,
             phases: Vec::new(),
+            timeout: None,
         };
         let mut layout = Layout {
             phases_as_list: false,
@@ -282,6 +285,10 @@ impl Reader<'_> {
                 let name = self.name(name, &root.key("name"), "workflow name");
                 workflow.name = WorkflowName::new(name);
             }
+        }
+
+        if let Some(timeout) = optional(top, "timeout") {
+            workflow.timeout = self.duration(timeout, &root.key("timeout"), true);
         }
 
         if let Some(data) = optional(top, "data") {
@@ -444,6 +451,7 @@ impl Reader<'_> {
             retry: RetryPolicy::default(),
             timeout: None,
             concurrency: None,
+            rate: None,
         };
         let object = match value {
             Value::String(_) => {
@@ -491,7 +499,30 @@ impl Reader<'_> {
         if let Some(concurrency) = optional(object, "concurrency") {
             handler.concurrency = self.positive_count(concurrency, &path.key("concurrency"));
         }
+        if let Some(rate) = optional(object, "rate") {
+            handler.rate = self.rate(rate, &path.key("rate"));
+        }
         handler
+    }
+
+    fn rate(&mut self, value: &Value, path: &JsonPath) -> Option<Rate> {
+        let Some(text) = value.as_str() else {
+            self.fault(
+                Fault::new(
+                    path,
+                    format!("expected a rate string, found {}", describe(value)),
+                )
+                .with_hint(RATE_FORMS),
+            );
+            return None;
+        };
+        let rate = Rate::parse(text);
+        if rate.is_none() {
+            self.fault(
+                Fault::new(path, format!("`{}` is not a rate", shown(text))).with_hint(RATE_FORMS),
+            );
+        }
+        rate
     }
 
     fn retry(&mut self, value: &Value, path: &JsonPath) -> RetryPolicy {
@@ -560,6 +591,9 @@ impl Workflow {
         if let Some(data) = &self.data {
             top.insert("data".into(), Value::Object(data.clone()));
         }
+        if let Some(timeout) = self.timeout {
+            top.insert("timeout".into(), duration_json(timeout));
+        }
         let phases = self
             .phases
             .iter()
@@ -622,6 +656,9 @@ fn handler_json(handler: &HandlerSpec) -> Value {
     }
     if let Some(concurrency) = handler.concurrency {
         object.insert("concurrency".into(), concurrency.into());
+    }
+    if let Some(rate) = handler.rate {
+        object.insert("rate".into(), rate.to_string().into());
     }
     if object.len() == 1 {
         // Only the name: the plain-string form says the same, shorter.
@@ -1002,6 +1039,60 @@ mod tests {
             found[2].message,
             "expected a duration string, found a number"
         );
+    }
+
+    #[test]
+    fn rates_and_a_workflow_timeout_are_read_and_written_back() {
+        let mut value = seed_value();
+        value["timeout"] = json!("2h");
+        value["phases"]["searching"]["handlers"] =
+            json!([{"name": "GoogleSearcher", "rate": "50/s", "concurrency": 2}]);
+        let workflow = parse_definition_value(&value).unwrap();
+        assert_eq!(workflow.timeout, Some(Duration::from_secs(7200)));
+        let handler = &workflow.phase("searching").unwrap().handlers[0];
+        let rate = handler.rate.unwrap();
+        assert_eq!((rate.tokens, rate.per), (50, Duration::from_secs(1)));
+        assert_eq!(rate.burst(), 50);
+        assert_eq!(rate.interval(), Duration::from_millis(20));
+        let written = workflow.to_json();
+        assert_eq!(written["timeout"], "2h");
+        assert_eq!(
+            written["phases"]["searching"]["handlers"][0]["rate"],
+            "50/s"
+        );
+        assert_eq!(parse_definition_value(&written).unwrap(), workflow);
+        // Slow rates burst to one.
+        assert_eq!(Rate::parse("10/h").unwrap().burst(), 1);
+        assert_eq!(Rate::parse("600/m").unwrap().burst(), 10);
+    }
+
+    #[test]
+    fn rates_must_be_counts_per_unit() {
+        let found = faults_after(|v| {
+            v["timeout"] = json!("0s");
+            v["phases"]["searching"]["handlers"] = json!([
+                {"name": "A", "rate": "fast"},
+                {"name": "B", "rate": "0/s"},
+                {"name": "C", "rate": "5/d"},
+                {"name": "D", "rate": 5},
+                {"name": "E", "rate": "1.5/s"}
+            ]);
+        });
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "$.timeout",
+                "$.phases.searching.handlers[0].rate",
+                "$.phases.searching.handlers[1].rate",
+                "$.phases.searching.handlers[2].rate",
+                "$.phases.searching.handlers[3].rate",
+                "$.phases.searching.handlers[4].rate",
+            ]
+        );
+        assert_eq!(found[1].message, "`fast` is not a rate");
+        assert!(found[1].hint.as_deref().unwrap().contains("`50/s`"));
+        assert_eq!(found[4].message, "expected a rate string, found a number");
     }
 
     #[test]

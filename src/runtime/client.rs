@@ -186,7 +186,10 @@ impl Client {
         let mut record = FlowRecord::new(FlowId::generate(), workflow, data, now);
         record.key = options.key;
         record.priority = options.priority;
-        record.deadline = options.timeout.map(|timeout| now.plus(timeout));
+        record.deadline = options
+            .timeout
+            .or(record.workflow.timeout)
+            .map(|timeout| now.plus(timeout));
         let backend = self.backend.clone();
         let started = run_to_the_end(async move {
             let id = record.id.clone();

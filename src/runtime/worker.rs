@@ -32,7 +32,9 @@ use crate::ids::{Cursor, FlowId, JobKey};
 use crate::metrics;
 use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
-use crate::store::{JobsToQueue, SlotRequest, SlotTaken, WORKER_LIVENESS};
+use crate::store::{
+    JobsToQueue, SlotRequest, SlotTaken, TokenRequest, TokenTaken, WORKER_LIVENESS,
+};
 use crate::sync::Backoff;
 use crate::time::{format_duration, Timestamp};
 
@@ -380,50 +382,9 @@ impl Worker {
             Some(capacity) => capacity.acquire().await,
             None => None,
         };
-        // A workflow's `concurrency` holds across every worker: a slot of it
-        // is taken from the store after admission, in one step with a check
-        // that the flow still runs. A task that finds none asks admission
-        // again after a wait, so a pause or cancel meanwhile stops it.
-        let shared = spec
-            .and_then(|spec| spec.concurrency)
-            .map(|limit| SlotRequest {
-                key: handler.to_string(),
-                limit,
-                holder: format!(
-                    "{}:{}",
-                    self.inner.id,
-                    self.inner.next_call.fetch_add(1, Ordering::Relaxed)
-                ),
-                lease: self.inner.slot_lease,
-            });
-        let mut waits = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
-        loop {
-            if backend.flows.admit(task).await? != Admission::Run {
-                return Ok(());
-            }
-            let Some(request) = &shared else { break };
-            match backend
-                .flows
-                .take_slot(task, request, Timestamp::now())
-                .await?
-            {
-                SlotTaken::Taken => break,
-                SlotTaken::Moved => continue,
-                // A slot given back here wakes the wait at once; one given
-                // back by another worker is found by the next try.
-                SlotTaken::Busy { .. } => {
-                    let freed = self.inner.slot_freed.notified();
-                    tokio::select! {
-                        _ = waits.wait() => {}
-                        _ = freed => {}
-                    }
-                    if *self.inner.stopping.borrow() {
-                        return Err(RuntimeError::Stopping);
-                    }
-                }
-            }
-        }
-        let _held = shared.map(|request| SlotHold::new(self.inner.clone(), request));
+        let Some(_held) = self.admit_within_limits(task, spec).await? else {
+            return Ok(());
+        };
         let Some(registered) = registered else {
             let error =
                 HandlerError::permanent(format!("this worker does not host {handler} {version}"));
@@ -438,6 +399,91 @@ impl Worker {
             metrics::job_processed(handler.as_str(), began.elapsed());
         }
         self.settle(task, &context, attempt).await
+    }
+
+    /// Admission, then the workflow's limits on the handler, which hold
+    /// across every worker: a slot of its `concurrency`, then a token of its
+    /// `rate`, each taken from the store in one step with a check that the
+    /// flow still runs the task's visit. A task that must wait asks again
+    /// after the wait (a slot's backoff, or exactly until the next token is
+    /// due), and asks admission again when the flow moved, so a pause or
+    /// cancel meanwhile stops it. `None` when admission says not to run.
+    async fn admit_within_limits(
+        &self,
+        task: &Task,
+        spec: Option<&HandlerSpec>,
+    ) -> Result<Option<Option<SlotHold>>, RuntimeError> {
+        let flows = &self.inner.backend.flows;
+        let key = task.handler().0.to_string();
+        let slot = spec
+            .and_then(|spec| spec.concurrency)
+            .map(|limit| SlotRequest {
+                key: key.clone(),
+                limit,
+                holder: format!(
+                    "{}:{}",
+                    self.inner.id,
+                    self.inner.next_call.fetch_add(1, Ordering::Relaxed)
+                ),
+                lease: self.inner.slot_lease,
+            });
+        let token = spec
+            .and_then(|spec| spec.rate)
+            .map(|rate| TokenRequest { key, rate });
+        let mut waits = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
+        'admission: loop {
+            if flows.admit(task).await? != Admission::Run {
+                return Ok(None);
+            }
+            let held = match &slot {
+                None => None,
+                Some(request) => match flows.take_slot(task, request, Timestamp::now()).await? {
+                    SlotTaken::Taken => Some(SlotHold::new(self.inner.clone(), request.clone())),
+                    SlotTaken::Moved => continue 'admission,
+                    // A slot given back here wakes the wait at once; one
+                    // given back by another worker is found by the next try.
+                    SlotTaken::Busy { .. } => {
+                        let freed = self.inner.slot_freed.notified();
+                        tokio::select! {
+                            _ = waits.wait() => {}
+                            _ = freed => {}
+                        }
+                        self.check_stopping()?;
+                        continue 'admission;
+                    }
+                },
+            };
+            let Some(request) = &token else {
+                return Ok(Some(held));
+            };
+            loop {
+                match flows.take_token(task, request, Timestamp::now()).await? {
+                    TokenTaken::Taken { wait } if wait.is_zero() => return Ok(Some(held)),
+                    // Reserved: once it is due, admission decides again, as
+                    // a pause or cancel may have come meanwhile.
+                    TokenTaken::Taken { wait } => {
+                        tokio::time::sleep(wait).await;
+                        self.check_stopping()?;
+                        if flows.admit(task).await? != Admission::Run {
+                            return Ok(None);
+                        }
+                        return Ok(Some(held));
+                    }
+                    TokenTaken::Later { wait } => {
+                        tokio::time::sleep(wait).await;
+                        self.check_stopping()?;
+                    }
+                    TokenTaken::Moved => continue 'admission,
+                }
+            }
+        }
+    }
+
+    fn check_stopping(&self) -> Result<(), RuntimeError> {
+        if *self.inner.stopping.borrow() {
+            return Err(RuntimeError::Stopping);
+        }
+        Ok(())
     }
 
     /// Makes a call known, so that its flow's end reaches it, until the

@@ -16,9 +16,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    limit_note_holds, slot_note, CommandApplied, Created, Enumerated, FlowQueries, FlowQuery,
-    FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
-    WorkerRegistry, WorkflowRegistry,
+    limit_note_holds, next_token, slot_note, token_note, visit_runs, CommandApplied, Created,
+    Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Retention, SlotRequest,
+    SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -108,8 +108,9 @@ pub(super) struct FlowState {
     /// When an engine claimed the dispatch of an enumeration, by (visit,
     /// slot). Not durable: the queues the tasks went to are not either.
     pub dispatch_claims: HashMap<(u32, u16), Timestamp>,
-    /// Why a task of the flow waits for a limit, with the visit it waits in.
-    pub limit_note: Option<(u32, String)>,
+    /// Why a task of the flow waits for a limit, with the visit it waits
+    /// in and, for a rate, until when.
+    pub limit_note: Option<(u32, String, Option<Timestamp>)>,
 }
 
 impl FlowState {
@@ -128,8 +129,8 @@ impl FlowState {
     /// limit's, if a task waits for one.
     fn shown(&self) -> FlowRecord {
         let mut record = self.record.clone();
-        if let Some((seq, note)) = &self.limit_note {
-            if limit_note_holds(&record, *seq) {
+        if let Some((seq, note, until)) = &self.limit_note {
+            if limit_note_holds(&record, *seq, *until, Timestamp::now()) {
                 record.waiting.push(note.clone());
             }
         }
@@ -167,6 +168,9 @@ pub(super) struct State {
     /// Slots of shared limits: key → holder → until when it holds. Not
     /// durable: the calls that held them did not survive a restart either.
     pub slots: HashMap<String, HashMap<String, Timestamp>>,
+    /// Rates' token buckets: key → when the next token is due, in
+    /// microseconds. Not durable either: a restart allows one burst.
+    pub tokens: HashMap<String, u64>,
     pub workflows: BTreeMap<String, Arc<Workflow>>,
     workers: HashMap<String, WorkerInfo>,
     journaling: bool,
@@ -682,14 +686,14 @@ impl FlowStore for EmbeddedStore {
             return Ok(SlotTaken::Moved);
         };
         let seq = task.seq_and_slot().0;
-        if !limit_note_holds(&entry.record, seq) {
+        if !visit_runs(&entry.record, seq) {
             return Ok(SlotTaken::Moved);
         }
         let holders = state.slots.entry(request.key.clone()).or_default();
         holders.retain(|_, until| *until > at);
         let held = holders.len() as u32;
         if held >= request.limit && !holders.contains_key(&request.holder) {
-            entry.limit_note = Some((seq, slot_note(request, held)));
+            entry.limit_note = Some((seq, slot_note(request, held), None));
             return Ok(SlotTaken::Busy { held });
         }
         holders.insert(request.holder.clone(), at.plus(request.lease));
@@ -715,6 +719,36 @@ impl FlowStore for EmbeddedStore {
             holders.remove(&request.holder);
         }
         Ok(())
+    }
+
+    async fn take_token(
+        &self,
+        task: &Task,
+        request: &TokenRequest,
+        at: Timestamp,
+    ) -> Result<TokenTaken, StoreError> {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        let Some(entry) = state.flows.get_mut(task.flow()) else {
+            return Ok(TokenTaken::Moved);
+        };
+        let seq = task.seq_and_slot().0;
+        if !visit_runs(&entry.record, seq) {
+            return Ok(TokenTaken::Moved);
+        }
+        let due = state.tokens.get(&request.key).copied();
+        match next_token(due, at.millis() * 1000, request) {
+            Ok((next, wait)) => {
+                state.tokens.insert(request.key.clone(), next);
+                entry.limit_note =
+                    (!wait.is_zero()).then(|| (seq, token_note(request), Some(at.plus(wait))));
+                Ok(TokenTaken::Taken { wait })
+            }
+            Err(wait) => {
+                entry.limit_note = Some((seq, token_note(request), Some(at.plus(wait))));
+                Ok(TokenTaken::Later { wait })
+            }
+        }
     }
 
     async fn apply_command(

@@ -30,7 +30,7 @@ use serde_json::Value;
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
-use crate::definition::Workflow;
+use crate::definition::{Rate, Workflow};
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
@@ -171,11 +171,81 @@ pub fn slot_note(request: &SlotRequest, held: u32) -> String {
     )
 }
 
-/// Whether a limit's waiting note, left by a task of visit `seq`, still
-/// describes the flow: only while that visit runs.
-pub fn limit_note_holds(record: &FlowRecord, seq: u32) -> bool {
+/// A start under a rate shared by every worker: a token bucket per `key`,
+/// kept as the time its next token is due (GCRA), so that waiting tasks
+/// learn how long to wait instead of asking again and again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// What the rate protects: the handler's name.
+    pub key: String,
+    pub rate: Rate,
+}
+
+impl TokenRequest {
+    /// The time between two starts, and how far ahead of its schedule the
+    /// bucket may run (its burst), in microseconds.
+    pub fn schedule(&self) -> (u64, u64) {
+        let interval = (self.rate.interval().as_micros() as u64).max(1);
+        (interval, interval * u64::from(self.rate.burst() - 1))
+    }
+}
+
+/// The waiting note of a flow whose task waits for a rate's token.
+pub fn token_note(request: &TokenRequest) -> String {
+    format!("waiting for a rate token: {} {}", request.key, request.rate)
+}
+
+/// What asking for a token did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenTaken {
+    /// A token, to use after `wait` (zero: now). Waiting for one is
+    /// reserving it: the task sleeps until it is due, asks admission again
+    /// and starts, one store call in all, however many wait.
+    Taken { wait: Duration },
+    /// None can be reserved this far ahead: ask again after `wait`.
+    Later { wait: Duration },
+    /// As for slots: the flow left the task's visit, or stopped running.
+    Moved,
+}
+
+/// How far ahead a token may be reserved. A task holds its delivery while
+/// it waits, so it asks again rather than wait much longer.
+pub const TOKEN_RESERVATION: Duration = Duration::from_secs(60);
+
+/// The token bucket's decision at `now` (microseconds), from when its
+/// next token is due: the new due time and the wait, or, when the token
+/// is further off than [`TOKEN_RESERVATION`], how long to wait before
+/// asking again.
+pub fn next_token(
+    due: Option<u64>,
+    now: u64,
+    request: &TokenRequest,
+) -> Result<(u64, Duration), Duration> {
+    let (interval, burst) = request.schedule();
+    let due = due.unwrap_or(now).max(now);
+    let wait = Duration::from_micros((due - now).saturating_sub(burst));
+    if wait > TOKEN_RESERVATION {
+        return Err(wait - TOKEN_RESERVATION);
+    }
+    Ok((due + interval, wait))
+}
+
+/// Whether the flow runs visit `seq`: what a task under a limit checks in
+/// the step that takes its slot or token.
+pub fn visit_runs(record: &FlowRecord, seq: u32) -> bool {
     let run = record.current();
     record.status == FlowStatus::Running && run.seq == seq && run.state == PhaseState::Running
+}
+
+/// Whether a limit's waiting note, left by a task of visit `seq` (for a
+/// rate: until its token is due), still describes the flow at `now`.
+pub fn limit_note_holds(
+    record: &FlowRecord,
+    seq: u32,
+    until: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    visit_runs(record, seq) && until.is_none_or(|until| now < until)
 }
 
 /// What taking a slot did.
@@ -329,6 +399,16 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Gives a slot back.
     async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError>;
+
+    /// Takes a token of `request`'s rate for a task admission let run, if
+    /// its flow still runs the task's visit; the check and the take are one
+    /// step.
+    async fn take_token(
+        &self,
+        task: &Task,
+        request: &TokenRequest,
+        at: Timestamp,
+    ) -> Result<TokenTaken, StoreError>;
 
     /// Pauses, resumes or cancels a flow, or says why it cannot, and keeps
     /// who asked in the flow's history.

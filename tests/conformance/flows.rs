@@ -982,3 +982,52 @@ pub(crate) async fn higher_priority_flows_are_taken_first(kind: Kind) {
     assert!(rules::ended_well(&harness.wait(&low).await));
     assert_eq!(tagged.done("low"), 500);
 }
+
+pub(crate) async fn a_rate_bounds_job_starts_across_workers(kind: Kind) {
+    let stamped = Stamped::new();
+    let (harness, _) =
+        Harness::start_workers(kind, registry(vec![("Stamped", stamped.clone())]), 3).await;
+    let flow = workflow(json!({
+        "workflow": "rated",
+        "phases": {
+            "work": {"is_initial": true, "transitions_to": "done",
+                     "handlers": [{"name": "Stamped", "rate": "20/s"}]},
+            "done": {"is_final": true}
+        }
+    }));
+    // The enumeration takes a token too: 41 starts, 20 at once, then one
+    // every 50ms.
+    let id = harness.start_flow(&flow, json!({"jobs": 40})).await;
+    eventually("the flow says it waits for a token", || async {
+        harness
+            .client
+            .status(&id)
+            .await
+            .unwrap()
+            .waiting
+            .iter()
+            .any(|why| why == "waiting for a rate token: Stamped 20/s")
+    })
+    .await;
+    let record = harness.wait(&id).await;
+    assert!(rules::ended_well(&record));
+    assert!(record.waiting.is_empty(), "{:?}", record.waiting);
+    let mut starts = stamped.starts.lock().unwrap().clone();
+    starts.sort();
+    assert_eq!(starts.len(), 40);
+    let took = starts[39] - starts[0];
+    assert!(
+        took >= Duration::from_millis(900),
+        "40 jobs at 20/s after a burst of 20 started within {took:?}"
+    );
+    // However they fall, no window holds more than a burst and the rate's
+    // share of it (with a token of slack for its edges).
+    let window = Duration::from_millis(500);
+    for (first, at) in starts.iter().enumerate() {
+        let within = starts[first..]
+            .iter()
+            .take_while(|later| **later - *at < window)
+            .count();
+        assert!(within <= 20 + 10 + 1, "{within} starts within {window:?}");
+    }
+}

@@ -244,3 +244,33 @@ impl Handler for Tagged {
         Ok(None)
     }
 }
+
+/// Notes when each of its jobs started; enumerates `data["jobs"]` jobs.
+pub(crate) struct Stamped {
+    pub(crate) starts: Mutex<Vec<Instant>>,
+}
+
+impl Stamped {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            starts: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Stamped {
+    async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        let jobs = request
+            .data
+            .get("jobs")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        Ok((0..jobs).map(Value::from).collect())
+    }
+
+    async fn process(&self, _request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        self.starts.lock().unwrap().push(Instant::now());
+        Ok(None)
+    }
+}

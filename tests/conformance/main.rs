@@ -27,7 +27,8 @@ use distribot::runtime::{
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken, Store, StoreError,
+    JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken, Store, StoreError, TokenRequest,
+    TokenTaken,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -125,4 +126,6 @@ every_backend!(
     a_concurrency_limit_holds_across_workers,
     slots_are_shared_leased_and_given_back,
     higher_priority_flows_are_taken_first,
+    rate_tokens_are_shared_reserved_and_bounded,
+    a_rate_bounds_job_starts_across_workers,
 );

@@ -493,3 +493,90 @@ pub(crate) async fn slots_are_shared_leased_and_given_back(kind: Kind) {
         SlotTaken::Moved
     );
 }
+
+pub(crate) async fn rate_tokens_are_shared_reserved_and_bounded(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_in_a_phase(store, 3).await;
+    let task = Task::Process {
+        key: key(&id, 0),
+        phase: cursor.phase.clone(),
+        handler: "H".into(),
+        version: v1(),
+        attempt: 1,
+        job: Value::Null,
+        priority: 0,
+    };
+    let rate = |text: &str| TokenRequest {
+        key: format!("H-{id}"),
+        rate: distribot::definition::Rate::parse(text).unwrap(),
+    };
+    let at = Timestamp::now();
+    // 5/s bursts to 5, then one every 200ms, each reserved in turn.
+    for _ in 0..5 {
+        assert_eq!(
+            store.take_token(&task, &rate("5/s"), at).await.unwrap(),
+            TokenTaken::Taken {
+                wait: Duration::ZERO
+            }
+        );
+    }
+    for n in 1..=3u64 {
+        assert_eq!(
+            store.take_token(&task, &rate("5/s"), at).await.unwrap(),
+            TokenTaken::Taken {
+                wait: Duration::from_millis(200 * n)
+            }
+        );
+    }
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert!(
+        record
+            .waiting
+            .contains(&format!("waiting for a rate token: H-{id} 5/s")),
+        "{:?}",
+        record.waiting
+    );
+    // A bucket is shared by key: later, it has filled again.
+    let later = at.plus(Duration::from_secs(2));
+    assert_eq!(
+        store.take_token(&task, &rate("5/s"), later).await.unwrap(),
+        TokenTaken::Taken {
+            wait: Duration::ZERO
+        }
+    );
+    // Slow rates reserve at most a minute ahead.
+    let slow = rate("1/m");
+    let slow = TokenRequest {
+        key: format!("slow-{id}"),
+        ..slow
+    };
+    assert_eq!(
+        store.take_token(&task, &slow, at).await.unwrap(),
+        TokenTaken::Taken {
+            wait: Duration::ZERO
+        }
+    );
+    assert_eq!(
+        store.take_token(&task, &slow, at).await.unwrap(),
+        TokenTaken::Taken {
+            wait: Duration::from_secs(60)
+        }
+    );
+    assert_eq!(
+        store.take_token(&task, &slow, at).await.unwrap(),
+        TokenTaken::Later {
+            wait: Duration::from_secs(60)
+        }
+    );
+    // A flow that stopped running gets no token.
+    store
+        .apply_command(&id, Command::Pause, Requester::Library, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_token(&task, &rate("5/s"), later).await.unwrap(),
+        TokenTaken::Moved
+    );
+    assert!(store.flow(&id).await.unwrap().unwrap().waiting.is_empty());
+}

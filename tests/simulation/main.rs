@@ -105,7 +105,7 @@ use distribot::runtime::{
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, Redriven, SlotRequest, SlotTaken, StoreError,
+    JobsToQueue, Redriven, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
 };
 use distribot::sync::lock;
 use distribot::time::Timestamp;

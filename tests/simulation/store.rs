@@ -299,6 +299,15 @@ impl FlowStore for SimStore {
         self.inner.release_slot(request).await
     }
 
+    async fn take_token(
+        &self,
+        task: &Task,
+        request: &TokenRequest,
+        at: Timestamp,
+    ) -> Result<TokenTaken, StoreError> {
+        self.inner.take_token(task, request, at).await
+    }
+
     async fn redrive(
         &self,
         flow: &FlowId,

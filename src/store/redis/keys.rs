@@ -69,6 +69,10 @@ impl Keys {
     pub fn slots(&self, key: &str) -> String {
         format!("{}:slots:{key}", self.prefix)
     }
+    /// When a rate's next token is due.
+    pub fn token(&self, key: &str) -> String {
+        format!("{}:token:{key}", self.prefix)
+    }
     pub fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
     }

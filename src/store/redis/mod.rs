@@ -29,9 +29,10 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    limit_note_holds, slot_note, CommandApplied, Created, Enumerated, FlowQueries, FlowQuery,
-    FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
-    WorkerRegistry, WorkflowRegistry, WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    limit_note_holds, slot_note, token_note, CommandApplied, Created, Enumerated, FlowQueries,
+    FlowQuery, FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
+    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry, TOKEN_RESERVATION,
+    WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -255,8 +256,17 @@ impl RedisStore {
                 .transpose()?
                 .unwrap_or_default(),
         };
-        if let Some((seq, note)) = text(hot::LIMIT_NOTE).and_then(|n| n.split_once('|')) {
-            if seq.parse().is_ok_and(|seq| limit_note_holds(&record, seq)) {
+        // `seq|until|note`: the visit the waiting task is in, and, for a
+        // rate, until when (milliseconds).
+        let mut parts = text(hot::LIMIT_NOTE)
+            .into_iter()
+            .flat_map(|n| n.splitn(3, '|'));
+        if let (Some(seq), Some(until), Some(note)) = (parts.next(), parts.next(), parts.next()) {
+            let until = until.parse().ok().map(Timestamp);
+            if seq
+                .parse()
+                .is_ok_and(|seq| limit_note_holds(&record, seq, until, Timestamp::now()))
+            {
                 record.waiting.push(note.to_string());
             }
         }
@@ -777,7 +787,7 @@ impl FlowStore for RedisStore {
             .arg(request.lease.as_millis() as u64)
             .arg(request.limit)
             .arg(&request.holder)
-            .arg(format!("{}|{note}", task.seq_and_slot().0))
+            .arg(format!("{}||{note}", task.seq_and_slot().0))
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -801,6 +811,36 @@ impl FlowStore for RedisStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn take_token(
+        &self,
+        task: &Task,
+        request: &TokenRequest,
+        at: Timestamp,
+    ) -> Result<TokenTaken, StoreError> {
+        let seq = task.seq_and_slot().0;
+        let (interval, burst) = request.schedule();
+        let reply: Vec<String> = self
+            .scripts
+            .token
+            .key(self.keys.hot(task.flow()))
+            .key(self.keys.token(&request.key))
+            .arg(seq)
+            .arg(at.millis() * 1000)
+            .arg(interval)
+            .arg(burst)
+            .arg(TOKEN_RESERVATION.as_micros() as u64)
+            .arg(token_note(request))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let micros = |text: &str| Duration::from_micros(text.parse().unwrap_or(0));
+        Ok(match reply.as_slice() {
+            [taken, wait] if taken == "taken" => TokenTaken::Taken { wait: micros(wait) },
+            [later, wait] if later == "later" => TokenTaken::Later { wait: micros(wait) },
+            _ => TokenTaken::Moved,
+        })
     }
 
     async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {

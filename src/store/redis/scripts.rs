@@ -20,6 +20,7 @@ pub(super) struct Scripts {
     pub redrive: Script,
     pub redriven: Script,
     pub slot: Script,
+    pub token: Script,
 }
 
 impl Scripts {
@@ -41,6 +42,7 @@ impl Scripts {
             redrive: script(include_str!("scripts/redrive.lua")),
             redriven: script(include_str!("scripts/redriven.lua")),
             slot: script(include_str!("scripts/slot.lua")),
+            token: script(include_str!("scripts/token.lua")),
         }
     }
 }
