@@ -46,7 +46,10 @@
 //!   the wrong state must be rejected, and is fine;
 //! - start a flow of one of three workflows: linear with an error phase;
 //!   one with phases without handlers and no error phase; one that loops
-//!   back through a repair phase once.
+//!   back through a repair phase once; a third of them with an idempotency
+//!   key, and some starts repeat an earlier key: with the same workflow and
+//!   data they must return that flow and start nothing, with other data
+//!   they must be refused naming it (one flow per key).
 //!
 //! What the handlers do is planned per flow when it starts, and travels in
 //! its data: how many jobs each handler enumerates, which attempts fail,
@@ -101,7 +104,7 @@ use distribot::model::{
 };
 use distribot::rules;
 use distribot::runtime::{
-    Backend, Client, ClientError, Engine, RuntimeError, Worker, WorkerBuilder,
+    Backend, Client, ClientError, Engine, RuntimeError, StartOptions, Worker, WorkerBuilder,
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,

@@ -89,6 +89,9 @@ pub(crate) struct Counts {
     pub(crate) resumes: u64,
     pub(crate) cancels: u64,
     pub(crate) redrives: u64,
+    pub(crate) keyed_starts: u64,
+    pub(crate) keyed_repeats: u64,
+    pub(crate) keys_taken: u64,
     pub(crate) rejected: u64,
     pub(crate) admissions: u64,
     pub(crate) finished: u64,
@@ -122,6 +125,9 @@ impl Counts {
             (&mut self.resumes, other.resumes),
             (&mut self.cancels, other.cancels),
             (&mut self.redrives, other.redrives),
+            (&mut self.keyed_starts, other.keyed_starts),
+            (&mut self.keyed_repeats, other.keyed_repeats),
+            (&mut self.keys_taken, other.keys_taken),
             (&mut self.rejected, other.rejected),
             (&mut self.admissions, other.admissions),
             (&mut self.finished, other.finished),
@@ -177,13 +183,17 @@ impl fmt::Display for Counts {
         write!(
             f,
             "{} clock advances; commands: {} pauses, {} resumes, {} cancels, {} retries \
-             acknowledged, {} rejected for the wrong state",
+             acknowledged, {} rejected for the wrong state; {} keyed starts, {} repeated \
+             (the same flow back), {} refused (the key was taken)",
             self.clock_advances,
             self.pauses,
             self.resumes,
             self.cancels,
             self.redrives,
-            self.rejected
+            self.rejected,
+            self.keyed_starts,
+            self.keyed_repeats,
+            self.keys_taken
         )
     }
 }
@@ -251,6 +261,9 @@ pub(crate) struct Sim {
     pub(crate) client: Client,
     pub(crate) journal: Arc<Mutex<Journal>>,
     pub(crate) flows: Vec<SimFlow>,
+    /// Flows started with a key: the key, the flow's index, and what it
+    /// was started with, for starts that repeat it.
+    pub(crate) keyed: Vec<(String, usize, Arc<Workflow>, Map<String, Value>)>,
     pub(crate) actors: Vec<Actor>,
     pub(crate) next_actor: u64,
     pub(crate) step: u64,
@@ -327,6 +340,7 @@ impl Sim {
             client,
             journal,
             flows: Vec::new(),
+            keyed: Vec::new(),
             actors: Vec::new(),
             next_actor: 0,
             step: 0,
@@ -1132,21 +1146,41 @@ impl Sim {
     }
 
     pub(crate) fn start_flow(&mut self) -> Checked {
+        if !self.keyed.is_empty() && self.rng.below(4) == 0 {
+            return self.repeat_keyed_start();
+        }
         let index = self.flows.len();
         let all = workflows();
         let (shape, workflow) = all[self.rng.below(all.len())].clone();
         let plan = Plan::draw(&mut self.rng, &workflow, self.config.profile);
         let expected = plan.expected(&workflow);
         let data = plan.data(index);
+        let key = (self.rng.below(3) == 0).then(|| format!("k{index}"));
+        if let Some(key) = &key {
+            self.keyed
+                .push((key.clone(), index, workflow.clone(), data.clone()));
+            self.counts.keyed_starts += 1;
+        }
         let client = self.client.clone();
-        let id = self
+        let options = StartOptions {
+            key,
+            ..StartOptions::default()
+        };
+        let started = self
             .rt
             .block_on(async move {
-                let started = client.start(workflow, data).await;
+                let started = client.start_with(workflow, data, options).await;
                 quiesce().await;
                 started
             })
             .map_err(|error| format!("starting a flow failed: {error}"))?;
+        if !started.created {
+            return Err(format!(
+                "start f{index} found a kept flow {} for a key never used",
+                started.id
+            ));
+        }
+        let id = started.id;
         self.counts.flows += 1;
         let line = match &expected {
             Some(expected) => format!(
@@ -1168,6 +1202,44 @@ impl Sim {
         });
         self.note(line);
         Ok(())
+    }
+
+    /// Starts again with a key already used: with the same workflow and
+    /// data it must return that flow and start nothing; with other data it
+    /// must be refused. Either way one flow per key.
+    fn repeat_keyed_start(&mut self) -> Checked {
+        let (key, index, workflow, mut data) = self.keyed[self.rng.below(self.keyed.len())].clone();
+        let same = self.rng.below(2) == 0;
+        if !same {
+            data.insert("other".into(), Value::Bool(true));
+        }
+        let client = self.client.clone();
+        let options = StartOptions {
+            key: Some(key.clone()),
+            ..StartOptions::default()
+        };
+        let outcome = self.rt.block_on(async move {
+            let started = client.start_with(workflow, data, options).await;
+            quiesce().await;
+            started
+        });
+        let line = format!(
+            "start again with f{index}'s key {key} ({} data)",
+            if same { "the same" } else { "other" }
+        );
+        match (same, outcome) {
+            (true, Ok(started)) if !started.created && started.id == self.flows[index].id => {
+                self.counts.keyed_repeats += 1;
+                self.note(format!("{line}: f{index} back, nothing started"));
+                Ok(())
+            }
+            (false, Err(ClientError::KeyTaken { flow, .. })) if flow == self.flows[index].id => {
+                self.counts.keys_taken += 1;
+                self.note(format!("{line}: refused, the key is f{index}'s"));
+                Ok(())
+            }
+            (_, outcome) => Err(format!("{line}: the client answered {outcome:?}")),
+        }
     }
 
     // ------------------------------------------------------------ checks
@@ -1462,14 +1534,17 @@ impl Sim {
                     .unwrap_or_default();
                 got.sort();
                 let distinct: BTreeSet<&String> = got.iter().collect();
-                let prefix = format!("{}.{slot}.", run.seq);
-                let carried = redriven_from(record, run.seq).map(|from| format!("{from}.{slot}."));
-                let of_visit = got.iter().all(|job| {
-                    job.starts_with(&prefix)
-                        || carried
-                            .as_ref()
-                            .is_some_and(|carried| job.starts_with(carried))
-                });
+                // A job done in a visit a redrive carried over (perhaps a
+                // redrive of a redrive) keeps the id it was done under.
+                let mut prefixes = vec![format!("{}.{slot}.", run.seq)];
+                let mut visit = run.seq;
+                while let Some(from) = redriven_from(record, visit) {
+                    prefixes.push(format!("{from}.{slot}."));
+                    visit = from;
+                }
+                let of_visit = got
+                    .iter()
+                    .all(|job| prefixes.iter().any(|prefix| job.starts_with(prefix)));
                 if got.len() as u64 != handler.done || distinct.len() != got.len() || !of_visit {
                     return Err(format!(
                         "f{index} {phase}#{} {}: {} done but outputs {got:?}",
