@@ -246,6 +246,10 @@ pub(crate) const DRAIN_LIMIT: u64 = 20_000;
 
 pub(crate) type Checked = Result<(), String>;
 
+/// A flow started with a key: the key, the flow's index, its workflow and
+/// data.
+pub(crate) type KeyedStart = (String, usize, Arc<Workflow>, Map<String, Value>);
+
 pub(crate) struct Sim {
     pub(crate) rng: Rng,
     pub(crate) config: RunConfig,
@@ -263,7 +267,7 @@ pub(crate) struct Sim {
     pub(crate) flows: Vec<SimFlow>,
     /// Flows started with a key: the key, the flow's index, and what it
     /// was started with, for starts that repeat it.
-    pub(crate) keyed: Vec<(String, usize, Arc<Workflow>, Map<String, Value>)>,
+    pub(crate) keyed: Vec<KeyedStart>,
     pub(crate) actors: Vec<Actor>,
     pub(crate) next_actor: u64,
     pub(crate) step: u64,
