@@ -480,3 +480,73 @@ fn fan_out_json() -> serde_json::Value {
         }
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_keyed_starts_on_two_servers_make_one_flow() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    let urls: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    for address in &urls {
+        let child = installation
+            .command(&["serve", "--listen", address])
+            .spawn()
+            .expect("start a server");
+        installation.engines.push(child);
+    }
+    installation.start_worker();
+    let http = reqwest::Client::new();
+    for address in &urls {
+        let health = format!("http://{address}/healthz");
+        eventually("the server to answer", Duration::from_secs(30), || {
+            let http = http.clone();
+            let health = health.clone();
+            async move { http.get(&health).send().await.is_ok() }
+        })
+        .await;
+    }
+    let body = json!({
+        "definition": fan_out_json(),
+        "data": {"jobs": {"work": 5}, "order": 1042},
+        "key": "order-1042"
+    });
+    let starts = (0..20).map(|n| {
+        let http = http.clone();
+        let url = format!("http://{}/api/flows", urls[n % 2]);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let answer = http.post(url).json(&body).send().await.expect("answer");
+            let status = answer.status().as_u16();
+            let json: serde_json::Value = answer.json().await.expect("json");
+            (status, json)
+        })
+    });
+    let mut answers = Vec::new();
+    for start in starts {
+        answers.push(start.await.unwrap());
+    }
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .collect();
+    assert_eq!(created.len(), 1, "one start creates the flow: {answers:?}");
+    let id = created[0].1["id"].as_str().unwrap().to_owned();
+    for (status, json) in &answers {
+        assert!(*status == 201 || *status == 200, "{status} {json}");
+        assert_eq!(json["id"], id.as_str(), "every start names the one flow");
+        assert_eq!(json["created"], *status == 201);
+    }
+    let page = installation
+        .client
+        .page(&distribot::store::FlowQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.total, 1, "one flow in the store");
+    let record = installation
+        .wait(&distribot::ids::FlowId::new(&id), Duration::from_secs(60))
+        .await;
+    assert!(rules::ended_well(&record));
+}
