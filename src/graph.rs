@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::definition::{HandlerSpec, Phase, Workflow};
+use crate::definition::{HandlerSpec, Next, Phase, Workflow};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GraphFormat {
@@ -44,9 +44,17 @@ fn phase_label(phase: &Phase, escape: fn(&str) -> String, line_break: &str) -> S
         .join(line_break)
 }
 
-/// Pairs of (from, to, is_error) by phase index, skipping targets that name
-/// no phase so that drawing an unvalidated workflow cannot go wrong.
-fn edges(workflow: &Workflow) -> Vec<(usize, usize, bool)> {
+/// An edge's kind: the way on (a branch's condition, `else` for a default
+/// branch), or the error transition.
+#[derive(Clone, Debug, PartialEq)]
+enum Edge {
+    Next(Option<String>),
+    Error,
+}
+
+/// (from, to, kind) by phase index, skipping targets that name no phase so
+/// that drawing an unvalidated workflow cannot go wrong.
+fn edges(workflow: &Workflow) -> Vec<(usize, usize, Edge)> {
     let index_of = |name: &str| {
         workflow
             .phases
@@ -55,19 +63,31 @@ fn edges(workflow: &Workflow) -> Vec<(usize, usize, bool)> {
     };
     let mut edges = Vec::new();
     for (from, phase) in workflow.phases.iter().enumerate() {
-        if let Some(to) = phase
-            .transitions_to
-            .as_ref()
-            .and_then(|t| index_of(t.as_str()))
-        {
-            edges.push((from, to, false));
+        match &phase.transitions_to {
+            Some(Next::Phase(to)) => {
+                if let Some(to) = index_of(to.as_str()) {
+                    edges.push((from, to, Edge::Next(None)));
+                }
+            }
+            Some(Next::Branches(branches)) => {
+                for branch in branches {
+                    let label = match &branch.when {
+                        Some(when) => when.to_string(),
+                        None => "else".to_owned(),
+                    };
+                    if let Some(to) = index_of(branch.to.as_str()) {
+                        edges.push((from, to, Edge::Next(Some(label))));
+                    }
+                }
+            }
+            None => {}
         }
         if let Some(to) = phase
             .on_error_transition_to
             .as_ref()
             .and_then(|t| index_of(t.as_str()))
         {
-            edges.push((from, to, true));
+            edges.push((from, to, Edge::Error));
         }
     }
     edges
@@ -88,12 +108,14 @@ fn mermaid(workflow: &Workflow) -> String {
         };
         let _ = writeln!(out, "    p{index}{open}\"{label}\"{close}");
     }
-    for (from, to, is_error) in edges(workflow) {
-        if is_error {
-            let _ = writeln!(out, "    p{from} -. error .-> p{to}");
-        } else {
-            let _ = writeln!(out, "    p{from} --> p{to}");
-        }
+    for (from, to, edge) in edges(workflow) {
+        let _ = match edge {
+            Edge::Error => writeln!(out, "    p{from} -. error .-> p{to}"),
+            Edge::Next(None) => writeln!(out, "    p{from} --> p{to}"),
+            Edge::Next(Some(label)) => {
+                writeln!(out, "    p{from} -->|\"{}\"| p{to}", escape_mermaid(&label))
+            }
+        };
     }
     out.push_str("    classDef initial fill:#e3f2fd,stroke:#1565c0,stroke-width:2px\n");
     out.push_str("    classDef final fill:#e8f5e9,stroke:#2e7d32,stroke-width:3px\n");
@@ -153,18 +175,22 @@ fn dot(workflow: &Workflow) -> String {
         }
         let _ = writeln!(out, "    \"{id}\" [{attributes}];");
     }
-    for (from, to, is_error) in edges(workflow) {
+    for (from, to, edge) in edges(workflow) {
         let from = escape_dot(workflow.phases[from].name.as_str());
         let to = escape_dot(workflow.phases[to].name.as_str());
-        if is_error {
-            let _ = writeln!(
+        let _ = match edge {
+            Edge::Error => writeln!(
                 out,
                 "    \"{from}\" -> \"{to}\" \
                  [label=\"error\", style=dashed, color=red, fontcolor=red];"
-            );
-        } else {
-            let _ = writeln!(out, "    \"{from}\" -> \"{to}\";");
-        }
+            ),
+            Edge::Next(None) => writeln!(out, "    \"{from}\" -> \"{to}\";"),
+            Edge::Next(Some(label)) => writeln!(
+                out,
+                "    \"{from}\" -> \"{to}\" [label=\"{}\"];",
+                escape_dot(&label)
+            ),
+        };
     }
     out.push_str("}\n");
     out
@@ -239,6 +265,40 @@ mod tests {
             .iter()
             .filter(|line| line.contains("-->") || line.contains(".->"));
         assert_eq!(edges.count(), 6);
+    }
+
+    #[test]
+    fn branches_are_drawn_with_their_conditions() {
+        let workflow = parse_definition(
+            r#"{"workflow": "poll", "phases": {
+                "check": {"is_initial": true, "transitions_to": [
+                    {"when": {"path": "/outputs/check/C/0/ready", "equals": true}, "to": "done"},
+                    {"when": {"path": "/data/mode", "in": ["a", "b"]}, "to": "done"},
+                    {"to": "check"}]},
+                "done": {"is_final": true}}}"#,
+        )
+        .unwrap();
+        let mermaid = render(&workflow, GraphFormat::Mermaid);
+        for expected in [
+            r#"p0 -->|"/outputs/check/C/0/ready = true"| p1"#,
+            r#"p0 -->|"/data/mode in [#quot;a#quot;,#quot;b#quot;]"| p1"#,
+            r#"p0 -->|"else"| p0"#,
+        ] {
+            assert!(
+                lines(&mermaid).contains(&expected),
+                "missing {expected:?} in\n{mermaid}"
+            );
+        }
+        let dot = render(&workflow, GraphFormat::Dot);
+        assert!(
+            lines(&dot)
+                .contains(&r#""check" -> "done" [label="/outputs/check/C/0/ready = true"];"#),
+            "{dot}"
+        );
+        assert!(
+            lines(&dot).contains(&r#""check" -> "check" [label="else"];"#),
+            "{dot}"
+        );
     }
 
     #[test]

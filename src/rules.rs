@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use crate::definition::{HandlerSpec, RetryPolicy, Workflow};
+use serde_json::{json, Value};
+
+use crate::definition::{HandlerSpec, Next, Phase, RetryPolicy, Workflow};
 use crate::ids::{Cursor, HandlerName, PhaseName};
 use crate::model::{
     Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress, Task,
@@ -71,11 +73,129 @@ impl std::fmt::Display for Waiting {
     }
 }
 
+/// Where a phase that failed (or could not choose its way on) leads: its
+/// error transition, or the flow's end.
+fn failure_step(flow: &FlowRecord, phase: &Phase, from: Cursor, error: Option<FlowError>) -> Step {
+    let entered_by_error = flow
+        .transitions
+        .get(from.seq as usize)
+        .is_some_and(|transition| transition.error.is_some());
+    match &phase.on_error_transition_to {
+        // A failure while handling a failure ends the flow: error phases
+        // that fail into each other would otherwise loop.
+        Some(target) if !entered_by_error => Step::Enter {
+            from,
+            to: target.clone(),
+            error,
+        },
+        _ => Step::End {
+            from,
+            status: FlowStatus::Failed,
+            error,
+        },
+    }
+}
+
+/// The phase a completed phase goes on to: a handler's choice (an output
+/// `{"next": PHASE}`, which its branches must name), else the first branch
+/// whose condition holds; then the target's `max_visits` must allow one
+/// more visit. Anything else fails the phase, saying why.
+fn choose_next(
+    flow: &FlowRecord,
+    phase: &Phase,
+    next: &Next,
+    document: &Value,
+) -> Result<PhaseName, FlowError> {
+    let fail = |handler: Option<&HandlerName>, message: String| FlowError {
+        phase: phase.name.clone(),
+        handler: handler.cloned(),
+        job_id: None,
+        attempts: 0,
+        message,
+    };
+    let mut chosen: Option<(HandlerName, PhaseName)> = None;
+    if let Next::Branches(_) = next {
+        let of_phase = document["outputs"].get(phase.name.as_str());
+        for spec in &phase.handlers {
+            let outputs = of_phase
+                .and_then(|handlers| handlers.get(spec.name.as_str()))
+                .and_then(Value::as_array);
+            for output in outputs.into_iter().flatten() {
+                let Some(wanted) = output.get("next") else {
+                    continue;
+                };
+                let Some(wanted) = wanted.as_str() else {
+                    return Err(fail(
+                        Some(&spec.name),
+                        format!("`next` must name a phase, but the handler gave {wanted}"),
+                    ));
+                };
+                match &chosen {
+                    Some((other, earlier)) if earlier.as_str() != wanted => {
+                        return Err(fail(
+                            Some(&spec.name),
+                            format!(
+                                "handlers chose different next phases: `{earlier}` ({other}) and `{wanted}` ({})",
+                                spec.name
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => chosen = Some((spec.name.clone(), PhaseName::new(wanted))),
+                }
+            }
+        }
+    }
+    let to = match chosen {
+        Some((_, wanted)) if next.leads_to(wanted.as_str()) => wanted,
+        Some((handler, wanted)) => {
+            let allowed: Vec<&str> = next.targets().iter().map(|t| t.as_str()).collect();
+            return Err(fail(
+                Some(&handler),
+                format!(
+                    "the handler chose the next phase `{wanted}`, which phase `{}` does not lead to (its branches lead to `{}`)",
+                    phase.name,
+                    allowed.join("`, `")
+                ),
+            ));
+        }
+        None => next.choose(document).clone(),
+    };
+    if let Some(most) = flow.workflow.phase(to.as_str()).and_then(|p| p.max_visits) {
+        let visits = flow.phases.iter().filter(|run| run.phase == to).count();
+        if visits >= most as usize {
+            return Err(fail(
+                None,
+                format!(
+                    "phase `{to}` may be entered {most} times (its max_visits), and this would be visit {}",
+                    visits + 1
+                ),
+            ));
+        }
+    }
+    Ok(to)
+}
+
+/// Whether deciding where the flow goes next reads its outputs: its
+/// current visit completed in a phase with branches (their conditions, or
+/// a handler's `{"next": PHASE}`, may name them).
+pub fn next_reads_outputs(flow: &FlowRecord) -> bool {
+    let run = flow.current();
+    run.state == PhaseState::Completed
+        && flow
+            .workflow
+            .phase(run.phase.as_str())
+            .is_some_and(|phase| matches!(phase.transitions_to, Some(Next::Branches(_))))
+}
+
 /// Decides the next step of a flow. `offered` lists the versions of a
-/// handler that some worker can run now.
+/// handler that some worker can run now; `outputs` are the flow's outputs
+/// (`{PHASE: {HANDLER: [...]}}`), which a phase with branches decides by
+/// (see [`next_reads_outputs`]); without them, conditions see none.
 pub fn next_step<'a>(
     flow: &FlowRecord,
     offered: impl Fn(&HandlerName) -> Vec<Version> + 'a,
+    outputs: Option<&Value>,
 ) -> Step {
     if flow.status != FlowStatus::Running {
         return Step::Idle;
@@ -108,37 +228,27 @@ pub fn next_step<'a>(
     }
     match run.state {
         PhaseState::Completed => match &phase.transitions_to {
-            Some(next) if !phase.is_final => Step::Enter {
-                from,
-                to: next.clone(),
-                error: None,
-            },
+            Some(next) if !phase.is_final => {
+                let document = json!({
+                    "data": flow.data.as_ref(),
+                    "outputs": outputs.cloned().unwrap_or_else(|| json!({})),
+                });
+                match choose_next(flow, phase, next, &document) {
+                    Ok(to) => Step::Enter {
+                        from,
+                        to,
+                        error: None,
+                    },
+                    Err(error) => failure_step(flow, phase, from, Some(error)),
+                }
+            }
             _ => Step::End {
                 from,
                 status: FlowStatus::Finished,
                 error: None,
             },
         },
-        PhaseState::Failed => {
-            let entered_by_error = flow
-                .transitions
-                .get(run.seq as usize)
-                .is_some_and(|transition| transition.error.is_some());
-            match &phase.on_error_transition_to {
-                // A failure while handling a failure ends the flow: error
-                // phases that fail into each other would otherwise loop.
-                Some(target) if !entered_by_error => Step::Enter {
-                    from,
-                    to: target.clone(),
-                    error: run.error.clone(),
-                },
-                _ => Step::End {
-                    from,
-                    status: FlowStatus::Failed,
-                    error: run.error.clone(),
-                },
-            }
-        }
+        PhaseState::Failed => failure_step(flow, phase, from, run.error.clone()),
         PhaseState::Running => {
             let mut orders = Vec::new();
             let mut waiting = Vec::new();
@@ -491,7 +601,7 @@ mod tests {
     fn a_phase_without_handlers_moves_on_at_once() {
         let flow = new_flow();
         assert_eq!(
-            next_step(&flow, everything_at("1.0")),
+            next_step(&flow, everything_at("1.0"), None),
             Step::Enter {
                 from: Cursor {
                     seq: 0,
@@ -517,7 +627,7 @@ mod tests {
             orders,
             waiting,
             cursor,
-        } = next_step(&flow, offered)
+        } = next_step(&flow, offered, None)
         else {
             panic!("expected a dispatch");
         };
@@ -534,7 +644,7 @@ mod tests {
         flow.enter(&"fetching-pages".into(), None, Timestamp(2));
         let Step::Dispatch {
             orders, waiting, ..
-        } = next_step(&flow, |_| vec![v("1.0.0")])
+        } = next_step(&flow, |_| vec![v("1.0.0")], None)
         else {
             panic!("expected a dispatch");
         };
@@ -556,7 +666,7 @@ mod tests {
         flow.enter(&"searching".into(), None, Timestamp(2));
         flow.current_mut().handlers[0].enumerated = true;
         flow.current_mut().handlers[0].total = 4;
-        assert_eq!(next_step(&flow, everything_at("1.0")), Step::Idle);
+        assert_eq!(next_step(&flow, everything_at("1.0"), None), Step::Idle);
     }
 
     #[test]
@@ -565,7 +675,7 @@ mod tests {
         flow.enter(&"finished".into(), None, Timestamp(2));
         flow.current_mut().state = PhaseState::Completed;
         assert!(matches!(
-            next_step(&flow, everything_at("1.0")),
+            next_step(&flow, everything_at("1.0"), None),
             Step::End {
                 status: FlowStatus::Finished,
                 ..
@@ -580,7 +690,7 @@ mod tests {
         flow.current_mut().state = PhaseState::Failed;
         flow.current_mut().error = Some(error_in("fetching-pages"));
         assert_eq!(
-            next_step(&flow, everything_at("1.0")),
+            next_step(&flow, everything_at("1.0"), None),
             Step::Enter {
                 from: Cursor {
                     seq: 1,
@@ -598,7 +708,7 @@ mod tests {
         flow.enter(&"finished".into(), None, Timestamp(2));
         flow.current_mut().state = PhaseState::Failed;
         assert!(matches!(
-            next_step(&flow, everything_at("1.0")),
+            next_step(&flow, everything_at("1.0"), None),
             Step::End {
                 status: FlowStatus::Failed,
                 ..
@@ -621,7 +731,7 @@ mod tests {
         flow.enter(&"recover".into(), Some(error_in("start")), Timestamp(2));
         flow.current_mut().state = PhaseState::Failed;
         assert!(matches!(
-            next_step(&flow, everything_at("1.0")),
+            next_step(&flow, everything_at("1.0"), None),
             Step::End {
                 status: FlowStatus::Failed,
                 ..
@@ -638,7 +748,7 @@ mod tests {
         ] {
             let mut flow = new_flow();
             flow.status = status;
-            assert_eq!(next_step(&flow, everything_at("1.0")), Step::Idle);
+            assert_eq!(next_step(&flow, everything_at("1.0"), None), Step::Idle);
         }
     }
 
@@ -760,7 +870,7 @@ mod tests {
             flow.enter(&to.into(), None, Timestamp(2));
         }
         flow.current_mut().state = PhaseState::Completed;
-        let Step::End { status, error, .. } = next_step(&flow, everything_at("1.0")) else {
+        let Step::End { status, error, .. } = next_step(&flow, everything_at("1.0"), None) else {
             panic!("expected the flow to end");
         };
         assert_eq!(status, FlowStatus::Failed);
@@ -789,6 +899,88 @@ mod tests {
         paused.deadline = Some(Timestamp(1));
         paused.status = FlowStatus::Paused;
         assert_eq!(deadline_passed(&paused, Timestamp(5)), None);
+    }
+
+    fn polling() -> FlowRecord {
+        let definition = json!({
+            "workflow": "poll",
+            "phases": {
+                "check": {"is_initial": true, "handlers": ["Checker"], "max_visits": 2,
+                          "on_error_transition_to": "gave-up",
+                          "transitions_to": [
+                              {"when": {"path": "/outputs/check/Checker/0/ready", "equals": true}, "to": "done"},
+                              {"when": {"path": "/data/mode", "equals": "draft"}, "to": "gave-up"},
+                              {"to": "check"}
+                          ]},
+                "done": {"is_final": true},
+                "gave-up": {"is_final": true}
+            }
+        });
+        let workflow = Arc::new(parse_definition_value(&definition).expect("valid"));
+        let mut flow = FlowRecord::new(FlowId::new("p1"), workflow, Map::new(), Timestamp(1));
+        flow.current_mut().state = PhaseState::Completed;
+        flow
+    }
+
+    fn entered(step: Step) -> (String, Option<String>) {
+        match step {
+            Step::Enter { to, error, .. } => (to.to_string(), error.map(|e| e.message)),
+            other => panic!("expected a transition, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn branches_choose_by_outputs_then_data_then_the_default() {
+        let flow = polling();
+        let ready = json!({"check": {"Checker": [{"ready": true}]}});
+        assert_eq!(
+            entered(next_step(&flow, everything_at("1.0"), Some(&ready))).0,
+            "done"
+        );
+        let not_yet = json!({"check": {"Checker": [{"ready": false}]}});
+        assert_eq!(
+            entered(next_step(&flow, everything_at("1.0"), Some(&not_yet))).0,
+            "check"
+        );
+        let mut draft = polling();
+        draft.data = Arc::new(json!({"mode": "draft"}).as_object().cloned().unwrap());
+        assert_eq!(
+            entered(next_step(&draft, everything_at("1.0"), None)).0,
+            "gave-up"
+        );
+    }
+
+    #[test]
+    fn a_handler_may_choose_among_the_branches_only() {
+        let flow = polling();
+        let chosen = json!({"check": {"Checker": [{"next": "gave-up"}, {"next": "gave-up"}]}});
+        assert_eq!(
+            entered(next_step(&flow, everything_at("1.0"), Some(&chosen))),
+            ("gave-up".into(), None)
+        );
+        let elsewhere = json!({"check": {"Checker": [{"next": "nowhere"}]}});
+        let (to, error) = entered(next_step(&flow, everything_at("1.0"), Some(&elsewhere)));
+        assert_eq!(to, "gave-up", "the phase fails into its error transition");
+        assert!(error.unwrap().contains("chose the next phase `nowhere`"));
+        let split = json!({"check": {"Checker": [{"next": "done"}, {"next": "check"}]}});
+        let (_, error) = entered(next_step(&flow, everything_at("1.0"), Some(&split)));
+        assert!(error.unwrap().contains("different next phases"));
+    }
+
+    #[test]
+    fn a_loop_past_max_visits_is_an_error() {
+        let mut flow = polling();
+        flow.enter(&"check".into(), None, Timestamp(2));
+        flow.current_mut().state = PhaseState::Completed;
+        let (to, error) = entered(next_step(&flow, everything_at("1.0"), None));
+        assert_eq!(to, "gave-up");
+        assert!(
+            error
+                .as_deref()
+                .unwrap()
+                .contains("may be entered 2 times (its max_visits)"),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -35,6 +35,22 @@ const WORDS: &[&str] = &[
     "initial_delay",
     "max_delay",
     "concurrency",
+    "rate",
+    "max_visits",
+    "when",
+    "to",
+    "path",
+    "equals",
+    "in",
+    "less_than",
+    "greater_than",
+    "exists",
+    "all",
+    "any",
+    "not",
+    "/data/a",
+    "/outputs/searching/S/0/n",
+    "5/s",
     "a",
     "b",
     "done",
@@ -73,8 +89,13 @@ fn mutated_definition() -> impl Strategy<Value = Value> {
         "workflow": "search",
         "phases": {
             "pending": {"is_initial": true, "transitions_to": "searching", "on_error_transition_to": "error"},
-            "searching": {"transitions_to": "finished", "on_error_transition_to": "error",
-                          "handlers": [{"name": "S", "version": "~> 1.2", "retry": {"max_attempts": 2}}]},
+            "searching": {"on_error_transition_to": "error", "max_visits": 3,
+                          "transitions_to": [
+                              {"when": {"path": "/outputs/searching/S/0/n", "less_than": 3}, "to": "searching"},
+                              {"when": {"any": [{"path": "/data/a", "in": [1, "b"]}, {"not": {"path": "/data/b", "exists": true}}]}, "to": "error"},
+                              {"to": "finished"}
+                          ],
+                          "handlers": [{"name": "S", "version": "~> 1.2", "retry": {"max_attempts": 2}, "rate": "5/s"}]},
             "error": {"is_final": true, "handlers": ["E"]},
             "finished": {"is_final": true}
         }
@@ -83,10 +104,19 @@ fn mutated_definition() -> impl Strategy<Value = Value> {
         proptest::sample::select(&["pending", "searching", "error", "finished"][..]),
         word(),
         json_value(),
+        0..4usize,
     )
-        .prop_map(move |(phase, key, value)| {
+        .prop_map(move |(phase, key, value, branch)| {
             let mut definition = base.clone();
-            definition["phases"][phase][key.as_str()] = value;
+            // Half the time, the change lands inside a branch or its condition.
+            match branch {
+                0 | 1 => definition["phases"][phase][key.as_str()] = value,
+                2 => definition["phases"]["searching"]["transitions_to"][1][key.as_str()] = value,
+                _ => {
+                    definition["phases"]["searching"]["transitions_to"][0]["when"][key.as_str()] =
+                        value
+                }
+            }
             definition
         })
 }

@@ -10,6 +10,7 @@
 //! checks the rules across phases once the structure is sound. This module
 //! runs one after the other.
 
+mod branch;
 mod fault;
 mod parse;
 mod validate;
@@ -22,6 +23,7 @@ use crate::ids::{HandlerName, PhaseName, WorkflowName};
 use crate::json::{self, StrictJsonError};
 use crate::version::Requirement;
 
+pub use branch::{pointer_fault, Branch, Condition, Next};
 pub use fault::{DefinitionError, Fault};
 
 /// A validated workflow definition.
@@ -43,11 +45,14 @@ pub struct Phase {
     pub name: PhaseName,
     pub is_initial: bool,
     pub is_final: bool,
-    pub transitions_to: Option<PhaseName>,
+    pub transitions_to: Option<Next>,
     pub on_error_transition_to: Option<PhaseName>,
     pub handlers: Vec<HandlerSpec>,
     /// The longest the phase may run before it fails; none by default.
     pub timeout: Option<Duration>,
+    /// How many times one flow may enter the phase (a loop's guard); a
+    /// transition that would enter it once more is an error.
+    pub max_visits: Option<u32>,
 }
 
 /// One handler as a phase names it.

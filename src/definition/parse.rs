@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::fault::{backquoted_list, did_you_mean, shown, Fault, Layout};
-use super::{DefinitionLimits, HandlerSpec, Phase, Rate, RetryPolicy, Strictness, Workflow};
+use super::{
+    pointer_fault, Branch, Condition, DefinitionLimits, HandlerSpec, Next, Phase, Rate,
+    RetryPolicy, Strictness, Workflow,
+};
 use crate::ids::{check_name, HandlerName, PhaseName, WorkflowName, NAME_RULE};
 use crate::json::JsonPath;
 use crate::version::Requirement;
@@ -27,7 +30,12 @@ const PHASE_FIELDS: &[&str] = &[
     "on_error_transition_to",
     "handlers",
     "timeout",
+    "max_visits",
 ];
+const BRANCH_FIELDS: &[&str] = &["when", "to"];
+const COMPARISONS: &[&str] = &["equals", "in", "less_than", "greater_than", "exists"];
+const COMBINATIONS: &[&str] = &["all", "any", "not"];
+const CONDITION_FORMS: &str = "write `{\"path\": \"/data/mode\", \"equals\": \"fast\"}` (or `in`, `less_than`, `greater_than`, `exists`), or combine conditions with `{\"all\": [...]}`, `{\"any\": [...]}` or `{\"not\": {...}}`";
 const HANDLER_FIELDS: &[&str] = &["name", "version", "retry", "timeout", "concurrency", "rate"];
 const RATE_FORMS: &str =
     "write a whole number of starts per second, minute or hour, such as `50/s`, `600/m` or `10/h`";
@@ -358,6 +366,7 @@ impl Reader<'_> {
             on_error_transition_to: None,
             handlers: Vec::new(),
             timeout: None,
+            max_visits: None,
         };
         let Some(object) = self.object(value, path, "an object (a phase)") else {
             return phase;
@@ -407,15 +416,20 @@ impl Reader<'_> {
 
         phase.is_initial = self.flag(object, "is_initial", path);
         phase.is_final = self.flag(object, "is_final", path);
-        for (key, target) in [
-            ("transitions_to", &mut phase.transitions_to),
-            ("on_error_transition_to", &mut phase.on_error_transition_to),
-        ] {
-            if let Some(value) = optional(object, key) {
-                *target = self
-                    .string(value, &path.key(key), "a string (phase name)")
-                    .map(PhaseName::new);
-            }
+        if let Some(value) = optional(object, "transitions_to") {
+            phase.transitions_to = self.next(value, &path.key("transitions_to"));
+        }
+        if let Some(value) = optional(object, "on_error_transition_to") {
+            phase.on_error_transition_to = self
+                .string(
+                    value,
+                    &path.key("on_error_transition_to"),
+                    "a string (phase name)",
+                )
+                .map(PhaseName::new);
+        }
+        if let Some(value) = optional(object, "max_visits") {
+            phase.max_visits = self.positive_count(value, &path.key("max_visits"));
         }
         if let Some(timeout) = optional(object, "timeout") {
             phase.timeout = self.duration(timeout, &path.key("timeout"), true);
@@ -503,6 +517,154 @@ impl Reader<'_> {
             handler.rate = self.rate(rate, &path.key("rate"));
         }
         handler
+    }
+
+    /// A phase name, or a list of branches.
+    fn next(&mut self, value: &Value, path: &JsonPath) -> Option<Next> {
+        let Value::Array(branches) = value else {
+            return self
+                .string(
+                    value,
+                    path,
+                    "a phase name, or a list of branches `[{\"when\": {...}, \"to\": PHASE}, ..., {\"to\": PHASE}]`",
+                )
+                .map(|name| Next::Phase(PhaseName::new(name)));
+        };
+        let branches = branches
+            .iter()
+            .enumerate()
+            .filter_map(|(index, branch)| self.branch(branch, &path.index(index)))
+            .collect();
+        Some(Next::Branches(branches))
+    }
+
+    fn branch(&mut self, value: &Value, path: &JsonPath) -> Option<Branch> {
+        let object = self.object(value, path, "an object (a branch: `when` and `to`)")?;
+        self.unknown_fields(object, path, BRANCH_FIELDS);
+        let when =
+            optional(object, "when").and_then(|when| self.condition(when, &path.key("when")));
+        let Some(to) = object.get("to") else {
+            self.fault(
+                Fault::new(path, "the branch has no `to`")
+                    .with_hint("add `\"to\": \"<phase>\"`: the phase the branch leads to"),
+            );
+            return None;
+        };
+        let to = self.string(to, &path.key("to"), "a string (phase name)")?;
+        Some(Branch {
+            when,
+            to: PhaseName::new(to),
+        })
+    }
+
+    fn condition(&mut self, value: &Value, path: &JsonPath) -> Option<Condition> {
+        let object = self.object(value, path, "an object (a condition)")?;
+        let combination = COMBINATIONS.iter().find(|key| object.contains_key(**key));
+        if let Some(&key) = combination {
+            self.unknown_fields(object, path, &[key]);
+            let inner = &object[key];
+            let inner_path = path.key(key);
+            return match (key, inner) {
+                ("not", inner) => self
+                    .condition(inner, &inner_path)
+                    .map(|c| Condition::Not(Box::new(c))),
+                (_, Value::Array(items)) => {
+                    let items: Vec<Condition> = items
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(index, item)| self.condition(item, &inner_path.index(index)))
+                        .collect();
+                    Some(if key == "all" {
+                        Condition::All(items)
+                    } else {
+                        Condition::Any(items)
+                    })
+                }
+                (_, other) => {
+                    self.wrong_type(&inner_path, "an array of conditions", other);
+                    None
+                }
+            };
+        }
+        let mut known = vec!["path"];
+        known.extend(COMPARISONS);
+        self.unknown_fields(object, path, &known);
+        let comparisons: Vec<&str> = COMPARISONS
+            .iter()
+            .copied()
+            .filter(|key| object.contains_key(*key))
+            .collect();
+        let Some(path_value) = object.get("path") else {
+            self.fault(Fault::new(path, "the condition has no `path`").with_hint(CONDITION_FORMS));
+            return None;
+        };
+        let pointer = self
+            .string(
+                path_value,
+                &path.key("path"),
+                "a JSON Pointer such as `/data/mode`",
+            )?
+            .to_owned();
+        if let Some(fault) = pointer_fault(&pointer) {
+            self.fault(Fault::new(&path.key("path"), fault).with_hint(
+                "a JSON Pointer (RFC 6901) into `{\"data\": ..., \"outputs\": ...}`, such as `/outputs/searching/GoogleSearcher/0/count`",
+            ));
+        }
+        let [comparison] = comparisons.as_slice() else {
+            let message = if comparisons.is_empty() {
+                "the condition compares nothing".to_owned()
+            } else {
+                format!(
+                    "the condition has {} comparisons; give one, and combine conditions with `all` or `any`",
+                    backquoted_list(comparisons.iter().copied())
+                )
+            };
+            self.fault(Fault::new(path, message).with_hint(CONDITION_FORMS));
+            return None;
+        };
+        let operand = &object[*comparison];
+        let operand_path = path.key(comparison);
+        let number = |reader: &mut Self| {
+            let found = operand.as_f64();
+            if found.is_none() {
+                reader.wrong_type(&operand_path, "a number", operand);
+            }
+            found
+        };
+        match *comparison {
+            "equals" => Some(Condition::Equals {
+                path: pointer,
+                value: operand.clone(),
+            }),
+            "in" => match operand {
+                Value::Array(values) => Some(Condition::In {
+                    path: pointer,
+                    values: values.clone(),
+                }),
+                other => {
+                    self.wrong_type(&operand_path, "an array of values", other);
+                    None
+                }
+            },
+            "less_than" => number(self).map(|than| Condition::LessThan {
+                path: pointer,
+                than,
+            }),
+            "greater_than" => number(self).map(|than| Condition::GreaterThan {
+                path: pointer,
+                than,
+            }),
+            _ => match operand {
+                Value::Bool(exists) => Some(Condition::Exists {
+                    path: pointer,
+                    exists: *exists,
+                }),
+                other => {
+                    self.wrong_type(&operand_path, "`true` or `false`", other);
+                    None
+                }
+            },
+        }
     }
 
     fn rate(&mut self, value: &Value, path: &JsonPath) -> Option<Rate> {
@@ -612,8 +774,8 @@ fn phase_json(phase: &Phase) -> Value {
     if phase.is_final {
         object.insert("is_final".into(), true.into());
     }
-    if let Some(target) = &phase.transitions_to {
-        object.insert("transitions_to".into(), target.as_str().into());
+    if let Some(next) = &phase.transitions_to {
+        object.insert("transitions_to".into(), next.to_json());
     }
     if let Some(target) = &phase.on_error_transition_to {
         object.insert("on_error_transition_to".into(), target.as_str().into());
@@ -624,6 +786,9 @@ fn phase_json(phase: &Phase) -> Value {
     }
     if let Some(timeout) = phase.timeout {
         object.insert("timeout".into(), duration_json(timeout));
+    }
+    if let Some(max_visits) = phase.max_visits {
+        object.insert("max_visits".into(), max_visits.into());
     }
     Value::Object(object)
 }
@@ -738,8 +903,8 @@ mod tests {
         assert_eq!(workflow.initial_phase().name.as_str(), "pending");
         let fetching = workflow.phase("fetching-pages").unwrap();
         assert_eq!(
-            fetching.transitions_to.as_ref().map(|p| p.as_str()),
-            Some("finished")
+            fetching.transitions_to,
+            Some(Next::Phase("finished".into()))
         );
         assert_eq!(
             fetching.on_error_transition_to.as_ref().map(|p| p.as_str()),
@@ -960,7 +1125,7 @@ mod tests {
         assert_eq!(fault.path, "$.phases.searching.transitions_to");
         assert_eq!(
             fault.message,
-            "expected a string (phase name), found a number"
+            "expected a phase name, or a list of branches `[{\"when\": {...}, \"to\": PHASE}, ..., {\"to\": PHASE}]`, found a number"
         );
 
         let found = faults_after(|v| {

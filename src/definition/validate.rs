@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::fault::{backquoted_list, did_you_mean, Fault, Layout};
-use super::Workflow;
+use super::{Branch, Next, Workflow};
 use crate::json::JsonPath;
 
 /// Every cross-phase fault of `workflow`; empty when it is valid.
@@ -127,10 +127,13 @@ fn check_transitions(workflow: &Workflow, layout: Layout, faults: &mut Vec<Fault
         let name = phase.name.as_str();
         let path = layout.phase_path(index, name);
         match (&phase.transitions_to, phase.is_final) {
-            (Some(target), true) => faults.push(
+            (Some(next), true) => faults.push(
                 Fault::new(
                     &path.key("transitions_to"),
-                    format!("phase `{name}` is final, so it cannot transition to `{target}`"),
+                    format!(
+                        "phase `{name}` is final, so it cannot transition to {}",
+                        backquoted_list(next.targets().iter().map(|t| t.as_str()))
+                    ),
                 )
                 .with_hint(
                     "remove `transitions_to`, or remove `\"is_final\": true` if flows should go on",
@@ -146,8 +149,11 @@ fn check_transitions(workflow: &Workflow, layout: Layout, faults: &mut Vec<Fault
                      or mark it `\"is_final\": true`",
                 ),
             ),
-            (Some(target), false) => {
+            (Some(Next::Phase(target)), false) => {
                 check_target_exists(target.as_str(), &path.key("transitions_to"), &names, faults)
+            }
+            (Some(Next::Branches(branches)), false) => {
+                check_branches(branches, &path.key("transitions_to"), &names, faults)
             }
             (None, true) => {}
         }
@@ -158,6 +164,41 @@ fn check_transitions(workflow: &Workflow, layout: Layout, faults: &mut Vec<Fault
                 &names,
                 faults,
             );
+        }
+    }
+}
+
+/// Branches lead to phases that exist, and exactly the last one, the
+/// default, has no `when`.
+fn check_branches(branches: &[Branch], path: &JsonPath, names: &[&str], faults: &mut Vec<Fault>) {
+    let Some(last) = branches.len().checked_sub(1) else {
+        faults.push(Fault::new(path, "the list of branches is empty").with_hint(
+            "list the branches, ending with a default one without `when`: \
+                 `[{\"when\": {...}, \"to\": PHASE}, {\"to\": PHASE}]`, or name one phase",
+        ));
+        return;
+    };
+    for (index, branch) in branches.iter().enumerate() {
+        let branch_path = path.index(index);
+        check_target_exists(branch.to.as_str(), &branch_path.key("to"), names, faults);
+        match (&branch.when, index == last) {
+            (None, false) => faults.push(
+                Fault::new(
+                    &branch_path,
+                    "a branch without `when` is the default, and must come last",
+                )
+                .with_hint(
+                    "move it to the end of the list: the branches after it could never be taken",
+                ),
+            ),
+            (Some(_), true) => faults.push(
+                Fault::new(
+                    &branch_path.key("when"),
+                    "the last branch is the default, taken when no other holds, so it has no `when`",
+                )
+                .with_hint("add a last branch `{\"to\": PHASE}` without `when`"),
+            ),
+            _ => {}
         }
     }
 }
@@ -184,9 +225,11 @@ fn check_final_phase_reachable(workflow: &Workflow, layout: Layout, faults: &mut
         .phases
         .iter()
         .map(|phase| {
-            [&phase.transitions_to, &phase.on_error_transition_to]
-                .into_iter()
-                .flatten()
+            phase
+                .transitions_to
+                .iter()
+                .flat_map(Next::targets)
+                .chain(&phase.on_error_transition_to)
                 .filter_map(|target| index_of.get(target.as_str()).copied())
                 .collect()
         })
@@ -257,7 +300,7 @@ fn reachable_from(start: usize, successors: &[Vec<usize>]) -> Vec<usize> {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::super::{parse_definition_value, DefinitionError, SEED_SEARCH_JSON};
+    use super::super::{parse_definition_value, DefinitionError, Next, SEED_SEARCH_JSON};
     use super::*;
 
     fn faults(value: &Value) -> Vec<Fault> {
@@ -289,6 +332,100 @@ mod tests {
         assert_eq!(fault.message, "the workflow has no phases");
         let listed = only_fault(faults(&json!({"name": "w", "phases": []})));
         assert_eq!(listed.path, "$.phases");
+    }
+
+    fn branching() -> Value {
+        json!({"workflow": "w", "phases": {
+            "search": {"is_initial": true, "handlers": ["Searcher"], "max_visits": 3,
+                       "transitions_to": [
+                           {"when": {"path": "/outputs/search/Searcher/0/count", "equals": 0}, "to": "nothing"},
+                           {"when": {"any": [{"path": "/data/mode", "in": ["fast", "draft"]},
+                                             {"not": {"path": "/data/slow", "exists": true}}]}, "to": "quick"},
+                           {"when": {"path": "/data/tries", "less_than": 3}, "to": "search"},
+                           {"to": "fetch"}
+                       ]},
+            "quick": {"is_final": true},
+            "fetch": {"is_final": true},
+            "nothing": {"is_final": true}
+        }})
+    }
+
+    #[test]
+    fn branches_read_back_exactly_and_loops_are_allowed() {
+        let workflow = parse_definition_value(&branching()).unwrap();
+        let search = workflow.phase("search").unwrap();
+        assert_eq!(search.max_visits, Some(3));
+        let Some(Next::Branches(branches)) = &search.transitions_to else {
+            panic!("branches");
+        };
+        assert_eq!(branches.len(), 4);
+        assert!(branches[3].when.is_none());
+        let again = parse_definition_value(&workflow.to_json()).unwrap();
+        assert_eq!(again, workflow);
+    }
+
+    #[test]
+    fn bad_branches_are_faults_at_their_paths() {
+        let mut value = branching();
+        let branches = &mut value["phases"]["search"]["transitions_to"];
+        branches[0]["to"] = json!("nothnig");
+        branches[1]["when"] = json!({"path": "data/mode", "equals": 1});
+        branches[2]["when"] = json!({"path": "/data/tries", "less_than": "3", "equals": 3});
+        let found = faults(&value);
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "$.phases.search.transitions_to[1].when.path",
+                "$.phases.search.transitions_to[2].when",
+            ],
+            "{found:#?}"
+        );
+        assert!(found[0].message.contains("must start with `/`"));
+        assert!(
+            found[1].message.contains("comparisons; give one"),
+            "{}",
+            found[1].message
+        );
+        // The structure sound, the cross-phase rules speak.
+        let mut value = branching();
+        let branches = &mut value["phases"]["search"]["transitions_to"];
+        branches[0]["to"] = json!("nothnig");
+        branches.as_array_mut().unwrap().swap(0, 3);
+        let found = faults(&value);
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "$.phases.search.transitions_to[0]",
+                "$.phases.search.transitions_to[3].to",
+                "$.phases.search.transitions_to[3].when",
+            ],
+            "{found:#?}"
+        );
+        assert!(found[0].message.contains("must come last"));
+        assert_eq!(found[1].message, "no phase is named `nothnig`");
+        assert!(found[1].hint.as_deref().unwrap().contains("`nothing`"));
+        let empty = only_fault(faults(&json!({"workflow": "w", "phases": {
+            "a": {"is_initial": true, "transitions_to": []}, "b": {"is_final": true}}})));
+        assert_eq!(empty.path, "$.phases.a.transitions_to");
+        assert_eq!(empty.message, "the list of branches is empty");
+    }
+
+    #[test]
+    fn a_branch_loop_with_no_way_out_is_a_fault() {
+        let value = json!({"workflow": "w", "phases": {
+            "start": {"is_initial": true, "transitions_to": "poll"},
+            "poll": {"transitions_to": [{"when": {"path": "/data/x", "exists": true}, "to": "poll"}, {"to": "poll"}]},
+            "done": {"is_final": true}
+        }});
+        let found = faults(&value);
+        assert!(
+            found.iter().any(|f| f
+                .message
+                .contains("no final phase can be reached from phase `poll`")),
+            "{found:#?}"
+        );
     }
 
     #[test]

@@ -310,7 +310,18 @@ impl Engine {
                 }
                 continue;
             }
-            let step = rules::next_step(&record, |handler| self.inner.catalog.offered(handler));
+            // Outputs are read only where a phase with branches decides.
+            let outputs = if rules::next_reads_outputs(&record) {
+                let outputs = backend.queries.outputs(flow).await?;
+                Some(serde_json::to_value(outputs).unwrap_or_default())
+            } else {
+                None
+            };
+            let step = rules::next_step(
+                &record,
+                |handler| self.inner.catalog.offered(handler),
+                outputs.as_ref(),
+            );
             match step {
                 Step::Idle => return Ok(()),
                 Step::Enter { from, to, error } => {

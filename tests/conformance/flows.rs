@@ -1031,3 +1031,52 @@ pub(crate) async fn a_rate_bounds_job_starts_across_workers(kind: Kind) {
         assert!(within <= 20 + 10 + 1, "{within} starts within {window:?}");
     }
 }
+
+pub(crate) async fn branches_follow_outputs_data_and_handlers_choices(kind: Kind) {
+    let harness = Harness::start(kind, registry(vec![("Poller", Poller::new())])).await;
+    let flow = workflow(json!({
+        "workflow": "poll-until-ready",
+        "phases": {
+            "check": {"is_initial": true, "handlers": ["Poller"], "max_visits": 4,
+                      "on_error_transition_to": "gave-up",
+                      "transitions_to": [
+                          {"when": {"path": "/data/mode", "in": ["draft", "fast"]}, "to": "quick"},
+                          {"when": {"path": "/outputs/check/Poller/0/ready", "equals": true}, "to": "done"},
+                          {"when": {"not": {"path": "/data/choose", "exists": true}}, "to": "check"},
+                          {"to": "chosen"}
+                      ]},
+            "quick": {"is_final": true},
+            "chosen": {"is_final": true},
+            "done": {"is_final": true},
+            "gave-up": {"is_final": true}
+        }
+    }));
+    let quick = harness.run(&flow, json!({"mode": "draft"})).await;
+    assert_eq!(phases_entered(&quick), ["check", "quick"]);
+    assert!(rules::ended_well(&quick));
+
+    let polled = harness.run(&flow, json!({"ready_after": 3})).await;
+    assert_eq!(phases_entered(&polled), ["check", "check", "check", "done"]);
+    assert!(rules::ended_well(&polled));
+
+    let chosen = harness.run(&flow, json!({"choose": "chosen"})).await;
+    assert_eq!(phases_entered(&chosen), ["check", "chosen"]);
+
+    let refused = harness.run(&flow, json!({"choose": "nowhere"})).await;
+    assert_eq!(phases_entered(&refused), ["check", "gave-up"]);
+    let error = refused.transitions[1].error.as_ref().unwrap();
+    assert!(
+        error.message.contains("chose the next phase `nowhere`"),
+        "{}",
+        error.message
+    );
+
+    let never = harness.run(&flow, json!({})).await;
+    assert_eq!(
+        phases_entered(&never),
+        ["check", "check", "check", "check", "gave-up"]
+    );
+    assert!(!rules::ended_well(&never));
+    let error = never.transitions[4].error.as_ref().unwrap();
+    assert!(error.message.contains("max_visits"), "{}", error.message);
+}

@@ -274,3 +274,40 @@ impl Handler for Stamped {
         Ok(None)
     }
 }
+
+/// One job per visit, answering `{"ready": VISITS >= data.ready_after}` and,
+/// when `data.choose` is set, `{"next": data.choose}`: the calls of a flow
+/// are counted, so a loop sees its visits.
+pub(crate) struct Poller {
+    pub(crate) calls: Mutex<HashMap<String, u64>>,
+}
+
+impl Poller {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            calls: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Poller {
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        let calls = {
+            let mut calls = self.calls.lock().unwrap();
+            let count = calls.entry(request.flow_id.to_string()).or_default();
+            *count += 1;
+            *count
+        };
+        let ready_after = request
+            .data
+            .get("ready_after")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
+        let mut output = json!({"ready": calls >= ready_after, "calls": calls});
+        if let Some(next) = request.data.get("choose") {
+            output["next"] = next.clone();
+        }
+        Ok(Some(output))
+    }
+}

@@ -128,4 +128,5 @@ every_backend!(
     higher_priority_flows_are_taken_first,
     rate_tokens_are_shared_reserved_and_bounded,
     a_rate_bounds_job_starts_across_workers,
+    branches_follow_outputs_data_and_handlers_choices,
 );

@@ -290,9 +290,9 @@ impl Plan {
                 }
             } else {
                 match &phase.transitions_to {
-                    Some(target) if !phase.is_final => Move {
+                    Some(next) if !phase.is_final => Move {
                         from: Some(phase.name.clone()),
-                        to: target.clone(),
+                        to: next.choose(&serde_json::Value::Null).clone(),
                         error: false,
                     },
                     _ => {

@@ -1340,7 +1340,10 @@ impl Sim {
                 None => {
                     left.state == PhaseState::Completed
                         && !phase.is_final
-                        && phase.transitions_to.as_ref() == Some(&transition.to)
+                        && phase
+                            .transitions_to
+                            .as_ref()
+                            .is_some_and(|next| next.leads_to(transition.to.as_str()))
                 }
                 Some(error) => {
                     left.state == PhaseState::Failed
