@@ -4,7 +4,7 @@
 // event stream (`progress`, `transition`, `end`).
 
 import { call, follow, segment } from './client.js';
-import { bar, flowTone, h, onErrorPath, outcomeOf, quietState, replace, statusBadge } from './dom.js';
+import { bar, flowTone, h, onErrorPath, outcomeOf, quietState, replace, statusBadge, waitingBadges } from './dom.js';
 import { between, clock, count, duration, full } from './format.js';
 import { drawGraph, legend } from './graph.js';
 
@@ -63,7 +63,7 @@ export function mount(main, { id }) {
   const status = h('span', { testid: 'flow-status-wrap' });
   const facts = h('dl', { class: 'facts', testid: 'flow-facts' });
   const overall = h('div', { class: 'overall' });
-  const waiting = h('ul', { class: 'waiting', testid: 'flow-waiting', hidden: true });
+  const waiting = h('ul', { class: 'waiting', testid: 'flow-waiting', 'aria-label': 'Why the flow waits', hidden: true });
 
   const pause = h('button', { type: 'button', testid: 'action-pause' }, 'Pause');
   const resume = h('button', { type: 'button', testid: 'action-resume' }, 'Resume');
@@ -116,9 +116,9 @@ export function mount(main, { id }) {
     h(
       'section',
       { class: 'card summary-card', 'aria-label': 'Summary', testid: 'flow-detail' },
+      waiting,
       facts,
       overall,
-      waiting,
       actions,
       confirmRow,
       message,
@@ -196,10 +196,10 @@ export function mount(main, { id }) {
         open: !ended,
       }),
     );
-    // Only a running flow waits for a worker: a paused one waits for a
-    // resume, and an ended one for nothing.
+    // Only a running flow waits for a worker or a limit: a paused one
+    // waits for a resume, and an ended one for nothing.
     const notes = flow.status === 'running' ? (flow.waiting ?? []) : [];
-    replace(waiting, notes.map((note) => h('li', {}, note)));
+    replace(waiting, waitingBadges(notes, 'flow-waiting-note').map((badge) => h('li', {}, badge)));
     waiting.hidden = notes.length === 0;
   }
 

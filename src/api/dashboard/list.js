@@ -8,7 +8,7 @@
 // while a flow on the page runs the page is also loaded every second.
 
 import { call, follow, withQuery } from './client.js';
-import { bar, flowTone, h, quietState, replace, statusBadge } from './dom.js';
+import { bar, flowTone, h, quietState, replace, statusBadge, waitingBadges } from './dom.js';
 import { ago, count, duration, between, full, shortId } from './format.js';
 
 const PAGE = 50; // flows a page shows, unless the hash says `limit=`
@@ -194,10 +194,10 @@ export function mount(main, { query }) {
         ),
       );
     }
-    // Only a running flow waits for a worker: a paused one waits for a
-    // resume, and an ended one for nothing.
-    if (flow.status === 'running') {
-      for (const note of flow.waiting ?? []) cell.append(h('div', { class: 'waiting' }, note));
+    // Only a running flow waits for a worker or a limit: a paused one
+    // waits for a resume, and an ended one for nothing.
+    if (flow.status === 'running' && flow.waiting?.length) {
+      cell.append(h('div', { class: 'waiting' }, waitingBadges(flow.waiting, 'flow-row-waiting')));
     }
     return cell;
   }
