@@ -1,7 +1,8 @@
-// One flow: its status and actions, the workflow graph with the current
-// phase, the timeline of its phase visits with their handlers' counts,
-// jobs per handler, the error and the input data. Kept live by the flow's
-// event stream (`progress`, `transition`, `end`).
+// One flow: its status, key, priority and deadline, what it waits for,
+// its actions, the workflow graph with the current phase, the timeline of
+// its phase visits with their handlers' counts, jobs per handler, the
+// error and the input data. Kept live by the flow's event stream
+// (`progress`, `transition`, `end`).
 
 import { call, follow, segment } from './client.js';
 import { bar, flowTone, h, onErrorPath, outcomeOf, quietState, replace, statusBadge, waitingBadges } from './dom.js';
@@ -29,6 +30,20 @@ function mergeVisits(visits, changed) {
     else if (visits[at].seq === visit.seq) visits[at] = visit;
     else visits.splice(at, 0, visit);
   }
+}
+
+/** A flow's priority: `P7` stands out, the default does not. */
+function priorityText(priority) {
+  const title = 'From 0 (the default) to 9: workers take the jobs of higher-priority flows first';
+  return priority > 0
+    ? h('span', { class: 'priority', title }, `P${priority}`)
+    : h('span', { class: 'muted', title }, '0 (default)');
+}
+
+/** How long until `at`: `in 4 m 10 s`, or `passed`. */
+function untilText(at) {
+  const left = Date.parse(at) - Date.now();
+  return left > 0 ? `in ${duration(left)}` : 'passed';
 }
 
 function transitionKey(transition) {
@@ -162,6 +177,8 @@ export function mount(main, { id }) {
       facts,
       fact('Workflow', h('a', { href: `#/?workflow=${encodeURIComponent(flow.workflow)}` }, flow.workflow), 'flow-workflow'),
       fact('Phase', flow.phase, 'flow-phase'),
+      Number.isInteger(flow.priority) && fact('Priority', priorityText(flow.priority), 'flow-priority'),
+      typeof flow.key === 'string' && fact('Key', h('code', { class: 'flow-key', title: flow.key }, flow.key), 'flow-key'),
       fact('Started', h('time', { datetime: created, title: full(created) }, clock(created)), 'flow-created'),
       endedAt
         ? fact(
@@ -171,6 +188,7 @@ export function mount(main, { id }) {
           )
         : fact('Duration', [h('span', { dataset: { since: created } }, duration(between(created))), ' so far'], 'flow-ended'),
       flow.outputs_count !== undefined && fact('Outputs', count(flow.outputs_count), 'flow-outputs'),
+      flow.deadline && fact('Deadline', deadlineText(flow.deadline), 'flow-deadline'),
       ended && fact('Outcome', flow.ended_well ? 'ended well' : 'did not end well', 'flow-outcome'),
     );
     const handlers = flow.phases.flatMap((visit) => visit.handlers);
@@ -201,6 +219,13 @@ export function mount(main, { id }) {
     const notes = flow.status === 'running' ? (flow.waiting ?? []) : [];
     replace(waiting, waitingBadges(notes, 'flow-waiting-note').map((badge) => h('li', {}, badge)));
     waiting.hidden = notes.length === 0;
+  }
+
+  /** When the deadline falls, and while the flow runs, how far off it is. */
+  function deadlineText(deadline) {
+    const at = h('time', { datetime: deadline, title: full(deadline) }, clock(deadline));
+    if (ended) return at;
+    return [at, ' (', h('span', { dataset: { until: deadline } }, untilText(deadline)), ')'];
   }
 
   function renderActions() {
@@ -439,10 +464,13 @@ export function mount(main, { id }) {
     if (!frame) frame = requestAnimationFrame(render);
   }
 
-  /** Running durations tick without a new render. */
+  /** Running durations and the time left tick without a new render. */
   const tick = setInterval(() => {
     for (const node of main.querySelectorAll('[data-since]')) {
       node.textContent = duration(between(node.dataset.since));
+    }
+    for (const node of main.querySelectorAll('[data-until]')) {
+      node.textContent = untilText(node.dataset.until);
     }
   }, 1000);
 

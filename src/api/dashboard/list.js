@@ -208,10 +208,18 @@ export function mount(main, { query }) {
       { href: `#/flows/${encodeURIComponent(flow.id)}`, title: flow.id, class: 'mono', dataset: { focusKey: flow.id } },
       shortId(flow.id),
     );
+    // The priority only when it is not the default, so that the few
+    // urgent flows stand out; the key under the id, cut to the column.
+    const priority =
+      flow.priority > 0 &&
+      h('span', { class: 'priority', title: `priority ${flow.priority} of 9`, testid: 'flow-row-priority' }, `P${flow.priority}`);
+    const key =
+      typeof flow.key === 'string' &&
+      h('span', { class: 'flow-key mono', title: `key: ${flow.key}`, testid: 'flow-row-key' }, flow.key);
     const tr = h(
       'tr',
       { testid: 'flow-row', dataset: { flowId: flow.id, status: flow.status, outcome: flow.outcome }, class: 'clickable' },
-      h('td', {}, link),
+      h('td', { class: 'flow-cell' }, h('span', { class: 'flow-line' }, link, priority), key),
       h('td', {}, flow.workflow),
       h('td', {}, statusBadge(flow, 'flow-row-status')),
       h('td', {}, flow.phase),
