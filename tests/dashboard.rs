@@ -1,11 +1,13 @@
 //! The web dashboard against a real `distribot serve`: its files are served
 //! with their types and a self-only Content-Security-Policy, stay public
 //! when the API wants a token, and, in headless Chromium driven by
-//! `tests/browser/dashboard.mjs`, a person can start flows, watch them
-//! finish, pause, resume and cancel them, see the workers, filter the list,
-//! and give the token the server asks for; flows that failed, finished
-//! after an error, were canceled, are paused or wait for a worker look it,
-//! and the tables stay inside their cards at 1400 px.
+//! `tests/browser/dashboard.mjs`, a person can start flows (with a key, a
+//! priority and a timeout too), watch them finish, pause, resume and
+//! cancel them and find those commands in the timeline, retry a failed
+//! flow, see the workers, filter the list, and give the token the server
+//! asks for; flows that failed, finished after an error, were canceled,
+//! are paused, wait for a worker or for a slot of a concurrency limit look
+//! it, and the tables stay inside their cards at 1400 px.
 //!
 //! The browser test needs Node.js, Debian's `/usr/bin/chromium` and
 //! `npm ci` in `tests/browser`; without them it says what is missing and

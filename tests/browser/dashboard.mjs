@@ -3,6 +3,8 @@
 // the browser computes them, so that a flow that went wrong cannot look
 // like a success; one step feeds the page a made-up answer, for the moment
 // a handler is being asked for its jobs, which real flows pass too fast.
+// The one thing done outside the page is opening the gate a failed flow
+// waits for (a file its `Gate` handler looks for), before retrying it.
 //
 //   node tests/browser/dashboard.mjs BASE_URL SCREENSHOT_DIR
 //
@@ -15,7 +17,7 @@
 // timeout; none sleeps. tests/dashboard.rs starts the server (with
 // tests/browser/fixtures) and runs this.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -39,6 +41,8 @@ const QUICK = '{"jobs": {"prepare": 3, "work": 12}, "sleep_ms": 10}';
 
 mkdirSync(shots, { recursive: true });
 const profile = mkdtempSync(join(tmpdir(), 'distribot-dashboard-'));
+// Holds the gate of the `gated` flows: they fail until the file exists.
+const gates = mkdtempSync(join(tmpdir(), 'distribot-gate-'));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   headless: true,
@@ -82,6 +86,7 @@ async function shot(name) {
 async function finish(code) {
   await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });
+  rmSync(gates, { recursive: true, force: true });
   process.exit(code);
 }
 
@@ -236,13 +241,24 @@ async function expectCellsInside(what) {
   if (outside.length > 0) throw new Error(`${what}: cells outside their card: ${outside.join('; ')}`);
 }
 
-/** Starts a flow of `workflow` from the start form and answers its id. */
-async function startFlow(workflow, data) {
+/**
+ * Fills the start form: `workflow`, its `data` as text, and the options
+ * `key`, `priority` and `timeout` (left as they are when not given).
+ */
+async function fillStart(workflow, data, options = {}) {
   await byId('nav-start').click();
   await byId('start-workflow').selectOption(workflow);
   // The form fills in the workflow's defaults; wait for them, then type.
   await page.locator(`[data-testid=start-form][data-defaults-for="${workflow}"]`).waitFor();
   await byId('start-data').fill(data);
+  if (options.key !== undefined) await byId('start-key').fill(options.key);
+  if (options.priority !== undefined) await byId('start-priority').selectOption(String(options.priority));
+  if (options.timeout !== undefined) await byId('start-timeout').fill(options.timeout);
+}
+
+/** Starts a flow of `workflow` from the start form and answers its id. */
+async function startFlow(workflow, data, options) {
+  await fillStart(workflow, data, options);
   await byId('start-submit').click();
   await page.waitForURL(/#\/flows\/[^/]+$/);
   const id = decodeURIComponent(new URL(page.url()).hash.replace('#/flows/', ''));
@@ -259,6 +275,30 @@ async function expectFinished() {
   await page.locator('[data-testid=graph-node][data-phase=finished][data-current=true]').waitFor();
   await expectText('flow-phase', 'finished');
   await expectEnabled({ 'action-pause': false, 'action-resume': false, 'action-cancel': false });
+  await expectHidden('action-retry', 'a flow that ended well');
+}
+
+/** Fails unless the element `testid` is hidden (or absent). */
+async function expectHidden(testid, what) {
+  try {
+    await byId(testid).waitFor({ state: 'hidden' });
+  } catch {
+    throw new Error(`${what}: ${testid} is shown`);
+  }
+}
+
+/**
+ * The timeline as `[kind, what, time]`, top to bottom: `visit` entries
+ * with their phase, `command` entries with their command.
+ */
+async function timelineEntries() {
+  return page.locator('[data-testid=timeline] > li').evaluateAll((items) =>
+    items.map((item) =>
+      item.dataset.testid === 'timeline-command'
+        ? ['command', item.dataset.command, item.querySelector('time').getAttribute('datetime')]
+        : ['visit', item.dataset.phase, item.querySelector('time').getAttribute('datetime')],
+    ),
+  );
 }
 
 async function openScenarios() {
@@ -316,6 +356,9 @@ async function openScenarios() {
     await expectText('flow-status', 'paused');
     await expectText('action-message', 'Paused.');
     await expectEnabled({ 'action-pause': false, 'action-resume': true, 'action-cancel': true });
+    await expectHidden('action-retry', 'a paused flow');
+    // The pause is in the timeline at once, with who asked.
+    await page.locator('[data-testid=timeline-command][data-command=pause][data-by=api]', { hasText: /paused by api/ }).waitFor();
     await expectClass('[data-testid=flow-status]', 'status-paused', 'the badge of a paused flow');
     await expectColour('[data-testid=flow-status]', 'color', 'warm', 'the badge of a paused flow');
     await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'warm', 'the bar of a paused flow');
@@ -336,7 +379,23 @@ async function openScenarios() {
 
     await byId('action-resume').click();
     await expectText('action-message', 'Resumed.');
+    await page.locator('[data-testid=timeline-command][data-command=resume][data-by=api]', { hasText: /resumed by api/ }).waitFor();
     await expectFinished();
+    // Commands sit among the visits by time, not after them all: the
+    // flow finished after the resume.
+    await expectCount('[data-testid=timeline-command]', 2);
+    const entries = await timelineEntries();
+    const times = entries.map(([, , at]) => Date.parse(at));
+    if (times.some((at, index) => index > 0 && at < times[index - 1])) {
+      throw new Error(`the timeline is not in time order: ${JSON.stringify(entries)}`);
+    }
+    const kinds = entries.map(([kind, what]) => `${kind}:${what}`);
+    const paused = kinds.indexOf('command:pause');
+    const resumed = kinds.indexOf('command:resume');
+    if (paused < 1 || resumed < paused || kinds[kinds.length - 1] !== 'visit:finished') {
+      throw new Error(`the commands are not among the visits: ${kinds.join(', ')}`);
+    }
+    await shot('detail-commands');
   });
 
   await step('(3) a slow flow is canceled', async () => {
@@ -361,6 +420,8 @@ async function openScenarios() {
     await expectText('flow-status', 'canceled');
     await expectText('action-message', 'Canceled.');
     await expectEnabled({ 'action-pause': false, 'action-resume': false, 'action-cancel': false });
+    await expectHidden('action-retry', 'a canceled flow');
+    await page.locator('[data-testid=timeline-command][data-command=cancel]', { hasText: /canceled by api/ }).waitFor();
     await expectClass('[data-testid=flow-status]', 'status-canceled', 'the badge of a canceled flow');
     await expectColour('[data-testid=flow-status]', 'color', 'grey', 'the badge of a canceled flow');
     await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'grey', 'the bar of a canceled flow');
@@ -468,6 +529,9 @@ async function openScenarios() {
     await byId('flow-error').waitFor();
     await expectText('flow-error-message', /failed on purpose/);
     await expectText('flow-outcome', 'did not end well');
+    // Finished after an error: it can be retried, from the phase that failed.
+    await byId('action-retry').waitFor();
+    await expectEnabled({ 'action-retry': true, 'action-retry-scratch': true, 'action-pause': false, 'action-cancel': false });
     await page.locator('[data-testid=timeline-entry].step-error[data-phase=recover]').waitFor();
     await page.locator('[data-testid=graph-node][data-phase=recover][data-current=true]').waitFor();
     await page.locator('[data-testid=handler-total][data-handler=Flaky] td', { hasText: /^1$/ }).first().waitFor();
@@ -654,6 +718,152 @@ async function openScenarios() {
     } finally {
       await page.setViewportSize({ width: 1280, height: 900 });
     }
+  });
+
+  // A `gated` flow fails while its gate (a file) is closed.
+  const gate = join(gates, 'open');
+  const gatedData = JSON.stringify({ gate });
+  const KEY = 'order-1042';
+
+  await step('a flow started with a key, a priority and a timeout shows them', async () => {
+    const started = Date.now();
+    flows.gated = await startFlow('gated', gatedData, { key: KEY, priority: 7, timeout: '10m' });
+    await expectText('flow-key', KEY);
+    await expectText('flow-priority', 'P7');
+    // The deadline is the start plus the timeout.
+    await byId('flow-deadline').waitFor();
+    const deadline = Date.parse(await page.locator('[data-testid=flow-deadline] time').getAttribute('datetime'));
+    const offset = deadline - started;
+    if (offset < 9.9 * 60_000 || offset > 10 * 60_000 + 30_000) {
+      throw new Error(`the deadline is ${offset} ms after the start, not 10 minutes`);
+    }
+    await expectText('flow-status', 'failed', FLOW_WAIT);
+    await page.locator('[data-testid=timeline-entry][data-phase=open] [data-testid=visit-error]', { hasText: /gate .* is closed/ }).waitFor();
+    await shot('detail-key-priority');
+
+    // In the list: a priority marker and the key, for this flow only.
+    await byId('nav-flows').click();
+    const row = (id) => `[data-testid=flow-row][data-flow-id="${id}"]`;
+    await page.locator(`${row(flows.gated)} [data-testid=flow-row-priority]`, { hasText: /^\s*P7\s*$/ }).waitFor();
+    await page.locator(`${row(flows.gated)} [data-testid=flow-row-key]`, { hasText: new RegExp(`^\\s*${KEY}\\s*$`) }).waitFor();
+    await page.locator(row(flows.first)).waitFor();
+    same(await page.locator(`${row(flows.first)} [data-testid=flow-row-priority], ${row(flows.first)} [data-testid=flow-row-key]`).count(), 0, 'markers on a flow started without options');
+    await expectCellsInside('the list with a key');
+    await shot('list-key-priority');
+  });
+
+  await step('the start form checks its options, and a known key returns the flow it started', async () => {
+    // A timeout the page can tell is wrong is not sent; one only the
+    // server refuses comes back with its path.
+    await fillStart('gated', gatedData, { key: '', timeout: 'soon' });
+    await expectText('start-timeout-error', /duration such as/);
+    await expectEnabled({ 'start-submit': false });
+    await byId('start-timeout').fill('0s');
+    await byId('start-submit').click();
+    await expectText('start-error', /timeout/);
+    await expectText('start-error-path', '$.timeout');
+    same(await byId('start-timeout').getAttribute('aria-invalid'), 'true', 'the refused timeout field');
+
+    // The same key, workflow and data: the flow started before, and no new one.
+    await byId('start-timeout').fill('');
+    await byId('start-key').fill(KEY);
+    await byId('start-priority').selectOption('7');
+    await byId('start-submit').click();
+    await expectText('start-existing', /was started before with this workflow and data, so no new flow started/);
+    same(await byId('start-existing-link').getAttribute('href'), `#/flows/${flows.gated}`, 'the link to the flow the key started');
+    if (!/#\/start/.test(page.url())) throw new Error(`the page left the form: ${page.url()}`);
+    await shot('start-existing');
+    await byId('start-existing-link').click();
+    await expectText('flow-id', flows.gated);
+
+    // The same key with other data is refused, and names the flow that holds it.
+    await fillStart('gated', JSON.stringify({ gate, other: true }), { key: KEY });
+    await byId('start-submit').click();
+    await expectText('start-error', /belongs to flow/);
+    same(await byId('start-error-flow').getAttribute('href'), `#/flows/${flows.gated}`, 'the link to the flow that holds the key');
+    same(await byId('start-key').getAttribute('aria-invalid'), 'true', 'the key field after key_taken');
+    await shot('start-key-taken');
+    // None of these starts made a flow: the one started with the key is
+    // still the only `gated` flow.
+    await page.goto(`${base}/#/?workflow=gated`);
+    await expectRows([flows.gated], 'the gated flows');
+  });
+
+  await step('a failed flow is retried from the page: from scratch, then from where it failed', async () => {
+    await page.goto(`${base}/#/flows/${encodeURIComponent(flows.gated)}`);
+    await expectText('flow-status', 'failed');
+    await expectEnabled({ 'action-retry': true, 'action-retry-scratch': true, 'action-pause': false, 'action-resume': false, 'action-cancel': false });
+    const open = '[data-testid=timeline-entry][data-phase=open]';
+    await expectCount(open, 1);
+
+    // With the gate still closed, a retry from scratch runs and fails again.
+    await byId('action-retry-scratch').click();
+    await expectText('action-message', 'Retried from scratch: the flow went back to open.');
+    await expectCount(open, 2);
+    await page.locator(`${open}[data-retried-by=api] [data-testid=timeline-retried]`, { hasText: /^\s*retried by api\s*$/ }).waitFor();
+    await page.locator(`${open}[data-retried-by=api].step-failed`).waitFor({ timeout: FLOW_WAIT });
+    await expectText('flow-status', 'failed');
+    await byId('action-retry').waitFor();
+    await expectColour('[data-testid=flow-status]', 'color', 'red', 'the badge of a flow that failed again');
+
+    // A second tab on the failed flow: an ended flow's page does not
+    // follow it, so it will not hear of the retry below.
+    const behind = await context.newPage();
+    behind.setDefaultTimeout(WAIT);
+    await behind.goto(`${base}/#/flows/${encodeURIComponent(flows.gated)}`);
+    await behind.getByTestId('action-retry').waitFor();
+    await page.bringToFront();
+
+    // The gate opens; a retry from where it failed then gets through.
+    writeFileSync(gate, '');
+    await byId('action-retry').click();
+    await expectText('action-message', 'Retried: the flow went back to open.');
+    await expectText('flow-status', 'finished', FLOW_WAIT);
+    await expectText('flow-outcome', 'ended well');
+    await expectClass('[data-testid=flow-status]', 'status-succeeded', 'the badge of a flow a retry finished');
+    await expectColour('[data-testid=flow-status]', 'color', 'green', 'the badge of a flow a retry finished');
+    await expectCount(`${open}[data-retried-by=api]`, 2);
+    // The visits the retries ran again count once: the flow did all its jobs.
+    await page.locator('[data-testid=flow-progress][aria-valuenow="100"]').waitFor();
+    await expectColour('[data-testid=flow-progress] .bar-fill', 'backgroundColor', 'green', 'the bar of a flow a retry finished');
+    await page.locator('[data-testid=timeline-entry][data-phase=done]').waitFor();
+    await expectHidden('action-retry', 'a flow a retry finished');
+    await expectHidden('flow-error', 'a flow a retry finished');
+    // The phase that failed before is no longer outlined as failed.
+    await page.locator('[data-testid=graph-node][data-phase=open]:not(.failed)').waitFor();
+    await expectNoEnumerating('a flow a retry finished');
+    await shot('detail-retried');
+
+    // The tab that missed it still offers a retry; the server refuses (409),
+    // the page says why and catches up.
+    await behind.bringToFront();
+    await behind.getByTestId('action-retry').click();
+    await behind
+      .getByTestId('action-error')
+      .filter({ hasText: /Could not retry the flow: cannot retry a flow that is finished/ })
+      .waitFor();
+    same(await behind.getByTestId('action-error').getAttribute('data-code'), 'wrong_state', 'the code of the refusal');
+    await behind.getByTestId('flow-status').filter({ hasText: /^\s*finished\s*$/ }).waitFor();
+    await behind.getByTestId('action-retry').waitFor({ state: 'hidden' });
+    await behind.screenshot({ path: join(shots, 'detail-retry-refused.png'), fullPage: true });
+    await behind.close();
+    await page.bringToFront();
+  });
+
+  await step('a flow held back by a concurrency limit shows the wait, in the flow and the list', async () => {
+    // One slot of `Work` across the workers, three jobs of a second each.
+    flows.throttled = await startFlow('throttled', '{"jobs": {"crawl": 3}, "sleep_ms": 1000}');
+    const note = '[data-testid=flow-waiting-note][data-kind=slot]';
+    await page.locator(note, { hasText: /^\s*waiting for a slot: Work 1\/1\s*$/ }).waitFor({ timeout: FLOW_WAIT });
+    await expectColour(note, 'color', 'warm', 'the badge of a wait for a slot');
+    await shot('detail-waiting-slot');
+    await byId('nav-flows').click();
+    const row = `[data-testid=flow-row][data-flow-id="${flows.throttled}"]`;
+    await page.locator(`${row} [data-testid=flow-row-waiting][data-kind=slot]`, { hasText: 'waiting for a slot: Work 1/1' }).waitFor();
+    await shot('list-waiting-slot');
+    // Once the last job has its slot, nothing is waited for.
+    await page.locator(`${row}[data-status=finished]`).waitFor({ timeout: FLOW_WAIT });
+    same(await page.locator(`${row} [data-testid=flow-row-waiting]`).count(), 0, 'waiting notes of a finished flow');
   });
 }
 

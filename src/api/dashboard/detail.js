@@ -1,14 +1,73 @@
-// One flow: its status and actions, the workflow graph with the current
-// phase, the timeline of its phase visits with their handlers' counts,
-// jobs per handler, the error and the input data. Kept live by the flow's
-// event stream (`progress`, `transition`, `end`).
+// One flow: its status, key, priority and deadline, what it waits for,
+// its actions (pause, resume, cancel, and retry once it failed), the
+// workflow graph with the current phase, the timeline of its phase visits
+// with their handlers' counts and the commands that steered it, jobs per
+// handler, the error and the input data. Kept live by the flow's event
+// stream (`progress`, `transition`, `end`); commands and end times are not
+// in the events, so the page loads the flow again when its status changes.
 
 import { call, follow, segment } from './client.js';
-import { bar, flowTone, h, onErrorPath, outcomeOf, quietState, replace, statusBadge } from './dom.js';
+import { bar, flowTone, h, onErrorPath, outcomeOf, quietState, replace, statusBadge, waitingBadges } from './dom.js';
 import { between, clock, count, duration, full } from './format.js';
 import { drawGraph, legend } from './graph.js';
 
 const PAST = { pause: 'Paused', resume: 'Resumed', cancel: 'Canceled' };
+/** A command of the flow's history, as the timeline says it. */
+const COMMANDS = { pause: 'paused', resume: 'resumed', cancel: 'canceled' };
+
+/**
+ * Whether the flow can be retried: it failed, or finished through an
+ * error transition since it was last retried. A canceled flow stays
+ * canceled.
+ */
+function retryable(flow) {
+  const over = flow.status === 'failed' || flow.status === 'finished';
+  return over && (flow.outcome ?? outcomeOf(flow.status, flow.took_error_transition)) === 'failed';
+}
+
+/** The phase a retry goes back to: the one that failed. */
+function failedPhase(flow) {
+  if (flow.status === 'failed') return flow.phase;
+  for (let index = flow.transitions.length - 1; index >= 0; index -= 1) {
+    const transition = flow.transitions[index];
+    if (transition.retried_by) break;
+    if (transition.error) return transition.from;
+  }
+  return flow.phase;
+}
+
+/**
+ * The `seq`s of the visits a retry ran again: for each retry, the latest
+ * failed visit of the phase it went back to. The retry's own visit counts
+ * their jobs (it carries those that were done), so they count no more.
+ */
+function supersededVisits(flow) {
+  const seqs = new Set();
+  flow.transitions.forEach((transition, index) => {
+    if (!transition.retried_by) return;
+    for (let earlier = index - 1; earlier >= 0; earlier -= 1) {
+      const visit = flow.phases[earlier];
+      if (visit && visit.phase === transition.to && visit.state === 'failed') {
+        seqs.add(earlier);
+        break;
+      }
+    }
+  });
+  return seqs;
+}
+
+/**
+ * For each transition, whether the visit it led into is on the error path:
+ * from an error transition on, until a retry sends the flow back.
+ */
+function errorPathOf(transitions) {
+  let onPath = false;
+  return transitions.map((transition) => {
+    if (transition.retried_by) onPath = false;
+    if (transition.error) onPath = true;
+    return onPath;
+  });
+}
 
 function sum(handlers, field) {
   return handlers.reduce((total, handler) => total + (handler[field] ?? 0), 0);
@@ -31,6 +90,20 @@ function mergeVisits(visits, changed) {
   }
 }
 
+/** A flow's priority: `P7` stands out, the default does not. */
+function priorityText(priority) {
+  const title = 'From 0 (the default) to 9: workers take the jobs of higher-priority flows first';
+  return priority > 0
+    ? h('span', { class: 'priority', title }, `P${priority}`)
+    : h('span', { class: 'muted', title }, '0 (default)');
+}
+
+/** How long until `at`: `in 4 m 10 s`, or `passed`. */
+function untilText(at) {
+  const left = Date.parse(at) - Date.now();
+  return left > 0 ? `in ${duration(left)}` : 'passed';
+}
+
 function transitionKey(transition) {
   return `${transition.from ?? ''}→${transition.to}@${transition.at}`;
 }
@@ -51,6 +124,8 @@ export function mount(main, { id }) {
   let busy = false;
   let confirming = false;
   let stopEvents = () => {};
+  let streaming = false;
+  let reloadTimer = 0;
   let frame = 0;
   let graphKey = '';
   let stopped = false;
@@ -63,11 +138,13 @@ export function mount(main, { id }) {
   const status = h('span', { testid: 'flow-status-wrap' });
   const facts = h('dl', { class: 'facts', testid: 'flow-facts' });
   const overall = h('div', { class: 'overall' });
-  const waiting = h('ul', { class: 'waiting', testid: 'flow-waiting', hidden: true });
+  const waiting = h('ul', { class: 'waiting', testid: 'flow-waiting', 'aria-label': 'Why the flow waits', hidden: true });
 
   const pause = h('button', { type: 'button', testid: 'action-pause' }, 'Pause');
   const resume = h('button', { type: 'button', testid: 'action-resume' }, 'Resume');
   const cancel = h('button', { type: 'button', class: 'danger', testid: 'action-cancel' }, 'Cancel…');
+  const retry = h('button', { type: 'button', class: 'primary', testid: 'action-retry', hidden: true }, 'Retry');
+  const retryScratch = h('button', { type: 'button', testid: 'action-retry-scratch', hidden: true }, 'Retry from scratch');
   const confirmCancel = h('button', { type: 'button', class: 'danger', testid: 'action-cancel-confirm' }, 'Cancel the flow');
   const keep = h('button', { type: 'button', testid: 'action-cancel-keep' }, 'Keep it');
   const confirmRow = h(
@@ -86,6 +163,8 @@ export function mount(main, { id }) {
     pause,
     resume,
     cancel,
+    retry,
+    retryScratch,
     h('span', { class: 'grow' }),
     again,
   );
@@ -116,9 +195,9 @@ export function mount(main, { id }) {
     h(
       'section',
       { class: 'card summary-card', 'aria-label': 'Summary', testid: 'flow-detail' },
+      waiting,
       facts,
       overall,
-      waiting,
       actions,
       confirmRow,
       message,
@@ -162,6 +241,8 @@ export function mount(main, { id }) {
       facts,
       fact('Workflow', h('a', { href: `#/?workflow=${encodeURIComponent(flow.workflow)}` }, flow.workflow), 'flow-workflow'),
       fact('Phase', flow.phase, 'flow-phase'),
+      Number.isInteger(flow.priority) && fact('Priority', priorityText(flow.priority), 'flow-priority'),
+      typeof flow.key === 'string' && fact('Key', h('code', { class: 'flow-key', title: flow.key }, flow.key), 'flow-key'),
       fact('Started', h('time', { datetime: created, title: full(created) }, clock(created)), 'flow-created'),
       endedAt
         ? fact(
@@ -171,9 +252,11 @@ export function mount(main, { id }) {
           )
         : fact('Duration', [h('span', { dataset: { since: created } }, duration(between(created))), ' so far'], 'flow-ended'),
       flow.outputs_count !== undefined && fact('Outputs', count(flow.outputs_count), 'flow-outputs'),
+      flow.deadline && fact('Deadline', deadlineText(flow.deadline), 'flow-deadline'),
       ended && fact('Outcome', flow.ended_well ? 'ended well' : 'did not end well', 'flow-outcome'),
     );
-    const handlers = flow.phases.flatMap((visit) => visit.handlers);
+    const superseded = supersededVisits(flow);
+    const handlers = flow.phases.filter((visit, index) => !superseded.has(index)).flatMap((visit) => visit.handlers);
     const current = flow.phases[flow.phases.length - 1];
     // With no jobs at all, the bar says why: an ended flow by its outcome,
     // a live one by its current visit.
@@ -196,11 +279,18 @@ export function mount(main, { id }) {
         open: !ended,
       }),
     );
-    // Only a running flow waits for a worker: a paused one waits for a
-    // resume, and an ended one for nothing.
+    // Only a running flow waits for a worker or a limit: a paused one
+    // waits for a resume, and an ended one for nothing.
     const notes = flow.status === 'running' ? (flow.waiting ?? []) : [];
-    replace(waiting, notes.map((note) => h('li', {}, note)));
+    replace(waiting, waitingBadges(notes, 'flow-waiting-note').map((badge) => h('li', {}, badge)));
     waiting.hidden = notes.length === 0;
+  }
+
+  /** When the deadline falls, and while the flow runs, how far off it is. */
+  function deadlineText(deadline) {
+    const at = h('time', { datetime: deadline, title: full(deadline) }, clock(deadline));
+    if (ended) return at;
+    return [at, ' (', h('span', { dataset: { until: deadline } }, untilText(deadline)), ')'];
   }
 
   function renderActions() {
@@ -210,6 +300,17 @@ export function mount(main, { id }) {
     const cancelable = known && (flow.status === 'running' || flow.status === 'paused');
     cancel.disabled = !cancelable || busy;
     if (!cancelable) confirming = false;
+    // Retry is offered only where it applies: a flow that ended failed.
+    const canRetry = known && retryable(flow);
+    retry.hidden = !canRetry;
+    retryScratch.hidden = !canRetry;
+    retry.disabled = !canRetry || busy;
+    retryScratch.disabled = !canRetry || busy;
+    if (canRetry) {
+      const phase = failedPhase(flow);
+      retry.title = `Run ${phase} again as a new visit; the jobs it did stay done`;
+      retryScratch.title = `Run every job of ${phase} again`;
+    }
     confirmRow.hidden = !confirming;
     confirmCancel.disabled = busy;
     keep.disabled = busy;
@@ -238,7 +339,10 @@ export function mount(main, { id }) {
 
   function renderGraph() {
     const visited = new Set(flow.phases.map((visit) => visit.phase));
-    const failed = new Set(flow.phases.filter((visit) => visit.state === 'failed').map((visit) => visit.phase));
+    // A phase is outlined red while its latest visit failed: once a retry
+    // got through it, it is not.
+    const latest = new Map(flow.phases.map((visit) => [visit.phase, visit.state]));
+    const failed = new Set([...latest].filter(([, state]) => state === 'failed').map(([phase]) => phase));
     const errorPath = onErrorPath(flow);
     const key = JSON.stringify([flow.phase, flow.outcome, errorPath, [...visited], [...failed]]);
     if (key === graphKey) return;
@@ -256,14 +360,15 @@ export function mount(main, { id }) {
 
   /**
    * The tone of a visit's bars: a failed visit is red, one a pause or an
-   * end stopped takes that colour, and every visit from the first error
-   * transition on is on the error path, even when it completed.
+   * end stopped takes that colour, and every visit from an error
+   * transition on is on the error path, even when it completed, until a
+   * retry sends the flow back.
    */
-  function visitTone(visit, index, errorFrom) {
+  function visitTone(visit, index, errorPath) {
     if (visit.state === 'failed') return 'failed';
     if (visit.state === 'running' && flow.status === 'paused') return 'paused';
     if (visit.state === 'running' && ended) return 'canceled';
-    if (errorFrom >= 0 && index >= errorFrom) return 'error-path';
+    if (errorPath[index]) return 'error-path';
     return '';
   }
 
@@ -326,75 +431,121 @@ export function mount(main, { id }) {
     );
   }
 
+  /** A pause, resume or cancel, between the visits it came between. */
+  function commandEntry(command) {
+    const known = Object.hasOwn(COMMANDS, command.command);
+    const done = known ? COMMANDS[command.command] : String(command.command);
+    return h(
+      'li',
+      {
+        class: `step step-command command-${known ? command.command : 'other'}`,
+        testid: 'timeline-command',
+        dataset: { command: command.command, by: command.by },
+      },
+      h(
+        'div',
+        { class: 'step-head' },
+        h('time', { datetime: command.at, title: full(command.at) }, clock(command.at, true)),
+        h('span', { class: 'step-what' }, `${done} by ${command.by}`),
+      ),
+    );
+  }
+
+  /**
+   * The visits in order, and between them the commands, each where its
+   * time puts it (a command at the very time of a transition after it).
+   */
   function renderTimeline() {
     // Visit n is the one transition n led into.
-    const errorFrom = flow.transitions.findIndex((transition) => transition.error);
-    const entries = flow.transitions.map((transition, index) => {
-      const visit = flow.phases[index];
-      const next = flow.transitions[index + 1];
-      const until = next?.at ?? flow.ended_at;
-      const open = !until && !ended;
-      const spent = open
-        ? h('span', { class: 'running-for', dataset: { since: transition.at } }, duration(between(transition.at)))
-        : duration(between(transition.at, until ?? transition.at));
-      // A visit that a cancel cut short, or that waits on a pause, still
-      // says `running`.
-      let state = visit?.state ?? '';
-      if (state === 'running' && ended) state = 'stopped';
-      else if (state === 'running' && flow.status === 'paused') state = 'paused';
-      const handlers = visit?.handlers ?? [];
-      const current = index === flow.transitions.length - 1;
-      const tone = visit ? visitTone(visit, index, errorFrom) : '';
-      // Next to the visit's bar, so that the red and its reason are read together.
-      const failure =
-        visit?.error && h('p', { class: 'step-error-text', testid: 'visit-error' }, describeError(visit.error));
-      return h(
-        'li',
-        {
-          class: `step step-${state}${transition.error ? ' step-error' : ''}${tone === 'error-path' ? ' step-error-path' : ''}${current ? ' step-current' : ''}`,
-          testid: 'timeline-entry',
-          dataset: { phase: transition.to, seq: index },
-        },
+    const errorPath = errorPathOf(flow.transitions);
+    const commands = [...(flow.commands ?? [])];
+    const entries = [];
+    const commandsBefore = (at) => {
+      const limit = at === undefined ? Infinity : Date.parse(at);
+      while (commands.length > 0 && !(Date.parse(commands[0].at) >= limit)) entries.push(commandEntry(commands.shift()));
+    };
+    flow.transitions.forEach((transition, index) => {
+      commandsBefore(transition.at);
+      entries.push(visitEntry(transition, index, errorPath));
+    });
+    commandsBefore(undefined);
+    replace(timeline, entries);
+  }
+
+  /** One transition and the visit it led into. */
+  function visitEntry(transition, index, errorPath) {
+    const visit = flow.phases[index];
+    const next = flow.transitions[index + 1];
+    const until = next?.at ?? flow.ended_at;
+    const open = !until && !ended;
+    const spent = open
+      ? h('span', { class: 'running-for', dataset: { since: transition.at } }, duration(between(transition.at)))
+      : duration(between(transition.at, until ?? transition.at));
+    // A visit that a cancel cut short, or that waits on a pause, still
+    // says `running`.
+    let state = visit?.state ?? '';
+    if (state === 'running' && ended) state = 'stopped';
+    else if (state === 'running' && flow.status === 'paused') state = 'paused';
+    const handlers = visit?.handlers ?? [];
+    const current = index === flow.transitions.length - 1;
+    const tone = visit ? visitTone(visit, index, errorPath) : '';
+    // Next to the visit's bar, so that the red and its reason are read together.
+    const failure =
+      visit?.error && h('p', { class: 'step-error-text', testid: 'visit-error' }, describeError(visit.error));
+    const retriedBy = transition.retried_by;
+    return h(
+      'li',
+      {
+        class: `step step-${state}${transition.error ? ' step-error' : ''}${retriedBy ? ' step-retry' : ''}${tone === 'error-path' ? ' step-error-path' : ''}${current ? ' step-current' : ''}`,
+        testid: 'timeline-entry',
+        dataset: { phase: transition.to, seq: index, ...(retriedBy ? { retriedBy } : {}) },
+      },
+      h(
+        'div',
+        { class: 'step-head' },
+        h('time', { datetime: transition.at, title: full(transition.at) }, clock(transition.at, true)),
         h(
-          'div',
-          { class: 'step-head' },
-          h('time', { datetime: transition.at, title: full(transition.at) }, clock(transition.at, true)),
+          'span',
+          { class: 'step-what' },
+          transition.from === null
+            ? 'started in '
+            : [h('span', { class: 'from' }, transition.from), transition.error ? ' ⇢ ' : retriedBy ? ' ↻ ' : ' → '],
+          h('strong', {}, transition.to),
+        ),
+        h('span', { class: 'step-duration', title: 'time spent in this phase' }, spent),
+        state && h('span', { class: `visit-state state-${state}` }, state),
+        retriedBy &&
           h(
             'span',
-            { class: 'step-what' },
-            transition.from === null ? 'started in ' : [h('span', { class: 'from' }, transition.from), transition.error ? ' ⇢ ' : ' → '],
-            h('strong', {}, transition.to),
+            { class: 'retried', testid: 'timeline-retried', title: `A retry sent the flow back to ${transition.to}` },
+            `retried by ${retriedBy}`,
           ),
-          h('span', { class: 'step-duration', title: 'time spent in this phase' }, spent),
-          state && h('span', { class: `visit-state state-${state}` }, state),
+      ),
+      transition.error &&
+        h(
+          'p',
+          { class: 'step-error-text' },
+          // The failed visit above already says what failed.
+          flow.phases[index - 1]?.error ? 'entered on error' : `entered on error: ${describeError(transition.error)}`,
         ),
-        transition.error &&
-          h(
-            'p',
-            { class: 'step-error-text' },
-            // The failed visit above already says what failed.
-            flow.phases[index - 1]?.error ? 'entered on error' : `entered on error: ${describeError(transition.error)}`,
-          ),
-        handlers.length > 0
-          ? h(
-              'div',
-              { class: 'visit', testid: 'visit', dataset: { phase: transition.to, state: visit.state } },
-              bar({
-                done: sum(handlers, 'done'),
-                total: sum(handlers, 'total'),
-                failed: sum(handlers, 'failed'),
-                ...quietState(flow, visit),
-                tone,
-                label: `Visit ${index + 1}, ${transition.to}`,
-                testid: 'visit-progress',
-              }),
-              failure,
-              handlerTable(visit, tone),
-            )
-          : failure,
-      );
-    });
-    replace(timeline, entries);
+      handlers.length > 0
+        ? h(
+            'div',
+            { class: 'visit', testid: 'visit', dataset: { phase: transition.to, state: visit.state } },
+            bar({
+              done: sum(handlers, 'done'),
+              total: sum(handlers, 'total'),
+              failed: sum(handlers, 'failed'),
+              ...quietState(flow, visit),
+              tone,
+              label: `Visit ${index + 1}, ${transition.to}`,
+              testid: 'visit-progress',
+            }),
+            failure,
+            handlerTable(visit, tone),
+          )
+        : failure,
+    );
   }
 
   function renderTotals() {
@@ -439,43 +590,73 @@ export function mount(main, { id }) {
     if (!frame) frame = requestAnimationFrame(render);
   }
 
-  /** Running durations tick without a new render. */
+  /** Running durations and the time left tick without a new render. */
   const tick = setInterval(() => {
     for (const node of main.querySelectorAll('[data-since]')) {
       node.textContent = duration(between(node.dataset.since));
+    }
+    for (const node of main.querySelectorAll('[data-until]')) {
+      node.textContent = untilText(node.dataset.until);
     }
   }, 1000);
 
   // -------------------------------------------------------------- actions
 
-  async function command(verb) {
+  /**
+   * Sends a command: `pause`, `resume`, `cancel` or `retry` (with
+   * `fromScratch`). The page then loads the flow again, since the command
+   * is in its history now, and a retry runs it again.
+   */
+  async function command(verb, { fromScratch = false } = {}) {
     busy = true;
     confirming = false;
     message.textContent = '';
     actionError.hidden = true;
+    delete actionError.dataset.code;
     renderActions();
     try {
       const before = flow?.status;
-      const answer = await call(`${path}/${verb}`, { method: 'POST' });
+      const request = verb === 'retry' ? { method: 'POST', body: { from_scratch: fromScratch } } : { method: 'POST' };
+      const answer = await call(`${path}/${verb}`, request);
       if (flow && answer?.status) {
         flow.status = answer.status;
+        if (verb === 'retry') {
+          // Running again, from the phase that failed: its failure is history.
+          Object.assign(flow, { phase: answer.phase, ended_at: null, error: null, took_error_transition: false });
+          ended = false;
+        } else {
+          pinned = { status: answer.status, before, until: Date.now() + 1000 };
+        }
         settle();
-        pinned = { status: answer.status, before, until: Date.now() + 1000 };
       }
-      message.textContent = `${PAST[verb]}.`;
+      message.textContent =
+        verb === 'retry'
+          ? `Retried${answer?.from_scratch ? ' from scratch' : ''}: the flow went back to ${answer?.phase ?? 'the phase that failed'}.`
+          : `${PAST[verb]}.`;
+      reload().catch(() => {});
     } catch (error) {
-      actionError.textContent = `Could not ${verb} the flow: ${error.message}`;
+      const what = verb === 'retry' && fromScratch ? 'retry the flow from scratch' : `${verb} the flow`;
+      actionError.textContent = `Could not ${what}: ${error.message}`;
+      actionError.dataset.code = error.code;
       actionError.hidden = false;
       // A refusal means this page was behind: catch up.
       if (error.status === 409) reload().catch(() => {});
     } finally {
       busy = false;
       render();
+      // The retry buttons go once the flow runs again: keep the focus on
+      // the actions rather than lose it to the page.
+      const lost = [retry, retryScratch].includes(document.activeElement) || !main.contains(document.activeElement);
+      if (verb === 'retry' && retry.hidden && lost) {
+        (pause.disabled ? heading : pause).focus();
+      }
     }
   }
 
   pause.addEventListener('click', () => command('pause'));
   resume.addEventListener('click', () => command('resume'));
+  retry.addEventListener('click', () => command('retry'));
+  retryScratch.addEventListener('click', () => command('retry', { fromScratch: true }));
   cancel.addEventListener('click', () => {
     confirming = true;
     renderActions();
@@ -507,12 +688,25 @@ export function mount(main, { id }) {
     for (const transition of detail.transitions) seen.add(transitionKey(transition));
   }
 
+  /** Loads the whole flow, and follows its events while it has not ended. */
   async function reload() {
+    clearTimeout(reloadTimer);
+    reloadTimer = 0;
     const detail = await call(path);
     if (stopped) return;
     adopt(detail);
     dataBlock.textContent = JSON.stringify(detail.data, null, 2);
     render();
+    if (!ended) startEvents();
+  }
+
+  /** Loads the flow again soon, once however many changes ask for it. */
+  function reloadSoon() {
+    if (reloadTimer || stopped) return;
+    reloadTimer = setTimeout(() => {
+      reloadTimer = 0;
+      reload().catch(() => {});
+    }, 200);
   }
 
   function onEvent(name, data) {
@@ -522,13 +716,18 @@ export function mount(main, { id }) {
       if (!seen.has(key)) {
         seen.add(key);
         flow.transitions.push(data);
+        // An error since the last retry is what makes the flow's outcome.
+        if (data.retried_by) flow.took_error_transition = false;
         if (data.error) flow.took_error_transition = true;
       }
     } else if (name === 'progress') {
       const stale = pinned && Date.now() < pinned.until && data.status === pinned.before;
       const { changed_phases: changed = [], ...moving } = data;
+      const was = flow.status;
       mergeVisits(flow.phases, changed);
       Object.assign(flow, moving, stale ? { status: pinned.status } : {});
+      // Paused or resumed elsewhere: the command is in the flow's history.
+      if (flow.status !== was && !busy) reloadSoon();
     } else if (name === 'end') {
       Object.assign(flow, { status: data.status, phase: data.phase, ended_well: data.ended_well, error: data.error });
       // Whether it ended well says what a missed transition event would have.
@@ -541,11 +740,15 @@ export function mount(main, { id }) {
     renderSoon();
   }
 
+  /** Follows the flow's events, unless a stream already does. */
   function startEvents() {
+    if (streaming || stopped) return;
+    streaming = true;
     stopEvents = follow(`${path}/events`, {
       onEvent,
       finished: () => ended,
       onState: (state) => {
+        if (state === 'closed') streaming = false;
         // After a break, catch up with what the events missed.
         if (state === 'reconnecting' && !stopped) message.textContent = 'Connection lost; reconnecting…';
         if (state === 'live' && message.textContent.startsWith('Connection lost')) message.textContent = '';
@@ -555,24 +758,21 @@ export function mount(main, { id }) {
 
   document.title = `Flow ${id} · distribot`;
   renderActions();
-  reload()
-    .then(() => {
-      if (!ended && !stopped) startEvents();
-    })
-    .catch((error) => {
-      problem.hidden = false;
-      replace(
-        problem,
-        error.status === 404 ? `There is no flow with the id ${id}. ` : `Cannot load the flow: ${error.message} `,
-        h('a', { href: '#/' }, 'Back to the list'),
-      );
-    });
+  reload().catch((error) => {
+    problem.hidden = false;
+    replace(
+      problem,
+      error.status === 404 ? `There is no flow with the id ${id}. ` : `Cannot load the flow: ${error.message} `,
+      h('a', { href: '#/' }, 'Back to the list'),
+    );
+  });
 
   return {
     unmount() {
       stopped = true;
       stopEvents();
       clearInterval(tick);
+      clearTimeout(reloadTimer);
       if (frame) cancelAnimationFrame(frame);
     },
   };

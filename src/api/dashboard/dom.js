@@ -117,14 +117,63 @@ export function flowTone(flow) {
   return '';
 }
 
-/** The handlers the server says no worker offers (`waiting for a worker: NAME …`). */
+/**
+ * What a `waiting` note says, read from its words: `worker` (no live
+ * worker offers the handler), `slot` (every slot of the handler's
+ * concurrency limit, shared by all workers, is taken), `rate` (its rate
+ * limit has no token left for now), or `other`; with the handler's name
+ * and the limit's figures when the note has them.
+ */
+export function readWaiting(note) {
+  const text = String(note);
+  let match = /^waiting for a worker: (\S+)(?: (.+))?$/.exec(text);
+  if (match) return { kind: 'worker', handler: match[1], detail: match[2] ?? '' };
+  match = /^waiting for a slot: (\S+) (\d+)\/(\d+)$/.exec(text);
+  if (match) return { kind: 'slot', handler: match[1], held: Number(match[2]), limit: Number(match[3]) };
+  match = /^waiting for a rate token: (\S+) (.+)$/.exec(text);
+  if (match) return { kind: 'rate', handler: match[1], rate: match[2] };
+  return { kind: 'other', handler: null };
+}
+
+/** The handlers the server says cannot start a call right now: no worker
+ * offers them, or their concurrency or rate limit holds them back. */
 export function waitingHandlers(waiting) {
   const names = new Set();
   for (const note of waiting ?? []) {
-    const match = /^waiting for a worker: (\S+)/.exec(note);
-    if (match) names.add(match[1]);
+    const { handler } = readWaiting(note);
+    if (handler) names.add(handler);
   }
   return names;
+}
+
+/** Why the flow waits, in words a tooltip can add to the note. */
+function waitingHelp(reading) {
+  switch (reading.kind) {
+    case 'worker':
+      return `No live worker offers ${reading.handler}${reading.detail ? ` ${reading.detail}` : ''}; the flow goes on when one does.`;
+    case 'slot':
+      return `All ${reading.limit} slots of ${reading.handler}'s concurrency limit are taken, across every worker; the flow goes on when one is free.`;
+    case 'rate':
+      return `${reading.handler}'s rate limit (${reading.rate}) is spent for now; the flow goes on when it allows another call.`;
+    default:
+      return 'Why the flow cannot go on right now.';
+  }
+}
+
+/**
+ * A flow's `waiting` notes as badges, one per note, coloured by kind
+ * (`waiting-worker`, `waiting-slot`, `waiting-rate`): the text is the
+ * server's note as it is, the tooltip says what it means.
+ */
+export function waitingBadges(notes, testid) {
+  return (notes ?? []).map((note) => {
+    const reading = readWaiting(note);
+    return h(
+      'span',
+      { class: `waiting-note waiting-${reading.kind}`, title: waitingHelp(reading), dataset: { kind: reading.kind }, testid },
+      String(note),
+    );
+  });
 }
 
 /**

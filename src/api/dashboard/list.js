@@ -8,7 +8,7 @@
 // while a flow on the page runs the page is also loaded every second.
 
 import { call, follow, withQuery } from './client.js';
-import { bar, flowTone, h, quietState, replace, statusBadge } from './dom.js';
+import { bar, flowTone, h, quietState, replace, statusBadge, waitingBadges } from './dom.js';
 import { ago, count, duration, between, full, shortId } from './format.js';
 
 const PAGE = 50; // flows a page shows, unless the hash says `limit=`
@@ -194,10 +194,10 @@ export function mount(main, { query }) {
         ),
       );
     }
-    // Only a running flow waits for a worker: a paused one waits for a
-    // resume, and an ended one for nothing.
-    if (flow.status === 'running') {
-      for (const note of flow.waiting ?? []) cell.append(h('div', { class: 'waiting' }, note));
+    // Only a running flow waits for a worker or a limit: a paused one
+    // waits for a resume, and an ended one for nothing.
+    if (flow.status === 'running' && flow.waiting?.length) {
+      cell.append(h('div', { class: 'waiting' }, waitingBadges(flow.waiting, 'flow-row-waiting')));
     }
     return cell;
   }
@@ -208,10 +208,18 @@ export function mount(main, { query }) {
       { href: `#/flows/${encodeURIComponent(flow.id)}`, title: flow.id, class: 'mono', dataset: { focusKey: flow.id } },
       shortId(flow.id),
     );
+    // The priority only when it is not the default, so that the few
+    // urgent flows stand out; the key under the id, cut to the column.
+    const priority =
+      flow.priority > 0 &&
+      h('span', { class: 'priority', title: `priority ${flow.priority} of 9`, testid: 'flow-row-priority' }, `P${flow.priority}`);
+    const key =
+      typeof flow.key === 'string' &&
+      h('span', { class: 'flow-key mono', title: `key: ${flow.key}`, testid: 'flow-row-key' }, flow.key);
     const tr = h(
       'tr',
       { testid: 'flow-row', dataset: { flowId: flow.id, status: flow.status, outcome: flow.outcome }, class: 'clickable' },
-      h('td', {}, link),
+      h('td', { class: 'flow-cell' }, h('span', { class: 'flow-line' }, link, priority), key),
       h('td', {}, flow.workflow),
       h('td', {}, statusBadge(flow, 'flow-row-status')),
       h('td', {}, flow.phase),
