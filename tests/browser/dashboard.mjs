@@ -865,6 +865,24 @@ async function openScenarios() {
     await page.locator(`${row}[data-status=finished]`).waitFor({ timeout: FLOW_WAIT });
     same(await page.locator(`${row} [data-testid=flow-row-waiting]`).count(), 0, 'waiting notes of a finished flow');
   });
+
+  await step('branches are drawn with their conditions, and a flow takes the one that holds', async () => {
+    const id = await startFlow('branching', '{"mode": "skip"}');
+    await expectText('flow-phase', 'skipped', FLOW_WAIT);
+    await page.locator('[data-testid=graph-node][data-phase=skipped][data-current=true]').waitFor();
+    // Three branches and the error transition.
+    await expectCount('[data-testid=graph-edge]', 3);
+    await expectCount('[data-testid=graph-error-edge]', 1);
+    const titles = await page.$$eval('[data-testid=graph-edge] title', (all) => all.map((t) => t.textContent));
+    if (!titles.some((t) => t.includes('check → skipped when {"path":"/data/mode","equals":"skip"}'))) {
+      throw new Error(`no edge says its condition: ${JSON.stringify(titles)}`);
+    }
+    if (!titles.some((t) => t.includes('check → check when else'))) {
+      throw new Error(`no loop back for the default branch: ${JSON.stringify(titles)}`);
+    }
+    flows.branching = id;
+    await shot('detail-branching');
+  });
 }
 
 async function tokenScenarios() {

@@ -17,6 +17,24 @@ function handlerNames(phase) {
   return (phase.handlers ?? []).map((handler) => (typeof handler === 'string' ? handler : handler.name));
 }
 
+/**
+ * A phase's ways out: `[{target, kind, when}]`, where `transitions_to` may
+ * be one phase or a list of branches (`when` is the branch's condition, as
+ * JSON, or `else` for the default one).
+ */
+export function exits(phase) {
+  const next = phase.transitions_to;
+  const ways = Array.isArray(next)
+    ? next.map((branch) => ({
+        target: branch?.to,
+        kind: 'next',
+        when: branch?.when === undefined ? 'else' : JSON.stringify(branch.when),
+      }))
+    : [{ target: next, kind: 'next', when: null }];
+  ways.push({ target: phase.on_error_transition_to, kind: 'error', when: null });
+  return ways.filter((way) => typeof way.target === 'string');
+}
+
 function clip(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
@@ -38,12 +56,9 @@ export function layout(definition) {
   while (queue.length > 0) {
     const name = queue.shift();
     const phase = phases[name];
-    for (const [target, isNormal] of [
-      [phase.transitions_to, true],
-      [phase.on_error_transition_to, false],
-    ]) {
-      if (!target || !(target in phases)) continue;
-      if (isNormal) normal.add(target);
+    for (const { target, kind } of exits(phase)) {
+      if (!(target in phases)) continue;
+      if (kind === 'next') normal.add(target);
       if (!depth.has(target)) {
         depth.set(target, depth.get(name) + 1);
         queue.push(target);
@@ -64,8 +79,8 @@ export function layout(definition) {
   const tallest = Math.max(1, ...columns.map((column) => column?.length ?? 0));
   const backwards = names.some((name) => {
     const phase = phases[name];
-    return [phase.transitions_to, phase.on_error_transition_to].some(
-      (target) => target in phases && depth.get(target) < depth.get(name),
+    return exits(phase).some(
+      ({ target }) => target in phases && depth.get(target) <= depth.get(name),
     );
   });
   const top = PAD + (backwards ? ARC : 0);
@@ -99,6 +114,12 @@ function edgePath(from, to) {
     const x2 = to.x - 2;
     const bend = Math.min(COLUMN_GAP, (x2 - x1) / 2);
     return `M${x1},${fromMid} C${x1 + bend},${fromMid} ${x2 - bend},${toMid} ${x2},${toMid}`;
+  }
+  if (to === from) {
+    // A phase that loops back to itself: a loop over its box.
+    const x = from.x + WIDTH / 2;
+    const over = from.y - ARC + 10;
+    return `M${x - 18},${from.y} C${x - 30},${over} ${x + 30},${over} ${x + 18},${from.y - 2}`;
   }
   if (to.column === from.column) {
     // Same column: bulge out on the right.
@@ -154,13 +175,11 @@ export function drawGraph(definition, state = {}) {
   const edges = s('g', { class: 'edges' });
   for (const [name, phase] of Object.entries(phases)) {
     const from = nodes.get(name);
-    for (const [target, kind] of [
-      [phase.transitions_to, 'next'],
-      [phase.on_error_transition_to, 'error'],
-    ]) {
-      const to = target && nodes.get(target);
+    for (const { target, kind, when } of exits(phase)) {
+      const to = nodes.get(target);
       if (!to) continue;
-      edgesDescribed.push(`${name} ${kind === 'error' ? 'on error to' : 'to'} ${target}`);
+      const condition = when ? ` when ${when}` : '';
+      edgesDescribed.push(`${name} ${kind === 'error' ? 'on error to' : 'to'} ${target}${condition}`);
       edges.append(
         s(
           'path',
@@ -171,7 +190,7 @@ export function drawGraph(definition, state = {}) {
             dataset: { from: name, to: target },
             testid: kind === 'error' ? 'graph-error-edge' : 'graph-edge',
           },
-          s('title', {}, `${name} → ${target}${kind === 'error' ? ' (on error)' : ''}`),
+          s('title', {}, `${name} → ${target}${kind === 'error' ? ' (on error)' : ''}${condition}`),
         ),
       );
     }
