@@ -44,9 +44,11 @@
 //! - pause, resume or cancel a flow through the client, favouring flows at
 //!   a phase boundary (one job left, or a visit settled and not yet left);
 //!   the wrong state must be rejected, and is fine;
-//! - start a flow of one of three workflows: linear with an error phase;
+//! - start a flow of one of four workflows: linear with an error phase;
 //!   one with phases without handlers and no error phase; one that loops
-//!   back through a repair phase once; a third of them with an idempotency
+//!   back through a repair phase once; one that branches on its data and
+//!   its outputs together (so the plan knows which way it must go); a third
+//!   of them with an idempotency
 //!   key, and some starts repeat an earlier key: with the same workflow and
 //!   data they must return that flow and start nothing, with other data
 //!   they must be refused naming it (one flow per key).

@@ -82,6 +82,28 @@ pub(crate) fn workflows() -> &'static [(&'static str, Arc<Workflow>)] {
                     }
                 }),
             ),
+            // Branches: on the flow's data and its outputs together, the
+            // default branch otherwise.
+            (
+                "branch",
+                json!({
+                    "workflow": "branch",
+                    "phases": {
+                        "choose": {"is_initial": true, "on_error_transition_to": "error",
+                                   "handlers": [handler("Alpha")],
+                                   "transitions_to": [
+                                       {"when": {"all": [
+                                           {"path": "/data/route", "equals": "left"},
+                                           {"path": "/outputs/choose/Alpha/0/job", "exists": true}
+                                       ]}, "to": "left"},
+                                       {"to": "right"}
+                                   ]},
+                        "left": {"is_final": true, "handlers": [handler("Beta")]},
+                        "right": {"is_final": true},
+                        "error": {"is_final": true}
+                    }
+                }),
+            ),
         ];
         definitions
             .into_iter()
@@ -139,6 +161,8 @@ pub(crate) struct HandlerPlan {
 pub(crate) struct Plan {
     pub(crate) handlers: BTreeMap<String, HandlerPlan>,
     pub(crate) chaotic: bool,
+    /// `data.route` is `left` (else `right`), for the workflow that branches.
+    pub(crate) route_left: bool,
 }
 
 pub(crate) fn plan_key(phase: &str, handler: &str) -> String {
@@ -211,6 +235,7 @@ impl Plan {
         Plan {
             handlers,
             chaotic: profile == Profile::Chaotic,
+            route_left: rng.percent(50),
         }
     }
 
@@ -238,7 +263,36 @@ impl Plan {
         data.insert("index".into(), json!(index));
         data.insert("chaotic".into(), json!(self.chaotic));
         data.insert("plan".into(), Value::Object(handlers));
+        data.insert(
+            "route".into(),
+            json!(if self.route_left { "left" } else { "right" }),
+        );
         data
+    }
+
+    /// What a phase's branches read once it completed: the flow's data,
+    /// and an output (`{"job": ...}`) per job of each of its handlers.
+    /// `None` when the number of jobs is not planned: an enumeration lists
+    /// one more job per call before it, so only an empty plan that
+    /// succeeds at once may list none or some, as deliveries fall.
+    fn seen_by_branches(&self, phase: &Phase) -> Option<Value> {
+        let mut outputs = Map::new();
+        for spec in &phase.handlers {
+            let plan = &self.handlers[&plan_key(phase.name.as_str(), spec.name.as_str())];
+            let jobs = match plan.enumerate {
+                EnumeratePlan::FailFirst(calls) => plan.jobs.len() + calls as usize,
+                _ if plan.jobs.is_empty() => return None,
+                _ => plan.jobs.len(),
+            };
+            outputs.insert(
+                spec.name.to_string(),
+                json!(vec![json!({"job": "?"}); jobs]),
+            );
+        }
+        Some(json!({
+            "data": {"route": if self.route_left { "left" } else { "right" }},
+            "outputs": {phase.name.as_str(): outputs},
+        }))
     }
 
     /// Whether the first visit of `phase` fails. Later visits never do.
@@ -292,7 +346,7 @@ impl Plan {
                 match &phase.transitions_to {
                     Some(next) if !phase.is_final => Move {
                         from: Some(phase.name.clone()),
-                        to: next.choose(&serde_json::Value::Null).clone(),
+                        to: next.choose(&self.seen_by_branches(phase)?).clone(),
                         error: false,
                     },
                     _ => {
@@ -334,6 +388,9 @@ impl fmt::Display for Plan {
                 })
                 .collect();
             write!(f, "{}]", jobs.join(","))?;
+        }
+        if self.route_left {
+            f.write_str(" route left")?;
         }
         Ok(())
     }
