@@ -26,8 +26,9 @@ use distribot::runtime::{
     Backend, Client, ClientError, Engine, StartOptions, Started, WorkerBuilder,
 };
 use distribot::store::{
-    CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken, Store, StoreError,
+    CommandApplied, Created, EmbeddedStore, EndedEntry, EndedFeed, Enumerated, FeedPosition,
+    FlowQueries, FlowQuery, FlowStore, JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken,
+    Store, StoreError,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -125,4 +126,6 @@ every_backend!(
     a_concurrency_limit_holds_across_workers,
     slots_are_shared_leased_and_given_back,
     higher_priority_flows_are_taken_first,
+    the_feed_lists_ends_in_the_order_they_were_recorded,
+    a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor,
 );

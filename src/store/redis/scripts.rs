@@ -20,6 +20,9 @@ pub(super) struct Scripts {
     pub redrive: Script,
     pub redriven: Script,
     pub slot: Script,
+    pub subscribe: Script,
+    pub advance: Script,
+    pub unsubscribe: Script,
 }
 
 impl Scripts {
@@ -41,6 +44,9 @@ impl Scripts {
             redrive: script(include_str!("scripts/redrive.lua")),
             redriven: script(include_str!("scripts/redriven.lua")),
             slot: script(include_str!("scripts/slot.lua")),
+            subscribe: script(include_str!("scripts/subscribe.lua")),
+            advance: script(include_str!("scripts/advance.lua")),
+            unsubscribe: script(include_str!("scripts/unsubscribe.lua")),
         }
     }
 }
