@@ -309,7 +309,7 @@ impl Deliverer {
                     tracing::warn!(
                         webhook = %self.url.shown(),
                         %error,
-                        "webhook delivery cannot read the store; trying again in {wait:?}"
+                        "webhook delivery cannot reach the store; trying again in {wait:?}"
                     );
                     if self.pause(wait).await {
                         break;
@@ -340,7 +340,7 @@ impl Deliverer {
             .await
     }
 
-    async fn round(&mut self) -> Result<Round, StoreError> {
+    async fn round(&self) -> Result<Round, StoreError> {
         let Some(cursor) = self.claim().await? else {
             return Ok(Round::NotHolder);
         };
@@ -367,14 +367,14 @@ impl Deliverer {
     }
 
     /// Posts one end until the receiver takes it or it is too old.
-    async fn deliver(&mut self, entry: &EndedEntry) -> Result<Handled, StoreError> {
-        // Gone (removed by retention), or running again after a retry (its
-        // next end comes later in the feed): nothing to say.
+    async fn deliver(&self, entry: &EndedEntry) -> Result<Handled, StoreError> {
+        // Removed by retention meanwhile: nothing to say.
         let Some(record) = self.queries.flow(&entry.flow).await? else {
             return Ok(Handled::Done);
         };
         let outputs = self.queries.outputs(&entry.flow).await?;
         let summary = record.summary(&outputs);
+        // Running again after a retry: its next end comes later in the feed.
         let Some(event) = Event::ended(&summary) else {
             return Ok(Handled::Done);
         };
@@ -421,9 +421,8 @@ impl Deliverer {
             } else {
                 tracing::debug!(webhook = %self.url.shown(), event = %event.id, attempts, %reason, "webhook not delivered; trying again in {wait:?}");
             }
-            match self.hold_for(wait).await? {
-                Handled::Done => {}
-                other => return Ok(other),
+            if let Some(interrupted) = self.hold_for(wait).await? {
+                return Ok(interrupted);
             }
         }
     }
@@ -453,20 +452,20 @@ impl Deliverer {
         }
     }
 
-    /// Waits `wait`, renewing the lease meanwhile. `Done` when the wait is
-    /// over with the lease still held.
-    async fn hold_for(&mut self, wait: Duration) -> Result<Handled, StoreError> {
+    /// Waits `wait`, renewing the lease meanwhile: `None` when the wait
+    /// is over with the lease still held, else why to stop waiting.
+    async fn hold_for(&self, wait: Duration) -> Result<Option<Handled>, StoreError> {
         let until = tokio::time::Instant::now() + wait;
         loop {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Ok(Handled::Done);
+                return Ok(None);
             }
             if self.pause(left.min(RENEW_EVERY)).await {
-                return Ok(Handled::Stopped);
+                return Ok(Some(Handled::Stopped));
             }
             if self.claim().await?.is_none() {
-                return Ok(Handled::LeaseLost);
+                return Ok(Some(Handled::LeaseLost));
             }
         }
     }
