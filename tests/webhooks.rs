@@ -592,6 +592,50 @@ async fn a_distributed_installation_delivers_what_its_killed_servers_owed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_the_receiver_never_takes_is_given_up_after_the_bound() {
+    let receiver = Receiver::start(|_| 500).await;
+    let dir = scratch();
+    let mut command = serve_command(
+        dir.path(),
+        &[
+            "--webhook",
+            &receiver.url(),
+            "--webhook-give-up-after",
+            "2s",
+        ],
+    );
+    command.env("DISTRIBOT_WEBHOOK_SECRET", SECRET);
+    let mut serve = spawn(command).await;
+    let api = Api::new(&serve);
+    let first = api.start("quick", json!({})).await;
+    api.ended(&first).await;
+    let second = api.start("quick", json!({})).await;
+    // The second end is tried only once the first is given up.
+    let attempts = receiver
+        .wait_for("the second end to be tried", |attempts| {
+            attempts.iter().any(|attempt| attempt.flow() == second)
+        })
+        .await;
+    let tried: Vec<String> = attempts.iter().map(Attempt::flow).collect();
+    let first_tries = tried.iter().take_while(|flow| **flow == first).count();
+    assert!(
+        first_tries >= 2,
+        "the first end was retried before it was given up: {tried:?}"
+    );
+    assert!(
+        tried[first_tries..].iter().all(|flow| *flow == second),
+        "in order: {tried:?}"
+    );
+    let given_up = format!(
+        "webhook {}: gave up on the end of flow {first}",
+        receiver.url()
+    );
+    wait_for("the warning", PATIENCE, || serve.log().contains(&given_up));
+    serve.terminate(Duration::from_secs(20));
+    assert_never_printed(&serve.log(), &receiver.attempts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_secret_webhooks_go_unsigned_with_a_warning() {
     let receiver = Receiver::start(|_| 204).await;
     let dir = scratch();
