@@ -6,8 +6,9 @@
 //! behind a caller's back.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// The namespace for queues and keys when none is given.
 pub const DEFAULT_PREFIX: &str = "distribot";
@@ -32,6 +33,26 @@ pub struct Config {
     /// ones (`distribot serve --allow-host`). A list, so it has no
     /// environment variable.
     pub allowed_hosts: Option<Vec<String>>,
+    /// URLs `distribot serve` posts every flow's end to
+    /// (`distribot serve --webhook`). A list, so it has no environment
+    /// variable.
+    pub webhooks: Option<Vec<String>>,
+    /// The key webhook bodies are signed with (HMAC-SHA256).
+    pub webhook_secret: Option<String>,
+    /// How long after a flow's end its webhook is retried before it is
+    /// given up, like `"24h"`.
+    #[serde(default, deserialize_with = "duration_text")]
+    pub webhook_give_up_after: Option<Duration>,
+}
+
+/// A duration written as people write it in the file: `"24h"`, `"90m"`.
+fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write it like \"24h\" or \"90m\""
+        ))
+    })
 }
 
 /// Every environment variable that sets something, and what it sets. The
@@ -44,6 +65,7 @@ pub const ENVIRONMENT: &[(&str, Setting)] = &[
     ("DISTRIBOT_PREFIX", Setting::Prefix),
     ("DISTRIBOT_SERVER", Setting::Server),
     ("DISTRIBOT_API_TOKEN", Setting::ApiToken),
+    ("DISTRIBOT_WEBHOOK_SECRET", Setting::WebhookSecret),
 ];
 
 /// One setting of [`Config`].
@@ -54,6 +76,7 @@ pub enum Setting {
     Prefix,
     Server,
     ApiToken,
+    WebhookSecret,
 }
 
 /// Where the flow commands send their requests.
@@ -127,6 +150,7 @@ impl Config {
             Setting::Prefix => &mut self.prefix,
             Setting::Server => &mut self.server,
             Setting::ApiToken => &mut self.api_token,
+            Setting::WebhookSecret => &mut self.webhook_secret,
         }
     }
 
@@ -139,6 +163,9 @@ impl Config {
             server: over.server.or(self.server),
             api_token: over.api_token.or(self.api_token),
             allowed_hosts: over.allowed_hosts.or(self.allowed_hosts),
+            webhooks: over.webhooks.or(self.webhooks),
+            webhook_secret: over.webhook_secret.or(self.webhook_secret),
+            webhook_give_up_after: over.webhook_give_up_after.or(self.webhook_give_up_after),
         }
     }
 
@@ -181,6 +208,13 @@ impl Config {
         self.api_token
             .as_deref()
             .filter(|token| !token.trim().is_empty())
+    }
+
+    /// The webhook signing key, unless it is blank.
+    pub fn webhook_secret(&self) -> Option<&str> {
+        self.webhook_secret
+            .as_deref()
+            .filter(|secret| !secret.trim().is_empty())
     }
 }
 
@@ -290,15 +324,17 @@ mod tests {
             Setting::Prefix => "prefix",
             Setting::Server => "server",
             Setting::ApiToken => "api_token",
+            Setting::WebhookSecret => "webhook_secret",
         }
     }
 
-    const ALL: [Setting; 5] = [
+    const ALL: [Setting; 6] = [
         Setting::AmqpUrl,
         Setting::RedisUrl,
         Setting::Prefix,
         Setting::Server,
         Setting::ApiToken,
+        Setting::WebhookSecret,
     ];
 
     #[test]
@@ -411,6 +447,45 @@ mod tests {
             resolved.config.allowed_hosts,
             Some(vec!["other".to_owned()])
         );
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_unless_flags_give_them() {
+        let file: Config = toml::from_str(
+            r#"
+            webhooks = ["http://a.internal/hook", "http://b.internal/hook"]
+            webhook_secret = "from-file"
+            webhook_give_up_after = "2h"
+            "#,
+        )
+        .unwrap();
+        let resolved = Config::resolve(file.clone(), Config::default(), Config::default());
+        assert_eq!(
+            resolved.config.webhooks,
+            Some(vec![
+                "http://a.internal/hook".to_owned(),
+                "http://b.internal/hook".to_owned()
+            ])
+        );
+        assert_eq!(resolved.config.webhook_secret(), Some("from-file"));
+        assert_eq!(
+            resolved.config.webhook_give_up_after,
+            Some(Duration::from_secs(7200))
+        );
+        let flags = Config {
+            webhooks: Some(vec!["http://c.internal/hook".to_owned()]),
+            ..Config::default()
+        };
+        let resolved = Config::resolve(file, Config::default(), flags);
+        assert_eq!(
+            resolved.config.webhooks,
+            Some(vec!["http://c.internal/hook".to_owned()]),
+            "--webhook replaces the file's list"
+        );
+        let blank = Config::from_env([("DISTRIBOT_WEBHOOK_SECRET".to_owned(), " ".to_owned())]);
+        assert_eq!(blank.webhook_secret(), None, "a blank secret is none");
+        let error = toml::from_str::<Config>(r#"webhook_give_up_after = "soon""#).unwrap_err();
+        assert!(error.message().contains("24h"), "{error}");
     }
 
     #[test]

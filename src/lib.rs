@@ -29,3 +29,4 @@ pub mod sync;
 pub mod time;
 pub mod version;
 pub mod views;
+pub mod webhook;

@@ -75,7 +75,7 @@ enum Command {
     /// Measure throughput and latency with no-op in-process handlers.
     Bench(bench::BenchArgs),
     /// Serve the engine, in-process workers, the HTTP API and the dashboard.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a worker for a distributed installation (RabbitMQ + Redis).
     Worker(worker::WorkerArgs),
     /// Start a flow on a server: a registered workflow, or a workflow file.
@@ -126,7 +126,7 @@ pub fn main() -> i32 {
         Command::Run(args) => with_runtime(|| run::run(args)),
         Command::Resume(args) => with_runtime(|| run::resume(args)),
         Command::Bench(args) => with_runtime(|| bench::bench(args)),
-        Command::Serve(args) => with_runtime(|| serve::serve(args)),
+        Command::Serve(args) => with_runtime(|| serve::serve(*args)),
         Command::Worker(args) => with_runtime(|| worker::worker(args)),
         Command::Start(args) => with_runtime(|| commands::start::start(args)),
         Command::Status(args) => with_runtime(|| commands::status::status(args)),

@@ -17,9 +17,12 @@ use distribot::handler::HandlerRegistry;
 use distribot::runtime::{
     run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT,
 };
+use distribot::webhook::{
+    WebhookSecret, WebhookSettings, WebhookUrl, Webhooks, DEFAULT_GIVE_UP_AFTER,
+};
 use tokio::sync::Notify;
 
-use distribot::config::{Config, Resolved};
+use distribot::config::{mask_url, Config, Resolved, DEFAULT_CONFIG_FILE};
 
 use super::input::{load_workflow_within, read_handlers, start_handlers};
 use super::run::open_store;
@@ -101,6 +104,21 @@ pub struct ServeArgs {
     /// How long ended flows are kept before they are removed.
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// POST every flow's end (finished, failed, canceled) to this URL;
+    /// repeat for more. Replaces `webhooks` of the config file. See
+    /// docs/webhooks.md.
+    #[arg(long = "webhook", value_name = "URL")]
+    webhook: Vec<String>,
+    /// The key webhook bodies are signed with (HMAC-SHA256). Prefer
+    /// DISTRIBOT_WEBHOOK_SECRET or `webhook_secret` in the config file:
+    /// other users can read command lines.
+    #[arg(long, value_name = "SECRET")]
+    webhook_secret: Option<String>,
+    /// How long after a flow's end its webhook is retried before it is
+    /// given up; also `webhook_give_up_after` in the config file
+    /// [default: 24h].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    webhook_give_up_after: Option<Duration>,
 }
 
 pub async fn serve(args: ServeArgs) -> CliResult<i32> {
@@ -108,8 +126,12 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let resolved = args.backend.resolve_with(Config {
         api_token: args.token.clone(),
         allowed_hosts: (!args.allow_host.is_empty()).then(|| args.allow_host.clone()),
+        webhooks: (!args.webhook.is_empty()).then(|| args.webhook.clone()),
+        webhook_secret: args.webhook_secret.clone(),
+        webhook_give_up_after: args.webhook_give_up_after,
         ..Config::default()
     })?;
+    let webhooks = webhook_settings(&args, &resolved.config)?;
     let token = resolved.config.api_token.clone().and_then(ApiToken::new);
     let allowed_hosts =
         AllowedHosts::new(resolved.config.allowed_hosts.iter().flatten()).map_err(|error| {
@@ -141,6 +163,14 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
     let hosted = hosted_handlers(&registry);
     let runtime = Runtime::start(&args, &resolved, registry).await?;
     let backend = runtime.backend().clone();
+    let delivering = match &webhooks {
+        Some(settings) => Some(
+            Webhooks::start(&backend, settings.clone())
+                .await
+                .context("starting the webhooks")?,
+        ),
+        None => None,
+    };
     let names: Vec<String> = workflows.iter().map(|w| w.name.to_string()).collect();
     for workflow in workflows {
         backend
@@ -173,6 +203,9 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         list_or_none(&names),
         list_or_none(&hosted)
     );
+    if let Some(settings) = &webhooks {
+        describe_webhooks(settings);
+    }
     if token.is_none() && allowed_hosts == AllowedHosts::default() && !bound.ip().is_loopback() {
         eprintln!(
             "note: without a token, /api answers only requests addressed to localhost, 127.0.0.1 or [::1]; name this machine's other names with --allow-host"
@@ -239,8 +272,67 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
             )))
         }
     }
+    if let Some(delivering) = delivering {
+        delivering.stop().await;
+    }
     runtime.shutdown().await.context("stopping the engine")?;
     Ok(EXIT_OK)
+}
+
+/// The webhooks to deliver, checked: a bad URL is an error naming the
+/// layer it came from. `None` when there are none.
+fn webhook_settings(args: &ServeArgs, config: &Config) -> CliResult<Option<WebhookSettings>> {
+    let Some(texts) = config.webhooks.as_ref().filter(|urls| !urls.is_empty()) else {
+        return Ok(None);
+    };
+    let from = if args.webhook.is_empty() {
+        let file = args
+            .backend
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        format!("`webhooks` in {}", file.display())
+    } else {
+        "--webhook".to_owned()
+    };
+    let mut urls: Vec<WebhookUrl> = Vec::new();
+    for text in texts {
+        let url = WebhookUrl::parse(text).map_err(|why| {
+            CliError::BadInput(format!("webhook `{}` (from {from}) {why}", mask_url(text)))
+        })?;
+        // The same URL twice would be one subscriber with two deliverers.
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    Ok(Some(WebhookSettings {
+        urls,
+        secret: config.webhook_secret().map(WebhookSecret::new),
+        give_up_after: config
+            .webhook_give_up_after
+            .unwrap_or(DEFAULT_GIVE_UP_AFTER),
+    }))
+}
+
+/// The start-up lines about webhooks: where they go (URLs masked), and a
+/// warning when they go unsigned.
+fn describe_webhooks(settings: &WebhookSettings) {
+    let urls: Vec<String> = settings.urls.iter().map(WebhookUrl::shown).collect();
+    let signed = if settings.secret.is_some() {
+        "signed with HMAC-SHA256"
+    } else {
+        "unsigned"
+    };
+    eprintln!(
+        "webhooks: every flow's end to {} ({signed}; retried until {} after the end)",
+        urls.join(", "),
+        humantime::format_duration(settings.give_up_after)
+    );
+    if settings.secret.is_none() {
+        eprintln!(
+            "warning: webhooks go out unsigned, so receivers cannot tell they come from this server; set DISTRIBOT_WEBHOOK_SECRET (or `webhook_secret` in the config file)"
+        );
+    }
 }
 
 /// The engine and workers this server runs.

@@ -28,7 +28,8 @@ pub use worker::{
 
 use crate::broker::{Broker, BrokerError};
 use crate::store::{
-    FlowQueries, FlowStore, Retention, Store, StoreError, WorkerRegistry, WorkflowRegistry,
+    EndedFeed, FlowQueries, FlowStore, Retention, Store, StoreError, WorkerRegistry,
+    WorkflowRegistry,
 };
 
 /// What the runtime parts share: the store's capabilities, each named for
@@ -40,6 +41,7 @@ pub struct Backend {
     pub workflows: Arc<dyn WorkflowRegistry>,
     pub workers: Arc<dyn WorkerRegistry>,
     pub retention: Arc<dyn Retention>,
+    pub feed: Arc<dyn EndedFeed>,
     pub broker: Arc<dyn Broker>,
 }
 
@@ -51,7 +53,8 @@ impl Backend {
             queries: store.clone(),
             workflows: store.clone(),
             workers: store.clone(),
-            retention: store,
+            retention: store.clone(),
+            feed: store,
             broker,
         }
     }

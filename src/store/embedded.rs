@@ -17,8 +17,9 @@ use tokio::sync::watch;
 
 use super::{
     limit_note_holds, next_token, slot_note, token_note, visit_runs, CommandApplied, Created,
-    Enumerated, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Retention, SlotRequest,
-    SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
+    EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowQueries, FlowQuery, FlowStore,
+    JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
+    WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -111,6 +112,8 @@ pub(super) struct FlowState {
     /// Why a task of the flow waits for a limit, with the visit it waits
     /// in and, for a rate, until when.
     pub limit_note: Option<(u32, String, Option<Timestamp>)>,
+    /// Where the flow's end is in the feed of ended flows, while it is ended.
+    pub feed_position: Option<FeedPosition>,
 }
 
 impl FlowState {
@@ -122,6 +125,7 @@ impl FlowState {
             ended_outputs: None,
             dispatch_claims: HashMap::new(),
             limit_note: None,
+            feed_position: None,
         }
     }
 
@@ -158,6 +162,26 @@ pub(super) enum JournalEntry {
     },
     WorkflowPut(Arc<Workflow>),
     FlowRemoved(FlowId),
+    /// The flow ended: it is at `position` of the feed (and nowhere else).
+    FeedAppended {
+        flow: FlowId,
+        position: FeedPosition,
+    },
+    /// The flow runs again: it leaves the feed.
+    FeedLeft(FlowId),
+    SubscriberMoved {
+        name: String,
+        position: FeedPosition,
+    },
+}
+
+/// A follower of the feed of ended flows.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Subscriber {
+    pub position: FeedPosition,
+    /// Who holds the lease, and until when. Not durable: after a restart,
+    /// the one process that holds the database is the only one to ask.
+    pub lease: Option<(String, Timestamp)>,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +196,12 @@ pub(super) struct State {
     /// microseconds. Not durable either: a restart allows one burst.
     pub tokens: HashMap<String, u64>,
     pub workflows: BTreeMap<String, Arc<Workflow>>,
+    /// Ended flows by feed position, each with the journal entry that must
+    /// be durable before followers see it.
+    pub feed: BTreeMap<FeedPosition, (FlowId, u64)>,
+    /// The last position given; positions are never given twice.
+    pub feed_head: FeedPosition,
+    pub subscribers: HashMap<String, Subscriber>,
     workers: HashMap<String, WorkerInfo>,
     journaling: bool,
     pub pending: Vec<JournalEntry>,
@@ -193,6 +223,43 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| StoreError::UnknownFlow(id.clone()))
     }
+
+    /// Puts a flow that just ended at the end of the feed (moving it there,
+    /// when a retried flow ends again).
+    fn append_to_feed(&mut self, flow: &FlowId) {
+        self.take_from_feed(flow);
+        let position = FeedPosition(self.feed_head.0 + 1);
+        self.feed_head = position;
+        if let Some(entry) = self.flows.get_mut(flow) {
+            entry.feed_position = Some(position);
+        }
+        self.log(JournalEntry::FeedAppended {
+            flow: flow.clone(),
+            position,
+        });
+        self.feed.insert(position, (flow.clone(), self.logged));
+    }
+
+    /// Takes a flow out of the feed; true when it was in it.
+    fn take_from_feed(&mut self, flow: &FlowId) -> bool {
+        let position = self
+            .flows
+            .get_mut(flow)
+            .and_then(|entry| entry.feed_position.take());
+        match position {
+            Some(position) => self.feed.remove(&position).is_some(),
+            None => false,
+        }
+    }
+}
+
+/// What a durable store holds when it opens.
+#[derive(Default)]
+pub(super) struct Loaded {
+    pub flows: BTreeMap<FlowId, FlowState>,
+    pub workflows: BTreeMap<String, Arc<Workflow>>,
+    pub feed: Vec<(FeedPosition, FlowId)>,
+    pub subscribers: HashMap<String, FeedPosition>,
 }
 
 /// How far the journal has been made durable.
@@ -234,19 +301,53 @@ impl EmbeddedStore {
     }
 
     /// A store whose changes are also journaled for a writer to persist.
-    pub(super) fn journaled(
-        flows: BTreeMap<FlowId, FlowState>,
-        workflows: BTreeMap<String, Arc<Workflow>>,
-        committed: watch::Receiver<Committed>,
-    ) -> Self {
+    pub(super) fn journaled(loaded: Loaded, committed: watch::Receiver<Committed>) -> Self {
+        let Loaded {
+            mut flows,
+            workflows,
+            feed,
+            subscribers,
+        } = loaded;
         let keys = flows
             .values()
             .filter_map(|flow| Some((flow.record.key.clone()?, flow.record.id.clone())))
+            .collect();
+        // Positions are never given twice, even when the flows that had
+        // the last ones are gone: past every cursor too.
+        let feed_head = feed
+            .iter()
+            .map(|(position, _)| *position)
+            .chain(subscribers.values().copied())
+            .max()
+            .unwrap_or_default();
+        let mut in_feed = BTreeMap::new();
+        for (position, flow) in feed {
+            if let Some(entry) = flows.get_mut(&flow) {
+                if entry.record.status.is_ended() {
+                    entry.feed_position = Some(position);
+                    in_feed.insert(position, (flow, 0));
+                }
+            }
+        }
+        let subscribers = subscribers
+            .into_iter()
+            .map(|(name, position)| {
+                (
+                    name,
+                    Subscriber {
+                        position,
+                        lease: None,
+                    },
+                )
+            })
             .collect();
         let state = State {
             flows,
             keys,
             workflows,
+            feed: in_feed,
+            feed_head,
+            subscribers,
             journaling: true,
             ..State::default()
         };
@@ -411,6 +512,7 @@ impl FlowStore for EmbeddedStore {
             entry.record.ended_at = Some(at);
             settle_ended(entry);
             state.log(JournalEntry::FlowChanged(flow.clone()));
+            state.append_to_feed(flow);
             Ok(true)
         })
         .await
@@ -776,6 +878,9 @@ impl FlowStore for EmbeddedStore {
                 _ => Vec::new(),
             };
             state.log(JournalEntry::FlowChanged(flow.clone()));
+            if status.is_ended() {
+                state.append_to_feed(flow);
+            }
             Ok(CommandApplied { status, released })
         })
         .await
@@ -834,6 +939,9 @@ impl FlowStore for EmbeddedStore {
                 state.keys.insert(key, flow.clone());
             }
             state.log(JournalEntry::FlowChanged(flow.clone()));
+            if state.take_from_feed(flow) {
+                state.log(JournalEntry::FeedLeft(flow.clone()));
+            }
             Ok(Redriven { cursor, tasks })
         })
         .await
@@ -1008,6 +1116,8 @@ impl Retention for EmbeddedStore {
                 .take(limit)
                 .collect();
             for id in &expired {
+                // Its row in the feed goes with FlowRemoved.
+                state.take_from_feed(id);
                 if let Some(removed) = state.flows.remove(id) {
                     if let Some(key) = removed.record.key {
                         if state.keys.get(&key) == Some(id) {
@@ -1020,6 +1130,115 @@ impl Retention for EmbeddedStore {
             Ok(expired.len() as u64)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl EndedFeed for EmbeddedStore {
+    async fn ended_after(
+        &self,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<EndedEntry>, StoreError> {
+        let durable = self.shared.committed.borrow().upto;
+        Ok(self.read(|state| {
+            state
+                .feed
+                .range(FeedPosition(after.0 + 1)..)
+                // An end not yet committed could still be undone by a
+                // crash; it is shown once it is durable, and the ends after
+                // it wait for it, so that the order holds.
+                .take_while(|(_, (_, ticket))| *ticket <= durable)
+                .take(limit)
+                .map(|(position, (flow, _))| EndedEntry {
+                    position: *position,
+                    flow: flow.clone(),
+                })
+                .collect()
+        }))
+    }
+
+    async fn claim_subscriber(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: std::time::Duration,
+        at: Timestamp,
+    ) -> Result<Option<FeedPosition>, StoreError> {
+        self.change(|state| {
+            let head = state.feed_head;
+            let subscriber = match state.subscribers.get_mut(name) {
+                Some(subscriber) => subscriber,
+                None => {
+                    state.subscribers.insert(
+                        name.to_owned(),
+                        Subscriber {
+                            position: head,
+                            lease: None,
+                        },
+                    );
+                    state.log(JournalEntry::SubscriberMoved {
+                        name: name.to_owned(),
+                        position: head,
+                    });
+                    state
+                        .subscribers
+                        .get_mut(name)
+                        .expect("the subscriber was just added")
+                }
+            };
+            if let Some((other, until)) = &subscriber.lease {
+                if other != holder && *until > at {
+                    return Ok(None);
+                }
+            }
+            subscriber.lease = Some((holder.to_owned(), at.plus(lease)));
+            Ok(Some(subscriber.position))
+        })
+        .await
+    }
+
+    async fn advance_subscriber(
+        &self,
+        name: &str,
+        holder: &str,
+        to: FeedPosition,
+    ) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let Some(subscriber) = state.subscribers.get_mut(name) else {
+                return Ok(false);
+            };
+            if subscriber
+                .lease
+                .as_ref()
+                .is_none_or(|(held_by, _)| held_by != holder)
+            {
+                return Ok(false);
+            }
+            if to > subscriber.position {
+                subscriber.position = to;
+                state.log(JournalEntry::SubscriberMoved {
+                    name: name.to_owned(),
+                    position: to,
+                });
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn release_subscriber(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        if let Some(subscriber) = state.subscribers.get_mut(name) {
+            if subscriber
+                .lease
+                .as_ref()
+                .is_some_and(|(held_by, _)| held_by == holder)
+            {
+                subscriber.lease = None;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -13,9 +13,11 @@
 //! - [`FlowQueries`]: reading flows back;
 //! - [`WorkflowRegistry`]: registered workflow definitions;
 //! - [`WorkerRegistry`]: the workers' heartbeats;
-//! - [`Retention`]: removing flows that ended long ago.
+//! - [`Retention`]: removing flows that ended long ago;
+//! - [`EndedFeed`]: the ends of flows in the order they were recorded,
+//!   and the cursors of those who follow them (webhooks).
 //!
-//! [`Store`] is all five, which every real backend is.
+//! [`Store`] is all six, which every real backend is.
 
 mod embedded;
 mod redis;
@@ -514,7 +516,75 @@ pub trait Retention: Send + Sync + 'static {
     async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError>;
 }
 
-/// Everything a backend offers; every real backend is one.
-pub trait Store: FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention {}
+/// A place in the feed of ended flows. Positions grow in the order the
+/// store recorded the ends, whatever the clocks of the processes that
+/// ended the flows said: a follower that has seen a position has seen
+/// every end recorded before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedPosition(pub u64);
 
-impl<T> Store for T where T: FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention {}
+/// One flow in the feed of ended flows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedEntry {
+    pub position: FeedPosition,
+    pub flow: FlowId,
+}
+
+/// The ends of flows, in the order they were recorded, for followers that
+/// must see each of them (webhooks) and survive restarts.
+///
+/// A flow is in the feed once, at its latest end: one that is retried
+/// leaves it, and comes back at a new position when it ends again. A
+/// follower is a named *subscriber* with a durable cursor; one process at
+/// a time follows it, holding its lease.
+#[async_trait]
+pub trait EndedFeed: Send + Sync + 'static {
+    /// Up to `limit` flows whose ends were recorded after `after`, in the
+    /// order they were recorded. Ends are ordered by a position the store
+    /// gives them as it records them, not by their timestamps: two
+    /// processes' clocks may disagree, and an end stamped earlier may be
+    /// recorded later, so a cursor of times would skip it.
+    async fn ended_after(
+        &self,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<EndedEntry>, StoreError>;
+
+    /// Takes the lease of the subscriber `name` for `holder` until `at +
+    /// lease`, or keeps it, unless another holder's lease runs; then the
+    /// answer is `None`. Otherwise the answer is the subscriber's cursor.
+    /// A subscriber seen for the first time starts at the end of the feed:
+    /// the ends recorded before it are not its business.
+    async fn claim_subscriber(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+        at: Timestamp,
+    ) -> Result<Option<FeedPosition>, StoreError>;
+
+    /// Moves the subscriber's cursor forward to `to`, if `holder` still
+    /// holds its lease. False when another holder took it: the caller
+    /// stops following.
+    async fn advance_subscriber(
+        &self,
+        name: &str,
+        holder: &str,
+        to: FeedPosition,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease back, if `holder` holds it, so that another process
+    /// takes over at once.
+    async fn release_subscriber(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
+
+/// Everything a backend offers; every real backend is one.
+pub trait Store:
+    FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention + EndedFeed
+{
+}
+
+impl<T> Store for T where
+    T: FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention + EndedFeed
+{
+}

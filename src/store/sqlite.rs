@@ -16,13 +16,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use super::embedded::{Committed, EmbeddedStore, FlowState, JobTable, JournalEntry, Shared};
-use super::StoreError;
+use super::embedded::{
+    Committed, EmbeddedStore, FlowState, JobTable, JournalEntry, Loaded, Shared,
+};
+use super::{FeedPosition, StoreError};
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::FlowId;
 use crate::model::{CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseRun, Transition};
 use crate::time::Timestamp;
 
+/// Tables added later (the feed of ended flows, its subscribers) are
+/// created where missing, and older releases ignore them: the version
+/// moves only for changes an older release would misread.
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -52,6 +57,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (flow, seq, slot, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ended_feed (
+    position INTEGER PRIMARY KEY,
+    flow TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS subscribers (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
 ";
 
 /// The parts of a flow record that change, as one JSON column.
@@ -148,10 +161,14 @@ impl EmbeddedStore {
                 path.display()
             )),
         })?;
-        let flows = load_flows(&conn, path)?;
-        let workflows = load_workflows(&conn, path)?;
+        let loaded = Loaded {
+            flows: load_flows(&conn, path)?,
+            workflows: load_workflows(&conn, path)?,
+            feed: load_feed(&conn, path)?,
+            subscribers: load_subscribers(&conn, path)?,
+        };
         let (committed_tx, committed_rx) = watch::channel(Committed::default());
-        let store = EmbeddedStore::journaled(flows, workflows, committed_rx);
+        let store = EmbeddedStore::journaled(loaded, committed_rx);
         let shared = store.shared.clone();
         let path_for_writer = path.to_path_buf();
         let thread = std::thread::Builder::new()
@@ -270,6 +287,41 @@ fn load_workflows(
         workflows.insert(name, Arc::new(workflow));
     }
     Ok(workflows)
+}
+
+/// The feed of ended flows, in order.
+fn load_feed(conn: &Connection, path: &Path) -> Result<Vec<(FeedPosition, FlowId)>, StoreError> {
+    let fail = backend_error(path);
+    let mut statement = conn
+        .prepare("SELECT position, flow FROM ended_feed ORDER BY position")
+        .map_err(&fail)?;
+    let rows = statement
+        .query_map([], |row| {
+            let position: i64 = row.get(0)?;
+            let flow: String = row.get(1)?;
+            Ok((FeedPosition(position as u64), FlowId::new(flow)))
+        })
+        .map_err(&fail)?;
+    rows.collect::<Result<_, _>>().map_err(&fail)
+}
+
+/// Every subscriber's cursor in the feed, by name.
+fn load_subscribers(
+    conn: &Connection,
+    path: &Path,
+) -> Result<HashMap<String, FeedPosition>, StoreError> {
+    let fail = backend_error(path);
+    let mut statement = conn
+        .prepare("SELECT name, position FROM subscribers")
+        .map_err(&fail)?;
+    let rows = statement
+        .query_map([], |row| {
+            let name: String = row.get(0)?;
+            let position: i64 = row.get(1)?;
+            Ok((name, FeedPosition(position as u64)))
+        })
+        .map_err(&fail)?;
+    rows.collect::<Result<_, _>>().map_err(&fail)
 }
 
 /// Jobs of unfinished flows: outputs for later phases' enumerate, and the
@@ -397,6 +449,14 @@ fn commit(
         )?;
         let mut remove_flow = tx.prepare_cached("DELETE FROM flows WHERE id = ?1")?;
         let mut remove_jobs = tx.prepare_cached("DELETE FROM jobs WHERE flow = ?1")?;
+        let mut leave_feed = tx.prepare_cached("DELETE FROM ended_feed WHERE flow = ?1")?;
+        // REPLACE drops the flow's earlier row too (`flow` is unique).
+        let mut append_feed = tx
+            .prepare_cached("INSERT OR REPLACE INTO ended_feed (position, flow) VALUES (?1, ?2)")?;
+        let mut move_subscriber = tx.prepare_cached(
+            "INSERT INTO subscribers (name, position) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )?;
         let mut put_workflow = tx.prepare_cached(
             "INSERT INTO workflows (name, definition) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
@@ -456,6 +516,16 @@ fn commit(
                 JournalEntry::FlowRemoved(flow) => {
                     remove_flow.execute(params![flow.as_str()])?;
                     remove_jobs.execute(params![flow.as_str()])?;
+                    leave_feed.execute(params![flow.as_str()])?;
+                }
+                JournalEntry::FeedAppended { flow, position } => {
+                    append_feed.execute(params![position.0 as i64, flow.as_str()])?;
+                }
+                JournalEntry::FeedLeft(flow) => {
+                    leave_feed.execute(params![flow.as_str()])?;
+                }
+                JournalEntry::SubscriberMoved { name, position } => {
+                    move_subscriber.execute(params![name, position.0 as i64])?;
                 }
                 JournalEntry::WorkflowPut(workflow) => {
                     put_workflow.execute(params![

@@ -264,7 +264,7 @@ pub struct Serve {
     /// `127.0.0.1:PORT`.
     pub address: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Serve {
@@ -276,8 +276,6 @@ impl Serve {
     /// Starts it with `extra` flags and, with `open_files`, that many file
     /// descriptors at most (`ulimit -n`), handlers included.
     pub fn start_with_open_files(open_files: Option<u64>, extra: &[&str]) -> Serve {
-        use std::io::{BufRead, BufReader};
-
         let dir = scratch();
         let remote = fixtures().join("remote");
         let mut command = match open_files {
@@ -303,9 +301,18 @@ impl Serve {
             .arg(remote.join("handlers.toml"))
             .arg("--workflows")
             .arg(remote.join("workflows"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(extra);
+        let mut serve = Self::spawn(command);
+        serve._dir = Some(dir);
+        serve
+    }
+
+    /// Starts `command`, a `distribot serve` with `--listen 127.0.0.1:0`,
+    /// keeping what it prints on stderr, and waits until it listens.
+    pub fn spawn(mut command: Command) -> Serve {
+        use std::io::{BufRead, BufReader};
+
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start distribot serve");
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr is piped");
@@ -337,8 +344,14 @@ impl Serve {
             child,
             address,
             log,
-            _dir: dir,
+            _dir: None,
         }
+    }
+
+    /// SIGKILL, then reap: a crash, with nothing cleaned up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the server");
+        self.child.wait().expect("reap the server");
     }
 
     /// What the server printed on stderr so far.

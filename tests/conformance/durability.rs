@@ -1,6 +1,7 @@
 //! The durable embedded store: what it committed survives a reopen.
 
 use super::*;
+use distribot::store::Retention;
 
 /// What a durable store committed is there after it is closed and opened.
 #[tokio::test]
@@ -59,6 +60,88 @@ pub(crate) async fn a_reopened_database_holds_every_committed_change() {
     assert!(
         entered.is_none(),
         "the phase is not complete: the CAS holds after reopen"
+    );
+}
+
+/// The feed of ended flows and its subscribers' cursors survive a reopen,
+/// and positions are not given again after one, even when the flows that
+/// had the last ones are gone.
+#[tokio::test]
+pub(crate) async fn a_reopened_database_keeps_the_feed_and_its_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let lease = Duration::from_secs(30);
+    let now = Timestamp::now();
+    let end = |store: EmbeddedStore| async move {
+        let (id, cursor) = flow_in_a_phase(&store, 0).await;
+        assert!(store
+            .end_flow(&id, &cursor, FlowStatus::Finished, None, now)
+            .await
+            .unwrap());
+        id
+    };
+    let (start, first, second, positions) = {
+        let store = EmbeddedStore::open(&path).unwrap();
+        let start = store
+            .claim_subscriber("s", "before", lease, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let first = end(store.clone()).await;
+        let second = end(store.clone()).await;
+        let entries = store.ended_after(start, 10).await.unwrap();
+        assert!(store
+            .advance_subscriber("s", "before", entries[0].position)
+            .await
+            .unwrap());
+        let positions: Vec<FeedPosition> = entries.iter().map(|entry| entry.position).collect();
+        (start, first, second, positions)
+    };
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(
+        store
+            .claim_subscriber("s", "after", lease, now)
+            .await
+            .unwrap(),
+        Some(positions[0]),
+        "the cursor is where it was moved, and the lease died with the process"
+    );
+    let entries = store.ended_after(start, 10).await.unwrap();
+    assert_eq!(
+        entries,
+        [
+            EndedEntry {
+                position: positions[0],
+                flow: first
+            },
+            EndedEntry {
+                position: positions[1],
+                flow: second
+            }
+        ]
+    );
+    assert_eq!(
+        store
+            .claim_subscriber("t", "after", lease, now)
+            .await
+            .unwrap(),
+        Some(positions[1]),
+        "a new subscriber starts at the end"
+    );
+    store
+        .remove_ended(now.plus(Duration::from_secs(1)), 10)
+        .await
+        .unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert!(store.ended_after(start, 10).await.unwrap().is_empty());
+    let third = end(store.clone()).await;
+    let entries = store.ended_after(positions[0], 10).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].flow, third);
+    assert!(
+        entries[0].position > positions[1],
+        "positions are not given again"
     );
 }
 

@@ -26,9 +26,9 @@ use distribot::runtime::{
     Backend, Client, ClientError, Engine, StartOptions, Started, WorkerBuilder,
 };
 use distribot::store::{
-    CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken, Store, StoreError, TokenRequest,
-    TokenTaken,
+    CommandApplied, Created, EmbeddedStore, EndedEntry, EndedFeed, Enumerated, FeedPosition,
+    FlowQueries, FlowQuery, FlowStore, JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken,
+    Store, StoreError, TokenRequest, TokenTaken,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -129,4 +129,6 @@ every_backend!(
     rate_tokens_are_shared_reserved_and_bounded,
     a_rate_bounds_job_starts_across_workers,
     branches_follow_outputs_data_and_handlers_choices,
+    the_feed_lists_ends_in_the_order_they_were_recorded,
+    a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor,
 );

@@ -580,3 +580,243 @@ pub(crate) async fn rate_tokens_are_shared_reserved_and_bounded(kind: Kind) {
     );
     assert!(store.flow(&id).await.unwrap().unwrap().waiting.is_empty());
 }
+
+/// Store-level: ends a flow made by [`flow_in_a_phase`] with no jobs, at `at`.
+async fn end_at(store: &dyn Store, at: Timestamp) -> FlowId {
+    let (id, cursor) = flow_in_a_phase(store, 0).await;
+    assert!(store
+        .end_flow(&id, &cursor, FlowStatus::Finished, None, at)
+        .await
+        .unwrap());
+    id
+}
+
+fn flows_of(entries: &[EndedEntry]) -> Vec<FlowId> {
+    entries.iter().map(|entry| entry.flow.clone()).collect()
+}
+
+pub(crate) async fn the_feed_lists_ends_in_the_order_they_were_recorded(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let now = Timestamp::now();
+    let start = store
+        .claim_subscriber("s", "h", Duration::from_secs(30), now)
+        .await
+        .unwrap()
+        .expect("a new subscriber's lease is free");
+    assert!(store.ended_after(start, 10).await.unwrap().is_empty());
+    // Recorded first, stamped later: the order is the recording's.
+    let first = end_at(store, now.plus(Duration::from_secs(10))).await;
+    let second = end_at(store, now).await;
+    let (canceled, _) = flow_in_a_phase(store, 1).await;
+    store
+        .apply_command(&canceled, Command::Cancel, Requester::Api, now)
+        .await
+        .unwrap();
+    let (running, _) = flow_in_a_phase(store, 1).await;
+    let all = store.ended_after(start, 10).await.unwrap();
+    assert_eq!(
+        flows_of(&all),
+        [first.clone(), second.clone(), canceled.clone()]
+    );
+    assert!(
+        all.windows(2)
+            .all(|pair| pair[0].position < pair[1].position),
+        "positions grow: {all:?}"
+    );
+    assert!(
+        !flows_of(&all).contains(&running),
+        "a running flow is not in it"
+    );
+    assert_eq!(
+        flows_of(&store.ended_after(start, 2).await.unwrap()),
+        [first.clone(), second.clone()],
+        "up to the limit"
+    );
+    assert_eq!(
+        flows_of(&store.ended_after(all[0].position, 10).await.unwrap()),
+        [second.clone(), canceled.clone()],
+        "after a position"
+    );
+    assert!(store
+        .ended_after(all[2].position, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A flow that failed leaves the feed when it is retried, and comes
+    // back at its end when it ends again.
+    let (retried, cursor) = flow_in_a_phase(store, 1).await;
+    let error = FlowError {
+        phase: "a".into(),
+        handler: Some("H".into()),
+        job_id: Some(key(&retried, 0).id()),
+        attempts: 1,
+        message: "boom".into(),
+    };
+    store
+        .record_failure(&retried, &cursor, Some(0), error.clone(), now)
+        .await
+        .unwrap();
+    assert!(store
+        .end_flow(&retried, &cursor, FlowStatus::Failed, Some(error), now)
+        .await
+        .unwrap());
+    assert_eq!(
+        flows_of(&store.ended_after(start, 10).await.unwrap()),
+        [
+            first.clone(),
+            second.clone(),
+            canceled.clone(),
+            retried.clone()
+        ]
+    );
+    let redriven = store
+        .redrive(&retried, false, Requester::Api, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        flows_of(&store.ended_after(start, 10).await.unwrap()),
+        [first.clone(), second.clone(), canceled.clone()],
+        "a retried flow runs again"
+    );
+    let later = end_at(store, now).await;
+    let job = JobKey {
+        seq: redriven.cursor.seq,
+        ..key(&retried, 0)
+    };
+    assert_eq!(
+        store.record_job_done(&job, None, now).await.unwrap(),
+        Progress::Completed
+    );
+    assert!(store
+        .end_flow(&retried, &redriven.cursor, FlowStatus::Finished, None, now)
+        .await
+        .unwrap());
+    let ends = store.ended_after(start, 10).await.unwrap();
+    assert_eq!(
+        flows_of(&ends),
+        [first, second, canceled, later, retried],
+        "its new end comes after every end recorded before it"
+    );
+
+    // Flows removed by retention leave the feed; positions are not given
+    // again.
+    let removed = store
+        .remove_ended(now.plus(Duration::from_secs(60)), 100)
+        .await
+        .unwrap();
+    assert_eq!(removed, 5);
+    assert!(store.ended_after(start, 10).await.unwrap().is_empty());
+    let last = end_at(store, now).await;
+    let after_removal = store.ended_after(start, 10).await.unwrap();
+    assert_eq!(flows_of(&after_removal), [last]);
+    assert!(after_removal[0].position > ends[4].position);
+}
+
+pub(crate) async fn a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let lease = Duration::from_secs(30);
+    let now = Timestamp::now();
+    let before = end_at(store, now).await;
+    let start = store
+        .claim_subscriber("s", "one", lease, now)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        store.ended_after(start, 10).await.unwrap().is_empty(),
+        "a new subscriber starts at the end of the feed: {before} ended before it"
+    );
+    assert_eq!(
+        store
+            .claim_subscriber("s", "two", lease, now)
+            .await
+            .unwrap(),
+        None,
+        "one holder at a time"
+    );
+    assert_eq!(
+        store
+            .claim_subscriber("s", "one", lease, now)
+            .await
+            .unwrap(),
+        Some(start),
+        "the holder renews"
+    );
+    let ended = end_at(store, now).await;
+    let entries = store.ended_after(start, 10).await.unwrap();
+    assert_eq!(flows_of(&entries), [ended]);
+    let position = entries[0].position;
+    assert!(!store
+        .advance_subscriber("s", "two", position)
+        .await
+        .unwrap());
+    assert!(store
+        .advance_subscriber("s", "one", position)
+        .await
+        .unwrap());
+    assert!(
+        store.advance_subscriber("s", "one", start).await.unwrap(),
+        "moving back is no error"
+    );
+    assert_eq!(
+        store
+            .claim_subscriber("s", "one", lease, now)
+            .await
+            .unwrap(),
+        Some(position),
+        "but the cursor only moves forward"
+    );
+    assert!(store.ended_after(position, 10).await.unwrap().is_empty());
+
+    // Another subscriber has a cursor of its own, from the end of the feed.
+    assert_eq!(
+        store
+            .claim_subscriber("t", "two", lease, now)
+            .await
+            .unwrap(),
+        Some(position)
+    );
+
+    // A lease that ran out is taken over, from the cursor; the old holder
+    // can no longer move it.
+    let past = now.plus(lease).plus(Duration::from_millis(1));
+    assert_eq!(
+        store
+            .claim_subscriber("s", "two", lease, past)
+            .await
+            .unwrap(),
+        Some(position)
+    );
+    assert!(!store
+        .advance_subscriber("s", "one", position)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .claim_subscriber("s", "one", lease, past)
+            .await
+            .unwrap(),
+        None
+    );
+    // A lease given back is free at once.
+    store.release_subscriber("s", "one").await.unwrap();
+    assert_eq!(
+        store
+            .claim_subscriber("s", "one", lease, past)
+            .await
+            .unwrap(),
+        None,
+        "only the holder gives it back"
+    );
+    store.release_subscriber("s", "two").await.unwrap();
+    assert_eq!(
+        store
+            .claim_subscriber("s", "one", lease, past)
+            .await
+            .unwrap(),
+        Some(position)
+    );
+}

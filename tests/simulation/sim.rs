@@ -302,7 +302,8 @@ impl Sim {
             queries: sim_store,
             workflows: real.clone(),
             workers: real.clone(),
-            retention: real,
+            retention: real.clone(),
+            feed: real,
             broker: Arc::new(SimBroker {
                 network: network.clone(),
                 journal: journal.clone(),

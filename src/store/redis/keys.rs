@@ -58,6 +58,18 @@ impl Keys {
     pub fn ended(&self) -> String {
         format!("{}:ended", self.prefix)
     }
+    /// Ended flows by feed position: the order their ends were recorded.
+    pub fn feed(&self) -> String {
+        format!("{}:ended:feed", self.prefix)
+    }
+    /// The last feed position given.
+    pub fn feed_head(&self) -> String {
+        format!("{}:ended:head", self.prefix)
+    }
+    /// A follower of the feed: its cursor and who holds its lease.
+    pub fn subscriber(&self, name: &str) -> String {
+        format!("{}:subscriber:{name}", self.prefix)
+    }
     pub fn workflows(&self) -> String {
         format!("{}:workflows", self.prefix)
     }

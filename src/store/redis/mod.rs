@@ -29,10 +29,10 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    limit_note_holds, slot_note, token_note, CommandApplied, Created, Enumerated, FlowQueries,
-    FlowQuery, FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
-    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry, TOKEN_RESERVATION,
-    WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    limit_note_holds, slot_note, token_note, CommandApplied, Created, EndedEntry, EndedFeed,
+    Enumerated, FeedPosition, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Retention,
+    SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
+    TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -578,6 +578,8 @@ impl FlowStore for RedisStore {
             .key(self.keys.by_status(status))
             .key(self.keys.unfinished())
             .key(self.keys.ended())
+            .key(self.keys.feed())
+            .key(self.keys.feed_head())
             .arg(flow.as_str())
             .arg(from.seq)
             .arg(from.phase.as_str())
@@ -881,6 +883,8 @@ impl FlowStore for RedisStore {
                 .key(self.keys.parked(flow))
                 .key(self.keys.ended())
                 .key(self.keys.commands(flow))
+                .key(self.keys.feed())
+                .key(self.keys.feed_head())
                 .arg(flow.as_str())
                 .arg(current.as_str())
                 .arg(next.as_str())
@@ -930,7 +934,8 @@ impl FlowStore for RedisStore {
                 .key(self.keys.by_status(record.status))
                 .key(self.keys.by_status(FlowStatus::Running))
                 .key(self.keys.unfinished())
-                .key(self.keys.ended());
+                .key(self.keys.ended())
+                .key(self.keys.feed());
             for &slot in &carried {
                 invocation
                     .key(self.keys.done(flow, failed, slot))
@@ -1245,6 +1250,7 @@ impl Retention for RedisStore {
             .key(self.keys.ended())
             .key(self.keys.flows())
             .key(self.keys.idempotency())
+            .key(self.keys.feed())
             .arg(&self.keys.prefix)
             .arg(ended_before.millis())
             .arg(limit.max(1))
@@ -1255,5 +1261,84 @@ impl Retention for RedisStore {
             self.caches().contexts.clear();
         }
         Ok(removed)
+    }
+}
+
+#[async_trait]
+impl EndedFeed for RedisStore {
+    async fn ended_after(
+        &self,
+        after: FeedPosition,
+        limit: usize,
+    ) -> Result<Vec<EndedEntry>, StoreError> {
+        let entries: Vec<(String, f64)> = self
+            .conn()
+            .zrangebyscore_limit_withscores(
+                self.keys.feed(),
+                format!("({}", after.0),
+                "+inf",
+                0,
+                limit.max(1) as isize,
+            )
+            .await
+            .map_err(backend)?;
+        Ok(entries
+            .into_iter()
+            .map(|(flow, position)| EndedEntry {
+                position: FeedPosition(position as u64),
+                flow: FlowId::new(flow),
+            })
+            .collect())
+    }
+
+    async fn claim_subscriber(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+        at: Timestamp,
+    ) -> Result<Option<FeedPosition>, StoreError> {
+        let position: i64 = self
+            .scripts
+            .subscribe
+            .key(self.keys.subscriber(name))
+            .key(self.keys.feed_head())
+            .arg(holder)
+            .arg(at.millis())
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok((position >= 0).then_some(FeedPosition(position as u64)))
+    }
+
+    async fn advance_subscriber(
+        &self,
+        name: &str,
+        holder: &str,
+        to: FeedPosition,
+    ) -> Result<bool, StoreError> {
+        let held: i64 = self
+            .scripts
+            .advance
+            .key(self.keys.subscriber(name))
+            .arg(holder)
+            .arg(to.0)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(held == 1)
+    }
+
+    async fn release_subscriber(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .unsubscribe
+            .key(self.keys.subscriber(name))
+            .arg(holder)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }

@@ -21,6 +21,9 @@ pub(super) struct Scripts {
     pub redriven: Script,
     pub slot: Script,
     pub token: Script,
+    pub subscribe: Script,
+    pub advance: Script,
+    pub unsubscribe: Script,
 }
 
 impl Scripts {
@@ -43,6 +46,9 @@ impl Scripts {
             redriven: script(include_str!("scripts/redriven.lua")),
             slot: script(include_str!("scripts/slot.lua")),
             token: script(include_str!("scripts/token.lua")),
+            subscribe: script(include_str!("scripts/subscribe.lua")),
+            advance: script(include_str!("scripts/advance.lua")),
+            unsubscribe: script(include_str!("scripts/unsubscribe.lua")),
         }
     }
 }

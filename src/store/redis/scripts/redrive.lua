@@ -3,7 +3,7 @@
 -- carried handlers keep their jobs, done bits and outputs (copied to the
 -- new visit), and are marked redriven and not queued: until their jobs
 -- are confirmed queued, recovery hands them out again.
--- KEYS: hot visits transitions by_status(old) by_status(running) unfinished ended
+-- KEYS: hot visits transitions by_status(old) by_status(running) unfinished ended feed
 --       then per carried slot: done_old out_old jobs_old done_new out_new jobs_new
 -- ARGV: id expected_status expected_seq failed_seq phase new_seq slots at visit transition
 --       then the carried slots
@@ -22,9 +22,10 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[5], 0, ARGV[1])
 redis.call('SADD', KEYS[6], ARGV[1])
 redis.call('ZREM', KEYS[7], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 for i = 11, #ARGV do
   local slot = ARGV[i]
-  local base = 7 + (i - 11) * 6
+  local base = 8 + (i - 11) * 6
   local o, h = failed .. ':' .. slot, seq .. ':' .. slot
   local old = redis.call('HMGET', hot, F.enumerated .. o, F.total .. o, F.version .. o)
   if old[1] == '1' then

@@ -1,7 +1,7 @@
 -- Removes flows that ended before a cutoff, with every key kept about them.
 -- The keys of a flow are named from its id here, so this script assumes
 -- one Redis, not a cluster.
--- KEYS: ended flows keys
+-- KEYS: ended flows keys feed
 -- ARGV: prefix cutoff limit
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
@@ -26,5 +26,6 @@ for _, id in ipairs(ids) do
   if status then redis.call('ZREM', ARGV[1] .. ':flows:status:' .. status, id) end
   if workflow then redis.call('ZREM', ARGV[1] .. ':flows:workflow:' .. workflow, id) end
   redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[4], id)
 end
 return #ids
