@@ -40,6 +40,12 @@ fn phase_label(phase: &Phase, escape: fn(&str) -> String, line_break: &str) -> S
                 .iter()
                 .map(|handler| escape(&handler_label(handler))),
         )
+        .chain(
+            phase
+                .wait_for
+                .iter()
+                .map(|signal| escape(&format!("waits for {signal}"))),
+        )
         .collect::<Vec<_>>()
         .join(line_break)
 }

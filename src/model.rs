@@ -232,17 +232,53 @@ pub struct PhaseRun {
     pub handlers: Vec<HandlerRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<FlowError>,
+    /// For a phase that waits for a signal: the signal that completed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<ReceivedSignal>,
+}
+
+/// A signal sent to a flow: its name, the id that makes a repeat count
+/// once, and its payload (the output of the phase it completes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedSignal {
+    pub name: String,
+    pub id: String,
+    pub payload: Value,
+    pub at: Timestamp,
+}
+
+/// The signals a flow was sent and has not used yet (they wait for the
+/// phase that waits for them), and the ids of every signal it was sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signals {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<ReceivedSignal>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
+}
+
+/// What a signal did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalOutcome {
+    /// The flow waited for it: the phase that waited completed.
+    Consumed,
+    /// Kept until the flow reaches a phase that waits for it.
+    Kept,
+    /// A signal with its id came before; this one changes nothing.
+    Duplicate,
 }
 
 impl PhaseRun {
-    /// A fresh visit; a phase without handlers is complete the moment it starts.
+    /// A fresh visit; a phase without handlers is complete the moment it
+    /// starts, unless it waits for a signal.
     pub fn enter(seq: u32, phase: &crate::definition::Phase, at: Timestamp) -> Self {
         let handlers: Vec<HandlerRun> = phase
             .handlers
             .iter()
             .map(|spec| HandlerRun::new(spec.name.clone()))
             .collect();
-        let state = if handlers.is_empty() {
+        let state = if handlers.is_empty() && phase.wait_for.is_none() {
             PhaseState::Completed
         } else {
             PhaseState::Running
@@ -255,6 +291,7 @@ impl PhaseRun {
             finished_at: (state == PhaseState::Completed).then_some(at),
             handlers,
             error: None,
+            signal: None,
         }
     }
 
@@ -344,6 +381,7 @@ pub struct FlowRecord {
     /// `waiting for a worker: PageDownloader ~> 1.2`. Not durable: the
     /// engine notes it again whenever it looks at the flow.
     pub waiting: Vec<String>,
+    pub signals: Signals,
 }
 
 impl FlowRecord {
@@ -378,6 +416,7 @@ impl FlowRecord {
             created_at: at,
             ended_at: None,
             waiting: Vec::new(),
+            signals: Signals::default(),
         }
     }
 

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::definition::{HandlerSpec, Next, Phase, RetryPolicy, Workflow};
 use crate::ids::{Cursor, HandlerName, PhaseName};
 use crate::model::{
-    Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress, Task,
+    Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress,
+    ReceivedSignal, SignalOutcome, Task,
 };
 use crate::time::Timestamp;
 use crate::version::{Requirement, Version};
@@ -46,6 +47,81 @@ pub enum Step {
         orders: Vec<EnumerateOrder>,
         waiting: Vec<Waiting>,
     },
+    /// The visit waits for a signal: one that came early may complete it.
+    Await { cursor: Cursor, signal: String },
+}
+
+/// Why a signal cannot be sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot signal a flow that is {status}: it has ended, so nothing waits for signals any more"
+)]
+pub struct SignalRejected {
+    pub status: FlowStatus,
+}
+
+/// The waiting note of a flow whose visit waits for `signal`.
+pub fn signal_note(signal: &str) -> String {
+    format!("waiting for the signal `{signal}`")
+}
+
+/// The signal the flow waits for now: its current visit runs a phase that
+/// waits for one (and the flow runs).
+pub fn awaited_signal(flow: &FlowRecord) -> Option<&str> {
+    let run = flow.current();
+    if flow.status != FlowStatus::Running || run.state != PhaseState::Running {
+        return None;
+    }
+    flow.workflow.phase(run.phase.as_str())?.wait_for.as_deref()
+}
+
+/// A signal sent to a flow: it completes the visit that waits for it, or
+/// waits itself for a phase that does; a repeat of an id counts once. The
+/// embedded store applies this; the Redis store's `signal.lua` mirrors it.
+pub fn apply_signal(
+    flow: &mut FlowRecord,
+    signal: ReceivedSignal,
+) -> Result<SignalOutcome, SignalRejected> {
+    if flow.status.is_ended() {
+        return Err(SignalRejected {
+            status: flow.status,
+        });
+    }
+    if flow.signals.seen.contains(&signal.id) {
+        return Ok(SignalOutcome::Duplicate);
+    }
+    flow.signals.seen.push(signal.id.clone());
+    if awaited_signal(flow) == Some(signal.name.as_str()) {
+        let at = signal.at;
+        complete_with(flow, signal, at);
+        return Ok(SignalOutcome::Consumed);
+    }
+    flow.signals.pending.push(signal);
+    Ok(SignalOutcome::Kept)
+}
+
+/// Gives the visit at `cursor`, if it still waits, the first signal that
+/// came for it before it began. True when one completed it.
+pub fn take_pending_signal(flow: &mut FlowRecord, cursor: &Cursor, at: Timestamp) -> bool {
+    if flow.current().seq != cursor.seq {
+        return false;
+    }
+    let Some(awaited) = awaited_signal(flow).map(str::to_owned) else {
+        return false;
+    };
+    let Some(index) = flow.signals.pending.iter().position(|s| s.name == awaited) else {
+        return false;
+    };
+    let signal = flow.signals.pending.remove(index);
+    complete_with(flow, signal, at);
+    true
+}
+
+fn complete_with(flow: &mut FlowRecord, signal: ReceivedSignal, at: Timestamp) {
+    let run = flow.current_mut();
+    run.state = PhaseState::Completed;
+    run.finished_at = Some(at);
+    run.signal = Some(signal);
 }
 
 /// One handler of the current phase that has yet to enumerate.
@@ -249,6 +325,10 @@ pub fn next_step<'a>(
             },
         },
         PhaseState::Failed => failure_step(flow, phase, from, run.error.clone()),
+        PhaseState::Running if phase.wait_for.is_some() => Step::Await {
+            cursor: from,
+            signal: phase.wait_for.clone().unwrap_or_default(),
+        },
         PhaseState::Running => {
             let mut orders = Vec::new();
             let mut waiting = Vec::new();
@@ -981,6 +1061,86 @@ mod tests {
                 .contains("may be entered 2 times (its max_visits)"),
             "{error:?}"
         );
+    }
+
+    fn awaiting() -> FlowRecord {
+        let definition = json!({
+            "workflow": "approve",
+            "phases": {
+                "draft": {"is_initial": true, "transitions_to": "review"},
+                "review": {"wait_for": "approval", "transitions_to": "done"},
+                "done": {"is_final": true}
+            }
+        });
+        let workflow = Arc::new(parse_definition_value(&definition).expect("valid"));
+        FlowRecord::new(FlowId::new("a1"), workflow, Map::new(), Timestamp(1))
+    }
+
+    fn sent(name: &str, id: &str) -> ReceivedSignal {
+        ReceivedSignal {
+            name: name.into(),
+            id: id.into(),
+            payload: json!({"by": id}),
+            at: Timestamp(5),
+        }
+    }
+
+    #[test]
+    fn signals_complete_the_visit_that_waits_or_are_kept_once() {
+        let mut flow = awaiting();
+        assert_eq!(
+            apply_signal(&mut flow, sent("approval", "s1")),
+            Ok(SignalOutcome::Kept)
+        );
+        assert_eq!(
+            apply_signal(&mut flow, sent("approval", "s1")),
+            Ok(SignalOutcome::Duplicate)
+        );
+        assert_eq!(
+            apply_signal(&mut flow, sent("other", "s2")),
+            Ok(SignalOutcome::Kept)
+        );
+        flow.enter(&"review".into(), None, Timestamp(6));
+        assert_eq!(
+            flow.current().state,
+            PhaseState::Running,
+            "a phase that waits runs"
+        );
+        assert_eq!(
+            next_step(&flow, everything_at("1.0"), None),
+            Step::Await {
+                cursor: flow.current().cursor(),
+                signal: "approval".into()
+            }
+        );
+        let cursor = flow.current().cursor();
+        assert!(take_pending_signal(&mut flow, &cursor, Timestamp(7)));
+        assert_eq!(flow.current().state, PhaseState::Completed);
+        assert_eq!(flow.current().signal.as_ref().unwrap().id, "s1");
+        assert_eq!(flow.signals.pending.len(), 1, "the other signal stays");
+        assert!(
+            !take_pending_signal(&mut flow, &cursor, Timestamp(8)),
+            "once"
+        );
+        flow.status = FlowStatus::Finished;
+        assert!(apply_signal(&mut flow, sent("approval", "s3")).is_err());
+    }
+
+    #[test]
+    fn a_signal_while_waiting_is_consumed_at_once_but_not_while_paused() {
+        let mut flow = awaiting();
+        flow.enter(&"review".into(), None, Timestamp(2));
+        flow.status = FlowStatus::Paused;
+        assert_eq!(
+            apply_signal(&mut flow, sent("approval", "p")),
+            Ok(SignalOutcome::Kept)
+        );
+        flow.status = FlowStatus::Running;
+        assert_eq!(
+            apply_signal(&mut flow, sent("approval", "r")),
+            Ok(SignalOutcome::Consumed)
+        );
+        assert_eq!(flow.current().signal.as_ref().unwrap().id, "r");
     }
 
     #[test]

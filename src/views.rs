@@ -138,6 +138,8 @@ pub struct FlowDetail {
     pub transitions: Vec<Transition>,
     /// Every pause, resume and cancel, with who asked and when.
     pub commands: Vec<CommandRecord>,
+    /// Signals sent before the flow reached a phase that waits for them.
+    pub pending_signals: Vec<crate::model::ReceivedSignal>,
     /// Every phase visit, in order: `phases[seq]`.
     pub phases: Vec<PhaseRun>,
     /// Jobs per handler over the whole flow.
@@ -156,6 +158,7 @@ impl FlowDetail {
             data: record.data.as_ref().clone(),
             transitions: record.transitions.clone(),
             commands: record.commands.clone(),
+            pending_signals: record.signals.pending.clone(),
             phases: record.phases.clone(),
             handlers: record.handler_totals(),
             error: record.error.clone(),
@@ -215,6 +218,15 @@ pub struct Created {
     /// False when a start with the same key returned the flow it started
     /// before.
     pub created: bool,
+}
+
+/// The answer to a signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signaled {
+    pub id: FlowId,
+    pub signal: String,
+    pub signal_id: String,
+    pub outcome: crate::model::SignalOutcome,
 }
 
 /// The answer to retrying a flow: it runs again, from this phase.

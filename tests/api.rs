@@ -116,6 +116,20 @@ fn quick_definition() -> Value {
     })
 }
 
+fn approval_definition() -> Value {
+    json!({
+        "workflow": "approval",
+        "phases": {
+            "review": {"is_initial": true, "wait_for": "approval", "transitions_to": [
+                {"when": {"path": "/outputs/review/approval/0/ok", "equals": true}, "to": "approved"},
+                {"to": "rejected"}
+            ]},
+            "approved": {"is_final": true},
+            "rejected": {"is_final": true}
+        }
+    })
+}
+
 fn held_definition() -> Value {
     json!({
         "workflow": "held",
@@ -153,7 +167,12 @@ async fn server_with(options: ApiOptions) -> Server {
         .await
         .expect("start the embedded runtime");
     let state = ApiState::new(embedded.backend(), options);
-    for definition in [quick_definition(), held_definition(), instant_definition()] {
+    for definition in [
+        quick_definition(),
+        held_definition(),
+        instant_definition(),
+        approval_definition(),
+    ] {
         let workflow = distribot::definition::parse_definition_value(&definition).unwrap();
         state
             .backend()
@@ -742,6 +761,91 @@ async fn a_flow_that_went_wrong_is_retried() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn signals_move_a_waiting_flow_once() {
+    let server = server().await;
+    let id = server.start(json!({"workflow": "approval"})).await;
+    let waiting = server
+        .flow_until(&id, "the wait", |flow| {
+            flow["waiting"] == json!(["waiting for the signal `approval`"])
+        })
+        .await;
+    assert_eq!(waiting["status"], "running");
+    let url = format!("/api/flows/{id}/signals/approval");
+    for (body, path) in [
+        (json!({"data": {}, "signal_id": ""}), "$.signal_id"),
+        (json!({"data": {}, "signal_id": 7}), "$.signal_id"),
+        (json!({"payload": {}}), "$.payload"),
+        (json!([1]), "$"),
+    ] {
+        let answer = server.post(&url, body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.text
+        );
+        assert_eq!(answer.path(), Some(path), "{body}");
+    }
+    let bad_name = server
+        .post(&format!("/api/flows/{id}/signals/no%20spaces"), json!({}))
+        .await;
+    assert_eq!(
+        bad_name.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_name.text
+    );
+    let sent = server
+        .post(
+            &url,
+            json!({"data": {"ok": true, "by": "ana"}, "signal_id": "s-1"}),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
+    assert_eq!(
+        sent.body,
+        json!({"id": id, "signal": "approval", "signal_id": "s-1", "outcome": "consumed"})
+    );
+    let flow = server.ended(&id).await;
+    assert_eq!(flow["phase"], "approved");
+    assert_eq!(
+        flow["phases"][0]["signal"]["payload"],
+        json!({"ok": true, "by": "ana"})
+    );
+    let outputs = server.get(&format!("/api/flows/{id}/outputs")).await;
+    assert_eq!(
+        outputs.body["review"]["approval"],
+        json!([{"ok": true, "by": "ana"}])
+    );
+    let late = server.post(&url, json!({"signal_id": "s-1"})).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.text);
+    assert_eq!(late.error_code(), "wrong_state");
+    let unknown = server
+        .post(
+            "/api/flows/0195f3c2-0000-7000-8000-000000000000/signals/approval",
+            json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Kept when early, counted once when repeated.
+    let early = server.start(json!({"workflow": "held"})).await;
+    let url = format!("/api/flows/{early}/signals/approval");
+    let kept = server.post(&url, json!({"signal_id": "e-1"})).await;
+    assert_eq!(kept.body["outcome"], "kept", "{}", kept.text);
+    let again = server.post(&url, json!({"signal_id": "e-1"})).await;
+    assert_eq!(again.body["outcome"], "duplicate", "{}", again.text);
+    let detail = server.get(&format!("/api/flows/{early}")).await;
+    assert_eq!(detail.body["pending_signals"].as_array().unwrap().len(), 1);
+    // Without a body, a new id each time.
+    let bare = server
+        .send(Request::post(&url).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(bare.body["outcome"], "kept", "{}", bare.text);
+    assert_ne!(bare.body["signal_id"], "e-1");
+}
+
 // ---------------------------------------------------------------- workflows, workers
 
 #[tokio::test]
@@ -788,7 +892,10 @@ async fn workflows_register_replace_and_read_back() {
         .iter()
         .map(|w| w["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fresh", "gem", "held", "instant", "quick"]);
+    assert_eq!(
+        names,
+        ["approval", "fresh", "gem", "held", "instant", "quick"]
+    );
 
     let mut bad = quick_definition();
     bad["phases"]["work"]["transitons_to"] = json!("done");

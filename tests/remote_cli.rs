@@ -279,6 +279,50 @@ fn keyed_starts_priorities_and_retries_from_the_command_line() {
 }
 
 #[test]
+fn a_signal_from_the_command_line_moves_a_waiting_flow() {
+    let server = Server::start(&[]);
+    let file = server.dir.path().join("approval.json");
+    std::fs::write(
+        &file,
+        r#"{"workflow": "approval", "phases": {
+            "review": {"is_initial": true, "wait_for": "approval", "transitions_to": "done"},
+            "done": {"is_final": true}}}"#,
+    )
+    .unwrap();
+    let started = server.cli(&["start", path_arg(&file)]);
+    assert_eq!(started.code(), Some(0), "{}", started.dump());
+    let id = started.stdout.trim().to_owned();
+    server.wait_until(&id, "the wait", |flow| {
+        flow["waiting"] == serde_json::json!(["waiting for the signal `approval`"])
+    });
+    let status = server.cli(&["status", &id]);
+    assert!(
+        status.stdout.contains("waiting for the signal `approval`"),
+        "{}",
+        status.dump()
+    );
+    let bad = server.cli(&["signal", &id, "approval", "--data", "{oops"]);
+    assert!(assert_one_line_error(&bad).contains("--data is not valid JSON"));
+    let sent = server.cli(&[
+        "signal",
+        &id,
+        "approval",
+        "--data",
+        r#"{"by": "ana"}"#,
+        "--signal-id",
+        "once",
+    ]);
+    assert_eq!(sent.code(), Some(0), "{}", sent.dump());
+    assert!(sent.stdout.contains("the flow goes on"), "{}", sent.dump());
+    server.wait_until(&id, "the flow to finish", |flow| {
+        flow["status"] == "finished"
+    });
+    let late = server.cli(&["signal", &id, "approval", "--signal-id", "once"]);
+    let line = assert_one_line_error(&late);
+    assert!(line.contains("it has ended"), "{line}");
+}
+
+#[test]
 fn flows_are_steered_and_listed() {
     let server = Server::start(&[]);
     // 200 jobs of 0.2 s, two at a time: 20 s, far longer than the steering.

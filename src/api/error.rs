@@ -76,6 +76,8 @@ pub enum ApiError {
     Rejected(CommandRejected),
     #[error(transparent)]
     RedriveRejected(crate::rules::RedriveRejected),
+    #[error(transparent)]
+    SignalRejected(crate::rules::SignalRejected),
     /// The flow kept changing while a command applied: not a failure of
     /// the server, and trying again will do.
     #[error("flow {0} kept changing while the command applied; try again")]
@@ -159,6 +161,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(_)
             | ApiError::RedriveRejected(_)
+            | ApiError::SignalRejected(_)
             | ApiError::Contention(_)
             | ApiError::KeyTaken(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -187,7 +190,9 @@ impl ApiError {
             ApiError::MalformedRequest => "malformed_request",
             ApiError::UriTooLong => "uri_too_long",
             ApiError::HeadersTooLarge => "headers_too_large",
-            ApiError::Rejected(_) | ApiError::RedriveRejected(_) => "wrong_state",
+            ApiError::Rejected(_) | ApiError::RedriveRejected(_) | ApiError::SignalRejected(_) => {
+                "wrong_state"
+            }
             ApiError::Contention(_) => "contention",
             ApiError::KeyTaken(_) => "key_taken",
             ApiError::Unavailable(_) => "unavailable",
@@ -266,6 +271,7 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownFlow(id) => ApiError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ApiError::Rejected(rejected),
             StoreError::RedriveRejected(rejected) => ApiError::RedriveRejected(rejected),
+            StoreError::SignalRejected(rejected) => ApiError::SignalRejected(rejected),
             StoreError::Contention(id) => ApiError::Contention(id),
             StoreError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
             StoreError::Backend { message, .. } => ApiError::Unavailable(message),
@@ -301,6 +307,7 @@ impl From<ClientError> for ApiError {
             }
             ClientError::Rejected(rejected) => ApiError::Rejected(rejected),
             ClientError::RedriveRejected(rejected) => ApiError::RedriveRejected(rejected),
+            ClientError::SignalRejected(rejected) => ApiError::SignalRejected(rejected),
             ClientError::Contention(id) => ApiError::Contention(id),
             ClientError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
             ClientError::BadOption(message) => ApiError::bad_request("invalid_option", message),

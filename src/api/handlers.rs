@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::input::{
-    nest_definition_error, FlowPath, JsonBody, ListQuery, OptionalJsonBody, PathParam, RetryFlow,
-    StartFlow,
+    nest_definition_error, FlowAndName, FlowPath, JsonBody, ListQuery, OptionalJsonBody, PathParam,
+    RetryFlow, SendSignal, StartFlow,
 };
 use super::{ApiState, OPENAPI};
 use crate::ids::FlowId;
@@ -21,7 +21,8 @@ use crate::model::{Command, FlowStatus, Outputs};
 use crate::runtime::ClientError;
 use crate::store::FlowQuery;
 use crate::views::{
-    Created, FlowDetail, FlowPage, Retried, StatusChange, WorkerList, WorkflowItem, WorkflowList,
+    Created, FlowDetail, FlowPage, Retried, Signaled, StatusChange, WorkerList, WorkflowItem,
+    WorkflowList,
 };
 
 /// How long `/readyz` waits for the store before calling it unavailable.
@@ -131,6 +132,27 @@ pub async fn retry_flow(
         status: FlowStatus::Running,
         phase: cursor.phase.to_string(),
         from_scratch: request.from_scratch,
+    }))
+}
+
+/// `POST /api/flows/{id}/signals/{name}`: a signal, with an optional
+/// payload and id.
+pub async fn signal_flow(
+    State(state): State<ApiState>,
+    FlowAndName(id, name): FlowAndName,
+    OptionalJsonBody(body): OptionalJsonBody,
+) -> Result<Json<Signaled>, ApiError> {
+    let request = SendSignal::from_json(body)?;
+    let (signal_id, outcome) = state
+        .client()
+        .signal(&id, &name, request.data, request.signal_id)
+        .await?;
+    state.note_change(&id).await;
+    Ok(Json(Signaled {
+        id,
+        signal: name,
+        signal_id,
+        outcome,
     }))
 }
 

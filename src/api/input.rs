@@ -536,6 +536,76 @@ impl<S: Send + Sync> FromRequestParts<S> for FlowPath {
     }
 }
 
+/// A flow's id and a name after it in the path, as in
+/// `/api/flows/{id}/signals/{name}`.
+pub struct FlowAndName(pub FlowId, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FlowAndName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((id, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
+        if id.contains('\0') || name.contains('\0') {
+            return Err(ApiError::bad_request(
+                "nul_byte",
+                "the path contains a NUL character",
+            ));
+        }
+        let id = FlowId::parse(&id).map_err(ApiError::NotAFlowId)?;
+        Ok(FlowAndName(id, name))
+    }
+}
+
+/// What `POST /api/flows/{id}/signals/{name}` sends: a payload, and an id
+/// that makes a repeat count once.
+pub struct SendSignal {
+    pub data: Value,
+    pub signal_id: Option<String>,
+}
+
+impl SendSignal {
+    pub fn from_json(body: Option<Value>) -> Result<Self, ApiError> {
+        let mut body = match body {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(body)) => body,
+            Some(_) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$",
+                    "the body must be a JSON object such as {\"data\": {\"by\": \"ana\"}, \"signal_id\": \"approval-1042\"}, or left out",
+                ))
+            }
+        };
+        if let Some(unknown) = body
+            .keys()
+            .find(|key| !matches!(key.as_str(), "data" | "signal_id"))
+        {
+            return Err(ApiError::bad_field(
+                "unknown_field",
+                JsonPath::root().key(unknown),
+                format!("unknown field `{unknown}`; expected `data` (the payload) or `signal_id`"),
+            ));
+        }
+        let signal_id = match body.remove("signal_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= 256 => Some(id),
+            Some(_) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$.signal_id",
+                    "`signal_id` must be a string of 1 to 256 bytes: signals with the same id count once",
+                ))
+            }
+        };
+        Ok(Self {
+            data: body.remove("data").unwrap_or(Value::Null),
+            signal_id,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,6 +257,7 @@ fn table() -> Vec<Route> {
         Route::new(Post, "/api/flows/{id}/resume", resume_flow),
         Route::new(Post, "/api/flows/{id}/cancel", cancel_flow),
         Route::new(Post, "/api/flows/{id}/retry", retry_flow),
+        Route::new(Post, "/api/flows/{id}/signals/{name}", signal_flow),
         Route::new(Get, "/api/flows/{id}/events", events::flow_events),
         Route::new(Get, "/api/events", events::all_events),
         Route::new(Get, "/api/workflows", list_workflows),

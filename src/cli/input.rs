@@ -100,24 +100,11 @@ pub fn parse_data(raw: Option<&str>) -> CliResult<Map<String, Value>> {
     let Some(raw) = raw else {
         return Ok(Map::new());
     };
-    let (text, origin) = match raw.strip_prefix('@') {
-        Some(file) => (
-            std::fs::read_to_string(file)
-                .map_err(|e| bad(format!("cannot read --data file {file}: {e}")))?,
-            format!("--data file {file}"),
-        ),
-        None => (raw.to_owned(), "--data".to_owned()),
-    };
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
-        bad(format!(
-            "{origin} is not valid JSON ({}); pass an object like '{{\"query\": \"rust\"}}'",
-            json_fault(&e)
-        ))
-    })?;
-    match value {
+    match parse_json_arg(raw, "--data")? {
         Value::Object(map) => Ok(map),
         other => Err(bad(format!(
-            "{origin} must be a JSON object, like '{{\"query\": \"rust\"}}', not {}",
+            "{} must be a JSON object, like '{{\"query\": \"rust\"}}', not {}",
+            origin_of(raw, "--data"),
             match other {
                 Value::Array(_) => "an array",
                 Value::String(_) => "a string",
@@ -127,6 +114,31 @@ pub fn parse_data(raw: Option<&str>) -> CliResult<Map<String, Value>> {
             }
         ))),
     }
+}
+
+/// Where a JSON argument came from, for messages: the flag, or the file
+/// an `@file.json` value names.
+fn origin_of(raw: &str, flag: &str) -> String {
+    match raw.strip_prefix('@') {
+        Some(file) => format!("{flag} file {file}"),
+        None => flag.to_owned(),
+    }
+}
+
+/// Any JSON given to `flag`: inline, or `@file.json`.
+pub fn parse_json_arg(raw: &str, flag: &str) -> CliResult<Value> {
+    let text = match raw.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| bad(format!("cannot read {flag} file {file}: {e}")))?,
+        None => raw.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "{} is not valid JSON ({}); pass an object like '{{\"query\": \"rust\"}}'",
+            origin_of(raw, flag),
+            json_fault(&e)
+        ))
+    })
 }
 
 /// A JSON file, with a fault that says where when it is not JSON.

@@ -91,6 +91,9 @@ enum Command {
     /// Run a flow that failed again, from the phase that failed (its jobs
     /// that were done stay done), or from the start with --from-scratch.
     Retry(commands::retry::RetryArgs),
+    /// Send a signal to a flow: a phase waiting for it goes on, with the
+    /// signal's data as its output; one that comes early is kept.
+    Signal(commands::signal::SignalArgs),
     /// Follow a flow on a server until it ends; exit 0 if it ended well.
     Watch(commands::FlowArgs),
     /// List the live workers of a server.
@@ -134,6 +137,7 @@ pub fn main() -> i32 {
         Command::Pause(args) => with_runtime(|| commands::steer::steer(Steer::Pause, args)),
         Command::Cancel(args) => with_runtime(|| commands::steer::steer(Steer::Cancel, args)),
         Command::Retry(args) => with_runtime(|| commands::retry::retry(args)),
+        Command::Signal(args) => with_runtime(|| commands::signal::signal(args)),
         Command::Watch(args) => with_runtime(|| commands::watch::watch(args)),
         Command::Workers(args) => with_runtime(|| commands::workers::workers(args)),
         Command::Workflows(args) => with_runtime(|| commands::workflows::workflows(args)),

@@ -53,6 +53,10 @@ pub struct Phase {
     /// How many times one flow may enter the phase (a loop's guard); a
     /// transition that would enter it once more is an error.
     pub max_visits: Option<u32>,
+    /// The signal the phase waits for (a phase that waits has no
+    /// handlers): it completes when the signal arrives, with the signal's
+    /// payload as its output.
+    pub wait_for: Option<String>,
 }
 
 /// One handler as a phase names it.

@@ -31,6 +31,7 @@ const PHASE_FIELDS: &[&str] = &[
     "handlers",
     "timeout",
     "max_visits",
+    "wait_for",
 ];
 const BRANCH_FIELDS: &[&str] = &["when", "to"];
 const COMPARISONS: &[&str] = &["equals", "in", "less_than", "greater_than", "exists"];
@@ -367,6 +368,7 @@ impl Reader<'_> {
             handlers: Vec::new(),
             timeout: None,
             max_visits: None,
+            wait_for: None,
         };
         let Some(object) = self.object(value, path, "an object (a phase)") else {
             return phase;
@@ -430,6 +432,10 @@ impl Reader<'_> {
         }
         if let Some(value) = optional(object, "max_visits") {
             phase.max_visits = self.positive_count(value, &path.key("max_visits"));
+        }
+        if let Some(value) = optional(object, "wait_for") {
+            let name = self.name(value, &path.key("wait_for"), "signal name");
+            phase.wait_for = Some(name);
         }
         if let Some(timeout) = optional(object, "timeout") {
             phase.timeout = self.duration(timeout, &path.key("timeout"), true);
@@ -789,6 +795,9 @@ fn phase_json(phase: &Phase) -> Value {
     }
     if let Some(max_visits) = phase.max_visits {
         object.insert("max_visits".into(), max_visits.into());
+    }
+    if let Some(signal) = &phase.wait_for {
+        object.insert("wait_for".into(), signal.as_str().into());
     }
     Value::Object(object)
 }

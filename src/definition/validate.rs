@@ -126,6 +126,18 @@ fn check_transitions(workflow: &Workflow, layout: Layout, faults: &mut Vec<Fault
     for (index, phase) in workflow.phases.iter().enumerate() {
         let name = phase.name.as_str();
         let path = layout.phase_path(index, name);
+        if let (Some(signal), false) = (&phase.wait_for, phase.handlers.is_empty()) {
+            faults.push(
+                Fault::new(
+                    &path.key("wait_for"),
+                    format!("phase `{name}` waits for the signal `{signal}` and also has handlers"),
+                )
+                .with_hint(
+                    "a phase waits for a signal or runs handlers, not both: move the handlers \
+                     to a phase before or after it",
+                ),
+            );
+        }
         match (&phase.transitions_to, phase.is_final) {
             (Some(next), true) => faults.push(
                 Fault::new(
@@ -410,6 +422,26 @@ mod tests {
             "a": {"is_initial": true, "transitions_to": []}, "b": {"is_final": true}}})));
         assert_eq!(empty.path, "$.phases.a.transitions_to");
         assert_eq!(empty.message, "the list of branches is empty");
+    }
+
+    #[test]
+    fn a_phase_waits_for_a_signal_or_runs_handlers() {
+        let value = json!({"workflow": "w", "phases": {
+            "start": {"is_initial": true, "transitions_to": "review"},
+            "review": {"wait_for": "approval", "handlers": ["Reviewer"], "transitions_to": "done"},
+            "done": {"is_final": true, "wait_for": "sign off"}
+        }});
+        let found = faults(&value);
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["$.phases.done.wait_for"], "{found:#?}");
+        let value = json!({"workflow": "w", "phases": {
+            "start": {"is_initial": true, "transitions_to": "review"},
+            "review": {"wait_for": "approval", "handlers": ["Reviewer"], "transitions_to": "done"},
+            "done": {"is_final": true}
+        }});
+        let fault = only_fault(faults(&value));
+        assert_eq!(fault.path, "$.phases.review.wait_for");
+        assert!(fault.message.contains("also has handlers"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::broker::FlowEvent;
 use crate::definition::{parse_definition_value_with, DefinitionError, DefinitionLimits, Workflow};
 use crate::ids::Cursor;
 use crate::ids::FlowId;
-use crate::model::{Command, FlowRecord, FlowStatus, Outputs, Requester, WorkerInfo};
+use crate::model::{
+    Command, FlowRecord, FlowStatus, Outputs, ReceivedSignal, Requester, SignalOutcome, WorkerInfo,
+};
 use crate::store::{CommandApplied, Created, FlowQuery, Redriven, StoreError};
 use crate::time::Timestamp;
 
@@ -38,6 +40,8 @@ pub enum ClientError {
     Rejected(#[from] crate::rules::CommandRejected),
     #[error(transparent)]
     RedriveRejected(#[from] crate::rules::RedriveRejected),
+    #[error(transparent)]
+    SignalRejected(#[from] crate::rules::SignalRejected),
     #[error("flow {0} kept changing while the command applied; try again")]
     Contention(FlowId),
     /// The start's key belongs to a kept flow of another workflow or data.
@@ -56,6 +60,7 @@ impl From<StoreError> for ClientError {
             StoreError::UnknownFlow(id) => ClientError::UnknownFlow(id),
             StoreError::Rejected(rejected) => ClientError::Rejected(rejected),
             StoreError::RedriveRejected(rejected) => ClientError::RedriveRejected(rejected),
+            StoreError::SignalRejected(rejected) => ClientError::SignalRejected(rejected),
             StoreError::Contention(id) => ClientError::Contention(id),
             StoreError::KeyTaken { key, flow } => ClientError::KeyTaken { key, flow },
             other => ClientError::Runtime(RuntimeError::Store(other)),
@@ -370,6 +375,51 @@ impl Client {
             Ok(cursor)
         })
         .await
+    }
+
+    /// Sends the signal `name` to a flow, with `payload` (the output of the
+    /// phase it completes) and an id that makes a repeat count once (a new
+    /// one when `None`). A flow waiting for it goes on; one that is not yet
+    /// keeps it for the phase that will wait for it.
+    pub async fn signal(
+        &self,
+        id: &FlowId,
+        name: &str,
+        payload: Value,
+        signal_id: Option<String>,
+    ) -> Result<(String, SignalOutcome), ClientError> {
+        crate::ids::check_name(name).map_err(|error| {
+            ClientError::BadOption(format!(
+                "the signal name {error}; {}",
+                crate::ids::NAME_RULE
+            ))
+        })?;
+        let signal_id = match signal_id {
+            Some(given) if given.is_empty() || given.len() > 256 => {
+                return Err(ClientError::BadOption(
+                    "a signal id must be 1 to 256 bytes long".to_owned(),
+                ))
+            }
+            Some(given) => given,
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let signal = ReceivedSignal {
+            name: name.to_owned(),
+            id: signal_id.clone(),
+            payload,
+            at: Timestamp::now(),
+        };
+        let backend = self.backend.clone();
+        let flow = id.clone();
+        let outcome = run_to_the_end(async move {
+            let outcome = backend.flows.signal(&flow, signal).await?;
+            if outcome == SignalOutcome::Consumed {
+                backend.broker.nudge(&flow).await?;
+            }
+            Ok::<_, ClientError>(outcome)
+        })
+        .await?;
+        Ok((signal_id, outcome))
     }
 
     /// Registers a definition under its own name, replacing one of the same

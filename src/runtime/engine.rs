@@ -332,6 +332,11 @@ impl Engine {
                         .await?;
                     if let Some(cursor) = entered {
                         phase_left(&record, now);
+                        // What the flow waited for was the phase's; the next
+                        // one notes its own.
+                        if !record.waiting.is_empty() {
+                            backend.flows.note_waiting(flow, Vec::new()).await?;
+                        }
                         backend
                             .broker
                             .announce(FlowEvent::Entered {
@@ -363,6 +368,22 @@ impl Engine {
                                 status,
                             })
                             .await?;
+                    }
+                    return Ok(());
+                }
+                Step::Await { cursor, signal } => {
+                    // A signal that came before the phase began completes it
+                    // now; otherwise the flow waits, and says for what.
+                    if backend
+                        .flows
+                        .take_signal(flow, &cursor, Timestamp::now())
+                        .await?
+                    {
+                        continue;
+                    }
+                    let reasons = vec![rules::signal_note(&signal)];
+                    if reasons != record.waiting {
+                        backend.flows.note_waiting(flow, reasons).await?;
                     }
                     return Ok(());
                 }

@@ -25,7 +25,8 @@ use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
-    FlowStatus, Outputs, PhaseState, Progress, Requester, Task, WorkerInfo,
+    FlowStatus, Outputs, PhaseState, Progress, ReceivedSignal, Requester, SignalOutcome, Task,
+    WorkerInfo,
 };
 use crate::rules;
 use crate::time::Timestamp;
@@ -853,6 +854,39 @@ impl FlowStore for EmbeddedStore {
         }
     }
 
+    async fn signal(
+        &self,
+        flow: &FlowId,
+        signal: ReceivedSignal,
+    ) -> Result<SignalOutcome, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let outcome = rules::apply_signal(&mut entry.record, signal)?;
+            if outcome != SignalOutcome::Duplicate {
+                state.log(JournalEntry::FlowChanged(flow.clone()));
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn take_signal(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let taken = rules::take_pending_signal(&mut entry.record, cursor, at);
+            if taken {
+                state.log(JournalEntry::FlowChanged(flow.clone()));
+            }
+            Ok(taken)
+        })
+        .await
+    }
+
     async fn apply_command(
         &self,
         flow: &FlowId,
@@ -1281,6 +1315,13 @@ pub(super) fn collect_outputs(entry: &FlowState, before_seq: u32) -> Outputs {
                 .entry(handler.handler.clone())
                 .or_insert_with(Vec::new)
                 .extend(values);
+        }
+        // A phase that waited: the signal's payload, under its name.
+        if let Some(signal) = &run.signal {
+            by_handler.insert(
+                HandlerName::new(signal.name.as_str()),
+                vec![signal.payload.clone()],
+            );
         }
         outputs.insert(run.phase.clone(), by_handler);
     }

@@ -36,7 +36,7 @@ use crate::definition::{Rate, Workflow};
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    PhaseState, Progress, Requester, Task, WorkerInfo,
+    PhaseState, Progress, ReceivedSignal, Requester, SignalOutcome, Task, WorkerInfo,
 };
 use crate::rules::CommandRejected;
 use crate::time::Timestamp;
@@ -59,6 +59,8 @@ pub enum StoreError {
     Rejected(#[from] CommandRejected),
     #[error(transparent)]
     RedriveRejected(#[from] crate::rules::RedriveRejected),
+    #[error(transparent)]
+    SignalRejected(#[from] crate::rules::SignalRejected),
     /// The flow kept changing while an operation tried to apply; the caller
     /// may simply try again. Not a failure of the backend.
     #[error("flow {0} kept changing while this was applied; try again")]
@@ -401,6 +403,25 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Gives a slot back.
     async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError>;
+
+    /// Sends a signal to a flow: it completes the visit that waits for it,
+    /// or is kept for the phase that will; a repeated id counts once
+    /// (`rules::apply_signal`). A flow that ended refuses it.
+    async fn signal(
+        &self,
+        flow: &FlowId,
+        signal: ReceivedSignal,
+    ) -> Result<SignalOutcome, StoreError>;
+
+    /// Gives the visit at `cursor`, if it still waits for a signal, the
+    /// first one that came for it before it began. True when one
+    /// completed it.
+    async fn take_signal(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Takes a token of `request`'s rate for a task admission let run, if
     /// its flow still runs the task's visit; the check and the take are one

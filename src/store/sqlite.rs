@@ -22,7 +22,9 @@ use super::embedded::{
 use super::{FeedPosition, StoreError};
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::FlowId;
-use crate::model::{CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseRun, Transition};
+use crate::model::{
+    CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseRun, Signals, Transition,
+};
 use crate::time::Timestamp;
 
 /// Tables added later (the feed of ended flows, its subscribers) are
@@ -82,6 +84,8 @@ struct StoredProgress {
     priority: u8,
     #[serde(default)]
     deadline: Option<Timestamp>,
+    #[serde(default)]
+    signals: Signals,
     created_at: Timestamp,
     ended_at: Option<Timestamp>,
 }
@@ -97,6 +101,7 @@ impl StoredProgress {
             key: record.key.clone(),
             priority: record.priority,
             deadline: record.deadline,
+            signals: record.signals.clone(),
             created_at: record.created_at,
             ended_at: record.ended_at,
         }
@@ -255,6 +260,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             created_at: progress.created_at,
             ended_at: progress.ended_at,
             waiting: Vec::new(),
+            signals: progress.signals,
         };
         if record.phases.is_empty() {
             return Err(corrupt(format!("flow {id} has no phase")));

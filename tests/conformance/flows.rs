@@ -1080,3 +1080,118 @@ pub(crate) async fn branches_follow_outputs_data_and_handlers_choices(kind: Kind
     let error = never.transitions[4].error.as_ref().unwrap();
     assert!(error.message.contains("max_visits"), "{}", error.message);
 }
+
+pub(crate) fn approval_workflow(timeout: &str) -> Arc<Workflow> {
+    workflow(json!({
+        "workflow": "approval",
+        "phases": {
+            "prepare": {"is_initial": true, "transitions_to": "awaiting", "handlers": ["Gated"]},
+            "awaiting": {"wait_for": "approval", "timeout": timeout,
+                         "on_error_transition_to": "timed-out",
+                         "transitions_to": [
+                             {"when": {"path": "/outputs/awaiting/approval/0/ok", "equals": true}, "to": "approved"},
+                             {"to": "rejected"}
+                         ]},
+            "approved": {"is_final": true},
+            "rejected": {"is_final": true},
+            "timed-out": {"is_final": true}
+        }
+    }))
+}
+
+pub(crate) async fn signals_move_waiting_flows_and_early_ones_are_kept(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(kind, registry(vec![("Gated", gated.clone())])).await;
+    let flow = approval_workflow("1h");
+    let client = harness.client.clone();
+    let signal = move |id: FlowId, payload: Value, signal_id: &str| {
+        let client = client.clone();
+        let signal_id = signal_id.to_owned();
+        async move {
+            client
+                .signal(&id, "approval", payload, Some(signal_id))
+                .await
+        }
+    };
+
+    // Early: the flow has not reached the phase that waits; the signal is
+    // kept, and a repeat of its id counts once.
+    let early = harness.start_flow(&flow, json!({})).await;
+    let (_, outcome) = signal(early.clone(), json!({"ok": true, "by": "ana"}), "a-1")
+        .await
+        .unwrap();
+    assert_eq!(outcome, SignalOutcome::Kept);
+    let (_, again) = signal(early.clone(), json!({"ok": false}), "a-1")
+        .await
+        .unwrap();
+    assert_eq!(again, SignalOutcome::Duplicate);
+
+    // On time: a second flow waits, says so, and goes on when signaled.
+    let waiting = harness.start_flow(&flow, json!({})).await;
+    gated.open();
+    let record = harness.wait(&early).await;
+    assert_eq!(phases_entered(&record), ["prepare", "awaiting", "approved"]);
+    assert!(record.signals.pending.is_empty(), "{:?}", record.signals);
+    assert_eq!(
+        record.phases[1].signal.as_ref().map(|s| s.payload.clone()),
+        Some(json!({"ok": true, "by": "ana"}))
+    );
+    let outputs = harness.client.outputs(&early).await.unwrap();
+    assert_eq!(
+        outputs["awaiting"]["approval"],
+        vec![json!({"ok": true, "by": "ana"})]
+    );
+
+    eventually("the flow says it waits for the signal", || async {
+        harness
+            .client
+            .status(&waiting)
+            .await
+            .unwrap()
+            .waiting
+            .iter()
+            .any(|why| why == "waiting for the signal `approval`")
+    })
+    .await;
+    let (_, outcome) = signal(waiting.clone(), json!({"ok": false}), "w-1")
+        .await
+        .unwrap();
+    assert_eq!(outcome, SignalOutcome::Consumed);
+    let record = harness.wait(&waiting).await;
+    assert_eq!(phases_entered(&record), ["prepare", "awaiting", "rejected"]);
+    assert!(record.waiting.is_empty(), "{:?}", record.waiting);
+
+    // An ended flow refuses signals, even a repeat.
+    let refused = signal(waiting.clone(), json!({}), "w-1").await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::SignalRejected(_)),
+        "{refused}"
+    );
+}
+
+pub(crate) async fn a_wait_past_its_timeout_takes_the_error_transition(kind: Kind) {
+    let gated = Gated::new(1);
+    gated.open();
+    let harness = Harness::start(kind, registry(vec![("Gated", gated)])).await;
+    let record = harness.run(&approval_workflow("50ms"), json!({})).await;
+    assert_eq!(
+        phases_entered(&record),
+        ["prepare", "awaiting", "timed-out"]
+    );
+    let error = record.transitions[2]
+        .error
+        .as_ref()
+        .expect("an error transition");
+    assert!(
+        error.message.contains("did not complete within 50ms"),
+        "{}",
+        error.message
+    );
+    // Too late: the flow has ended.
+    let late = harness
+        .client
+        .signal(&record.id, "approval", json!({"ok": true}), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(late, ClientError::SignalRejected(_)), "{late}");
+}

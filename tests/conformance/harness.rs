@@ -457,6 +457,23 @@ impl FlowStore for CountedAdmissions {
         self.inner.take_token(task, request, at).await
     }
 
+    async fn signal(
+        &self,
+        flow: &FlowId,
+        signal: distribot::model::ReceivedSignal,
+    ) -> Result<distribot::model::SignalOutcome, StoreError> {
+        self.inner.signal(flow, signal).await
+    }
+
+    async fn take_signal(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.take_signal(flow, cursor, at).await
+    }
+
     async fn redrive(
         &self,
         flow: &FlowId,

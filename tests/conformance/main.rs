@@ -19,7 +19,7 @@ use distribot::handler::{
 use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
 use distribot::model::{
     Admission, Command, CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseState, Progress,
-    Requester, Task,
+    Requester, SignalOutcome, Task,
 };
 use distribot::rules;
 use distribot::runtime::{
@@ -129,6 +129,8 @@ every_backend!(
     rate_tokens_are_shared_reserved_and_bounded,
     a_rate_bounds_job_starts_across_workers,
     branches_follow_outputs_data_and_handlers_choices,
+    signals_move_waiting_flows_and_early_ones_are_kept,
+    a_wait_past_its_timeout_takes_the_error_transition,
     the_feed_lists_ends_in_the_order_they_were_recorded,
     a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor,
 );

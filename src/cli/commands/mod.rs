@@ -11,6 +11,7 @@
 
 pub mod list;
 pub mod retry;
+pub mod signal;
 pub mod start;
 pub mod status;
 pub mod steer;

@@ -11,8 +11,8 @@ use distribot::model::{Command, FlowStatus, Outputs, Requester};
 use distribot::runtime::{Client, ClientError, FlowFollow, StartOptions, WorkflowSource};
 use distribot::store::FlowQuery;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, Retried, StatusChange, WorkerList,
-    WorkflowItem, WorkflowList,
+    Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, Retried, Signaled, StatusChange,
+    WorkerList, WorkflowItem, WorkflowList,
 };
 use serde_json::{Map, Value};
 
@@ -42,6 +42,7 @@ fn refused(error: ClientError) -> CliError {
         ClientError::UnknownFlow(_)
         | ClientError::Rejected(_)
         | ClientError::RedriveRejected(_)
+        | ClientError::SignalRejected(_)
         | ClientError::KeyTaken { .. }
         | ClientError::BadOption(_)
         | ClientError::InvalidDefinition(_)
@@ -79,6 +80,27 @@ impl Target for DirectTarget {
         Ok(Created {
             id: started.id,
             created: started.created,
+        })
+    }
+
+    async fn signal(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        signal_id: Option<String>,
+    ) -> CliResult<Signaled> {
+        let id = flow_id(id);
+        let (signal_id, outcome) = self
+            .client
+            .signal(&id, name, payload, signal_id)
+            .await
+            .map_err(refused)?;
+        Ok(Signaled {
+            id,
+            signal: name.to_owned(),
+            signal_id,
+            outcome,
         })
     }
 

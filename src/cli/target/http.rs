@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use distribot::model::{Command, Outputs};
 use distribot::runtime::StartOptions;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, Retried, StatusChange, WorkerList, WorkflowItem,
-    WorkflowList,
+    Created, FlowDetail, FlowPage, FlowUpdate, Retried, Signaled, StatusChange, WorkerList,
+    WorkflowItem, WorkflowList,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -84,6 +84,21 @@ impl Target for HttpTarget {
     async fn steer(&self, id: &str, command: Command) -> CliResult<StatusChange> {
         let url = self.api.url(&["api", "flows", id, command.as_str()]);
         self.api.post(url, None).await
+    }
+
+    async fn signal(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        signal_id: Option<String>,
+    ) -> CliResult<Signaled> {
+        let url = self.api.url(&["api", "flows", id, "signals", name]);
+        let mut body = json!({"data": payload});
+        if let Some(signal_id) = signal_id {
+            body["signal_id"] = json!(signal_id);
+        }
+        self.api.post(url, Some(&body)).await
     }
 
     async fn retry(&self, id: &str, from_scratch: bool) -> CliResult<Retried> {

@@ -13,8 +13,8 @@ use distribot::config::Endpoint;
 use distribot::model::{Command, Outputs};
 use distribot::runtime::StartOptions;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, Retried, StatusChange, WorkerList, WorkflowItem,
-    WorkflowList,
+    Created, FlowDetail, FlowPage, FlowUpdate, Retried, Signaled, StatusChange, WorkerList,
+    WorkflowItem, WorkflowList,
 };
 use serde_json::{Map, Value};
 
@@ -64,6 +64,15 @@ pub trait Target: Send + Sync {
     /// Runs a flow that failed again, from the phase that failed or from
     /// the start.
     async fn retry(&self, id: &str, from_scratch: bool) -> CliResult<Retried>;
+
+    /// Sends the signal `name` with `payload`.
+    async fn signal(
+        &self,
+        id: &str,
+        name: &str,
+        payload: Value,
+        signal_id: Option<String>,
+    ) -> CliResult<Signaled>;
 
     async fn workers(&self) -> CliResult<WorkerList>;
 

@@ -33,6 +33,8 @@ pub const STATE: &str = "s:";
 pub const FINISHED: &str = "f:";
 /// Per visit: the error that failed it, as JSON.
 pub const VISIT_ERROR: &str = "e:";
+/// Per visit of a phase that waits: the signal that completed it, as JSON.
+pub const SIGNAL: &str = "sg:";
 
 /// Per handler: `1` once its enumeration is recorded.
 pub const ENUMERATED: &str = "en:";
@@ -85,6 +87,7 @@ pub fn lua_prelude() -> String {
         ("state", STATE),
         ("finished", FINISHED),
         ("visit_error", VISIT_ERROR),
+        ("signal", SIGNAL),
         ("enumerated", ENUMERATED),
         ("total", TOTAL),
         ("done", DONE),

@@ -40,6 +40,14 @@ impl Keys {
     pub fn outputs(&self, id: &FlowId, seq: u32, slot: u16) -> String {
         format!("{}:flow:{id}:out:{seq}:{slot}", self.prefix)
     }
+    /// Signals sent to the flow and not used yet, as JSON, oldest first.
+    pub fn signals(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:signals", self.prefix)
+    }
+    /// The ids of every signal sent to the flow, so a repeat counts once.
+    pub fn signal_ids(&self, id: &FlowId) -> String {
+        format!("{}:flow:{id}:signal_ids", self.prefix)
+    }
     pub fn parked(&self, id: &FlowId) -> String {
         format!("{}:flow:{id}:parked", self.prefix)
     }

@@ -38,8 +38,8 @@ use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
-    FlowStatus, HandlerRun, Outputs, PhaseRun, PhaseState, Progress, Requester, Task, Transition,
-    WorkerInfo,
+    FlowStatus, HandlerRun, Outputs, PhaseRun, PhaseState, Progress, ReceivedSignal, Requester,
+    SignalOutcome, Signals, Task, Transition, WorkerInfo,
 };
 use crate::rules::{self, AdmissionFacts};
 use crate::time::Timestamp;
@@ -71,6 +71,8 @@ struct Caches {
 type StoredFlow = (
     HashMap<String, String>,
     HashMap<String, String>,
+    Vec<String>,
+    Vec<String>,
     Vec<String>,
     Vec<String>,
     Vec<String>,
@@ -157,12 +159,14 @@ impl RedisStore {
 
     async fn load(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
         let mut conn = self.conn();
-        let (meta, hot, visits, transitions, commands): StoredFlow = redis::pipe()
+        let (meta, hot, visits, transitions, commands, pending, seen): StoredFlow = redis::pipe()
             .hgetall(self.keys.flow(id))
             .hgetall(self.keys.hot(id))
             .lrange(self.keys.visits(id), 0, -1)
             .lrange(self.keys.transitions(id), 0, -1)
             .lrange(self.keys.commands(id), 0, -1)
+            .lrange(self.keys.signals(id), 0, -1)
+            .smembers(self.keys.signal_ids(id))
             .query_async(&mut conn)
             .await
             .map_err(backend)?;
@@ -216,6 +220,9 @@ impl RedisStore {
                 error: text(&hot::visit(hot::VISIT_ERROR, seq))
                     .map(|e| from_json(e, "a phase error"))
                     .transpose()?,
+                signal: text(&hot::visit(hot::SIGNAL, seq))
+                    .map(|s| from_json(s, "a signal"))
+                    .transpose()?,
             });
         }
         if phases.is_empty() {
@@ -229,6 +236,15 @@ impl RedisStore {
             .iter()
             .map(|c| from_json(c, "a command"))
             .collect::<Result<Vec<CommandRecord>, _>>()?;
+        let mut seen: Vec<String> = seen;
+        seen.sort();
+        let signals = Signals {
+            pending: pending
+                .iter()
+                .map(|s| from_json(s, "a signal"))
+                .collect::<Result<Vec<ReceivedSignal>, _>>()?,
+            seen,
+        };
         let mut record = FlowRecord {
             id: id.clone(),
             workflow,
@@ -255,6 +271,7 @@ impl RedisStore {
                 .map(|w| from_json::<Vec<String>>(w, "waiting reasons"))
                 .transpose()?
                 .unwrap_or_default(),
+            signals,
         };
         // `seq|until|note`: the visit the waiting task is in, and, for a
         // rate, until when (milliseconds).
@@ -294,6 +311,31 @@ impl RedisStore {
         let tables: Vec<HashMap<u32, String>> =
             pipe.query_async(&mut conn).await.map_err(backend)?;
         let mut tables = tables.into_iter();
+        // Visits of phases that wait for a signal have no handlers; the
+        // signal that completed one is its output.
+        let waited: Vec<u32> = wanted
+            .iter()
+            .filter(|visit| visit.handlers.is_empty())
+            .map(|visit| visit.seq)
+            .collect();
+        let mut signals: HashMap<u32, ReceivedSignal> = HashMap::new();
+        if !waited.is_empty() {
+            let fields: Vec<String> = waited
+                .iter()
+                .map(|&seq| hot::visit(hot::SIGNAL, seq))
+                .collect();
+            let found: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(self.keys.hot(id))
+                .arg(&fields)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            for (&seq, signal) in waited.iter().zip(found) {
+                if let Some(signal) = signal {
+                    signals.insert(seq, from_json(&signal, "a signal")?);
+                }
+            }
+        }
         let mut outputs = Outputs::new();
         for visit in wanted {
             let mut by_handler: BTreeMap<HandlerName, Vec<Value>> = BTreeMap::new();
@@ -309,6 +351,9 @@ impl RedisStore {
                     .entry(handler.clone())
                     .or_default()
                     .extend(values);
+            }
+            if let Some(signal) = signals.remove(&visit.seq) {
+                by_handler.insert(HandlerName::new(signal.name.as_str()), vec![signal.payload]);
             }
             outputs.insert(visit.phase.clone(), by_handler);
         }
@@ -457,6 +502,15 @@ fn visit_json(
     })
 }
 
+/// `1` for a phase that waits for a signal: its visit runs with no handlers.
+fn waits(phase: &crate::definition::Phase) -> &'static str {
+    if phase.wait_for.is_some() {
+        "1"
+    } else {
+        ""
+    }
+}
+
 #[async_trait]
 impl FlowStore for RedisStore {
     async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
@@ -490,6 +544,7 @@ impl FlowStore for RedisStore {
                     .map(|d| d.millis().to_string())
                     .unwrap_or_default(),
             )
+            .arg(waits(initial))
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -552,6 +607,7 @@ impl FlowStore for RedisStore {
             .arg(visit_json(seq, phase, at)?)
             .arg(to_json(&transition)?)
             .arg(error_json)
+            .arg(waits(phase))
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -815,6 +871,73 @@ impl FlowStore for RedisStore {
         Ok(())
     }
 
+    async fn signal(
+        &self,
+        flow: &FlowId,
+        signal: ReceivedSignal,
+    ) -> Result<SignalOutcome, StoreError> {
+        let Some(context) = self.flow_context(flow).await? else {
+            return Err(StoreError::UnknownFlow(flow.clone()));
+        };
+        let mut invocation = self.scripts.signal.key(self.keys.hot(flow));
+        invocation
+            .key(self.keys.signals(flow))
+            .key(self.keys.signal_ids(flow))
+            .arg(&signal.id)
+            .arg(to_json(&signal)?)
+            .arg(signal.at.millis());
+        for phase in &context.workflow.phases {
+            if phase.wait_for.as_deref() == Some(signal.name.as_str()) {
+                invocation.arg(phase.name.as_str());
+            }
+        }
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        match reply.as_slice() {
+            [consumed] if consumed == "consumed" => Ok(SignalOutcome::Consumed),
+            [kept] if kept == "kept" => Ok(SignalOutcome::Kept),
+            [duplicate] if duplicate == "duplicate" => Ok(SignalOutcome::Duplicate),
+            [ended, status] if ended == "ended" => {
+                Err(StoreError::SignalRejected(rules::SignalRejected {
+                    status: FlowStatus::parse(status).unwrap_or(FlowStatus::Finished),
+                }))
+            }
+            _ => Err(StoreError::UnknownFlow(flow.clone())),
+        }
+    }
+
+    async fn take_signal(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(context) = self.flow_context(flow).await? else {
+            return Ok(false);
+        };
+        let Some(signal) = context
+            .workflow
+            .phase(cursor.phase.as_str())
+            .and_then(|phase| phase.wait_for.clone())
+        else {
+            return Ok(false);
+        };
+        let taken: i64 = self
+            .scripts
+            .take_signal
+            .key(self.keys.hot(flow))
+            .key(self.keys.signals(flow))
+            .arg(cursor.seq)
+            .arg(signal)
+            .arg(at.millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(taken == 1)
+    }
+
     async fn take_token(
         &self,
         task: &Task,
@@ -959,7 +1082,8 @@ impl FlowStore for RedisStore {
                     next.transitions
                         .last()
                         .expect("a redrive records a transition"),
-                )?);
+                )?)
+                .arg(waits(phase));
             for &slot in &carried {
                 invocation.arg(slot);
             }

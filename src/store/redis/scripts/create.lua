@@ -4,6 +4,7 @@
 -- is the same; "taken" when not).
 -- KEYS: meta hot visits transitions flows by_status(running) by_workflow unfinished keys
 -- ARGV: id workflow definition data created_at phase slots visit transition key fingerprint priority deadline
+--       waits ('1' when the phase waits for a signal: running with no slots)
 -- Returns {"created"} | {"existing", id} | {"taken", id} | {"duplicate"}
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
 local key = ARGV[10]
@@ -24,9 +25,9 @@ redis.call('HSET', KEYS[1], 'workflow', ARGV[2], 'definition', ARGV[3], 'data', 
   'key', key, 'fingerprint', ARGV[11], 'priority', ARGV[12], 'deadline', ARGV[13])
 local slots = tonumber(ARGV[7])
 local state = VISIT_RUNNING
-if slots == 0 then state = VISIT_COMPLETED end
+if slots == 0 and ARGV[14] ~= '1' then state = VISIT_COMPLETED end
 redis.call('HSET', KEYS[2], F.status, RUNNING, F.seq, '0', F.phase .. '0', ARGV[6], F.slots .. '0', slots, F.state .. '0', state)
-if slots == 0 then redis.call('HSET', KEYS[2], F.finished .. '0', ARGV[5]) end
+if state == VISIT_COMPLETED then redis.call('HSET', KEYS[2], F.finished .. '0', ARGV[5]) end
 redis.call('RPUSH', KEYS[3], ARGV[8])
 redis.call('RPUSH', KEYS[4], ARGV[9])
 redis.call('ZADD', KEYS[5], 0, ARGV[1])

@@ -21,7 +21,8 @@ for _, id in ipairs(ids) do
       redis.call('DEL', base .. ':done' .. h, base .. ':out' .. h, base .. ':jobs' .. h)
     end
   end
-  redis.call('DEL', base, hot, base .. ':visits', base .. ':transitions', base .. ':parked', base .. ':commands')
+  redis.call('DEL', base, hot, base .. ':visits', base .. ':transitions', base .. ':parked', base .. ':commands',
+    base .. ':signals', base .. ':signal_ids')
   redis.call('ZREM', KEYS[2], id)
   if status then redis.call('ZREM', ARGV[1] .. ':flows:status:' .. status, id) end
   if workflow then redis.call('ZREM', ARGV[1] .. ':flows:workflow:' .. workflow, id) end
