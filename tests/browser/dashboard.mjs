@@ -883,6 +883,25 @@ async function openScenarios() {
     flows.branching = id;
     await shot('detail-branching');
   });
+
+  await step('a flow waiting for a signal says so, and the signal is sent from its page', async () => {
+    const id = await startFlow('approval', '{}');
+    await page
+      .locator('[data-testid=flow-waiting-note]', { hasText: 'waiting for the signal `approval`' })
+      .waitFor({ timeout: FLOW_WAIT });
+    await byId('signal-form').waitFor();
+    await expectText('signal-name', 'approval');
+    await byId('signal-data').fill('{"ok": tru');
+    await byId('signal-send').click();
+    await expectText('action-error', /not valid JSON/);
+    await byId('signal-data').fill('{"ok": true, "by": "ana"}');
+    await byId('signal-send').click();
+    await expectText('flow-phase', 'approved', FLOW_WAIT);
+    await expectText('flow-status', 'finished');
+    await byId('signal-form').waitFor({ state: 'hidden' });
+    flows.approval = id;
+    await shot('detail-signal');
+  });
 }
 
 async function tokenScenarios() {

@@ -157,6 +157,23 @@ export function mount(main, { id }) {
   const message = h('p', { class: 'message', role: 'status', testid: 'action-message' });
   const actionError = h('p', { class: 'problem', role: 'alert', testid: 'action-error', hidden: true });
   const again = h('a', { class: 'button', testid: 'action-again' }, 'Start another');
+  // A flow whose phase waits for a signal: send it from here, with a payload.
+  const signalName = h('code', { testid: 'signal-name' });
+  const signalData = h('textarea', {
+    id: 'signal-data',
+    rows: 3,
+    spellcheck: 'false',
+    testid: 'signal-data',
+    placeholder: '{"by": "ana"}',
+  });
+  const signalSend = h('button', { type: 'button', class: 'primary', testid: 'signal-send' }, 'Send signal');
+  const signalForm = h(
+    'div',
+    { class: 'signal-form', role: 'group', 'aria-label': 'Send the signal the flow waits for', hidden: true, testid: 'signal-form' },
+    h('label', { for: 'signal-data' }, 'The flow waits for the signal ', signalName, '. Its data (JSON, optional):'),
+    signalData,
+    signalSend,
+  );
   const actions = h(
     'div',
     { class: 'actions', role: 'group', 'aria-label': 'Actions' },
@@ -200,6 +217,7 @@ export function mount(main, { id }) {
       overall,
       actions,
       confirmRow,
+      signalForm,
       message,
       actionError,
     ),
@@ -311,6 +329,12 @@ export function mount(main, { id }) {
       retry.title = `Run ${phase} again as a new visit; the jobs it did stay done`;
       retryScratch.title = `Run every job of ${phase} again`;
     }
+    // The signal the current phase waits for, while it does.
+    const awaited = known && flow.status === 'running' ? flow.definition?.phases?.[flow.phase]?.wait_for : undefined;
+    const waitsNow = typeof awaited === 'string' && flow.progress?.state === 'running';
+    signalForm.hidden = !waitsNow;
+    if (waitsNow) signalName.textContent = awaited;
+    signalSend.disabled = !waitsNow || busy;
     confirmRow.hidden = !confirming;
     confirmCancel.disabled = busy;
     keep.disabled = busy;
@@ -653,6 +677,46 @@ export function mount(main, { id }) {
     }
   }
 
+  /** Sends the signal the flow waits for, with the form's JSON as its data. */
+  async function sendSignal() {
+    const name = signalName.textContent;
+    const text = signalData.value.trim();
+    let data = null;
+    if (text !== '') {
+      try {
+        data = JSON.parse(text);
+      } catch (error) {
+        actionError.textContent = `The signal's data is not valid JSON: ${error.message}`;
+        actionError.dataset.code = 'invalid_json';
+        actionError.hidden = false;
+        return;
+      }
+    }
+    busy = true;
+    message.textContent = '';
+    actionError.hidden = true;
+    delete actionError.dataset.code;
+    renderActions();
+    try {
+      const answer = await call(`${path}/signals/${segment(name)}`, { method: 'POST', body: { data } });
+      message.textContent =
+        answer?.outcome === 'consumed'
+          ? `Signal ${name} sent: the flow goes on.`
+          : `Signal ${name} sent: ${answer?.outcome === 'kept' ? 'kept until a phase waits for it' : 'it came before'}.`;
+      signalData.value = '';
+      reload().catch(() => {});
+    } catch (error) {
+      actionError.textContent = `Could not send the signal: ${error.message}`;
+      actionError.dataset.code = error.code;
+      actionError.hidden = false;
+      if (error.status === 409) reload().catch(() => {});
+    } finally {
+      busy = false;
+      render();
+    }
+  }
+
+  signalSend.addEventListener('click', () => sendSignal());
   pause.addEventListener('click', () => command('pause'));
   resume.addEventListener('click', () => command('resume'));
   retry.addEventListener('click', () => command('retry'));
