@@ -44,7 +44,7 @@
 //! - pause, resume or cancel a flow through the client, favouring flows at
 //!   a phase boundary (one job left, or a visit settled and not yet left);
 //!   the wrong state must be rejected, and is fine;
-//! - start a flow of one of four workflows: linear with an error phase;
+//! - start a flow of one of five workflows: linear with an error phase;
 //!   one with phases without handlers and no error phase; one that loops
 //!   back through a repair phase once; one that branches on its data and
 //!   its outputs together (so the plan knows which way it must go); a third
@@ -52,6 +52,11 @@
 //!   key, and some starts repeat an earlier key: with the same workflow and
 //!   data they must return that flow and start nothing, with other data
 //!   they must be refused naming it (one flow per key).
+//! - send the signal `go` to a flow, with an id drawn from three per flow
+//!   (so some are repeats): refused only by a flow that ended, a duplicate
+//!   only for an id sent before, consumed only into a visit that waited
+//!   for it, kept otherwise (the `wait` workflow waits for it between two
+//!   phases that work; the drain signals whatever still waits).
 //!
 //! What the handlers do is planned per flow when it starts, and travels in
 //! its data: how many jobs each handler enumerates, which attempts fail,
@@ -63,7 +68,9 @@
 //! "Guarantees"): every transition is one the definition allows and leaves
 //! a settled visit; every phase entry is recorded once and history only
 //! grows; per visit and handler `done <= total`, and a completed visit has
-//! every handler enumerated, `done == total` and every job processed; no
+//! every handler enumerated, `done == total` and every job processed; a
+//! signal completes at most one visit, of a phase that waits for it, and is
+//! then no longer kept, and only signals that were sent appear; no
 //! job or enumeration is admitted while its flow is paused, after its
 //! cancel was acknowledged, outside its flow's current running visit, or
 //! past its handler's `max_attempts`; a paused or canceled flow makes no
@@ -102,7 +109,7 @@ use distribot::handler::{
 use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
 use distribot::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    PhaseState, Progress, Requester, Task,
+    PhaseState, Progress, Requester, SignalOutcome, Task,
 };
 use distribot::rules;
 use distribot::runtime::{

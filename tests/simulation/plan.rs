@@ -104,6 +104,22 @@ pub(crate) fn workflows() -> &'static [(&'static str, Arc<Workflow>)] {
                     }
                 }),
             ),
+            // A phase that waits for a signal between two that work: the
+            // flow ends only once signaled (the drain signals what waits).
+            (
+                "wait",
+                json!({
+                    "workflow": "wait",
+                    "phases": {
+                        "start": {"is_initial": true, "transitions_to": "review",
+                                  "on_error_transition_to": "error",
+                                  "handlers": [handler("Alpha")]},
+                        "review": {"wait_for": "go", "transitions_to": "done"},
+                        "done": {"is_final": true, "handlers": [handler("Finisher")]},
+                        "error": {"is_final": true}
+                    }
+                }),
+            ),
         ];
         definitions
             .into_iter()

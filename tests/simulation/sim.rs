@@ -89,6 +89,9 @@ pub(crate) struct Counts {
     pub(crate) resumes: u64,
     pub(crate) cancels: u64,
     pub(crate) redrives: u64,
+    pub(crate) signals_kept: u64,
+    pub(crate) signals_consumed: u64,
+    pub(crate) signal_duplicates: u64,
     pub(crate) keyed_starts: u64,
     pub(crate) keyed_repeats: u64,
     pub(crate) keys_taken: u64,
@@ -126,6 +129,9 @@ impl Counts {
             (&mut self.cancels, other.cancels),
             (&mut self.redrives, other.redrives),
             (&mut self.keyed_starts, other.keyed_starts),
+            (&mut self.signals_kept, other.signals_kept),
+            (&mut self.signals_consumed, other.signals_consumed),
+            (&mut self.signal_duplicates, other.signal_duplicates),
             (&mut self.keyed_repeats, other.keyed_repeats),
             (&mut self.keys_taken, other.keys_taken),
             (&mut self.rejected, other.rejected),
@@ -184,7 +190,8 @@ impl fmt::Display for Counts {
             f,
             "{} clock advances; commands: {} pauses, {} resumes, {} cancels, {} retries \
              acknowledged, {} rejected for the wrong state; {} keyed starts, {} repeated \
-             (the same flow back), {} refused (the key was taken)",
+             (the same flow back), {} refused (the key was taken); signals: {} consumed at \
+             once, {} kept, {} duplicates",
             self.clock_advances,
             self.pauses,
             self.resumes,
@@ -193,7 +200,10 @@ impl fmt::Display for Counts {
             self.rejected,
             self.keyed_starts,
             self.keyed_repeats,
-            self.keys_taken
+            self.keys_taken,
+            self.signals_consumed,
+            self.signals_kept,
+            self.signal_duplicates
         )
     }
 }
@@ -220,6 +230,8 @@ pub(crate) struct SimFlow {
     pub(crate) seen: Seen,
     /// Retries acknowledged.
     pub(crate) redrives: u32,
+    /// The ids of the signals sent to the flow.
+    pub(crate) signals_sent: BTreeSet<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +245,7 @@ pub(crate) enum Action {
     Clock,
     Command,
     Start,
+    Signal,
 }
 
 /// A failed run: when, and which invariant broke.
@@ -410,6 +423,19 @@ impl Sim {
                     ));
                 }
                 self.act(action, false)?;
+            }
+            // What waits for a signal gets one, with a new id.
+            let waiting: Vec<usize> = (0..self.flows.len())
+                .filter(|&index| rules::awaited_signal(&self.record(index)).is_some())
+                .collect();
+            if !waiting.is_empty() {
+                for index in waiting {
+                    self.begin();
+                    let id = format!("f{index}-drain-{}", self.step);
+                    self.signal_flow(index, id)?;
+                    self.after_step()?;
+                }
+                continue;
             }
             let unfinished = at_once(self.store.unfinished_flows())
                 .map_err(|error| format!("listing unfinished flows failed: {error}"))?;
@@ -633,6 +659,9 @@ impl Sim {
         if self.flows.len() < c.max_flows {
             options.push((Action::Start, 4));
         }
+        if !self.flows.is_empty() {
+            options.push((Action::Signal, 2));
+        }
         options.retain(|(_, weight)| *weight > 0);
         if options.is_empty() {
             return Action::Command;
@@ -684,6 +713,65 @@ impl Sim {
             }
             Action::Command => self.command(),
             Action::Start => self.start_flow(),
+            Action::Signal => {
+                let index = self.rng.below(self.flows.len());
+                let id = format!("f{index}-s{}", self.rng.below(3));
+                self.signal_flow(index, id)
+            }
+        }
+    }
+
+    /// Sends the signal `go` with `id` (ids repeat, so some are duplicates)
+    /// and checks the answer against the flow: a refusal only for a flow
+    /// that ended, a duplicate only for an id sent before, a consumed
+    /// signal now in a visit.
+    pub(crate) fn signal_flow(&mut self, index: usize, id: String) -> Checked {
+        let client = self.client.clone();
+        let flow = self.flows[index].id.clone();
+        let payload = json!({"from": id});
+        let signal_id = id.clone();
+        let outcome = self.rt.block_on(async move {
+            let sent = client.signal(&flow, "go", payload, Some(signal_id)).await;
+            quiesce().await;
+            sent
+        });
+        // A refused signal leaves no trace: its id may come again.
+        let sent_before = self.flows[index].signals_sent.contains(&id);
+        if outcome.is_ok() {
+            self.flows[index].signals_sent.insert(id.clone());
+        }
+        let record = self.record(index);
+        let line = format!("signal f{index} go ({id})");
+        match outcome {
+            Err(ClientError::SignalRejected(_)) if record.status.is_ended() => {
+                self.note(format!("{line}: refused, the flow has ended"));
+                Ok(())
+            }
+            Ok((_, SignalOutcome::Duplicate)) if sent_before => {
+                self.counts.signal_duplicates += 1;
+                self.note(format!("{line}: a duplicate, nothing changed"));
+                Ok(())
+            }
+            Ok((_, SignalOutcome::Kept)) if !sent_before => {
+                self.counts.signals_kept += 1;
+                self.note(format!("{line}: kept"));
+                Ok(())
+            }
+            Ok((_, SignalOutcome::Consumed))
+                if !sent_before
+                    && record
+                        .phases
+                        .iter()
+                        .any(|run| run.signal.as_ref().is_some_and(|s| s.id == id)) =>
+            {
+                self.counts.signals_consumed += 1;
+                self.note(format!("{line}: consumed"));
+                Ok(())
+            }
+            other => Err(format!(
+                "{line}: the client answered {other:?} (sent before: {sent_before}; flow {})",
+                record.status
+            )),
         }
     }
 
@@ -1203,6 +1291,7 @@ impl Sim {
             canceled_at: None,
             frozen: None,
             redrives: 0,
+            signals_sent: BTreeSet::new(),
             seen: Seen::default(),
         });
         self.note(line);
@@ -1303,6 +1392,42 @@ impl Sim {
         };
         let workflow = &record.workflow;
 
+        // A signal is used once: by one visit, and then no longer kept;
+        // and only signals that were sent are there at all.
+        let used: Vec<&str> = record
+            .phases
+            .iter()
+            .filter_map(|run| run.signal.as_ref().map(|s| s.id.as_str()))
+            .collect();
+        let distinct: BTreeSet<&str> = used.iter().copied().collect();
+        if distinct.len() != used.len() {
+            return fail(format!("a signal completed two visits: {used:?}"));
+        }
+        for pending in &record.signals.pending {
+            if distinct.contains(pending.id.as_str()) {
+                return fail(format!("signal {} is used and still kept", pending.id));
+            }
+        }
+        if let Some(stray) = used
+            .iter()
+            .copied()
+            .chain(record.signals.pending.iter().map(|s| s.id.as_str()))
+            .find(|id| !flow.signals_sent.contains(*id))
+        {
+            return fail(format!("signal {stray} was never sent"));
+        }
+        if let Some(run) = record.phases.iter().find(|run| {
+            run.signal.is_some()
+                && workflow
+                    .phase(run.phase.as_str())
+                    .is_none_or(|phase| phase.wait_for.is_none())
+        }) {
+            return fail(format!(
+                "{}#{} took a signal without waiting for one",
+                run.phase, run.seq
+            ));
+        }
+
         // Each phase entry is recorded once, with its visit.
         if record.transitions.len() != record.phases.len() {
             return fail(format!(
@@ -1373,10 +1498,19 @@ impl Sim {
             if run.handlers.len() != phase.handlers.len() {
                 return fail(format!("visit {} has the wrong handlers", run.seq));
             }
-            if phase.handlers.is_empty() && run.state != PhaseState::Completed {
+            // A phase without handlers completes as it starts, unless it
+            // waits for a signal: then it completes only with one.
+            let waits = phase.wait_for.is_some();
+            if phase.handlers.is_empty() && !waits && run.state != PhaseState::Completed {
                 return fail(format!(
                     "visit {} has no handlers but is {:?}",
                     run.seq, run.state
+                ));
+            }
+            if waits && (run.state == PhaseState::Completed) != run.signal.is_some() {
+                return fail(format!(
+                    "visit {} waits for a signal and is {:?} with {:?}",
+                    run.seq, run.state, run.signal
                 ));
             }
             if run.state == PhaseState::Failed && run.error.is_none() {
