@@ -1026,3 +1026,54 @@ fn a_second_process_on_the_same_database_is_refused_at_once() {
         );
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_events_fields() {
+    let dir = scratch();
+    write(
+        &dir.path().join("workflow.json"),
+        r#"{"workflow": "w", "phases": {"a": {"is_initial": true, "handlers": ["Talk"], "transitions_to": "b"}, "b": {"is_final": true}}}"#,
+    );
+    // A program that says something on stderr, then dies before its hello.
+    write(
+        &dir.path().join("handlers.toml"),
+        r#"
+[[programs]]
+command = ["python3", "-c", "import sys; print('the program speaks', file=sys.stderr, flush=True); sys.exit(3)"]
+hello_timeout = "5s"
+"#,
+    );
+    let outcome = run_in(
+        dir.path(),
+        [
+            "run",
+            "workflow.json",
+            "--handlers",
+            "handlers.toml",
+            "--log-format",
+            "json",
+        ],
+    );
+    assert_no_panic(&outcome);
+    let logged: Vec<Value> = outcome
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let spoken = logged
+        .iter()
+        .find(|line| line["message"] == "the program speaks")
+        .unwrap_or_else(|| panic!("no JSON line for the program's stderr:\n{}", outcome.dump()));
+    assert_eq!(spoken["target"], "distribot::handlers");
+    assert_eq!(spoken["level"], "INFO");
+    assert!(spoken["program"].as_str().unwrap().contains("python3"));
+    assert!(spoken["timestamp"].is_string());
+
+    let refused = run_in(
+        dir.path(),
+        ["validate", "workflow.json", "--log-format", "xml"],
+    );
+    assert_eq!(refused.code(), Some(2), "{}", refused.dump());
+    assert!(refused.stderr.contains("possible values: text, json"));
+}

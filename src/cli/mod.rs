@@ -48,8 +48,18 @@ pub const EXIT_BAD_INPUT: i32 = 2;
     about = "Run workflows of phases, fanned out into jobs and back in."
 )]
 struct Cli {
+    /// How log lines on stderr look: `text` for people, `json` (one object
+    /// per line, with the event's fields) for log collectors.
+    #[arg(long, global = true, value_enum, env = "DISTRIBOT_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -122,7 +132,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_logging();
+    init_logging(cli.log_format);
     let outcome = match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Graph { file, format } => graph(&file, format),
@@ -167,14 +177,25 @@ where
     runtime.block_on(body())
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,distribot::handlers=info"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // One object per line: the time, level, target, message and the
+        // event's own fields (flow, phase, handler...) at the top level.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// A bug must still end in one line, not a backtrace.
