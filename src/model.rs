@@ -235,6 +235,39 @@ pub struct PhaseRun {
     /// For a phase that waits for a signal: the signal that completed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<ReceivedSignal>,
+    /// For a phase that starts child flows: one per element, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildRun>,
+}
+
+/// A child flow a phase visit started, and how it ended once it did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildRun {
+    pub flow: FlowId,
+    /// Set once the child ended: whether it ended well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_well: Option<bool>,
+    /// The child's summary (what `run --json` prints), once it ended well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Value>,
+}
+
+/// Where a child flow belongs: its parent, the visit that started it, and
+/// its element's index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub flow: FlowId,
+    pub seq: u32,
+    pub index: u32,
+}
+
+/// A child flow that ended, as its parent's visit records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettledChild {
+    pub index: u32,
+    pub ended_well: bool,
+    /// Its summary when it ended well; why not, when not.
+    pub summary: Value,
 }
 
 /// A signal sent to a flow: its name, the id that makes a repeat count
@@ -278,7 +311,7 @@ impl PhaseRun {
             .iter()
             .map(|spec| HandlerRun::new(spec.name.clone()))
             .collect();
-        let state = if handlers.is_empty() && phase.wait_for.is_none() {
+        let state = if handlers.is_empty() && phase.wait_for.is_none() && phase.subflows.is_none() {
             PhaseState::Completed
         } else {
             PhaseState::Running
@@ -292,6 +325,7 @@ impl PhaseRun {
             handlers,
             error: None,
             signal: None,
+            children: Vec::new(),
         }
     }
 
@@ -382,6 +416,8 @@ pub struct FlowRecord {
     /// engine notes it again whenever it looks at the flow.
     pub waiting: Vec<String>,
     pub signals: Signals,
+    /// For a child flow: the phase visit of the flow that started it.
+    pub parent: Option<ParentLink>,
 }
 
 impl FlowRecord {
@@ -417,6 +453,7 @@ impl FlowRecord {
             ended_at: None,
             waiting: Vec::new(),
             signals: Signals::default(),
+            parent: None,
         }
     }
 

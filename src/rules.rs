@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::definition::{HandlerSpec, Next, Phase, RetryPolicy, Workflow};
-use crate::ids::{Cursor, HandlerName, PhaseName};
+use crate::ids::{Cursor, FlowId, HandlerName, PhaseName};
 use crate::model::{
-    Admission, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress,
-    ReceivedSignal, SignalOutcome, Task,
+    Admission, ChildRun, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress,
+    ReceivedSignal, SettledChild, SignalOutcome, Task,
 };
 use crate::time::Timestamp;
 use crate::version::{Requirement, Version};
@@ -49,6 +49,191 @@ pub enum Step {
     },
     /// The visit waits for a signal: one that came early may complete it.
     Await { cursor: Cursor, signal: String },
+    /// The visit starts its child flows: none are recorded yet.
+    Spawn { cursor: Cursor },
+    /// The visit waits for its child flows: those that ended are settled.
+    Children { cursor: Cursor },
+}
+
+/// The elements a phase's `subflows` start one child flow each for: the
+/// array at `for_each` in `document` (`{"data", "outputs"}`), or one
+/// element (`null`) without it. Anything else fails the phase, naming the
+/// path and what it found.
+pub fn subflow_items(
+    phase: &Phase,
+    subflows: &crate::definition::Subflows,
+    document: &Value,
+) -> Result<Vec<Value>, FlowError> {
+    let fail = |message: String| FlowError {
+        phase: phase.name.clone(),
+        handler: None,
+        job_id: None,
+        attempts: 0,
+        message,
+    };
+    let Some(pointer) = &subflows.for_each else {
+        return Ok(vec![Value::Null]);
+    };
+    let items = match document.pointer(pointer) {
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => {
+            return Err(fail(format!(
+                "for_each `{pointer}` must lead to an array of elements, one child flow each, but it leads to {}",
+                json_kind(other)
+            )))
+        }
+        None => {
+            return Err(fail(format!(
+                "for_each `{pointer}` leads nowhere: the flow has no data or output there"
+            )))
+        }
+    };
+    if items.len() > crate::definition::MAX_CHILDREN {
+        return Err(fail(format!(
+            "for_each `{pointer}` holds {} elements; one phase visit starts at most {} child flows",
+            items.len(),
+            crate::definition::MAX_CHILDREN
+        )));
+    }
+    Ok(items)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A child flow's data: the phase's `subflows.data`, with the element as
+/// `item` when the phase runs one child per element.
+pub fn child_data(
+    subflows: &crate::definition::Subflows,
+    item: &Value,
+) -> serde_json::Map<String, Value> {
+    let mut data = subflows.data.clone();
+    if subflows.for_each.is_some() {
+        data.insert("item".into(), item.clone());
+    }
+    data
+}
+
+/// The idempotency key of a visit's child: starting it twice (an engine
+/// that crashed between starting children and recording them) returns
+/// the same flow.
+pub fn child_key(parent: &FlowId, seq: u32, index: usize) -> String {
+    format!("subflow:{parent}:{seq}:{index}")
+}
+
+/// For a visit that a retry started: the child of element `index` that
+/// ended well in the visit it retried, so that it is not run again.
+pub fn carried_child(flow: &FlowRecord, seq: u32, index: usize) -> Option<FlowId> {
+    let transition = flow.transitions.get(seq as usize)?;
+    transition.retried_by?;
+    let failed = redrive_source(flow, seq)?;
+    let child = flow.phases.get(failed as usize)?.children.get(index)?;
+    (child.ended_well == Some(true)).then(|| child.flow.clone())
+}
+
+/// The visit a retry at `seq` went back from: the last earlier visit of
+/// the same phase.
+fn redrive_source(flow: &FlowRecord, seq: u32) -> Option<u32> {
+    let phase = &flow.phases.get(seq as usize)?.phase;
+    flow.phases[..seq as usize]
+        .iter()
+        .rev()
+        .find(|run| &run.phase == phase)
+        .map(|run| run.seq)
+}
+
+/// Records the children a visit started, once: true when the visit still
+/// ran and had none. A visit with no children to wait for completes.
+pub fn record_children(
+    flow: &mut FlowRecord,
+    cursor: &Cursor,
+    children: &[FlowId],
+    at: Timestamp,
+) -> bool {
+    let running = flow.status == FlowStatus::Running;
+    let run = flow.current_mut();
+    if !running
+        || run.seq != cursor.seq
+        || run.state != PhaseState::Running
+        || !run.children.is_empty()
+    {
+        return false;
+    }
+    run.children = children
+        .iter()
+        .map(|child| ChildRun {
+            flow: child.clone(),
+            ended_well: None,
+            summary: None,
+        })
+        .collect();
+    if children.is_empty() {
+        run.state = PhaseState::Completed;
+        run.finished_at = Some(at);
+    }
+    true
+}
+
+/// Records children that ended: the visit completes once every child
+/// ended well, and fails, naming the child, when one did not.
+pub fn settle_children(
+    flow: &mut FlowRecord,
+    cursor: &Cursor,
+    settled: &[SettledChild],
+    at: Timestamp,
+) -> Progress {
+    let status = flow.status;
+    let run = flow.current_mut();
+    if run.seq != cursor.seq || run.state != PhaseState::Running || status.is_ended() {
+        return Progress::Stale;
+    }
+    for child in settled {
+        let Some(entry) = run.children.get_mut(child.index as usize) else {
+            continue;
+        };
+        if entry.ended_well.is_some() {
+            continue;
+        }
+        entry.ended_well = Some(child.ended_well);
+        if child.ended_well {
+            entry.summary = Some(child.summary.clone());
+        } else {
+            let message = format!(
+                "child flow {} (element {}) {}",
+                entry.flow,
+                child.index,
+                child.summary.as_str().unwrap_or("did not end well")
+            );
+            run.state = PhaseState::Failed;
+            run.finished_at = Some(at);
+            run.error = Some(FlowError {
+                phase: run.phase.clone(),
+                handler: None,
+                job_id: None,
+                attempts: 0,
+                message,
+            });
+            return Progress::Failed;
+        }
+    }
+    if run
+        .children
+        .iter()
+        .all(|child| child.ended_well == Some(true))
+    {
+        run.state = PhaseState::Completed;
+        run.finished_at = Some(at);
+        return Progress::Completed;
+    }
+    Progress::Running
 }
 
 /// Why a signal cannot be sent.
@@ -325,6 +510,13 @@ pub fn next_step<'a>(
             },
         },
         PhaseState::Failed => failure_step(flow, phase, from, run.error.clone()),
+        PhaseState::Running if phase.subflows.is_some() => {
+            if run.children.is_empty() {
+                Step::Spawn { cursor: from }
+            } else {
+                Step::Children { cursor: from }
+            }
+        }
         PhaseState::Running if phase.wait_for.is_some() => Step::Await {
             cursor: from,
             signal: phase.wait_for.clone().unwrap_or_default(),

@@ -57,7 +57,24 @@ pub struct Phase {
     /// handlers): it completes when the signal arrives, with the signal's
     /// payload as its output.
     pub wait_for: Option<String>,
+    /// Child flows the phase starts and waits for (a phase that does has
+    /// no handlers).
+    pub subflows: Option<Subflows>,
 }
+
+/// A phase's child flows: one flow of `workflow` per element of the array
+/// at `for_each` (exactly one without it), each with `data` and the
+/// element (as `item`). The phase completes when every child ended well.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subflows {
+    pub workflow: String,
+    /// A JSON Pointer into `{"data", "outputs"}` naming an array.
+    pub for_each: Option<String>,
+    pub data: serde_json::Map<String, Value>,
+}
+
+/// The most child flows one phase visit may start.
+pub const MAX_CHILDREN: usize = 10_000;
 
 /// One handler as a phase names it.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::fault::{backquoted_list, did_you_mean, shown, Fault, Layout};
 use super::{
     pointer_fault, Branch, Condition, DefinitionLimits, HandlerSpec, Next, Phase, Rate,
-    RetryPolicy, Strictness, Workflow,
+    RetryPolicy, Strictness, Subflows, Workflow,
 };
 use crate::ids::{check_name, HandlerName, PhaseName, WorkflowName, NAME_RULE};
 use crate::json::JsonPath;
@@ -32,7 +32,9 @@ const PHASE_FIELDS: &[&str] = &[
     "timeout",
     "max_visits",
     "wait_for",
+    "subflows",
 ];
+const SUBFLOW_FIELDS: &[&str] = &["workflow", "for_each", "data"];
 const BRANCH_FIELDS: &[&str] = &["when", "to"];
 const COMPARISONS: &[&str] = &["equals", "in", "less_than", "greater_than", "exists"];
 const COMBINATIONS: &[&str] = &["all", "any", "not"];
@@ -369,6 +371,7 @@ impl Reader<'_> {
             timeout: None,
             max_visits: None,
             wait_for: None,
+            subflows: None,
         };
         let Some(object) = self.object(value, path, "an object (a phase)") else {
             return phase;
@@ -436,6 +439,9 @@ impl Reader<'_> {
         if let Some(value) = optional(object, "wait_for") {
             let name = self.name(value, &path.key("wait_for"), "signal name");
             phase.wait_for = Some(name);
+        }
+        if let Some(value) = optional(object, "subflows") {
+            phase.subflows = self.subflows(value, &path.key("subflows"));
         }
         if let Some(timeout) = optional(object, "timeout") {
             phase.timeout = self.duration(timeout, &path.key("timeout"), true);
@@ -673,6 +679,50 @@ impl Reader<'_> {
         }
     }
 
+    fn subflows(&mut self, value: &Value, path: &JsonPath) -> Option<Subflows> {
+        let object = self.object(
+            value,
+            path,
+            "an object: `{\"workflow\": NAME, \"for_each\": POINTER, \"data\": {...}}`",
+        )?;
+        self.unknown_fields(object, path, SUBFLOW_FIELDS);
+        let Some(workflow) = object.get("workflow") else {
+            self.fault(Fault::new(path, "`subflows` has no `workflow`").with_hint(
+                "name the registered workflow each child flow runs: `\"workflow\": \"<name>\"`",
+            ));
+            return None;
+        };
+        let workflow = self.name(workflow, &path.key("workflow"), "workflow name");
+        let for_each = match optional(object, "for_each") {
+            None => None,
+            Some(pointer) => {
+                let pointer_path = path.key("for_each");
+                let text = self.string(
+                    pointer,
+                    &pointer_path,
+                    "a JSON Pointer such as `/outputs/listing/Lister`",
+                )?;
+                if let Some(fault) = pointer_fault(text) {
+                    self.fault(Fault::new(&pointer_path, fault).with_hint(
+                        "point at an array in `{\"data\": ..., \"outputs\": ...}`: one child flow runs per element",
+                    ));
+                }
+                Some(text.to_owned())
+            }
+        };
+        let data = match optional(object, "data") {
+            None => serde_json::Map::new(),
+            Some(data) => self
+                .object(data, &path.key("data"), "an object (data for every child)")?
+                .clone(),
+        };
+        Some(Subflows {
+            workflow,
+            for_each,
+            data,
+        })
+    }
+
     fn rate(&mut self, value: &Value, path: &JsonPath) -> Option<Rate> {
         let Some(text) = value.as_str() else {
             self.fault(
@@ -798,6 +848,17 @@ fn phase_json(phase: &Phase) -> Value {
     }
     if let Some(signal) = &phase.wait_for {
         object.insert("wait_for".into(), signal.as_str().into());
+    }
+    if let Some(subflows) = &phase.subflows {
+        let mut children = Map::new();
+        children.insert("workflow".into(), subflows.workflow.as_str().into());
+        if let Some(for_each) = &subflows.for_each {
+            children.insert("for_each".into(), for_each.as_str().into());
+        }
+        if !subflows.data.is_empty() {
+            children.insert("data".into(), Value::Object(subflows.data.clone()));
+        }
+        object.insert("subflows".into(), Value::Object(children));
     }
     Value::Object(object)
 }

@@ -126,6 +126,18 @@ fn check_transitions(workflow: &Workflow, layout: Layout, faults: &mut Vec<Fault
     for (index, phase) in workflow.phases.iter().enumerate() {
         let name = phase.name.as_str();
         let path = layout.phase_path(index, name);
+        if phase.subflows.is_some() && (!phase.handlers.is_empty() || phase.wait_for.is_some()) {
+            faults.push(
+                Fault::new(
+                    &path.key("subflows"),
+                    format!("phase `{name}` starts child flows and also has handlers or waits for a signal"),
+                )
+                .with_hint(
+                    "a phase runs handlers, waits for a signal, or starts child flows: one of \
+                     them; put the others in phases before or after it",
+                ),
+            );
+        }
         if let (Some(signal), false) = (&phase.wait_for, phase.handlers.is_empty()) {
             faults.push(
                 Fault::new(

@@ -310,6 +310,38 @@ impl Client {
     /// Pauses, resumes or cancels a flow, or says why it cannot. The
     /// flow's history records the command, and who asked.
     pub async fn steer(&self, id: &FlowId, command: Command) -> Result<FlowStatus, ClientError> {
+        let status = self.steer_one(id, command).await?;
+        // A command reaches the child flows the current visit waits for,
+        // and theirs; a child in the wrong state for it is left as it is.
+        let mut open = self.open_children(id).await?;
+        while let Some(child) = open.pop() {
+            if self.steer_one(&child, command).await.is_ok() {
+                open.extend(self.open_children(&child).await?);
+            }
+        }
+        Ok(status)
+    }
+
+    /// The child flows a flow's current visit still waits for.
+    async fn open_children(&self, id: &FlowId) -> Result<Vec<FlowId>, ClientError> {
+        Ok(self
+            .backend
+            .queries
+            .flow(id)
+            .await?
+            .map(|record| {
+                record
+                    .current()
+                    .children
+                    .iter()
+                    .filter(|child| child.ended_well.is_none())
+                    .map(|child| child.flow.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn steer_one(&self, id: &FlowId, command: Command) -> Result<FlowStatus, ClientError> {
         let backend = self.backend.clone();
         let id = id.clone();
         let requester = self.requester;

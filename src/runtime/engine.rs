@@ -16,7 +16,7 @@ use super::{Backend, LiveCatalog, RuntimeError};
 use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::metrics;
-use crate::model::{FlowError, FlowRecord, PhaseState, Task};
+use crate::model::{FlowError, FlowRecord, ParentLink, PhaseState, Progress, SettledChild, Task};
 use crate::rules::{self, Step};
 use crate::store::{StoreError, WorkerRegistry, DISPATCH_LEASE};
 use crate::sync::lock;
@@ -361,6 +361,10 @@ impl Engine {
                         phase_left(&record, now);
                         metrics::flow_ended(record.workflow.name.as_str(), status);
                         self.forget(flow);
+                        // A child's end is its parent's news.
+                        if let Some(parent) = &record.parent {
+                            backend.broker.nudge(&parent.flow).await?;
+                        }
                         backend
                             .broker
                             .announce(FlowEvent::Ended {
@@ -368,6 +372,29 @@ impl Engine {
                                 status,
                             })
                             .await?;
+                    }
+                    return Ok(());
+                }
+                Step::Spawn { cursor } => {
+                    if let Err(error) = self.spawn_children(&record, &cursor).await? {
+                        backend
+                            .flows
+                            .record_failure(flow, &cursor, None, error, Timestamp::now())
+                            .await?;
+                    }
+                    continue;
+                }
+                Step::Children { cursor } => {
+                    let (progress, left) = self.settle_children(&record, &cursor).await?;
+                    if progress != Progress::Running {
+                        continue;
+                    }
+                    let reasons = vec![format!(
+                        "waiting for {left} of {} child flows",
+                        record.current().children.len()
+                    )];
+                    if reasons != record.waiting {
+                        backend.flows.note_waiting(flow, reasons).await?;
                     }
                     return Ok(());
                 }
@@ -422,6 +449,144 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Starts a visit's child flows, one per element, and records them.
+    /// Each start carries a key made of the visit and the element, so an
+    /// engine that crashed between starting children and recording them
+    /// finds the same flows again; a retried visit keeps the children that
+    /// ended well in the visit it retried. `Err` is why the phase fails.
+    async fn spawn_children(
+        &self,
+        record: &FlowRecord,
+        cursor: &Cursor,
+    ) -> Result<Result<(), FlowError>, RuntimeError> {
+        let backend = &self.inner.backend;
+        let phase = record
+            .workflow
+            .phase(cursor.phase.as_str())
+            .expect("records name phases of their workflow");
+        let Some(subflows) = &phase.subflows else {
+            return Ok(Ok(()));
+        };
+        let fail = |message: String| FlowError {
+            phase: phase.name.clone(),
+            handler: None,
+            job_id: None,
+            attempts: 0,
+            message,
+        };
+        let reads_outputs = subflows
+            .for_each
+            .as_deref()
+            .is_some_and(|pointer| pointer.starts_with("/outputs"));
+        let outputs = if reads_outputs {
+            serde_json::to_value(backend.queries.outputs(&record.id).await?).unwrap_or_default()
+        } else {
+            serde_json::json!({})
+        };
+        let document = serde_json::json!({"data": record.data.as_ref(), "outputs": outputs});
+        let items = match rules::subflow_items(phase, subflows, &document) {
+            Ok(items) => items,
+            Err(error) => return Ok(Err(error)),
+        };
+        let Some(workflow) = backend.workflows.workflow(&subflows.workflow).await? else {
+            return Ok(Err(fail(format!(
+                "its child flows run the workflow `{}`, which is not registered; register it (PUT /api/workflows/{}, or `distribot workflows put`) and retry the flow",
+                subflows.workflow, subflows.workflow
+            ))));
+        };
+        let now = Timestamp::now();
+        let mut children = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            if let Some(kept) = rules::carried_child(record, cursor.seq, index) {
+                children.push(kept);
+                continue;
+            }
+            let data = workflow.flow_data(rules::child_data(subflows, item));
+            let mut child = FlowRecord::new(FlowId::generate(), workflow.clone(), data, now);
+            child.key = Some(rules::child_key(&record.id, cursor.seq, index));
+            child.priority = record.priority;
+            child.parent = Some(ParentLink {
+                flow: record.id.clone(),
+                seq: cursor.seq,
+                index: index as u32,
+            });
+            let id = child.id.clone();
+            match backend.flows.create_flow(child).await {
+                Ok(crate::store::Created::New) => {
+                    metrics::flow_started(workflow.name.as_str());
+                    backend.broker.nudge(&id).await?;
+                    children.push(id);
+                }
+                Ok(crate::store::Created::Existing(existing)) => children.push(existing),
+                Err(crate::store::StoreError::KeyTaken { flow, .. }) => children.push(flow),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        backend
+            .flows
+            .record_children(&record.id, cursor, &children, Timestamp::now())
+            .await?;
+        Ok(Ok(()))
+    }
+
+    /// Settles the children of the visit that ended since it last looked
+    /// (each child's end nudges its parent; a sweep repairs a lost nudge),
+    /// and says how many are still to end.
+    async fn settle_children(
+        &self,
+        record: &FlowRecord,
+        cursor: &Cursor,
+    ) -> Result<(Progress, usize), RuntimeError> {
+        let backend = &self.inner.backend;
+        let open: Vec<(u32, FlowId)> = record
+            .current()
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(_, child)| child.ended_well.is_none())
+            .map(|(index, child)| (index as u32, child.flow.clone()))
+            .collect();
+        let ids: Vec<FlowId> = open.iter().map(|(_, id)| id.clone()).collect();
+        let ends = backend.queries.ends(&ids).await?;
+        let mut settled = Vec::new();
+        for ((index, id), end) in open.iter().zip(ends) {
+            let Some(end) = end else { continue };
+            let summary = if end.ended_well {
+                match backend.queries.flow(id).await? {
+                    Some(child) => {
+                        let outputs = backend.queries.outputs(id).await?;
+                        let count = outputs
+                            .values()
+                            .flat_map(|h| h.values())
+                            .map(Vec::len)
+                            .sum::<usize>();
+                        serde_json::to_value(
+                            crate::views::FlowDetail::new(&child, count as u64).summary(&outputs),
+                        )
+                        .unwrap_or_default()
+                    }
+                    None => serde_json::Value::Null,
+                }
+            } else {
+                serde_json::Value::String(format!("ended {}", end.status))
+            };
+            settled.push(SettledChild {
+                index: *index,
+                ended_well: end.ended_well,
+                summary,
+            });
+        }
+        let left = open.len() - settled.len();
+        if settled.is_empty() {
+            return Ok((Progress::Running, left));
+        }
+        let progress = backend
+            .flows
+            .settle_children(&record.id, cursor, &settled, Timestamp::now())
+            .await?;
+        Ok((progress, left))
     }
 
     /// Enumerate tasks for the orders this engine won the claim to

@@ -16,17 +16,17 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    limit_note_holds, next_token, slot_note, token_note, visit_runs, CommandApplied, Created,
-    EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
-    WorkerRegistry, WorkflowRegistry,
+    child_summaries, limit_note_holds, next_token, slot_note, token_note, visit_runs,
+    CommandApplied, Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries,
+    FlowQuery, FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
+    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
-    FlowStatus, Outputs, PhaseState, Progress, ReceivedSignal, Requester, SignalOutcome, Task,
-    WorkerInfo,
+    FlowStatus, Outputs, PhaseState, Progress, ReceivedSignal, Requester, SettledChild,
+    SignalOutcome, Task, WorkerInfo,
 };
 use crate::rules;
 use crate::time::Timestamp;
@@ -887,6 +887,42 @@ impl FlowStore for EmbeddedStore {
         .await
     }
 
+    async fn record_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        children: &[FlowId],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let recorded = rules::record_children(&mut entry.record, cursor, children, at);
+            if recorded {
+                state.log(JournalEntry::FlowChanged(flow.clone()));
+            }
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn settle_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        settled: &[SettledChild],
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.change(|state| {
+            let entry = state.flow_mut(flow)?;
+            let progress = rules::settle_children(&mut entry.record, cursor, settled, at);
+            if progress != Progress::Stale {
+                state.log(JournalEntry::FlowChanged(flow.clone()));
+            }
+            Ok(progress)
+        })
+        .await
+    }
+
     async fn apply_command(
         &self,
         flow: &FlowId,
@@ -1010,6 +1046,20 @@ impl FlowStore for EmbeddedStore {
 impl FlowQueries for EmbeddedStore {
     async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
         Ok(self.read(|state| state.flows.get(id).map(FlowState::shown)))
+    }
+
+    async fn ends(&self, ids: &[FlowId]) -> Result<Vec<Option<FlowEnd>>, StoreError> {
+        Ok(self.read(|state| {
+            ids.iter()
+                .map(|id| {
+                    let record = &state.flows.get(id)?.record;
+                    record.status.is_ended().then(|| FlowEnd {
+                        status: record.status,
+                        ended_well: rules::ended_well(record),
+                    })
+                })
+                .collect()
+        }))
     }
 
     async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
@@ -1315,6 +1365,10 @@ pub(super) fn collect_outputs(entry: &FlowState, before_seq: u32) -> Outputs {
                 .entry(handler.handler.clone())
                 .or_insert_with(Vec::new)
                 .extend(values);
+        }
+        // A phase that started child flows: their summaries, in order.
+        for (workflow, summary) in child_summaries(&run.children) {
+            by_handler.entry(workflow).or_default().push(summary);
         }
         // A phase that waited: the signal's payload, under its name.
         if let Some(signal) = &run.signal {

@@ -36,7 +36,7 @@ use crate::definition::{Rate, Workflow};
 use crate::ids::{Cursor, FlowId, JobKey, PhaseName};
 use crate::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    PhaseState, Progress, ReceivedSignal, Requester, SignalOutcome, Task, WorkerInfo,
+    PhaseState, Progress, ReceivedSignal, Requester, SettledChild, SignalOutcome, Task, WorkerInfo,
 };
 use crate::rules::CommandRejected;
 use crate::time::Timestamp;
@@ -234,6 +234,26 @@ pub fn next_token(
     Ok((due + interval, wait))
 }
 
+/// The summaries of the children that ended well, in order, each under the
+/// workflow it ran: a phase's outputs when it started child flows.
+pub fn child_summaries(
+    children: &[crate::model::ChildRun],
+) -> impl Iterator<Item = (crate::ids::HandlerName, Value)> + '_ {
+    children.iter().filter_map(|child| {
+        let summary = child.summary.clone()?;
+        let workflow = summary.get("workflow")?.as_str()?.to_owned();
+        Some((crate::ids::HandlerName::new(workflow), summary))
+    })
+}
+
+/// How a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEnd {
+    pub status: FlowStatus,
+    /// Finished without an error transition since it was last retried.
+    pub ended_well: bool,
+}
+
 /// Whether the flow runs visit `seq`: what a task under a limit checks in
 /// the step that takes its slot or token.
 pub fn visit_runs(record: &FlowRecord, seq: u32) -> bool {
@@ -423,6 +443,25 @@ pub trait FlowStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Records the child flows a visit started, once (`rules::record_children`):
+    /// true when this call recorded them.
+    async fn record_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        children: &[FlowId],
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Records children of the visit that ended (`rules::settle_children`).
+    async fn settle_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        settled: &[SettledChild],
+        at: Timestamp,
+    ) -> Result<Progress, StoreError>;
+
     /// Takes a token of `request`'s rate for a task admission let run, if
     /// its flow still runs the task's visit; the check and the take are one
     /// step.
@@ -479,6 +518,10 @@ pub trait FlowStore: Send + Sync + 'static {
 #[async_trait]
 pub trait FlowQueries: Send + Sync + 'static {
     async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError>;
+
+    /// How each flow ended, if it did (`None` for one that runs, is paused
+    /// or is unknown), in one read: what a parent checks of its children.
+    async fn ends(&self, ids: &[FlowId]) -> Result<Vec<Option<FlowEnd>>, StoreError>;
 
     /// The parts of a flow that never change, cheap enough to ask per job.
     async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError>;

@@ -23,7 +23,7 @@ use super::{FeedPosition, StoreError};
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::FlowId;
 use crate::model::{
-    CommandRecord, FlowError, FlowRecord, FlowStatus, PhaseRun, Signals, Transition,
+    CommandRecord, FlowError, FlowRecord, FlowStatus, ParentLink, PhaseRun, Signals, Transition,
 };
 use crate::time::Timestamp;
 
@@ -86,6 +86,8 @@ struct StoredProgress {
     deadline: Option<Timestamp>,
     #[serde(default)]
     signals: Signals,
+    #[serde(default)]
+    parent: Option<ParentLink>,
     created_at: Timestamp,
     ended_at: Option<Timestamp>,
 }
@@ -102,6 +104,7 @@ impl StoredProgress {
             priority: record.priority,
             deadline: record.deadline,
             signals: record.signals.clone(),
+            parent: record.parent.clone(),
             created_at: record.created_at,
             ended_at: record.ended_at,
         }
@@ -261,6 +264,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             ended_at: progress.ended_at,
             waiting: Vec::new(),
             signals: progress.signals,
+            parent: progress.parent,
         };
         if record.phases.is_empty() {
             return Err(corrupt(format!("flow {id} has no phase")));

@@ -1195,3 +1195,138 @@ pub(crate) async fn a_wait_past_its_timeout_takes_the_error_transition(kind: Kin
         .unwrap_err();
     assert!(matches!(late, ClientError::SignalRejected(_)), "{late}");
 }
+
+pub(crate) async fn a_phase_fans_out_into_child_flows_and_in_again(kind: Kind) {
+    let fails = Arc::new(Flaky {
+        failures: u32::MAX,
+        permanent: true,
+        attempts: AtomicUsize::new(0),
+    });
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Count", Counter::new()), ("Fails", fails)]),
+    )
+    .await;
+    // A broken image's child fails, with no error phase to go to.
+    let child = workflow(json!({
+        "workflow": "resize",
+        "phases": {
+            "resize": {"is_initial": true, "transitions_to": [
+                {"when": {"path": "/data/item/broken", "equals": true}, "to": "broken"},
+                {"to": "done"}
+            ], "handlers": ["Count"]},
+            "done": {"is_final": true},
+            "broken": {"is_final": true, "handlers": ["Fails"]}
+        }
+    }));
+    harness
+        .backend
+        .workflows
+        .put_workflow(child.clone())
+        .await
+        .unwrap();
+    let parent = workflow(json!({
+        "workflow": "album",
+        "phases": {
+            "listing": {"is_initial": true, "transitions_to": "resizing"},
+            "resizing": {"subflows": {"workflow": "resize", "for_each": "/data/images", "data": {"size": 512}},
+                         "transitions_to": "done", "on_error_transition_to": "error"},
+            "done": {"is_final": true},
+            "error": {"is_final": true}
+        }
+    }));
+    let images = json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]);
+    let record = harness.run(&parent, json!({"images": images})).await;
+    assert_eq!(phases_entered(&record), ["listing", "resizing", "done"]);
+    let children = &record.phases[1].children;
+    assert_eq!(children.len(), 3);
+    for (index, run) in children.iter().enumerate() {
+        assert_eq!(run.ended_well, Some(true));
+        let child = harness.client.status(&run.flow).await.unwrap();
+        assert_eq!(
+            child
+                .parent
+                .as_ref()
+                .map(|p| (p.flow.clone(), p.seq, p.index)),
+            Some((record.id.clone(), 1, index as u32))
+        );
+        assert_eq!(child.data["item"], images[index]);
+        assert_eq!(child.data["size"], 512);
+    }
+    // The children's summaries, in order, are the phase's output.
+    let outputs = harness.client.outputs(&record.id).await.unwrap();
+    let summaries = &outputs["resizing"]["resize"];
+    assert_eq!(summaries.len(), 3);
+    assert_eq!(summaries[0]["id"], json!(children[0].flow.as_str()));
+
+    // A child that ends by its error path fails the phase, naming it; a
+    // retry runs only that child again.
+    let images = json!([{"name": "a"}, {"name": "b", "broken": true}]);
+    let failed = harness.run(&parent, json!({"images": images})).await;
+    assert_eq!(phases_entered(&failed), ["listing", "resizing", "error"]);
+    let error = failed.transitions[2].error.as_ref().unwrap();
+    let broken = &failed.phases[1].children[1].flow;
+    assert!(error.message.contains(broken.as_str()), "{}", error.message);
+
+    // An empty list completes at once; a for_each on something else fails.
+    let none = harness.run(&parent, json!({"images": []})).await;
+    assert_eq!(phases_entered(&none), ["listing", "resizing", "done"]);
+    let wrong = harness.run(&parent, json!({"images": {"a": 1}})).await;
+    assert_eq!(phases_entered(&wrong), ["listing", "resizing", "error"]);
+    let error = &wrong.transitions[2].error.as_ref().unwrap().message;
+    assert!(
+        error.contains("for_each `/data/images`") && error.contains("an object"),
+        "{error}"
+    );
+}
+
+pub(crate) async fn steering_a_parent_reaches_its_children(kind: Kind) {
+    let gated = Gated::new(1);
+    let harness = Harness::start(
+        kind,
+        registry(vec![("Gated", gated.clone()), ("Count", Counter::new())]),
+    )
+    .await;
+    harness
+        .backend
+        .workflows
+        .put_workflow(gated_workflow())
+        .await
+        .unwrap();
+    let parent = workflow(json!({
+        "workflow": "parent",
+        "phases": {
+            "fan": {"is_initial": true, "subflows": {"workflow": "gated", "for_each": "/data/n"},
+                    "transitions_to": "done"},
+            "done": {"is_final": true}
+        }
+    }));
+    let id = harness.start_flow(&parent, json!({"n": [1, 2]})).await;
+    eventually("both children run", || async {
+        gated.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let record = harness.client.status(&id).await.unwrap();
+    let children: Vec<FlowId> = record.phases[0]
+        .children
+        .iter()
+        .map(|c| c.flow.clone())
+        .collect();
+    assert_eq!(children.len(), 2);
+    assert_eq!(harness.client.pause(&id).await.unwrap(), FlowStatus::Paused);
+    for child in &children {
+        assert_eq!(
+            harness.client.status(child).await.unwrap().status,
+            FlowStatus::Paused
+        );
+    }
+    assert_eq!(
+        harness.client.cancel(&id).await.unwrap(),
+        FlowStatus::Canceled
+    );
+    for child in &children {
+        let record = harness.wait(child).await;
+        assert_eq!(record.status, FlowStatus::Canceled);
+    }
+    gated.open();
+}

@@ -474,6 +474,26 @@ impl FlowStore for CountedAdmissions {
         self.inner.take_signal(flow, cursor, at).await
     }
 
+    async fn record_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        children: &[FlowId],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_children(flow, cursor, children, at).await
+    }
+
+    async fn settle_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        settled: &[distribot::model::SettledChild],
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.inner.settle_children(flow, cursor, settled, at).await
+    }
+
     async fn redrive(
         &self,
         flow: &FlowId,

@@ -131,6 +131,8 @@ every_backend!(
     branches_follow_outputs_data_and_handlers_choices,
     signals_move_waiting_flows_and_early_ones_are_kept,
     a_wait_past_its_timeout_takes_the_error_transition,
+    a_phase_fans_out_into_child_flows_and_in_again,
+    steering_a_parent_reaches_its_children,
     the_feed_lists_ends_in_the_order_they_were_recorded,
     a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor,
 );

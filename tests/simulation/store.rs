@@ -325,6 +325,26 @@ impl FlowStore for SimStore {
         self.inner.take_signal(flow, cursor, at).await
     }
 
+    async fn record_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        children: &[FlowId],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_children(flow, cursor, children, at).await
+    }
+
+    async fn settle_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        settled: &[distribot::model::SettledChild],
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        self.inner.settle_children(flow, cursor, settled, at).await
+    }
+
     async fn redrive(
         &self,
         flow: &FlowId,
@@ -382,6 +402,15 @@ impl FlowQueries for SimStore {
         turn().await;
         self.saw("flow");
         self.inner.flow(id).await
+    }
+
+    async fn ends(
+        &self,
+        ids: &[FlowId],
+    ) -> Result<Vec<Option<distribot::store::FlowEnd>>, StoreError> {
+        turn().await;
+        self.saw("ends");
+        self.inner.ends(ids).await
     }
 
     async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {

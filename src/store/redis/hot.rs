@@ -35,6 +35,16 @@ pub const FINISHED: &str = "f:";
 pub const VISIT_ERROR: &str = "e:";
 /// Per visit of a phase that waits: the signal that completed it, as JSON.
 pub const SIGNAL: &str = "sg:";
+/// Per visit of a phase that starts child flows: their ids, as JSON.
+pub const CHILDREN: &str = "ch:";
+/// Per visit: how many child flows it started.
+pub const CHILDREN_TOTAL: &str = "cn:";
+/// Per visit: how many of its child flows ended well.
+pub const CHILDREN_DONE: &str = "cd:";
+/// Per child (`SEQ:INDEX`): `1` once it ended well, `0` once it did not.
+pub const CHILD_ENDED: &str = "ce:";
+/// Per child (`SEQ:INDEX`): its summary, once it ended well.
+pub const CHILD_SUMMARY: &str = "cs:";
 
 /// Per handler: `1` once its enumeration is recorded.
 pub const ENUMERATED: &str = "en:";
@@ -88,6 +98,11 @@ pub fn lua_prelude() -> String {
         ("finished", FINISHED),
         ("visit_error", VISIT_ERROR),
         ("signal", SIGNAL),
+        ("children", CHILDREN),
+        ("children_total", CHILDREN_TOTAL),
+        ("children_done", CHILDREN_DONE),
+        ("child_ended", CHILD_ENDED),
+        ("child_summary", CHILD_SUMMARY),
         ("enumerated", ENUMERATED),
         ("total", TOTAL),
         ("done", DONE),

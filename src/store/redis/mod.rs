@@ -29,17 +29,17 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    limit_note_holds, slot_note, token_note, CommandApplied, Created, EndedEntry, EndedFeed,
-    Enumerated, FeedPosition, FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Retention,
-    SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
-    TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    child_summaries, limit_note_holds, slot_note, token_note, CommandApplied, Created, EndedEntry,
+    EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries, FlowQuery, FlowStore, JobsToQueue,
+    Redriven, Retention, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
+    WorkerRegistry, WorkflowRegistry, TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
-    Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
-    FlowStatus, HandlerRun, Outputs, PhaseRun, PhaseState, Progress, ReceivedSignal, Requester,
-    SignalOutcome, Signals, Task, Transition, WorkerInfo,
+    Admission, ChildRun, Command, CommandRecord, EnumerateInput, FlowContext, FlowError,
+    FlowRecord, FlowStatus, HandlerRun, Outputs, PhaseRun, PhaseState, Progress, ReceivedSignal,
+    Requester, SettledChild, SignalOutcome, Signals, Task, Transition, WorkerInfo,
 };
 use crate::rules::{self, AdmissionFacts};
 use crate::time::Timestamp;
@@ -223,6 +223,24 @@ impl RedisStore {
                 signal: text(&hot::visit(hot::SIGNAL, seq))
                     .map(|s| from_json(s, "a signal"))
                     .transpose()?,
+                children: text(&hot::visit(hot::CHILDREN, seq))
+                    .map(|c| from_json::<Vec<FlowId>>(c, "child flows"))
+                    .transpose()?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, child)| {
+                        let at = format!("{seq}:{index}");
+                        Ok(ChildRun {
+                            flow: child,
+                            ended_well: text(&format!("{}{at}", hot::CHILD_ENDED))
+                                .map(|ended| ended == "1"),
+                            summary: text(&format!("{}{at}", hot::CHILD_SUMMARY))
+                                .map(|s| from_json(s, "a child's summary"))
+                                .transpose()?,
+                        })
+                    })
+                    .collect::<Result<Vec<ChildRun>, StoreError>>()?,
             });
         }
         if phases.is_empty() {
@@ -272,6 +290,11 @@ impl RedisStore {
                 .transpose()?
                 .unwrap_or_default(),
             signals,
+            parent: meta
+                .get("parent")
+                .filter(|parent| !parent.is_empty())
+                .map(|parent| from_json(parent, "a parent link"))
+                .transpose()?,
         };
         // `seq|until|note`: the visit the waiting task is in, and, for a
         // rate, until when (milliseconds).
@@ -311,28 +334,28 @@ impl RedisStore {
         let tables: Vec<HashMap<u32, String>> =
             pipe.query_async(&mut conn).await.map_err(backend)?;
         let mut tables = tables.into_iter();
-        // Visits of phases that wait for a signal have no handlers; the
-        // signal that completed one is its output.
+        // Visits of phases that wait for a signal or for child flows have
+        // no handlers: the signal that completed one, or its children's
+        // summaries, are its output. Such visits are rare: read whole.
         let waited: Vec<u32> = wanted
             .iter()
             .filter(|visit| visit.handlers.is_empty())
             .map(|visit| visit.seq)
             .collect();
         let mut signals: HashMap<u32, ReceivedSignal> = HashMap::new();
+        let mut children: HashMap<u32, Vec<ChildRun>> = HashMap::new();
         if !waited.is_empty() {
-            let fields: Vec<String> = waited
-                .iter()
-                .map(|&seq| hot::visit(hot::SIGNAL, seq))
-                .collect();
-            let found: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(self.keys.hot(id))
-                .arg(&fields)
-                .query_async(&mut conn)
-                .await
-                .map_err(backend)?;
-            for (&seq, signal) in waited.iter().zip(found) {
-                if let Some(signal) = signal {
-                    signals.insert(seq, from_json(&signal, "a signal")?);
+            if let Some(record) = self.load(id).await? {
+                for seq in waited {
+                    let Some(run) = record.phases.get(seq as usize) else {
+                        continue;
+                    };
+                    if let Some(signal) = &run.signal {
+                        signals.insert(seq, signal.clone());
+                    }
+                    if !run.children.is_empty() {
+                        children.insert(seq, run.children.clone());
+                    }
                 }
             }
         }
@@ -351,6 +374,11 @@ impl RedisStore {
                     .entry(handler.clone())
                     .or_default()
                     .extend(values);
+            }
+            if let Some(children) = children.remove(&visit.seq) {
+                for (workflow, summary) in child_summaries(&children) {
+                    by_handler.entry(workflow).or_default().push(summary);
+                }
             }
             if let Some(signal) = signals.remove(&visit.seq) {
                 by_handler.insert(HandlerName::new(signal.name.as_str()), vec![signal.payload]);
@@ -502,9 +530,10 @@ fn visit_json(
     })
 }
 
-/// `1` for a phase that waits for a signal: its visit runs with no handlers.
+/// `1` for a phase that waits for a signal or for child flows: its visit
+/// runs with no handlers.
 fn waits(phase: &crate::definition::Phase) -> &'static str {
-    if phase.wait_for.is_some() {
+    if phase.wait_for.is_some() || phase.subflows.is_some() {
         "1"
     } else {
         ""
@@ -545,6 +574,13 @@ impl FlowStore for RedisStore {
                     .unwrap_or_default(),
             )
             .arg(waits(initial))
+            .arg(
+                flow.parent
+                    .as_ref()
+                    .map(to_json)
+                    .transpose()?
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -938,6 +974,77 @@ impl FlowStore for RedisStore {
         Ok(taken == 1)
     }
 
+    async fn record_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        children: &[FlowId],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let recorded: i64 = self
+            .scripts
+            .record_children
+            .key(self.keys.hot(flow))
+            .arg(cursor.seq)
+            .arg(to_json(&children)?)
+            .arg(children.len())
+            .arg(at.millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(recorded == 1)
+    }
+
+    async fn settle_children(
+        &self,
+        flow: &FlowId,
+        cursor: &Cursor,
+        settled: &[SettledChild],
+        at: Timestamp,
+    ) -> Result<Progress, StoreError> {
+        // The error each child would fail the visit with, made where the
+        // rules make it (Lua cannot format it the same way).
+        let Some(record) = self.load(flow).await? else {
+            return Err(StoreError::UnknownFlow(flow.clone()));
+        };
+        let mut entries = Vec::with_capacity(settled.len());
+        for child in settled {
+            let mut probe = record.clone();
+            let error =
+                match rules::settle_children(&mut probe, cursor, std::slice::from_ref(child), at) {
+                    Progress::Failed => probe
+                        .current()
+                        .error
+                        .clone()
+                        .map(|e| to_json(&e))
+                        .transpose()?,
+                    _ => None,
+                };
+            entries.push(serde_json::json!({
+                "index": child.index,
+                "ended_well": child.ended_well,
+                "summary": child.summary.to_string(),
+                "error": error.unwrap_or_default(),
+            }));
+        }
+        let reply: String = self
+            .scripts
+            .settle_children
+            .key(self.keys.hot(flow))
+            .arg(cursor.seq)
+            .arg(at.millis())
+            .arg(Value::Array(entries).to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(match reply.as_str() {
+            "completed" => Progress::Completed,
+            "failed" => Progress::Failed,
+            "running" => Progress::Running,
+            _ => Progress::Stale,
+        })
+    }
+
     async fn take_token(
         &self,
         task: &Task,
@@ -1154,6 +1261,31 @@ impl FlowStore for RedisStore {
 impl FlowQueries for RedisStore {
     async fn flow(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
         self.load(id).await
+    }
+
+    async fn ends(&self, ids: &[FlowId]) -> Result<Vec<Option<FlowEnd>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.keys.hot(id), &[hot::STATUS, hot::ERROR]);
+        }
+        let replies: Vec<(Option<String>, Option<String>)> =
+            pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        Ok(replies
+            .into_iter()
+            .map(|(status, error)| {
+                let status = status.as_deref().and_then(FlowStatus::parse)?;
+                // The hot hash keeps the error of an error transition (or a
+                // failure) until a retry clears it.
+                status.is_ended().then(|| FlowEnd {
+                    status,
+                    ended_well: status == FlowStatus::Finished
+                        && error.as_deref().is_none_or(str::is_empty),
+                })
+            })
+            .collect())
     }
 
     async fn flow_context(&self, id: &FlowId) -> Result<Option<FlowContext>, StoreError> {
