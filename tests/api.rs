@@ -158,7 +158,7 @@ async fn server_with(options: ApiOptions) -> Server {
         state
             .backend()
             .workflows
-            .put_workflow(Arc::new(workflow))
+            .put_workflow(Arc::new(workflow), distribot::time::Timestamp::now())
             .await
             .unwrap();
     }
@@ -1966,7 +1966,7 @@ async fn a_request_dropped_halfway_still_leaves_its_flow_moving() {
     state
         .backend()
         .workflows
-        .put_workflow(Arc::new(workflow))
+        .put_workflow(Arc::new(workflow), distribot::time::Timestamp::now())
         .await
         .unwrap();
     let router = api::router(state.clone());
