@@ -150,8 +150,9 @@ async fn put(target: &dyn Target, file: &Path, json: bool) -> CliResult<i32> {
     if json {
         print_json(&item)?;
     } else if created {
+        let plural = if item.phases == 1 { "" } else { "s" };
         println!(
-            "registered workflow `{}` version {} ({} phases)",
+            "registered workflow `{}` version {} ({} phase{plural})",
             item.name, item.version, item.phases
         );
     } else {
