@@ -394,16 +394,21 @@ pub(crate) async fn a_database_from_before_versions_reads_its_definitions_as_ver
         .unwrap();
     assert_eq!((next.version.version, next.created), (3, true));
     drop(store);
-    // The versions adopted were written down: a reopen numbers them alike.
+    // The versions adopted were written down: a reopen numbers them alike,
+    // and keeps when the one registered here was.
     let store = EmbeddedStore::open(&path).unwrap();
-    let numbers: Vec<u32> = store
+    let numbers: Vec<(u32, Option<Timestamp>)> = store
         .versions("gated")
         .await
         .unwrap()
         .iter()
-        .map(|v| v.version)
+        .map(|v| (v.version, v.created_at))
         .collect();
-    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(
+        numbers,
+        [(1, None), (2, None), (3, next.version.created_at)]
+    );
+    assert!(next.version.created_at.is_some());
 }
 
 /// Redis from before versions: `P:workflows` alone holds a definition,
