@@ -110,16 +110,6 @@ pub struct StartOptions {
     pub timeout: Option<Duration>,
 }
 
-impl WorkflowSource {
-    /// The latest version of the workflow registered under `name`.
-    pub fn registered(name: impl Into<String>) -> Self {
-        WorkflowSource::Registered {
-            name: name.into(),
-            version: None,
-        }
-    }
-}
-
 /// A source's workflow, validated, and the registered version it is.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -145,6 +135,16 @@ pub enum WorkflowSource {
     Inline(Value),
     /// A definition already validated.
     Parsed(Arc<Workflow>),
+}
+
+impl WorkflowSource {
+    /// The latest version of the workflow registered under `name`.
+    pub fn registered(name: impl Into<String>) -> Self {
+        WorkflowSource::Registered {
+            name: name.into(),
+            version: None,
+        }
+    }
 }
 
 #[derive(Clone)]
