@@ -409,6 +409,10 @@ pub struct FlowRecord {
     /// When the flow must have ended by: past it, its current phase fails
     /// with `deadline passed`.
     pub deadline: Option<Timestamp>,
+    /// The version of a registered workflow the flow started with (and
+    /// runs to its end, whatever is registered later); `None` for a
+    /// definition given inline, and for flows from before versions.
+    pub workflow_version: Option<u32>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     /// Why the flow cannot go on right now, such as
@@ -449,6 +453,7 @@ impl FlowRecord {
             key: None,
             priority: 0,
             deadline: None,
+            workflow_version: None,
             created_at: at,
             ended_at: None,
             waiting: Vec::new(),
@@ -592,6 +597,7 @@ impl FlowRecord {
         FlowSummary {
             id: self.id.clone(),
             workflow: self.workflow.name.clone(),
+            workflow_version: self.workflow_version,
             status: self.status,
             ended_well: crate::rules::ended_well(self),
             phase: self.current().phase.clone(),
@@ -669,6 +675,9 @@ pub struct HandlerTotals {
 pub struct FlowSummary {
     pub id: FlowId,
     pub workflow: WorkflowName,
+    /// The registered version the flow runs; `null` for an inline
+    /// definition.
+    pub workflow_version: Option<u32>,
     pub status: FlowStatus,
     /// True once the flow finished without taking an error transition:
     /// what makes `run` exit 0.

@@ -8,12 +8,10 @@
 //! `docs/api.md` and `openapi.json` describe the same shapes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::definition::Workflow;
 use crate::ids::{FlowId, HandlerName, PhaseName, WorkflowName};
 use crate::model::{
     last_outputs, CommandRecord, FlowError, FlowRecord, FlowStatus, FlowSummary, HandlerRun,
@@ -21,6 +19,7 @@ use crate::model::{
 };
 use crate::rules;
 use crate::runtime::Page;
+use crate::store::WorkflowVersion;
 use crate::time::Timestamp;
 use crate::version::Version;
 
@@ -73,6 +72,11 @@ impl From<&PhaseRun> for PhaseProgress {
 pub struct FlowItem {
     pub id: FlowId,
     pub workflow: WorkflowName,
+    /// The version of the registered workflow the flow runs; `None` for a
+    /// definition given inline (and for flows from before versions). A
+    /// server from before versions sent none.
+    #[serde(default)]
+    pub workflow_version: Option<u32>,
     pub status: FlowStatus,
     pub phase: PhaseName,
     pub created_at: Timestamp,
@@ -102,6 +106,7 @@ impl From<&FlowRecord> for FlowItem {
         Self {
             id: record.id.clone(),
             workflow: record.workflow.name.clone(),
+            workflow_version: record.workflow_version,
             status: record.status,
             phase: current.phase.clone(),
             created_at: record.created_at,
@@ -176,6 +181,7 @@ impl FlowDetail {
         FlowSummary {
             id: self.item.id.clone(),
             workflow: self.item.workflow.clone(),
+            workflow_version: self.item.workflow_version,
             status: self.item.status,
             ended_well: self.ended_well,
             phase: self.item.phase.clone(),
@@ -350,17 +356,32 @@ pub struct FlowCounts {
     pub newest: Option<FlowId>,
 }
 
-/// A registered workflow in the list.
+/// The header that carries the version of the definition a
+/// `GET /api/workflows/{name}` (or `.../versions/{version}`) answers, so
+/// that the body stays a definition that can be registered again.
+pub const WORKFLOW_VERSION_HEADER: &str = "distribot-workflow-version";
+
+/// A version of a registered workflow: in the list (the latest of each),
+/// in a workflow's versions, and as the answer to registering one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowItem {
     pub name: WorkflowName,
+    /// 1, 2, 3… in the order the name's definitions were registered. A
+    /// server from before versions sent none.
+    #[serde(default)]
+    pub version: u32,
+    /// When this version was registered; `None` for one registered before
+    /// versions were kept.
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
     pub phases: usize,
     /// Every handler the workflow names, in the order phases name them.
     pub handlers: Vec<HandlerName>,
 }
 
-impl From<&Workflow> for WorkflowItem {
-    fn from(workflow: &Workflow) -> Self {
+impl From<&WorkflowVersion> for WorkflowItem {
+    fn from(registered: &WorkflowVersion) -> Self {
+        let workflow = registered.workflow.as_ref();
         let mut handlers: Vec<HandlerName> = Vec::new();
         for spec in workflow.phases.iter().flat_map(|phase| &phase.handlers) {
             if !handlers.contains(&spec.name) {
@@ -369,24 +390,41 @@ impl From<&Workflow> for WorkflowItem {
         }
         Self {
             name: workflow.name.clone(),
+            version: registered.version,
+            created_at: registered.created_at,
             phases: workflow.phases.len(),
             handlers,
         }
     }
 }
 
+/// `GET /api/workflows`: the latest version of each workflow, by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowList {
     pub workflows: Vec<WorkflowItem>,
 }
 
-impl From<&[Arc<Workflow>]> for WorkflowList {
-    fn from(workflows: &[Arc<Workflow>]) -> Self {
+impl From<&[WorkflowVersion]> for WorkflowList {
+    fn from(workflows: &[WorkflowVersion]) -> Self {
         Self {
-            workflows: workflows
-                .iter()
-                .map(|workflow| WorkflowItem::from(workflow.as_ref()))
-                .collect(),
+            workflows: workflows.iter().map(WorkflowItem::from).collect(),
+        }
+    }
+}
+
+/// `GET /api/workflows/{name}/versions`: every version of one workflow,
+/// oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowVersions {
+    pub name: WorkflowName,
+    pub versions: Vec<WorkflowItem>,
+}
+
+impl WorkflowVersions {
+    pub fn new(name: &str, versions: &[WorkflowVersion]) -> Self {
+        Self {
+            name: WorkflowName::new(name),
+            versions: versions.iter().map(WorkflowItem::from).collect(),
         }
     }
 }
@@ -507,6 +545,8 @@ fn batches<'v>(visits: &'v [&'v PhaseRun]) -> Vec<&'v [&'v PhaseRun]> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::definition::parse_definition_value;
 

@@ -177,7 +177,7 @@ async fn server_with(options: ApiOptions) -> Server {
         state
             .backend()
             .workflows
-            .put_workflow(Arc::new(workflow))
+            .put_workflow(Arc::new(workflow), distribot::time::Timestamp::now())
             .await
             .unwrap();
     }
@@ -855,12 +855,20 @@ async fn workflows_register_replace_and_read_back() {
     definition["workflow"] = json!("fresh");
     let created = server.put("/api/workflows/fresh", definition.clone()).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert!(created.body["created_at"].is_string(), "{}", created.text);
+    let mut item = created.body.clone();
+    item.as_object_mut().unwrap().remove("created_at");
     assert_eq!(
-        created.body,
-        json!({"name": "fresh", "phases": 4, "handlers": ["Work"]})
+        item,
+        json!({"name": "fresh", "version": 1, "phases": 4, "handlers": ["Work"]})
     );
-    let replaced = server.put("/api/workflows/fresh", definition.clone()).await;
-    assert_eq!(replaced.status, StatusCode::OK);
+    assert_eq!(
+        created.headers[header::LOCATION],
+        "/api/workflows/fresh/versions/1"
+    );
+    let again = server.put("/api/workflows/fresh", definition.clone()).await;
+    assert_eq!(again.status, StatusCode::OK, "the same definition again");
+    assert_eq!(again.body, created.body, "it is version 1, as registered");
 
     let one = server.get("/api/workflows/fresh").await;
     assert_eq!(one.status, StatusCode::OK);
@@ -868,6 +876,7 @@ async fn workflows_register_replace_and_read_back() {
         one.body, definition,
         "the canonical form of a canonical definition is itself"
     );
+    assert_eq!(one.headers["distribot-workflow-version"], "1");
 
     // The gem's form is read and answered in canonical form.
     let gem = json!({
@@ -933,6 +942,144 @@ async fn workflows_register_replace_and_read_back() {
     let missing = server.get("/api/workflows/missing").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.error_code(), "unknown_workflow");
+}
+
+/// Registering a changed definition adds a version; flows keep theirs;
+/// starts take the latest or the version they name; versions are listed
+/// and read back.
+#[tokio::test]
+async fn workflow_versions_are_registered_listed_read_and_started() {
+    let server = server().await;
+    let first = server.start(json!({"workflow": "quick"})).await;
+    let mut changed = quick_definition();
+    changed["data"] = json!({"jobs": 5});
+    let second = server.put("/api/workflows/quick", changed.clone()).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    assert_eq!(second.body["version"], 2);
+    assert_eq!(
+        second.headers[header::LOCATION],
+        "/api/workflows/quick/versions/2"
+    );
+    // Keys in another order are the same definition.
+    let mut reordered = serde_json::Map::new();
+    for key in ["phases", "data", "workflow"] {
+        reordered.insert(key.to_owned(), changed[key].clone());
+    }
+    let same = server
+        .put("/api/workflows/quick", Value::Object(reordered))
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.text);
+    assert_eq!(same.body["version"], 2);
+
+    let versions = server.get("/api/workflows/quick/versions").await;
+    assert_eq!(versions.status, StatusCode::OK, "{}", versions.text);
+    assert_eq!(versions.body["name"], "quick");
+    let listed: Vec<&Value> = versions.body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["version"])
+        .collect();
+    assert_eq!(listed, [&json!(1), &json!(2)]);
+    assert!(versions.body["versions"][1]["created_at"].is_string());
+    let list = server.get("/api/workflows").await;
+    let quick = list.body["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == "quick")
+        .unwrap();
+    assert_eq!(quick["version"], 2, "the list shows the latest");
+
+    let latest = server.get("/api/workflows/quick").await;
+    assert_eq!(latest.body, changed);
+    assert_eq!(latest.headers["distribot-workflow-version"], "2");
+    let one = server.get("/api/workflows/quick/versions/1").await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    assert_eq!(one.body, quick_definition());
+    assert_eq!(one.headers["distribot-workflow-version"], "1");
+
+    // Flows show the version they run.
+    let flow = server.ended(&first).await;
+    assert_eq!(flow["workflow_version"], 1);
+    assert_eq!(flow["handlers"]["Work"]["done"], 3, "version 1's data");
+    let latest_flow = server.start(json!({"workflow": "quick"})).await;
+    let flow = server.ended(&latest_flow).await;
+    assert_eq!(flow["workflow_version"], 2);
+    assert_eq!(flow["handlers"]["Work"]["done"], 5, "version 2's data");
+    let pinned = server
+        .start(json!({"workflow": "quick", "version": 1}))
+        .await;
+    let flow = server.ended(&pinned).await;
+    assert_eq!(flow["workflow_version"], 1);
+    assert_eq!(flow["definition"], quick_definition());
+    let page = server.get("/api/flows?workflow=quick").await;
+    let shown: Vec<&Value> = page.body["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|flow| &flow["workflow_version"])
+        .collect();
+    assert_eq!(shown, [&json!(1), &json!(2), &json!(1)]);
+    let mut inline = quick_definition();
+    inline["workflow"] = json!("inline-quick");
+    let inline = server.start(json!({"definition": inline})).await;
+    assert_eq!(server.ended(&inline).await["workflow_version"], Value::Null);
+
+    // What names no version.
+    let unknown = server
+        .post("/api/flows", json!({"workflow": "quick", "version": 3}))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.error_code(), "unknown_version");
+    assert_eq!(unknown.path(), Some("$.version"));
+    assert!(
+        unknown
+            .message()
+            .starts_with("workflow `quick` has no version 3: its versions are 1 to 2"),
+        "{}",
+        unknown.message()
+    );
+    let nameless = server
+        .post("/api/flows", json!({"workflow": "nope", "version": 1}))
+        .await;
+    assert_eq!(nameless.error_code(), "unknown_workflow");
+    for bad in [json!(0), json!(-2), json!(1.5), json!("1"), json!(true)] {
+        let answer = server
+            .post("/api/flows", json!({"workflow": "quick", "version": bad}))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(answer.error_code(), "invalid_option", "{bad}");
+        assert_eq!(answer.path(), Some("$.version"));
+    }
+    let with_inline = server
+        .post(
+            "/api/flows",
+            json!({"definition": quick_definition(), "version": 1}),
+        )
+        .await;
+    assert_eq!(with_inline.status, StatusCode::BAD_REQUEST);
+    assert_eq!(with_inline.error_code(), "invalid_body");
+    assert_eq!(with_inline.path(), Some("$.version"));
+    assert!(with_inline.message().contains("inline"));
+    let missing = server.get("/api/workflows/quick/versions/3").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error_code(), "unknown_version");
+    for segment in ["0", "01", "-1", "one", "4294967296", "1.0"] {
+        let answer = server
+            .get(&format!("/api/workflows/quick/versions/{segment}"))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{segment}");
+        assert_eq!(answer.error_code(), "invalid_path", "{segment}");
+    }
+    for path in [
+        "/api/workflows/nope/versions",
+        "/api/workflows/nope/versions/1",
+    ] {
+        let answer = server.get(path).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.error_code(), "unknown_workflow", "{path}");
+    }
 }
 
 /// Definitions from the network are held to the name rules and the size
@@ -2073,7 +2220,7 @@ async fn a_request_dropped_halfway_still_leaves_its_flow_moving() {
     state
         .backend()
         .workflows
-        .put_workflow(Arc::new(workflow))
+        .put_workflow(Arc::new(workflow), distribot::time::Timestamp::now())
         .await
         .unwrap();
     let router = api::router(state.clone());

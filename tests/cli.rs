@@ -1077,3 +1077,88 @@ hello_timeout = "5s"
     assert_eq!(refused.code(), Some(2), "{}", refused.dump());
     assert!(refused.stderr.contains("possible values: text, json"));
 }
+
+/// Workflow versions straight on the distributed backend (`--redis`,
+/// `--amqp`, no server): what `tests/remote_cli.rs` checks over the API,
+/// through the other target. Needs `DISTRIBOT_REDIS_URL` and
+/// `DISTRIBOT_AMQP_URL`; it publishes nothing, so it leaves no queue.
+#[test]
+fn workflow_versions_straight_on_the_backend() {
+    let (Ok(redis), Ok(amqp)) = (
+        std::env::var("DISTRIBOT_REDIS_URL"),
+        std::env::var("DISTRIBOT_AMQP_URL"),
+    ) else {
+        eprintln!("skipped: set DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL");
+        return;
+    };
+    let prefix = format!("distribot-test-{}", std::process::id());
+    struct Keys(String, String);
+    impl Drop for Keys {
+        fn drop(&mut self) {
+            let Ok(mut conn) =
+                redis::Client::open(self.0.as_str()).and_then(|c| c.get_connection())
+            else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.1))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+    let _keys = Keys(redis.clone(), prefix.clone());
+    let dir = scratch();
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--redis", &redis, "--amqp", &amqp, "--prefix", &prefix]);
+        run_in(dir.path(), all)
+    };
+    let definition = |jobs: u64| {
+        json!({
+            "workflow": "direct",
+            "data": {"jobs": jobs},
+            "phases": {"only": {"is_initial": true, "is_final": true}}
+        })
+    };
+    write(&dir.path().join("one.json"), &definition(1).to_string());
+    write(&dir.path().join("two.json"), &definition(2).to_string());
+    let put = cli(&["workflows", "put", "one.json"]);
+    assert_eq!(
+        put.stdout.trim(),
+        "registered workflow `direct` version 1 (1 phase)",
+        "{}",
+        put.dump()
+    );
+    let same = cli(&["workflows", "put", "one.json"]);
+    assert!(
+        same.stdout.contains("unchanged: version 1"),
+        "{}",
+        same.dump()
+    );
+    let second = cli(&["workflows", "put", "two.json", "--json"]);
+    assert_eq!(second.json()["version"], 2, "{}", second.dump());
+    let versions = cli(&["workflows", "direct", "--versions", "--json"]);
+    let listed = versions.json();
+    let numbers: Vec<&Value> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["version"])
+        .collect();
+    assert_eq!(numbers, [&json!(1), &json!(2)], "{}", versions.dump());
+    let one = cli(&["workflows", "direct", "--version", "1"]);
+    assert_eq!(one.code(), Some(0), "{}", one.dump());
+    assert_eq!(
+        serde_json::from_str::<Value>(&one.stdout).unwrap(),
+        definition(1)
+    );
+    assert_eq!(one.stderr.trim(), "workflow `direct`, version 1");
+    let unknown = cli(&["start", "direct", "--version", "3"]);
+    assert_eq!(
+        assert_one_line_error(&unknown),
+        "error: workflow `direct` has no version 3: its versions are 1 to 2"
+    );
+}

@@ -2,12 +2,13 @@
 //! with their types and a self-only Content-Security-Policy, stay public
 //! when the API wants a token, and, in headless Chromium driven by
 //! `tests/browser/dashboard.mjs`, a person can start flows (with a key, a
-//! priority and a timeout too), watch them finish, pause, resume and
-//! cancel them and find those commands in the timeline, retry a failed
-//! flow, see the workers, filter the list, and give the token the server
-//! asks for; flows that failed, finished after an error, were canceled,
-//! are paused, wait for a worker or for a slot of a concurrency limit look
-//! it, and the tables stay inside their cards at 1400 px.
+//! priority and a timeout too), see the workflow version each runs, watch
+//! them finish, pause, resume and cancel them and find those commands in
+//! the timeline, retry a failed flow, see the workers, filter the list,
+//! and give the token the server asks for; flows that failed, finished
+//! after an error, were canceled, are paused, wait for a worker or for a
+//! slot of a concurrency limit look it, and the tables stay inside their
+//! cards at 1400 px.
 //!
 //! The browser test needs Node.js, Debian's `/usr/bin/chromium` and
 //! `npm ci` in `tests/browser`; without them it says what is missing and

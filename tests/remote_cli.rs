@@ -332,7 +332,9 @@ fn flows_are_steered_and_listed() {
     let human = server.cli(&["status", &id]);
     assert_eq!(human.code(), Some(0), "{}", human.dump());
     assert!(
-        human.stdout.contains(&format!("flow {id} (work): running")),
+        human
+            .stdout
+            .contains(&format!("flow {id} (work v1): running")),
         "{}",
         human.dump()
     );
@@ -435,9 +437,12 @@ fn workers_and_workflows_are_shown() {
 
     let list = server.cli(&["workflows", "--json"]);
     assert_eq!(list.code(), Some(0), "{}", list.dump());
+    let mut listed = list.json()["workflows"].clone();
+    assert!(listed[0]["created_at"].is_string(), "{}", list.dump());
+    listed[0].as_object_mut().unwrap().remove("created_at");
     assert_eq!(
-        list.json()["workflows"],
-        serde_json::json!([{"name": "work", "phases": 4, "handlers": ["Work"]}])
+        listed,
+        serde_json::json!([{"name": "work", "version": 1, "phases": 4, "handlers": ["Work"]}])
     );
     let one = server.cli(&["workflows", "work"]);
     assert_eq!(one.code(), Some(0), "{}", one.dump());
@@ -447,9 +452,15 @@ fn workers_and_workflows_are_shown() {
     let inline = remote_fixtures().join("inline.json");
     let put = server.cli(&["workflows", "put", path_arg(&inline)]);
     assert_eq!(put.code(), Some(0), "{}", put.dump());
-    assert_eq!(put.stdout.trim(), "registered workflow `inline` (3 phases)");
+    assert_eq!(
+        put.stdout.trim(),
+        "registered workflow `inline` version 1 (3 phases)"
+    );
     let again = server.cli(&["workflows", "put", path_arg(&inline)]);
-    assert_eq!(again.stdout.trim(), "replaced workflow `inline` (3 phases)");
+    assert_eq!(
+        again.stdout.trim(),
+        "workflow `inline` unchanged: version 1 is the same definition (nothing registered)"
+    );
     let started = server.cli(&["start", "inline", "--wait"]);
     assert_eq!(started.code(), Some(0), "{}", started.dump());
 
@@ -458,6 +469,118 @@ fn workers_and_workflows_are_shown() {
     assert!(assert_one_line_error(&refused).contains("$.phases.start.transitions_to"));
     let missing = server.cli(&["workflows", "nonesuch"]);
     assert_one_line_error(&missing);
+}
+
+/// `workflows put` of a changed definition makes a version; `start`
+/// runs the latest or `--version N`; versions are listed and printed;
+/// flows show theirs.
+#[test]
+fn workflow_versions_from_the_command_line() {
+    let server = Server::start(&[]);
+    let first = server.start_flow(r#"{"jobs": 1}"#);
+    let file = server.dir.path().join("work.json");
+    let mut changed: Value = serde_json::from_str(
+        &std::fs::read_to_string(remote_fixtures().join("workflows/work.json")).unwrap(),
+    )
+    .unwrap();
+    changed["data"] = serde_json::json!({"jobs": 2});
+    std::fs::write(&file, changed.to_string()).unwrap();
+    let put = server.cli(&["workflows", "put", path_arg(&file)]);
+    assert_eq!(put.code(), Some(0), "{}", put.dump());
+    assert_eq!(
+        put.stdout.trim(),
+        "registered workflow `work` version 2 (4 phases)"
+    );
+    let put_json = server.cli(&["workflows", "put", path_arg(&file), "--json"]);
+    assert_eq!(put_json.json()["version"], 2, "{}", put_json.dump());
+
+    let table = server.cli(&["workflows", "work", "--versions"]);
+    assert_eq!(table.code(), Some(0), "{}", table.dump());
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("VERSION"), "{}", table.dump());
+    assert!(lines[1].starts_with("1 "), "{}", table.dump());
+    assert!(lines[2].starts_with("2 (latest)"), "{}", table.dump());
+    let listed = server
+        .cli(&["workflows", "work", "--versions", "--json"])
+        .json();
+    assert_eq!(listed["name"], "work");
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 2);
+    let summary = server.cli(&["workflows"]);
+    assert!(summary.stdout.starts_with("NAME"), "{}", summary.dump());
+    assert!(
+        summary
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            == Some("2"),
+        "the list shows the latest version\n{}",
+        summary.dump()
+    );
+
+    let latest = server.cli(&["workflows", "work"]);
+    assert_eq!(latest.code(), Some(0), "{}", latest.dump());
+    assert_eq!(
+        serde_json::from_str::<Value>(&latest.stdout).unwrap(),
+        changed
+    );
+    assert_eq!(latest.stderr.trim(), "workflow `work`, version 2");
+    let one = server.cli(&["workflows", "work", "--version", "1", "--json"]);
+    assert_eq!(one.code(), Some(0), "{}", one.dump());
+    assert!(one.json().get("data").is_none(), "{}", one.dump());
+
+    let on_latest = server.cli(&["start", "work", "--wait", "--json"]);
+    assert_eq!(on_latest.code(), Some(0), "{}", on_latest.dump());
+    assert_eq!(on_latest.json()["workflow_version"], 2);
+    assert_eq!(on_latest.json()["handlers"]["Work"]["done"], 2);
+    let pinned = server.cli(&[
+        "start",
+        "work",
+        "--version",
+        "1",
+        "--data",
+        r#"{"jobs": 1}"#,
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(pinned.code(), Some(0), "{}", pinned.dump());
+    assert_eq!(pinned.json()["workflow_version"], 1);
+
+    server.wait_until(&first, "the first flow to finish", |flow| {
+        flow["status"] == "finished"
+    });
+    assert_eq!(server.status(&first)["workflow_version"], 1);
+    let human = server.cli(&["status", &first]);
+    assert!(
+        human
+            .stdout
+            .contains(&format!("flow {first} (work v1): finished")),
+        "{}",
+        human.dump()
+    );
+    let list = server.cli(&["list"]);
+    assert!(list.stdout.contains("work v2"), "{}", list.dump());
+    assert!(list.stdout.contains("work v1"), "{}", list.dump());
+
+    let unknown = server.cli(&["start", "work", "--version", "9"]);
+    let line = assert_one_line_error(&unknown);
+    assert_eq!(
+        line,
+        "error: workflow `work` has no version 9: its versions are 1 to 2"
+    );
+    let unknown = server.cli(&["workflows", "work", "--version", "9"]);
+    assert!(assert_one_line_error(&unknown).contains("has no version 9"));
+    let inline = remote_fixtures().join("inline.json");
+    let with_file = server.cli(&["start", path_arg(&inline), "--version", "1"]);
+    assert!(assert_one_line_error(&with_file)
+        .contains("--version picks a version of a registered workflow"));
+    let without_name = server.cli(&["workflows", "--versions"]);
+    assert!(assert_one_line_error(&without_name).contains("need the workflow's NAME"));
+    let zero = server.cli(&["start", "work", "--version", "0"]);
+    assert_eq!(zero.code(), Some(2), "{}", zero.dump());
+    assert_no_panic(&zero);
 }
 
 // ---------------------------------------------------------------- errors

@@ -59,6 +59,13 @@ pub enum ApiError {
     NotAFlowId(InvalidFlowId),
     #[error("no workflow named `{name}` is registered; register it with PUT /api/workflows/{name}, or start the flow with an inline `definition`")]
     UnknownWorkflow { name: String, path: Option<String> },
+    /// A version of a registered workflow that was never registered.
+    #[error("{message}; GET /api/workflows/{name}/versions lists them")]
+    UnknownVersion {
+        name: String,
+        message: String,
+        path: Option<String>,
+    },
     #[error("no route for {}; the API is described at /api/openapi.json", shorten(.path))]
     NotFound { path: String },
     #[error("{} is not allowed on {}", shorten(.method), shorten(.path))]
@@ -157,6 +164,7 @@ impl ApiError {
             ApiError::UnknownFlow(_)
             | ApiError::NotAFlowId(_)
             | ApiError::UnknownWorkflow { .. }
+            | ApiError::UnknownVersion { .. }
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(_)
@@ -185,6 +193,7 @@ impl ApiError {
             ApiError::ForbiddenOrigin { .. } => "forbidden_origin",
             ApiError::UnknownFlow(_) | ApiError::NotAFlowId(_) => "unknown_flow",
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
+            ApiError::UnknownVersion { .. } => "unknown_version",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::MalformedRequest => "malformed_request",
@@ -202,9 +211,9 @@ impl ApiError {
 
     fn path(&self) -> Option<String> {
         match self {
-            ApiError::BadRequest { path, .. } | ApiError::UnknownWorkflow { path, .. } => {
-                path.clone()
-            }
+            ApiError::BadRequest { path, .. }
+            | ApiError::UnknownWorkflow { path, .. }
+            | ApiError::UnknownVersion { path, .. } => path.clone(),
             ApiError::InvalidDefinition(faults) => faults.first().map(|fault| fault.path.clone()),
             _ => None,
         }
@@ -301,6 +310,11 @@ impl From<ClientError> for ApiError {
         match error {
             ClientError::UnknownFlow(id) => ApiError::UnknownFlow(id),
             ClientError::UnknownWorkflow(name) => ApiError::UnknownWorkflow { name, path: None },
+            ClientError::UnknownVersion { ref name, .. } => ApiError::UnknownVersion {
+                name: name.clone(),
+                message: error.to_string(),
+                path: None,
+            },
             ClientError::InvalidDefinition(definition) => definition.into(),
             ClientError::NameMismatch { .. } => {
                 ApiError::bad_request("name_mismatch", error.to_string())

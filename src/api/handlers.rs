@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
@@ -13,16 +13,16 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::input::{
     nest_definition_error, FlowAndName, FlowPath, JsonBody, ListQuery, OptionalJsonBody, PathParam,
-    RetryFlow, SendSignal, StartFlow,
+    RetryFlow, SendSignal, StartFlow, VersionPath,
 };
 use super::{ApiState, OPENAPI};
 use crate::ids::FlowId;
 use crate::model::{Command, FlowStatus, Outputs};
 use crate::runtime::ClientError;
-use crate::store::FlowQuery;
+use crate::store::{FlowQuery, WorkflowVersion};
 use crate::views::{
     Created, FlowDetail, FlowPage, Retried, Signaled, StatusChange, WorkerList, WorkflowItem,
-    WorkflowList,
+    WorkflowList, WorkflowVersions, WORKFLOW_VERSION_HEADER,
 };
 
 /// How long `/readyz` waits for the store before calling it unavailable.
@@ -42,6 +42,11 @@ pub async fn start_flow(
             ClientError::UnknownWorkflow(name) => ApiError::UnknownWorkflow {
                 name,
                 path: Some("$.workflow".to_owned()),
+            },
+            ClientError::UnknownVersion { ref name, .. } => ApiError::UnknownVersion {
+                name: name.clone(),
+                message: error.to_string(),
+                path: Some("$.version".to_owned()),
             },
             ClientError::InvalidDefinition(error) => nest_definition_error(error, "$.definition"),
             other => other.into(),
@@ -166,12 +171,14 @@ async fn steer(
     Ok(Json(StatusChange { id, status }))
 }
 
+/// `PUT /api/workflows/{name}`: the definition becomes the name's next
+/// version (201), unless it is the same as the latest (200, that version).
 pub async fn put_workflow(
     State(state): State<ApiState>,
     PathParam(name): PathParam,
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (created, workflow) = state
+    let registered = state
         .client()
         .register_workflow(&body, Some(&name))
         .await
@@ -187,12 +194,20 @@ pub async fn put_workflow(
             }
             other => other.into(),
         })?;
-    let status = if created {
+    let status = if registered.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(WorkflowItem::from(workflow.as_ref()))))
+    let item = WorkflowItem::from(&registered.version);
+    let location = version_url(&item);
+    Ok((status, [(header::LOCATION, location)], Json(item)))
+}
+
+/// Where a version is read: `/api/workflows/{name}/versions/{version}`.
+/// Names need no escaping in a URL (see `docs/workflows.md`).
+fn version_url(item: &WorkflowItem) -> String {
+    format!("/api/workflows/{}/versions/{}", item.name, item.version)
 }
 
 pub async fn list_workflows(State(state): State<ApiState>) -> Result<Json<WorkflowList>, ApiError> {
@@ -200,11 +215,46 @@ pub async fn list_workflows(State(state): State<ApiState>) -> Result<Json<Workfl
     Ok(Json(WorkflowList::from(workflows.as_slice())))
 }
 
+/// `GET /api/workflows/{name}`: the latest version's definition.
 pub async fn get_workflow(
     State(state): State<ApiState>,
     PathParam(name): PathParam,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.client().workflow(&name).await?.to_json()))
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(definition_answer(
+        state.client().workflow(&name, None).await?,
+    ))
+}
+
+/// `GET /api/workflows/{name}/versions`: every version, oldest first.
+pub async fn list_versions(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam,
+) -> Result<Json<WorkflowVersions>, ApiError> {
+    let versions = state.client().versions(&name).await?;
+    Ok(Json(WorkflowVersions::new(&name, &versions)))
+}
+
+/// `GET /api/workflows/{name}/versions/{version}`: that version's
+/// definition.
+pub async fn get_version(
+    State(state): State<ApiState>,
+    VersionPath { name, version }: VersionPath,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(definition_answer(
+        state.client().workflow(&name, Some(version)).await?,
+    ))
+}
+
+/// A definition in canonical form, as it can be registered again, with
+/// its version in a header: the body stays a definition.
+fn definition_answer(registered: WorkflowVersion) -> impl IntoResponse {
+    (
+        [(
+            HeaderName::from_static(WORKFLOW_VERSION_HEADER),
+            HeaderValue::from(registered.version),
+        )],
+        Json(registered.workflow.to_json()),
+    )
 }
 
 pub async fn workers(State(state): State<ApiState>) -> Result<Json<WorkerList>, ApiError> {

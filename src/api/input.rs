@@ -280,7 +280,8 @@ pub struct StartFlow {
     pub options: StartOptions,
 }
 
-const START_FIELDS: &str = "`workflow`, `definition`, `data`, `key`, `priority` or `timeout`";
+const START_FIELDS: &str =
+    "`workflow`, `version`, `definition`, `data`, `key`, `priority` or `timeout`";
 
 /// The longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -334,6 +335,25 @@ fn start_timeout(value: Option<Value>) -> Result<Option<std::time::Duration>, Ap
     }
 }
 
+/// A start's `version`: a whole number from 1.
+fn start_version(value: Option<Value>) -> Result<Option<u32>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number))
+            if number
+                .as_u64()
+                .is_some_and(|n| (1..=u64::from(u32::MAX)).contains(&n)) =>
+        {
+            Ok(number.as_u64().map(|n| n as u32))
+        }
+        Some(_) => Err(ApiError::bad_field(
+            "invalid_option",
+            "$.version",
+            "`version` must be a whole number from 1: the version of the registered workflow to run (leave it out for the latest)",
+        )),
+    }
+}
+
 impl StartFlow {
     pub fn from_json(value: Value) -> Result<Self, ApiError> {
         let Value::Object(mut body) = value else {
@@ -346,7 +366,7 @@ impl StartFlow {
         if let Some(unknown) = body.keys().find(|key| {
             !matches!(
                 key.as_str(),
-                "workflow" | "definition" | "data" | "key" | "priority" | "timeout"
+                "workflow" | "version" | "definition" | "data" | "key" | "priority" | "timeout"
             )
         }) {
             return Err(ApiError::bad_field(
@@ -357,6 +377,14 @@ impl StartFlow {
         }
         let workflow = body.remove("workflow").filter(|v| !v.is_null());
         let definition = body.remove("definition").filter(|v| !v.is_null());
+        let version = start_version(body.remove("version"))?;
+        if version.is_some() && definition.is_some() {
+            return Err(ApiError::bad_field(
+                "invalid_body",
+                "$.version",
+                "`version` picks a version of a registered `workflow`; an inline `definition` has none: leave `version` out, or start the registered workflow by its name",
+            ));
+        }
         let source = match (workflow, definition) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_field(
@@ -373,7 +401,7 @@ impl StartFlow {
                 ))
             }
             (Some(Value::String(name)), None) if !name.trim().is_empty() => {
-                WorkflowSource::Registered(name)
+                WorkflowSource::Registered { name, version }
             }
             (Some(_), None) => {
                 return Err(ApiError::bad_field(
@@ -521,6 +549,58 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     }
 }
 
+/// A workflow's name and one of its versions in the path
+/// (`/api/workflows/{name}/versions/{version}`).
+pub struct VersionPath {
+    pub name: String,
+    pub version: u32,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VersionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((name, version)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
+        if name.contains('\0') || version.contains('\0') {
+            return Err(ApiError::bad_request(
+                "nul_byte",
+                "the path contains a NUL character",
+            ));
+        }
+        let version = parse_version(&version).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_path",
+                format!(
+                    "`{}` is not a version: versions are whole numbers from 1, as GET /api/workflows/{}/versions lists them",
+                    shorten_segment(&version),
+                    shorten_segment(&name)
+                ),
+            )
+        })?;
+        Ok(Self { name, version })
+    }
+}
+
+/// A version as a path writes it: digits, from 1 (no sign, no leading zero).
+fn parse_version(text: &str) -> Option<u32> {
+    let digits = !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+    if !digits || text.starts_with('0') {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Enough of a path segment to recognise it in a message.
+fn shorten_segment(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// A flow's id in the path, normalised (see [`FlowId::parse`]). A segment
 /// that cannot be an id names no flow: 404, as for an id that is unknown.
 pub struct FlowPath(pub FlowId);
@@ -609,6 +689,7 @@ impl SendSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn depth_counts_brackets_outside_strings_only() {
@@ -654,6 +735,31 @@ mod tests {
         assert!(data.to_string().contains("`data` must be a JSON object"));
         let good =
             StartFlow::from_json(serde_json::json!({"workflow": "a", "data": {"x": 1}})).unwrap();
-        assert_eq!(good.source, WorkflowSource::Registered("a".into()));
+        assert_eq!(good.source, WorkflowSource::registered("a"));
+        let pinned =
+            StartFlow::from_json(serde_json::json!({"workflow": "a", "version": 2})).unwrap();
+        assert_eq!(
+            pinned.source,
+            WorkflowSource::Registered {
+                name: "a".into(),
+                version: Some(2)
+            }
+        );
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("2"),
+            json!(4_294_967_296u64),
+        ] {
+            let refused =
+                StartFlow::from_json(json!({"workflow": "a", "version": bad})).unwrap_err();
+            assert_eq!(refused.code(), "invalid_option", "{bad}");
+        }
+        let inline = StartFlow::from_json(json!({"definition": {}, "version": 1})).unwrap_err();
+        assert_eq!(inline.code(), "invalid_body");
+        assert!(
+            matches!(inline, ApiError::BadRequest { path: Some(ref p), .. } if p == "$.version")
+        );
     }
 }

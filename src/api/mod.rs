@@ -263,6 +263,8 @@ fn table() -> Vec<Route> {
         Route::new(Get, "/api/workflows", list_workflows),
         Route::new(Get, "/api/workflows/{name}", get_workflow),
         Route::new(Put, "/api/workflows/{name}", put_workflow),
+        Route::new(Get, "/api/workflows/{name}/versions", list_versions),
+        Route::new(Get, "/api/workflows/{name}/versions/{version}", get_version),
         Route::new(Get, "/api/workers", workers),
     ]
 }

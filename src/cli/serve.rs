@@ -17,6 +17,7 @@ use distribot::handler::HandlerRegistry;
 use distribot::runtime::{
     run_distributed_engine, Backend, Embedded, RuntimeError, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT,
 };
+use distribot::time::Timestamp;
 use distribot::webhook::{
     WebhookSecret, WebhookSettings, WebhookUrl, Webhooks, DEFAULT_GIVE_UP_AFTER,
 };
@@ -46,8 +47,9 @@ pub struct ServeArgs {
     /// Host in-process workers for the handlers in this file.
     #[arg(long)]
     handlers: Option<PathBuf>,
-    /// Register every `*.json` workflow definition in this folder at start
-    /// (replacing registered ones of the same name).
+    /// Register every `*.json` workflow definition in this folder at start:
+    /// as the next version of a registered one of the same name, unless it
+    /// is the same definition as its latest.
     #[arg(long, value_name = "DIR")]
     workflows: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` on /api and /metrics. Prefer
@@ -171,13 +173,17 @@ pub async fn serve(args: ServeArgs) -> CliResult<i32> {
         ),
         None => None,
     };
-    let names: Vec<String> = workflows.iter().map(|w| w.name.to_string()).collect();
+    let mut names: Vec<String> = Vec::new();
     for workflow in workflows {
-        backend
+        // A definition that did not change since the last start is the
+        // version it was then: restarts make no new versions.
+        let registered = backend
             .workflows
-            .put_workflow(workflow)
+            .put_workflow(workflow, Timestamp::now())
             .await
             .context("registering the workflows of --workflows")?;
+        let version = &registered.version;
+        names.push(format!("{} v{}", version.workflow.name, version.version));
     }
 
     let state = ApiState::new(

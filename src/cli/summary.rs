@@ -34,10 +34,14 @@ fn render_human(summary: &FlowSummary, out: &mut impl Write) -> std::io::Result<
         .ended_at
         .map(|end| format!(" in {}", format_duration(record.created_at.until(end))))
         .unwrap_or_default();
+    let version = record
+        .workflow_version
+        .map(|version| format!(" v{version}"))
+        .unwrap_or_default();
     writeln!(out)?;
     writeln!(
         out,
-        "flow {} ({}): {} in phase `{}`{took}",
+        "flow {} ({}{version}): {} in phase `{}`{took}",
         record.id, record.workflow, record.status, record.phase
     )?;
     writeln!(out, "transitions:")?;

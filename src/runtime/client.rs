@@ -19,7 +19,9 @@ use crate::ids::FlowId;
 use crate::model::{
     Command, FlowRecord, FlowStatus, Outputs, ReceivedSignal, Requester, SignalOutcome, WorkerInfo,
 };
-use crate::store::{CommandApplied, Created, FlowQuery, Redriven, StoreError};
+use crate::store::{
+    CommandApplied, Created, FlowQuery, Redriven, Registered, StoreError, WorkflowVersion,
+};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,14 @@ pub enum ClientError {
     UnknownFlow(FlowId),
     #[error("no workflow named `{0}` is registered")]
     UnknownWorkflow(String),
+    /// A version of a registered workflow that was never registered.
+    #[error("workflow `{name}` has no version {version}: {}", which_versions(*.latest))]
+    UnknownVersion {
+        name: String,
+        version: u32,
+        /// Its latest version: its versions are 1 to this.
+        latest: u32,
+    },
     #[error(transparent)]
     InvalidDefinition(#[from] DefinitionError),
     /// A definition registered under a name that is not its own.
@@ -74,6 +84,15 @@ impl From<crate::broker::BrokerError> for ClientError {
     }
 }
 
+/// Which versions a workflow whose latest is `latest` has.
+fn which_versions(latest: u32) -> String {
+    if latest == 1 {
+        "its only version is 1".to_owned()
+    } else {
+        format!("its versions are 1 to {latest}")
+    }
+}
+
 impl ClientError {
     /// Whether the backend failed (as opposed to an answer about the
     /// request): worth trying again later.
@@ -96,6 +115,14 @@ pub struct StartOptions {
     pub timeout: Option<Duration>,
 }
 
+/// A source's workflow, validated, and the registered version it is.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub workflow: Arc<Workflow>,
+    /// `None` for a definition that is not a registered one.
+    pub version: Option<u32>,
+}
+
 /// What a start did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Started {
@@ -107,12 +134,22 @@ pub struct Started {
 /// Where a flow's workflow comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WorkflowSource {
-    /// A workflow registered under this name.
-    Registered(String),
+    /// A workflow registered under `name`: its `version`, or the latest.
+    Registered { name: String, version: Option<u32> },
     /// A definition given with the start, validated now.
     Inline(Value),
     /// A definition already validated.
     Parsed(Arc<Workflow>),
+}
+
+impl WorkflowSource {
+    /// The latest version of the workflow registered under `name`.
+    pub fn registered(name: impl Into<String>) -> Self {
+        WorkflowSource::Registered {
+            name: name.into(),
+            version: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -170,6 +207,31 @@ impl Client {
         data: Map<String, Value>,
         options: StartOptions,
     ) -> Result<Started, ClientError> {
+        let resolved = Resolved {
+            workflow,
+            version: None,
+        };
+        self.start_resolved(resolved, data, options).await
+    }
+
+    /// Starts a flow of a registered workflow (the latest version, or the
+    /// one it names) or of a definition given inline.
+    pub async fn start_from(
+        &self,
+        source: WorkflowSource,
+        data: Map<String, Value>,
+        options: StartOptions,
+    ) -> Result<Started, ClientError> {
+        let resolved = self.resolve(source).await?;
+        self.start_resolved(resolved, data, options).await
+    }
+
+    async fn start_resolved(
+        &self,
+        resolved: Resolved,
+        data: Map<String, Value>,
+        options: StartOptions,
+    ) -> Result<Started, ClientError> {
         if options.priority > MAX_PRIORITY {
             return Err(ClientError::BadOption(format!(
                 "priority {} is out of range: give 0 (the default) to {MAX_PRIORITY}",
@@ -185,12 +247,14 @@ impl Client {
                 "a key must be 1 to 256 bytes long".to_owned(),
             ));
         }
+        let Resolved { workflow, version } = resolved;
         let now = Timestamp::now();
         let data = workflow.flow_data(data);
         let name = workflow.name.clone();
         let mut record = FlowRecord::new(FlowId::generate(), workflow, data, now);
         record.key = options.key;
         record.priority = options.priority;
+        record.workflow_version = version;
         record.deadline = options
             .timeout
             .or(record.workflow.timeout)
@@ -216,32 +280,25 @@ impl Client {
         Ok(started)
     }
 
-    /// Starts a flow of a registered workflow or of a definition given
-    /// inline.
-    pub async fn start_from(
-        &self,
-        source: WorkflowSource,
-        data: Map<String, Value>,
-        options: StartOptions,
-    ) -> Result<Started, ClientError> {
-        let workflow = self.resolve(source).await?;
-        self.start_with(workflow, data, options).await
-    }
-
-    /// The workflow a source names, validated.
-    pub async fn resolve(&self, source: WorkflowSource) -> Result<Arc<Workflow>, ClientError> {
+    /// The workflow a source names, validated, with its version when it is
+    /// a registered one.
+    pub async fn resolve(&self, source: WorkflowSource) -> Result<Resolved, ClientError> {
         match source {
-            WorkflowSource::Registered(name) => self
-                .backend
-                .workflows
-                .workflow(&name)
-                .await?
-                .ok_or(ClientError::UnknownWorkflow(name)),
-            WorkflowSource::Inline(definition) => Ok(Arc::new(parse_definition_value_with(
-                &definition,
-                &self.limits,
-            )?)),
-            WorkflowSource::Parsed(workflow) => Ok(workflow),
+            WorkflowSource::Registered { name, version } => {
+                let registered = self.workflow(&name, version).await?;
+                Ok(Resolved {
+                    workflow: registered.workflow,
+                    version: Some(registered.version),
+                })
+            }
+            WorkflowSource::Inline(definition) => Ok(Resolved {
+                workflow: Arc::new(parse_definition_value_with(&definition, &self.limits)?),
+                version: None,
+            }),
+            WorkflowSource::Parsed(workflow) => Ok(Resolved {
+                workflow,
+                version: None,
+            }),
         }
     }
 
@@ -454,14 +511,15 @@ impl Client {
         Ok((signal_id, outcome))
     }
 
-    /// Registers a definition under its own name, replacing one of the same
-    /// name; with `expected`, the name must be that. True when the name was
-    /// new.
+    /// Registers a definition under its own name, as the name's next
+    /// version, unless it is the same definition as the latest version
+    /// (then nothing is added: see [`crate::store::WorkflowRegistry`]).
+    /// With `expected`, the name must be that.
     pub async fn register_workflow(
         &self,
         definition: &Value,
         expected: Option<&str>,
-    ) -> Result<(bool, Arc<Workflow>), ClientError> {
+    ) -> Result<Registered, ClientError> {
         let workflow = Arc::new(parse_definition_value_with(definition, &self.limits)?);
         if let Some(expected) = expected {
             if workflow.name.as_str() != expected {
@@ -471,23 +529,50 @@ impl Client {
                 });
             }
         }
-        let created = self
+        Ok(self
             .backend
             .workflows
-            .put_workflow(workflow.clone())
-            .await?;
-        Ok((created, workflow))
+            .put_workflow(workflow, Timestamp::now())
+            .await?)
     }
 
-    pub async fn workflow(&self, name: &str) -> Result<Arc<Workflow>, ClientError> {
-        self.backend
-            .workflows
-            .workflow(name)
+    /// A registered workflow: the version named, or the latest.
+    pub async fn workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowVersion, ClientError> {
+        let registry = &self.backend.workflows;
+        if let Some(found) = registry.workflow(name, version).await? {
+            return Ok(found);
+        }
+        let unknown_workflow = || ClientError::UnknownWorkflow(name.to_owned());
+        let Some(version) = version else {
+            return Err(unknown_workflow());
+        };
+        // Say which versions there are, if the name is registered at all.
+        let latest = registry
+            .workflow(name, None)
             .await?
-            .ok_or_else(|| ClientError::UnknownWorkflow(name.to_owned()))
+            .ok_or_else(unknown_workflow)?;
+        Err(ClientError::UnknownVersion {
+            name: name.to_owned(),
+            version,
+            latest: latest.version,
+        })
     }
 
-    pub async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, ClientError> {
+    /// Every version of a registered workflow, oldest first.
+    pub async fn versions(&self, name: &str) -> Result<Vec<WorkflowVersion>, ClientError> {
+        let versions = self.backend.workflows.versions(name).await?;
+        if versions.is_empty() {
+            return Err(ClientError::UnknownWorkflow(name.to_owned()));
+        }
+        Ok(versions)
+    }
+
+    /// The latest version of every registered workflow, by name.
+    pub async fn workflows(&self) -> Result<Vec<WorkflowVersion>, ClientError> {
         Ok(self.backend.workflows.workflows().await?)
     }
 

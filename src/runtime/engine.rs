@@ -490,12 +490,13 @@ impl Engine {
             Ok(items) => items,
             Err(error) => return Ok(Err(error)),
         };
-        let Some(workflow) = backend.workflows.workflow(&subflows.workflow).await? else {
+        let Some(registered) = backend.workflows.workflow(&subflows.workflow, None).await? else {
             return Ok(Err(fail(format!(
                 "its child flows run the workflow `{}`, which is not registered; register it (PUT /api/workflows/{}, or `distribot workflows put`) and retry the flow",
                 subflows.workflow, subflows.workflow
             ))));
         };
+        let workflow = registered.workflow;
         let now = Timestamp::now();
         let mut children = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
@@ -507,6 +508,7 @@ impl Engine {
             let mut child = FlowRecord::new(FlowId::generate(), workflow.clone(), data, now);
             child.key = Some(rules::child_key(&record.id, cursor.seq, index));
             child.priority = record.priority;
+            child.workflow_version = Some(registered.version);
             child.parent = Some(ParentLink {
                 flow: record.id.clone(),
                 seq: cursor.seq,

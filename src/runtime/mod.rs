@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 pub use catalog::LiveCatalog;
 pub use client::{
-    count_outputs, Client, ClientError, FlowFollow, Page, StartOptions, Started, WorkflowSource,
-    MAX_PRIORITY, WAIT_RECHECK,
+    count_outputs, Client, ClientError, FlowFollow, Page, Resolved, StartOptions, Started,
+    WorkflowSource, MAX_PRIORITY, WAIT_RECHECK,
 };
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine, DEFAULT_RETENTION};

@@ -16,10 +16,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    child_summaries, limit_note_holds, next_token, slot_note, token_note, visit_runs,
-    CommandApplied, Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries,
-    FlowQuery, FlowStore, JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError,
-    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
+    child_summaries, limit_note_holds, next_token, same_definition, slot_note, token_note,
+    visit_runs, CommandApplied, Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd,
+    FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Registered, Retention, SlotRequest,
+    SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
+    WorkflowVersion,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -161,7 +162,7 @@ pub(super) enum JournalEntry {
         key: JobKey,
         attempt: u32,
     },
-    WorkflowPut(Arc<Workflow>),
+    WorkflowPut(WorkflowVersion),
     FlowRemoved(FlowId),
     /// The flow ended: it is at `position` of the feed (and nowhere else).
     FeedAppended {
@@ -196,7 +197,8 @@ pub(super) struct State {
     /// Rates' token buckets: key → when the next token is due, in
     /// microseconds. Not durable either: a restart allows one burst.
     pub tokens: HashMap<String, u64>,
-    pub workflows: BTreeMap<String, Arc<Workflow>>,
+    /// Every version of each workflow, oldest first.
+    pub workflows: BTreeMap<String, Vec<WorkflowVersion>>,
     /// Ended flows by feed position, each with the journal entry that must
     /// be durable before followers see it.
     pub feed: BTreeMap<FeedPosition, (FlowId, u64)>,
@@ -258,7 +260,7 @@ impl State {
 #[derive(Default)]
 pub(super) struct Loaded {
     pub flows: BTreeMap<FlowId, FlowState>,
-    pub workflows: BTreeMap<String, Arc<Workflow>>,
+    pub workflows: BTreeMap<String, Vec<WorkflowVersion>>,
     pub feed: Vec<(FeedPosition, FlowId)>,
     pub subscribers: HashMap<String, FeedPosition>,
 }
@@ -1144,22 +1146,68 @@ impl FlowQueries for EmbeddedStore {
 
 #[async_trait]
 impl WorkflowRegistry for EmbeddedStore {
-    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError> {
+    async fn put_workflow(
+        &self,
+        workflow: Arc<Workflow>,
+        at: Timestamp,
+    ) -> Result<Registered, StoreError> {
         self.change(|state| {
-            let name = workflow.name.as_str().to_owned();
-            let created = state.workflows.insert(name, workflow.clone()).is_none();
-            state.log(JournalEntry::WorkflowPut(workflow));
-            Ok(created)
+            let versions = state
+                .workflows
+                .entry(workflow.name.as_str().to_owned())
+                .or_default();
+            if let Some(latest) = versions.last() {
+                if same_definition(&latest.workflow, &workflow) {
+                    return Ok(Registered {
+                        version: latest.clone(),
+                        created: false,
+                    });
+                }
+            }
+            let version = WorkflowVersion {
+                workflow,
+                version: versions.last().map_or(1, |latest| latest.version + 1),
+                created_at: Some(at),
+            };
+            versions.push(version.clone());
+            state.log(JournalEntry::WorkflowPut(version.clone()));
+            Ok(Registered {
+                version,
+                created: true,
+            })
         })
         .await
     }
 
-    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError> {
-        Ok(self.read(|state| state.workflows.get(name).cloned()))
+    async fn workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<WorkflowVersion>, StoreError> {
+        Ok(self.read(|state| {
+            let versions = state.workflows.get(name)?;
+            match version {
+                None => versions.last().cloned(),
+                Some(wanted) => versions
+                    .iter()
+                    .find(|registered| registered.version == wanted)
+                    .cloned(),
+            }
+        }))
     }
 
-    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError> {
-        Ok(self.read(|state| state.workflows.values().cloned().collect()))
+    async fn versions(&self, name: &str) -> Result<Vec<WorkflowVersion>, StoreError> {
+        Ok(self.read(|state| state.workflows.get(name).cloned().unwrap_or_default()))
+    }
+
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .workflows
+                .values()
+                .filter_map(|versions| versions.last().cloned())
+                .collect()
+        }))
     }
 }
 

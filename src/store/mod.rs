@@ -548,17 +548,73 @@ pub trait FlowQueries: Send + Sync + 'static {
     async fn outputs(&self, flow: &FlowId) -> Result<Outputs, StoreError>;
 }
 
-/// Registered workflow definitions, by name.
+/// One registered version of a workflow definition.
+#[derive(Clone, Debug)]
+pub struct WorkflowVersion {
+    pub workflow: Arc<Workflow>,
+    /// 1 for a name's first definition, then 2, 3… in the order they were
+    /// registered.
+    pub version: u32,
+    /// When it was registered; unknown for a definition registered before
+    /// versions were kept (which counts as a version all the same).
+    pub created_at: Option<Timestamp>,
+}
+
+/// What registering a definition did.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The version made, or the latest one when it is the same definition.
+    pub version: WorkflowVersion,
+    /// False when the definition was the same as the latest version's:
+    /// nothing was added.
+    pub created: bool,
+}
+
+/// Whether two definitions are the same for registering: the same
+/// canonical JSON ([`Workflow::to_json`]), whatever the order of the keys
+/// of its objects (a phase map's among them).
+pub fn same_definition(a: &Workflow, b: &Workflow) -> bool {
+    definition_digest(a) == definition_digest(b)
+}
+
+/// A digest of a definition's canonical JSON, with every object's keys in
+/// order: what [`same_definition`] compares, and what a store keeps to
+/// compare without parsing.
+pub fn definition_digest(workflow: &Workflow) -> String {
+    use sha2::Digest;
+    let canonical = crate::model::canonical_json(&workflow.to_json());
+    let digest = sha2::Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Registered workflow definitions, by name, each kept in every version
+/// it was registered in.
 #[async_trait]
 pub trait WorkflowRegistry: Send + Sync + 'static {
-    /// Registers (or replaces) a workflow definition by its name. True when
-    /// the name was new.
-    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError>;
+    /// Registers a definition as the next version of its name (1 for a new
+    /// name), unless it is the same definition as the latest version
+    /// ([`same_definition`]): then nothing is added, and the answer is that
+    /// version, not created. Atomic: registrations of one name at once get
+    /// versions of their own, and of two identical ones, one adds it.
+    async fn put_workflow(
+        &self,
+        workflow: Arc<Workflow>,
+        at: Timestamp,
+    ) -> Result<Registered, StoreError>;
 
-    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError>;
+    /// One version of a workflow, or its latest with `None`.
+    async fn workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<WorkflowVersion>, StoreError>;
 
-    /// Every registered workflow, by name.
-    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError>;
+    /// Every version of a workflow, oldest first; none when the name is
+    /// not registered.
+    async fn versions(&self, name: &str) -> Result<Vec<WorkflowVersion>, StoreError>;
+
+    /// The latest version of every registered workflow, by name.
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>, StoreError>;
 }
 
 /// The workers' heartbeats.

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::embedded::{
     Committed, EmbeddedStore, FlowState, JobTable, JournalEntry, Loaded, Shared,
 };
-use super::{FeedPosition, StoreError};
+use super::{FeedPosition, StoreError, WorkflowVersion};
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::FlowId;
 use crate::model::{
@@ -27,9 +27,10 @@ use crate::model::{
 };
 use crate::time::Timestamp;
 
-/// Tables added later (the feed of ended flows, its subscribers) are
-/// created where missing, and older releases ignore them: the version
-/// moves only for changes an older release would misread.
+/// Tables added later (the feed of ended flows, its subscribers, the
+/// versions of workflows) are created where missing, and older releases
+/// ignore them: the version moves only for changes an older release would
+/// misread.
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -48,6 +49,13 @@ CREATE TABLE IF NOT EXISTS workflows (
     name TEXT PRIMARY KEY,
     definition TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS workflow_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    created_at INTEGER,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS jobs (
     flow TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -88,6 +96,9 @@ struct StoredProgress {
     signals: Signals,
     #[serde(default)]
     parent: Option<ParentLink>,
+    /// The registered version the flow started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workflow_version: Option<u32>,
     created_at: Timestamp,
     ended_at: Option<Timestamp>,
 }
@@ -105,6 +116,7 @@ impl StoredProgress {
             deadline: record.deadline,
             signals: record.signals.clone(),
             parent: record.parent.clone(),
+            workflow_version: record.workflow_version,
             created_at: record.created_at,
             ended_at: record.ended_at,
         }
@@ -169,6 +181,7 @@ impl EmbeddedStore {
                 path.display()
             )),
         })?;
+        adopt_unversioned_workflows(&conn).map_err(&fail)?;
         let loaded = Loaded {
             flows: load_flows(&conn, path)?,
             workflows: load_workflows(&conn, path)?,
@@ -260,6 +273,7 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             key: progress.key,
             priority: progress.priority,
             deadline: progress.deadline,
+            workflow_version: progress.workflow_version,
             created_at: progress.created_at,
             ended_at: progress.ended_at,
             waiting: Vec::new(),
@@ -275,26 +289,62 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
     Ok(flows)
 }
 
+/// A definition in `workflows` that is not its name's latest version was
+/// registered by a release that kept no versions (the table holds each
+/// name's latest definition, which such a release replaced in place): it
+/// becomes the version after the last one kept, with no time of
+/// registration. So a file from before versions has each of its
+/// workflows as version 1, and needs no step of its own to be read.
+fn adopt_unversioned_workflows(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO workflow_versions (name, version, definition, created_at)
+         SELECT w.name,
+                COALESCE((SELECT MAX(v.version) FROM workflow_versions v WHERE v.name = w.name), 0) + 1,
+                w.definition,
+                NULL
+         FROM workflows w
+         WHERE NOT EXISTS (
+             SELECT 1 FROM workflow_versions v
+             WHERE v.name = w.name AND v.definition = w.definition
+               AND v.version = (SELECT MAX(m.version) FROM workflow_versions m WHERE m.name = w.name)
+         )",
+        [],
+    )?;
+    Ok(())
+}
+
 fn load_workflows(
     conn: &Connection,
     path: &Path,
-) -> Result<BTreeMap<String, Arc<Workflow>>, StoreError> {
+) -> Result<BTreeMap<String, Vec<WorkflowVersion>>, StoreError> {
     let fail = backend_error(path);
     let mut statement = conn
-        .prepare("SELECT name, definition FROM workflows")
+        .prepare(
+            "SELECT name, version, definition, created_at FROM workflow_versions
+             ORDER BY name, version",
+        )
         .map_err(&fail)?;
     let mut rows = statement.query([]).map_err(&fail)?;
-    let mut workflows = BTreeMap::new();
+    let mut workflows: BTreeMap<String, Vec<WorkflowVersion>> = BTreeMap::new();
     while let Some(row) = rows.next().map_err(&fail)? {
         let name: String = row.get(0).map_err(&fail)?;
-        let definition: String = row.get(1).map_err(&fail)?;
+        let version: u32 = row.get(1).map_err(&fail)?;
+        let definition: String = row.get(2).map_err(&fail)?;
+        let created_at: Option<i64> = row.get(3).map_err(&fail)?;
         let workflow = serde_json::from_str::<Value>(&definition)
             .map_err(|e| e.to_string())
             .and_then(|value| parse_stored_definition(&value).map_err(|e| e.to_string()))
             .map_err(|e| {
-                StoreError::Corrupt(format!("{}: workflow `{name}`: {e}", path.display()))
+                StoreError::Corrupt(format!(
+                    "{}: workflow `{name}` version {version}: {e}",
+                    path.display()
+                ))
             })?;
-        workflows.insert(name, Arc::new(workflow));
+        workflows.entry(name).or_default().push(WorkflowVersion {
+            workflow: Arc::new(workflow),
+            version,
+            created_at: created_at.map(|millis| Timestamp(millis as u64)),
+        });
     }
     Ok(workflows)
 }
@@ -467,7 +517,13 @@ fn commit(
             "INSERT INTO subscribers (name, position) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         )?;
-        let mut put_workflow = tx.prepare_cached(
+        let mut add_version = tx.prepare_cached(
+            "INSERT INTO workflow_versions (name, version, definition, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        // The latest definition stays where a release that keeps no
+        // versions reads it.
+        let mut put_latest = tx.prepare_cached(
             "INSERT INTO workflows (name, definition) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
         )?;
@@ -537,11 +593,16 @@ fn commit(
                 JournalEntry::SubscriberMoved { name, position } => {
                     move_subscriber.execute(params![name, position.0 as i64])?;
                 }
-                JournalEntry::WorkflowPut(workflow) => {
-                    put_workflow.execute(params![
-                        workflow.name.as_str(),
-                        workflow.to_json().to_string()
+                JournalEntry::WorkflowPut(registered) => {
+                    let name = registered.workflow.name.as_str();
+                    let definition = registered.workflow.to_json().to_string();
+                    add_version.execute(params![
+                        name,
+                        registered.version,
+                        definition,
+                        registered.created_at.map(|at| at.millis() as i64)
                     ])?;
+                    put_latest.execute(params![name, definition])?;
                 }
                 JournalEntry::JobAttempt { key, attempt } => {
                     job_attempt.execute(params![

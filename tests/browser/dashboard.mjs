@@ -317,6 +317,8 @@ async function openScenarios() {
     await byId('start-workflow').selectOption('demo');
     await page.locator('[data-testid=start-form][data-defaults-for=demo]').waitFor();
     same(JSON.parse(await byId('start-data').inputValue()).sleep_ms, 20, "the workflow's default data");
+    // A start runs the latest version, which the form names.
+    await expectText('start-workflow-about', /^\s*version 1; \d+ phases; handlers: /);
     await byId('start-data').fill('{"jobs": ');
     await expectText('start-data-error', /Not valid JSON/);
     await expectEnabled({ 'start-submit': false });
@@ -336,6 +338,8 @@ async function openScenarios() {
 
   await step('(1) a flow started from the form reaches 100% and finishes', async () => {
     flows.first = await startFlow('demo', QUICK);
+    // The registered version the flow started with, which it keeps.
+    await expectText('flow-workflow-version', '1');
     await expectFinished();
     await expectCount('[data-testid=timeline-entry]', 4);
     await page.locator('[data-testid=handler-total][data-handler=Work]', { hasText: '12 / 12' }).waitFor();
@@ -747,6 +751,7 @@ async function openScenarios() {
     await page.locator(`${row(flows.gated)} [data-testid=flow-row-priority]`, { hasText: /^\s*P7\s*$/ }).waitFor();
     await page.locator(`${row(flows.gated)} [data-testid=flow-row-key]`, { hasText: new RegExp(`^\\s*${KEY}\\s*$`) }).waitFor();
     await page.locator(row(flows.first)).waitFor();
+    await page.locator(`${row(flows.first)} [data-testid=flow-row-version]`, { hasText: /^\s*v1\s*$/ }).waitFor();
     same(await page.locator(`${row(flows.first)} [data-testid=flow-row-priority], ${row(flows.first)} [data-testid=flow-row-key]`).count(), 0, 'markers on a flow started without options');
     await expectCellsInside('the list with a key');
     await shot('list-key-priority');

@@ -1222,7 +1222,7 @@ pub(crate) async fn a_phase_fans_out_into_child_flows_and_in_again(kind: Kind) {
     harness
         .backend
         .workflows
-        .put_workflow(child.clone())
+        .put_workflow(child.clone(), Timestamp::now())
         .await
         .unwrap();
     let parent = workflow(json!({
@@ -1290,7 +1290,7 @@ pub(crate) async fn steering_a_parent_reaches_its_children(kind: Kind) {
     harness
         .backend
         .workflows
-        .put_workflow(gated_workflow())
+        .put_workflow(gated_workflow(), Timestamp::now())
         .await
         .unwrap();
     let parent = workflow(json!({

@@ -23,7 +23,7 @@ use distribot::model::{
 };
 use distribot::rules;
 use distribot::runtime::{
-    Backend, Client, ClientError, Engine, StartOptions, Started, WorkerBuilder,
+    Backend, Client, ClientError, Engine, StartOptions, Started, WorkerBuilder, WorkflowSource,
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, EndedEntry, EndedFeed, Enumerated, FeedPosition,
@@ -41,11 +41,13 @@ mod flows;
 mod handlers;
 mod harness;
 mod store;
+mod versions;
 
 use flows::*;
 use handlers::*;
 use harness::*;
 use store::*;
+use versions::*;
 
 macro_rules! conformance {
     ($backend:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
@@ -135,4 +137,7 @@ every_backend!(
     steering_a_parent_reaches_its_children,
     the_feed_lists_ends_in_the_order_they_were_recorded,
     a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor,
+    registering_adds_a_version_unless_nothing_changed,
+    registrations_at_once_get_versions_of_their_own,
+    a_flow_runs_the_version_it_started_with,
 );

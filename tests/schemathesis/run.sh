@@ -82,6 +82,17 @@ parameters = { "path.id" = { dictionary = "flows", probability = 0.5 } }
 [[operations]]
 include-path-regex = 'events$'
 request-timeout = 2
+
+# Registered names, so that reading workflows and their versions reaches
+# more than a 404 (only reading: a registration under them would change
+# what the flows above start).
+[dictionaries.workflows]
+values = ["lapsed", "doomed", "tiny"]
+
+[[operations]]
+include-path-regex = '^/api/workflows/[{]name[}]'
+include-method = "GET"
+parameters = { "path.name" = { dictionary = "workflows", probability = 0.5 } }
 TOML
 
 status=0

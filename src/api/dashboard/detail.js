@@ -258,6 +258,9 @@ export function mount(main, { id }) {
     replace(
       facts,
       fact('Workflow', h('a', { href: `#/?workflow=${encodeURIComponent(flow.workflow)}` }, flow.workflow), 'flow-workflow'),
+      // The registered version the flow started with and runs to its end;
+      // none for a definition given inline.
+      Number.isInteger(flow.workflow_version) && fact('Version', String(flow.workflow_version), 'flow-workflow-version'),
       fact('Phase', flow.phase, 'flow-phase'),
       Number.isInteger(flow.priority) && fact('Priority', priorityText(flow.priority), 'flow-priority'),
       typeof flow.key === 'string' && fact('Key', h('code', { class: 'flow-key', title: flow.key }, flow.key), 'flow-key'),

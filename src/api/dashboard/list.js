@@ -216,11 +216,18 @@ export function mount(main, { query }) {
     const key =
       typeof flow.key === 'string' &&
       h('span', { class: 'flow-key mono', title: `key: ${flow.key}`, testid: 'flow-row-key' }, flow.key);
+    const version =
+      Number.isInteger(flow.workflow_version) &&
+      h(
+        'span',
+        { class: 'muted', title: `version ${flow.workflow_version} of ${flow.workflow}`, testid: 'flow-row-version' },
+        ` v${flow.workflow_version}`,
+      );
     const tr = h(
       'tr',
       { testid: 'flow-row', dataset: { flowId: flow.id, status: flow.status, outcome: flow.outcome }, class: 'clickable' },
       h('td', { class: 'flow-cell' }, h('span', { class: 'flow-line' }, link, priority), key),
-      h('td', {}, flow.workflow),
+      h('td', {}, flow.workflow, version),
       h('td', {}, statusBadge(flow, 'flow-row-status')),
       h('td', {}, flow.phase),
       progressCell(flow),

@@ -204,8 +204,11 @@ export function mount(main, { query }) {
 
   function describe() {
     const workflow = workflows.find((candidate) => candidate.name === select.value);
+    // Starting runs the latest version; a server from before versions
+    // names none.
+    const version = Number.isInteger(workflow?.version) ? `version ${workflow.version}; ` : '';
     about.textContent = workflow
-      ? `${workflow.phases} phase${workflow.phases === 1 ? '' : 's'}; handlers: ${workflow.handlers.join(', ') || 'none'}`
+      ? `${version}${workflow.phases} phase${workflow.phases === 1 ? '' : 's'}; handlers: ${workflow.handlers.join(', ') || 'none'}`
       : '';
   }
 

@@ -59,13 +59,22 @@ pub async fn list(args: ListArgs) -> CliResult<i32> {
     .await
 }
 
+/// The workflow, with the version the flow runs when it is a registered
+/// one: `search v2`.
+pub fn workflow_label(flow: &FlowItem) -> String {
+    match flow.workflow_version {
+        Some(version) => format!("{} v{version}", flow.workflow),
+        None => flow.workflow.to_string(),
+    }
+}
+
 /// JOBS counts the whole flow's jobs, every phase together, so that a flow
 /// reads the same whichever phase it stands in.
 fn list_row(flow: &FlowItem) -> [String; 6] {
     let jobs = format!("{}/{}", flow.jobs.done, flow.jobs.total);
     [
         flow.id.to_string(),
-        flow.workflow.to_string(),
+        workflow_label(flow),
         flow.outcome.as_str().to_owned(),
         flow.phase.to_string(),
         jobs,

@@ -17,6 +17,10 @@ use crate::cli::{CliError, CliResult, EXIT_OK};
 pub struct StartArgs {
     /// A registered workflow's name, or a workflow JSON file to send inline.
     workflow: String,
+    /// The version of the registered workflow to run, instead of its
+    /// latest (`distribot workflows NAME --versions` lists them).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    version: Option<u32>,
     /// The flow's input: a JSON object, or @file.json.
     #[arg(long)]
     data: Option<String>,
@@ -45,7 +49,7 @@ pub struct StartArgs {
 }
 
 pub async fn start(args: StartArgs) -> CliResult<i32> {
-    let source = workflow_source(&args.workflow)?;
+    let source = workflow_source(&args.workflow, args.version)?;
     let data = parse_data(args.data.as_deref())?;
     with_target(&args.connect, async |target| {
         let options = StartOptions {
@@ -74,10 +78,15 @@ pub async fn start(args: StartArgs) -> CliResult<i32> {
 }
 
 /// A path to an existing file is an inline definition; anything else is
-/// the name of a registered workflow.
-fn workflow_source(workflow: &str) -> CliResult<Source> {
+/// the name of a registered workflow, of which `version` picks one.
+fn workflow_source(workflow: &str, version: Option<u32>) -> CliResult<Source> {
     let path = Path::new(workflow);
     if path.is_file() {
+        if version.is_some() {
+            return Err(CliError::BadInput(format!(
+                "--version picks a version of a registered workflow, and {workflow} is a file, whose definition has none: leave --version out, or give the registered workflow's name"
+            )));
+        }
         return read_json_file(path, "workflow file").map(Source::Inline);
     }
     if workflow.ends_with(".json") || workflow.contains('/') {
@@ -85,7 +94,10 @@ fn workflow_source(workflow: &str) -> CliResult<Source> {
             "cannot read workflow file {workflow}: no such file (to start a registered workflow, give its name)"
         )));
     }
-    Ok(Source::Registered(workflow.to_owned()))
+    Ok(Source::Registered {
+        name: workflow.to_owned(),
+        version,
+    })
 }
 
 /// The name a definition gives itself, in either form.

@@ -78,13 +78,38 @@ impl ApiClient {
     }
 
     /// Sends a request and reads its JSON answer; also returns the status,
-    /// which tells a registration from a replacement.
+    /// which tells a new version from the same one registered again.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
     ) -> CliResult<(StatusCode, T)> {
+        let (status, _, value) = self.exchange(method, url, body).await?;
+        Ok((status, value))
+    }
+
+    /// Reads a JSON answer, and the value of its header `name`, if it has
+    /// one.
+    pub async fn get_with_header<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        name: &str,
+    ) -> CliResult<(T, Option<String>)> {
+        let (_, headers, value) = self.exchange(Method::GET, url, None).await?;
+        let header = headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok((value, header))
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> CliResult<(StatusCode, reqwest::header::HeaderMap, T)> {
         let mut request = self.request(method, url).timeout(REQUEST_TIMEOUT);
         if let Some(body) = body {
             request = request.json(body);
@@ -94,13 +119,14 @@ impl ApiClient {
         if !status.is_success() {
             return Err(self.refused(response).await);
         }
+        let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         let value = serde_json::from_slice(&bytes).map_err(|e| {
             CliError::Runtime(anyhow!(
                 "the server's answer is not what this version of distribot expects: {e}"
             ))
         })?;
-        Ok((status, value))
+        Ok((status, headers, value))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, url: Url) -> CliResult<T> {
@@ -157,6 +183,19 @@ impl ApiClient {
                     "{}; give a workflow file instead, or register it with `distribot workflows put FILE`",
                     error.error.message.split(';').next().unwrap_or_default()
                 ));
+            }
+            // The message says which versions there are; the API's advice
+            // after it is an HTTP call.
+            Ok(error) if error.error.code == "unknown_version" => {
+                return CliError::BadInput(
+                    error
+                        .error
+                        .message
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
             Ok(error) => {
                 let mut message = error.error.message.replace('\n', "; ");

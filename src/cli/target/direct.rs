@@ -12,11 +12,11 @@ use distribot::runtime::{Client, ClientError, FlowFollow, StartOptions, Workflow
 use distribot::store::FlowQuery;
 use distribot::views::{
     Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, Retried, Signaled, StatusChange,
-    WorkerList, WorkflowItem, WorkflowList,
+    WorkerList, WorkflowItem, WorkflowList, WorkflowVersions,
 };
 use serde_json::{Map, Value};
 
-use super::{ListFilter, Source, Target, Watch};
+use super::{Definition, ListFilter, Source, Target, Watch};
 use crate::cli::settings::connect_backend;
 use crate::cli::{CliError, CliResult};
 
@@ -40,6 +40,7 @@ fn refused(error: ClientError) -> CliError {
             "no workflow named `{name}` is registered; give a workflow file instead, or register it with `distribot workflows put FILE`"
         )),
         ClientError::UnknownFlow(_)
+        | ClientError::UnknownVersion { .. }
         | ClientError::Rejected(_)
         | ClientError::RedriveRejected(_)
         | ClientError::SignalRejected(_)
@@ -69,7 +70,7 @@ impl Target for DirectTarget {
         options: StartOptions,
     ) -> CliResult<Created> {
         let source = match source {
-            Source::Registered(name) => WorkflowSource::Registered(name),
+            Source::Registered { name, version } => WorkflowSource::Registered { name, version },
             Source::Inline(definition) => WorkflowSource::Inline(definition),
         };
         let started = self
@@ -173,8 +174,17 @@ impl Target for DirectTarget {
         Ok(WorkflowList::from(workflows.as_slice()))
     }
 
-    async fn workflow(&self, name: &str) -> CliResult<Value> {
-        Ok(self.client.workflow(name).await.map_err(refused)?.to_json())
+    async fn workflow(&self, name: &str, version: Option<u32>) -> CliResult<Definition> {
+        let registered = self.client.workflow(name, version).await.map_err(refused)?;
+        Ok(Definition {
+            version: Some(registered.version),
+            definition: registered.workflow.to_json(),
+        })
+    }
+
+    async fn versions(&self, name: &str) -> CliResult<WorkflowVersions> {
+        let versions = self.client.versions(name).await.map_err(refused)?;
+        Ok(WorkflowVersions::new(name, &versions))
     }
 
     async fn put_workflow(
@@ -182,12 +192,12 @@ impl Target for DirectTarget {
         name: &str,
         definition: &Value,
     ) -> CliResult<(bool, WorkflowItem)> {
-        let (created, workflow) = self
+        let registered = self
             .client
             .register_workflow(definition, Some(name))
             .await
             .map_err(refused)?;
-        Ok((created, WorkflowItem::from(workflow.as_ref())))
+        Ok((registered.created, WorkflowItem::from(&registered.version)))
     }
 
     async fn watch(&self, id: &str) -> CliResult<Box<dyn Watch>> {

@@ -5,13 +5,13 @@ use distribot::model::{Command, Outputs};
 use distribot::runtime::StartOptions;
 use distribot::views::{
     Created, FlowDetail, FlowPage, FlowUpdate, Retried, Signaled, StatusChange, WorkerList,
-    WorkflowItem, WorkflowList,
+    WorkflowItem, WorkflowList, WorkflowVersions, WORKFLOW_VERSION_HEADER,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::api_client::{ApiClient, EventReader};
-use super::{ListFilter, Source, Target, Watch};
+use super::{Definition, ListFilter, Source, Target, Watch};
 use crate::cli::CliResult;
 
 pub struct HttpTarget {
@@ -35,7 +35,14 @@ impl Target for HttpTarget {
         options: StartOptions,
     ) -> CliResult<Created> {
         let mut body = match source {
-            Source::Registered(name) => json!({"workflow": name, "data": data}),
+            Source::Registered {
+                name,
+                version: None,
+            } => json!({"workflow": name, "data": data}),
+            Source::Registered {
+                name,
+                version: Some(version),
+            } => json!({"workflow": name, "version": version, "data": data}),
             Source::Inline(definition) => json!({"definition": definition, "data": data}),
         };
         if let Some(key) = options.key {
@@ -115,9 +122,28 @@ impl Target for HttpTarget {
         self.api.get(self.api.url(&["api", "workflows"])).await
     }
 
-    async fn workflow(&self, name: &str) -> CliResult<Value> {
+    async fn workflow(&self, name: &str, version: Option<u32>) -> CliResult<Definition> {
+        let url = match version {
+            None => self.api.url(&["api", "workflows", name]),
+            Some(version) => {
+                let version = version.to_string();
+                self.api
+                    .url(&["api", "workflows", name, "versions", &version])
+            }
+        };
+        let (definition, header) = self
+            .api
+            .get_with_header(url, WORKFLOW_VERSION_HEADER)
+            .await?;
+        Ok(Definition {
+            version: header.and_then(|text| text.parse().ok()),
+            definition,
+        })
+    }
+
+    async fn versions(&self, name: &str) -> CliResult<WorkflowVersions> {
         self.api
-            .get(self.api.url(&["api", "workflows", name]))
+            .get(self.api.url(&["api", "workflows", name, "versions"]))
             .await
     }
 

@@ -14,7 +14,7 @@ use distribot::model::{Command, Outputs};
 use distribot::runtime::StartOptions;
 use distribot::views::{
     Created, FlowDetail, FlowPage, FlowUpdate, Retried, Signaled, StatusChange, WorkerList,
-    WorkflowItem, WorkflowList,
+    WorkflowItem, WorkflowList, WorkflowVersions,
 };
 use serde_json::{Map, Value};
 
@@ -23,8 +23,19 @@ use super::CliResult;
 
 /// Where a flow's workflow comes from.
 pub enum Source {
-    Registered(String),
+    /// A registered workflow: its `version`, or the latest.
+    Registered {
+        name: String,
+        version: Option<u32>,
+    },
     Inline(Value),
+}
+
+/// A registered workflow's definition, in canonical form.
+pub struct Definition {
+    /// Which version it is; unknown from a server from before versions.
+    pub version: Option<u32>,
+    pub definition: Value,
 }
 
 /// What `list` asks for.
@@ -78,9 +89,14 @@ pub trait Target: Send + Sync {
 
     async fn workflows(&self) -> CliResult<WorkflowList>;
 
-    async fn workflow(&self, name: &str) -> CliResult<Value>;
+    /// A registered workflow's definition: its `version`, or the latest.
+    async fn workflow(&self, name: &str, version: Option<u32>) -> CliResult<Definition>;
 
-    /// Registers a definition under its own name; true when it was new.
+    /// Every version of a registered workflow, oldest first.
+    async fn versions(&self, name: &str) -> CliResult<WorkflowVersions>;
+
+    /// Registers a definition under its own name, as its next version;
+    /// true when it made one (false: the latest version is the same).
     async fn put_workflow(&self, name: &str, definition: &Value)
         -> CliResult<(bool, WorkflowItem)>;
 

@@ -78,8 +78,17 @@ impl Keys {
     pub fn subscriber(&self, name: &str) -> String {
         format!("{}:subscriber:{name}", self.prefix)
     }
+    /// Each workflow's latest definition, by name.
     pub fn workflows(&self) -> String {
         format!("{}:workflows", self.prefix)
+    }
+    /// Every version of one workflow (see `scripts/versioned.lua`).
+    pub fn workflow(&self, name: &str) -> String {
+        format!("{}{name}", self.workflow_prefix())
+    }
+    /// What [`Keys::workflow`] puts before a name.
+    pub fn workflow_prefix(&self) -> String {
+        format!("{}:workflow:", self.prefix)
     }
     /// Idempotency keys of kept flows: key → flow id.
     pub fn idempotency(&self) -> String {

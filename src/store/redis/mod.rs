@@ -29,10 +29,11 @@ use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
 use super::{
-    child_summaries, limit_note_holds, slot_note, token_note, CommandApplied, Created, EndedEntry,
-    EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries, FlowQuery, FlowStore, JobsToQueue,
-    Redriven, Retention, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
-    WorkerRegistry, WorkflowRegistry, TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    child_summaries, definition_digest, limit_note_holds, slot_note, token_note, CommandApplied,
+    Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries, FlowQuery,
+    FlowStore, JobsToQueue, Redriven, Registered, Retention, SlotRequest, SlotTaken, StoreError,
+    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry, WorkflowVersion, TOKEN_RESERVATION,
+    WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -283,6 +284,9 @@ impl RedisStore {
                 .get("deadline")
                 .and_then(|d| d.parse().ok())
                 .map(Timestamp),
+            workflow_version: meta
+                .get("workflow_version")
+                .and_then(|version| version.parse().ok()),
             created_at,
             ended_at: number(hot::ENDED_AT).map(Timestamp),
             waiting: text(hot::WAITING)
@@ -579,6 +583,11 @@ impl FlowStore for RedisStore {
                     .as_ref()
                     .map(to_json)
                     .transpose()?
+                    .unwrap_or_default(),
+            )
+            .arg(
+                flow.workflow_version
+                    .map(|version| version.to_string())
                     .unwrap_or_default(),
             )
             .invoke_async(&mut self.conn())
@@ -1418,37 +1427,103 @@ impl FlowQueries for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Versions as `scripts/versions.lua` reads them: `which` is `latest`,
+    /// `all` or a version number; an empty `name` is every workflow.
+    async fn read_versions(
+        &self,
+        which: &str,
+        name: &str,
+    ) -> Result<Vec<WorkflowVersion>, StoreError> {
+        let flat: Vec<String> = self
+            .scripts
+            .versions
+            .key(self.keys.workflows())
+            .arg(self.keys.workflow_prefix())
+            .arg(which)
+            .arg(name)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        flat.chunks(4)
+            .map(|row| match row {
+                [name, version, definition, at] => Ok(WorkflowVersion {
+                    workflow: self.definition(definition).map_err(|e| {
+                        corrupt(format!("workflow `{name}` version {version}: {e}"))
+                    })?,
+                    version: version.parse().map_err(|_| {
+                        corrupt(format!("workflow `{name}` has a version `{version}`"))
+                    })?,
+                    created_at: at.parse().ok().map(Timestamp),
+                }),
+                _ => Err(corrupt("a workflow's versions came back incomplete")),
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl WorkflowRegistry for RedisStore {
-    async fn put_workflow(&self, workflow: Arc<Workflow>) -> Result<bool, StoreError> {
-        let added: i64 = self
-            .conn()
-            .hset(
-                self.keys.workflows(),
-                workflow.name.as_str(),
-                workflow.to_json().to_string(),
-            )
+    async fn put_workflow(
+        &self,
+        workflow: Arc<Workflow>,
+        at: Timestamp,
+    ) -> Result<Registered, StoreError> {
+        let name = workflow.name.as_str();
+        let reply: (u32, u8, String, String) = self
+            .scripts
+            .register
+            .key(self.keys.workflows())
+            .key(self.keys.workflow(name))
+            .arg(name)
+            .arg(workflow.to_json().to_string())
+            .arg(definition_digest(&workflow))
+            .arg(at.millis())
+            .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(added == 1)
+        let (version, created, registered_at, kept) = reply;
+        // When nothing was added: the latest version's own definition,
+        // which may differ in what the comparison leaves aside (the order
+        // of keys).
+        let workflow = if created == 0 {
+            self.definition(&kept)?
+        } else {
+            workflow
+        };
+        Ok(Registered {
+            version: WorkflowVersion {
+                workflow,
+                version,
+                created_at: registered_at.parse().ok().map(Timestamp),
+            },
+            created: created == 1,
+        })
     }
 
-    async fn workflow(&self, name: &str) -> Result<Option<Arc<Workflow>>, StoreError> {
-        let text: Option<String> = self
-            .conn()
-            .hget(self.keys.workflows(), name)
-            .await
-            .map_err(backend)?;
-        text.map(|text| self.definition(&text)).transpose()
+    async fn workflow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<WorkflowVersion>, StoreError> {
+        let which = version.map_or_else(|| "latest".to_owned(), |n| n.to_string());
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.read_versions(&which, name).await?.pop())
     }
 
-    async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, StoreError> {
-        let all: BTreeMap<String, String> = self
-            .conn()
-            .hgetall(self.keys.workflows())
-            .await
-            .map_err(backend)?;
-        all.values().map(|text| self.definition(text)).collect()
+    async fn versions(&self, name: &str) -> Result<Vec<WorkflowVersion>, StoreError> {
+        if name.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read_versions("all", name).await
+    }
+
+    async fn workflows(&self) -> Result<Vec<WorkflowVersion>, StoreError> {
+        let mut latest = self.read_versions("latest", "").await?;
+        latest.sort_by(|a, b| a.workflow.name.cmp(&b.workflow.name));
+        Ok(latest)
     }
 }
 

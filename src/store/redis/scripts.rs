@@ -1,5 +1,6 @@
 //! The Lua scripts, one file each beside this one, each behind the shared
-//! prelude of field names and guards (`hot.rs`).
+//! prelude of field names and guards (`hot.rs`); those over the versions
+//! of workflows also behind `versioned.lua`.
 
 use redis::Script;
 
@@ -28,12 +29,16 @@ pub(super) struct Scripts {
     pub subscribe: Script,
     pub advance: Script,
     pub unsubscribe: Script,
+    pub register: Script,
+    pub versions: Script,
 }
 
 impl Scripts {
     pub fn new() -> Self {
         let prelude = lua_prelude();
         let script = |body: &str| Script::new(&format!("{prelude}\n{body}"));
+        let versioned = include_str!("scripts/versioned.lua");
+        let over_versions = |body: &str| script(&format!("{versioned}\n{body}"));
         Self {
             create: script(include_str!("scripts/create.lua")),
             enter: script(include_str!("scripts/enter.lua")),
@@ -57,6 +62,8 @@ impl Scripts {
             subscribe: script(include_str!("scripts/subscribe.lua")),
             advance: script(include_str!("scripts/advance.lua")),
             unsubscribe: script(include_str!("scripts/unsubscribe.lua")),
+            register: over_versions(include_str!("scripts/register.lua")),
+            versions: over_versions(include_str!("scripts/versions.lua")),
         }
     }
 }
