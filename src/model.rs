@@ -338,6 +338,10 @@ pub struct FlowRecord {
     /// When the flow must have ended by: past it, its current phase fails
     /// with `deadline passed`.
     pub deadline: Option<Timestamp>,
+    /// The schedule that started the flow, if one did.
+    pub schedule: Option<String>,
+    /// The tick of that schedule the flow was started for.
+    pub tick: Option<Timestamp>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     /// Why the flow cannot go on right now, such as
@@ -375,6 +379,8 @@ impl FlowRecord {
             key: None,
             priority: 0,
             deadline: None,
+            schedule: None,
+            tick: None,
             created_at: at,
             ended_at: None,
             waiting: Vec::new(),

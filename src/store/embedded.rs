@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use super::{
     limit_note_holds, next_token, slot_note, token_note, visit_runs, CommandApplied, Created,
     EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, Redriven, Retention, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
-    WorkerRegistry, WorkflowRegistry,
+    JobsToQueue, Redriven, Retention, ScheduleCreated, ScheduleStore, SlotRequest, SlotTaken,
+    StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -28,6 +28,7 @@ use crate::model::{
     FlowStatus, Outputs, PhaseState, Progress, Requester, Task, WorkerInfo,
 };
 use crate::rules;
+use crate::schedule::{Schedule, TickOutcome};
 use crate::time::Timestamp;
 use crate::version::Version;
 
@@ -173,6 +174,9 @@ pub(super) enum JournalEntry {
         name: String,
         position: FeedPosition,
     },
+    /// A schedule as it is now (created, or changed).
+    ScheduleSaved(Schedule),
+    ScheduleRemoved(String),
 }
 
 /// A follower of the feed of ended flows.
@@ -202,6 +206,7 @@ pub(super) struct State {
     /// The last position given; positions are never given twice.
     pub feed_head: FeedPosition,
     pub subscribers: HashMap<String, Subscriber>,
+    pub schedules: BTreeMap<String, Schedule>,
     workers: HashMap<String, WorkerInfo>,
     journaling: bool,
     pub pending: Vec<JournalEntry>,
@@ -260,6 +265,7 @@ pub(super) struct Loaded {
     pub workflows: BTreeMap<String, Arc<Workflow>>,
     pub feed: Vec<(FeedPosition, FlowId)>,
     pub subscribers: HashMap<String, FeedPosition>,
+    pub schedules: BTreeMap<String, Schedule>,
 }
 
 /// How far the journal has been made durable.
@@ -307,6 +313,7 @@ impl EmbeddedStore {
             workflows,
             feed,
             subscribers,
+            schedules,
         } = loaded;
         let keys = flows
             .values()
@@ -348,6 +355,7 @@ impl EmbeddedStore {
             feed: in_feed,
             feed_head,
             subscribers,
+            schedules,
             journaling: true,
             ..State::default()
         };
@@ -1239,6 +1247,125 @@ impl EndedFeed for EmbeddedStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for EmbeddedStore {
+    async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleCreated, StoreError> {
+        self.change(|state| {
+            if let Some(kept) = state.schedules.get(schedule.name()) {
+                return Ok(ScheduleCreated::Existing(kept.clone()));
+            }
+            state
+                .schedules
+                .insert(schedule.name().to_owned(), schedule.clone());
+            state.log(JournalEntry::ScheduleSaved(schedule));
+            Ok(ScheduleCreated::New)
+        })
+        .await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        Ok(self.read(|state| state.schedules.get(name).cloned()))
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self.read(|state| state.schedules.values().cloned().collect()))
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        next_tick: Option<Timestamp>,
+    ) -> Result<Option<(Schedule, bool)>, StoreError> {
+        self.change(|state| {
+            let Some(schedule) = state.schedules.get_mut(name) else {
+                return Ok(None);
+            };
+            if schedule.paused == paused {
+                return Ok(Some((schedule.clone(), false)));
+            }
+            schedule.paused = paused;
+            if !paused {
+                schedule.next_tick = next_tick;
+            }
+            let saved = schedule.clone();
+            state.log(JournalEntry::ScheduleSaved(saved.clone()));
+            Ok(Some((saved, true)))
+        })
+        .await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        self.change(|state| {
+            let removed = state.schedules.remove(name);
+            if removed.is_some() {
+                state.log(JournalEntry::ScheduleRemoved(name.to_owned()));
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self.read(|state| {
+            let mut due: Vec<Schedule> = state
+                .schedules
+                .values()
+                .filter(|s| !s.paused && s.next_tick.is_some_and(|tick| tick <= now))
+                .cloned()
+                .collect();
+            due.sort_by_key(|s| s.next_tick);
+            due.truncate(limit);
+            due
+        }))
+    }
+
+    async fn earliest_tick(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .schedules
+                .values()
+                .filter(|s| !s.paused)
+                .filter_map(|s| s.next_tick)
+                .min()
+        }))
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        tick: Timestamp,
+        next: Option<Timestamp>,
+        outcome: &TickOutcome,
+    ) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let Some(schedule) = state.schedules.get_mut(name) else {
+                return Ok(false);
+            };
+            if schedule.paused || schedule.next_tick != Some(tick) {
+                return Ok(false);
+            }
+            schedule.next_tick = next;
+            schedule.last_tick = Some(tick);
+            match outcome {
+                TickOutcome::Started(flow) => {
+                    schedule.last_flow = Some(flow.clone());
+                    schedule.last_skip = None;
+                }
+                TickOutcome::Skipped(why) => schedule.last_skip = Some(why.clone()),
+            }
+            let saved = schedule.clone();
+            state.log(JournalEntry::ScheduleSaved(saved));
+            Ok(true)
+        })
+        .await
     }
 }
 

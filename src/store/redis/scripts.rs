@@ -24,6 +24,9 @@ pub(super) struct Scripts {
     pub subscribe: Script,
     pub advance: Script,
     pub unsubscribe: Script,
+    pub schedule_create: Script,
+    pub schedule_pause: Script,
+    pub schedule_advance: Script,
 }
 
 impl Scripts {
@@ -49,6 +52,9 @@ impl Scripts {
             subscribe: script(include_str!("scripts/subscribe.lua")),
             advance: script(include_str!("scripts/advance.lua")),
             unsubscribe: script(include_str!("scripts/unsubscribe.lua")),
+            schedule_create: script(include_str!("scripts/schedule_create.lua")),
+            schedule_pause: script(include_str!("scripts/schedule_pause.lua")),
+            schedule_advance: script(include_str!("scripts/schedule_advance.lua")),
         }
     }
 }

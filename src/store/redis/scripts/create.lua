@@ -4,6 +4,7 @@
 -- is the same; "taken" when not).
 -- KEYS: meta hot visits transitions flows by_status(running) by_workflow unfinished keys
 -- ARGV: id workflow definition data created_at phase slots visit transition key fingerprint priority deadline
+--   schedule tick
 -- Returns {"created"} | {"existing", id} | {"taken", id} | {"duplicate"}
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
 local key = ARGV[10]
@@ -21,7 +22,8 @@ if key ~= '' then
   redis.call('HSET', KEYS[9], key, ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'workflow', ARGV[2], 'definition', ARGV[3], 'data', ARGV[4], 'created_at', ARGV[5],
-  'key', key, 'fingerprint', ARGV[11], 'priority', ARGV[12], 'deadline', ARGV[13])
+  'key', key, 'fingerprint', ARGV[11], 'priority', ARGV[12], 'deadline', ARGV[13],
+  'schedule', ARGV[14], 'tick', ARGV[15])
 local slots = tonumber(ARGV[7])
 local state = VISIT_RUNNING
 if slots == 0 then state = VISIT_COMPLETED end
