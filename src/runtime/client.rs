@@ -17,7 +17,8 @@ use crate::definition::{parse_definition_value_with, DefinitionError, Definition
 use crate::ids::Cursor;
 use crate::ids::FlowId;
 use crate::model::{Command, FlowRecord, FlowStatus, Outputs, Requester, WorkerInfo};
-use crate::store::{CommandApplied, Created, FlowQuery, Redriven, StoreError};
+use crate::schedule::{Schedule, ScheduleError, ScheduleSpec};
+use crate::store::{CommandApplied, Created, FlowQuery, Redriven, ScheduleCreated, StoreError};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,16 @@ pub enum ClientError {
     /// A start option out of its range.
     #[error("{0}")]
     BadOption(String),
+    #[error("no schedule named `{0}`")]
+    UnknownSchedule(String),
+    /// A schedule of that name is kept, with other settings.
+    #[error("a schedule named `{0}` exists with other settings; remove it first, or give another name")]
+    ScheduleExists(String),
+    #[error(transparent)]
+    InvalidSchedule(#[from] ScheduleError),
+    /// Pausing a paused schedule, or resuming one that runs.
+    #[error("schedule `{name}` is {}", if *.paused { "already paused" } else { "not paused" })]
+    ScheduleState { name: String, paused: bool },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -165,6 +176,31 @@ impl Client {
         data: Map<String, Value>,
         options: StartOptions,
     ) -> Result<Started, ClientError> {
+        self.start_record(workflow, data, options, None).await
+    }
+
+    /// Starts the flow of the tick `tick` of the schedule `schedule`, which
+    /// the flow records. Give it the tick's key
+    /// ([`crate::schedule::tick_key`]), so that a tick starts one flow.
+    pub async fn start_scheduled(
+        &self,
+        workflow: Arc<Workflow>,
+        data: Map<String, Value>,
+        options: StartOptions,
+        schedule: &str,
+        tick: Timestamp,
+    ) -> Result<Started, ClientError> {
+        self.start_record(workflow, data, options, Some((schedule.to_owned(), tick)))
+            .await
+    }
+
+    async fn start_record(
+        &self,
+        workflow: Arc<Workflow>,
+        data: Map<String, Value>,
+        options: StartOptions,
+        scheduled: Option<(String, Timestamp)>,
+    ) -> Result<Started, ClientError> {
         if options.priority > MAX_PRIORITY {
             return Err(ClientError::BadOption(format!(
                 "priority {} is out of range: give 0 (the default) to {MAX_PRIORITY}",
@@ -186,6 +222,10 @@ impl Client {
         let mut record = FlowRecord::new(FlowId::generate(), workflow, data, now);
         record.key = options.key;
         record.priority = options.priority;
+        if let Some((schedule, tick)) = scheduled {
+            record.schedule = Some(schedule);
+            record.tick = Some(tick);
+        }
         record.deadline = options
             .timeout
             .or(record.workflow.timeout)
@@ -412,6 +452,86 @@ impl Client {
     /// The live workers.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
         Ok(self.backend.workers.workers().await?)
+    }
+
+    /// Adds a schedule of a registered workflow, its first tick the first
+    /// after now. True when it is new; false when one of the same name and
+    /// settings is kept (it is returned, unchanged). One of the same name
+    /// and other settings is [`ClientError::ScheduleExists`].
+    pub async fn add_schedule(&self, spec: ScheduleSpec) -> Result<(bool, Schedule), ClientError> {
+        let now = Timestamp::now();
+        let (spec, cadence) = spec.check(now)?;
+        // Each tick reads the workflow again: a registration that replaces
+        // it changes the flows to come.
+        self.workflow(&spec.workflow).await?;
+        let schedule = Schedule::new(spec, &cadence, now);
+        match self
+            .backend
+            .schedules
+            .create_schedule(schedule.clone())
+            .await?
+        {
+            ScheduleCreated::New => Ok((true, schedule)),
+            ScheduleCreated::Existing(kept) if kept.spec == schedule.spec => Ok((false, kept)),
+            ScheduleCreated::Existing(kept) => Err(ClientError::ScheduleExists(kept.spec.name)),
+        }
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, ClientError> {
+        Ok(self.backend.schedules.schedules().await?)
+    }
+
+    pub async fn schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        self.backend
+            .schedules
+            .schedule(name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownSchedule(name.to_owned()))
+    }
+
+    /// Pauses a schedule: no engine fires its ticks until it is resumed.
+    pub async fn pause_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        self.set_schedule_paused(name, true, None).await
+    }
+
+    /// Resumes a paused schedule. Its next tick is the first after now:
+    /// the ticks that came while it was paused are not caught up.
+    pub async fn resume_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        let cadence = self.schedule(name).await?.cadence()?;
+        let next = cadence.next_after(Timestamp::now());
+        self.set_schedule_paused(name, false, next).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next: Option<Timestamp>,
+    ) -> Result<Schedule, ClientError> {
+        match self
+            .backend
+            .schedules
+            .pause_schedule(name, paused, next)
+            .await?
+        {
+            None => Err(ClientError::UnknownSchedule(name.to_owned())),
+            Some((schedule, true)) => Ok(schedule),
+            Some((_, false)) => Err(ClientError::ScheduleState {
+                name: name.to_owned(),
+                paused,
+            }),
+        }
+    }
+
+    /// Removes a schedule (the flows it started stay), and returns it as
+    /// it was.
+    pub async fn remove_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        self.backend
+            .schedules
+            .remove_schedule(name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownSchedule(name.to_owned()))
     }
 
     /// Follows a flow: its record now, then again whenever it may have
