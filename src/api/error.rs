@@ -86,7 +86,9 @@ pub enum ApiError {
     #[error("no schedule named `{0}`; GET /api/schedules lists them")]
     UnknownSchedule(String),
     /// A schedule of that name is kept, with other settings.
-    #[error("a schedule named `{0}` exists with other settings; remove it first (DELETE /api/schedules/{0}), or give another name")]
+    #[error(
+        "a schedule named `{0}` exists with other settings; remove it first, or give another name"
+    )]
     ScheduleExists(String),
     /// Pausing a paused schedule, or resuming one that runs.
     #[error("{0}")]
