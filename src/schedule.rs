@@ -346,7 +346,12 @@ pub enum Due {
 /// ran, and `catch_up` decides: `Skip` drops it and every tick up to now,
 /// `One` fires it once for all of them. Either way the next tick is the
 /// first after `now`.
-pub fn decide(cadence: &Cadence, tick: Timestamp, now: Timestamp, catch_up: CatchUp) -> Option<Due> {
+pub fn decide(
+    cadence: &Cadence,
+    tick: Timestamp,
+    now: Timestamp,
+    catch_up: CatchUp,
+) -> Option<Due> {
     if now < tick {
         return None;
     }
@@ -500,14 +505,19 @@ pub fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {
 
 /// Which field of `parts` makes the expression fail, and why: each field
 /// is tried alone, every other one a `*`.
-fn explain(text: &str, parts: &[&str], fields: &[Field], error: &croner::errors::CronError) -> String {
+fn explain(
+    text: &str,
+    parts: &[&str],
+    fields: &[Field],
+    error: &croner::errors::CronError,
+) -> String {
     for (index, (part, field)) in parts.iter().zip(fields).enumerate() {
         let mut probe: Vec<&str> = vec!["*"; parts.len()];
         probe[index] = part;
         if parser().parse(&probe.join(" ")).is_err() {
             let why = field_fault(part, *field);
             return format!(
-                "the cron expression `{text}` has a bad {} field (field {} of {}): `{part}`{why}; {}",
+                "the cron expression `{text}` has a bad {} field (field {} of {}): {why}; {}",
                 field.name(),
                 index + 1,
                 parts.len(),
@@ -523,6 +533,14 @@ fn explain(text: &str, parts: &[&str], fields: &[Field], error: &croner::errors:
 fn field_fault(part: &str, field: Field) -> String {
     let (low, high) = field.range();
     let upper = part.to_ascii_uppercase();
+    // The item at fault, or the field and the item in it.
+    let subject = |item: &str| {
+        if item == upper {
+            format!("`{part}` is")
+        } else {
+            format!("`{part}` has `{item}`,")
+        }
+    };
     for item in upper.split([',', '-', '/', '#']) {
         let item = item.trim_end_matches(['L', 'W']);
         if item.is_empty() || item == "*" || item == "?" {
@@ -530,7 +548,7 @@ fn field_fault(part: &str, field: Field) -> String {
         }
         if let Ok(number) = item.parse::<u64>() {
             if number < u64::from(low) || number > u64::from(high) {
-                return format!(" has {number}, out of the range {low} to {high}");
+                return format!("{} out of the range {low} to {high}", subject(item));
             }
             continue;
         }
@@ -540,10 +558,10 @@ fn field_fault(part: &str, field: Field) -> String {
             _ => false,
         };
         if !known {
-            return format!(" has `{item}`, which is not a {}", field.name());
+            return format!("{} not a {}", subject(item), field.name());
         }
     }
-    " cannot be read".to_owned()
+    format!("`{part}` cannot be read")
 }
 
 const MONTHS: [&str; 12] = [
@@ -555,7 +573,8 @@ const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 /// name when there is one.
 pub fn parse_timezone(text: &str) -> Result<Tz, ScheduleError> {
     let text = text.trim();
-    const FORM: &str = "give an IANA time zone such as `Europe/Lisbon`, `America/New_York` or `UTC` (the default)";
+    const FORM: &str =
+        "give an IANA time zone such as `Europe/Lisbon`, `America/New_York` or `UTC` (the default)";
     if text.is_empty() {
         return Err(ScheduleError::new(
             ScheduleField::Timezone,
@@ -743,7 +762,7 @@ mod tests {
     fn a_bad_field_is_named_with_its_range() {
         let message = cron_message("61 * * * *");
         assert!(
-            message.contains("bad minute field (field 1 of 5): `61` has 61, out of the range 0 to 59"),
+            message.contains("bad minute field (field 1 of 5): `61` is out of the range 0 to 59"),
             "{message}"
         );
         let message = cron_message("0 0 25 * * *");
@@ -753,18 +772,31 @@ mod tests {
         );
         let message = cron_message("0 0 * FOO *");
         assert!(
-            message.contains("bad month field (field 4 of 5): `FOO` has `FOO`, which is not a month"),
+            message.contains("bad month field (field 4 of 5): `FOO` is not a month"),
             "{message}"
         );
         assert!(message.contains("JAN to DEC"), "{message}");
         let message = cron_message("0 0 * * MON-FUN");
-        assert!(message.contains("bad day-of-week field (field 5 of 5)"), "{message}");
+        assert!(
+            message.contains(
+                "bad day-of-week field (field 5 of 5): `MON-FUN` has `FUN`, not a day-of-week"
+            ),
+            "{message}"
+        );
+        let message = cron_message("0 1-61 * * * *");
+        assert!(
+            message.contains("bad minute field (field 2 of 6): `1-61` has `61`, out of the range"),
+            "{message}"
+        );
         let message = cron_message("0 0 32 * *");
         assert!(message.contains("bad day-of-month field"), "{message}");
         let message = cron_message("*/0 * * * *");
         assert!(message.contains("bad minute field"), "{message}");
         let message = cron_message("0 0 * *");
-        assert!(message.contains("has 4 fields; write 5 fields"), "{message}");
+        assert!(
+            message.contains("has 4 fields; write 5 fields"),
+            "{message}"
+        );
         let message = cron_message("0 0 0 * * * 2030");
         assert!(message.contains("7 fields"), "{message}");
         let message = cron_message("@fortnightly");
@@ -778,7 +810,9 @@ mod tests {
         let error = parse_timezone("Europe/Lisbonn").unwrap_err();
         assert_eq!(error.field, ScheduleField::Timezone);
         assert!(
-            error.message.contains("no time zone `Europe/Lisbonn`; did you mean `Europe/Lisbon`?"),
+            error
+                .message
+                .contains("no time zone `Europe/Lisbonn`; did you mean `Europe/Lisbon`?"),
             "{}",
             error.message
         );
@@ -819,13 +853,23 @@ mod tests {
         let every_second = Cadence::new("*/1 * * * * *", "UTC").unwrap();
         let tick = at("2026-03-10T10:00:00Z");
         assert_eq!(
-            decide(&every_second, tick, at("2026-03-10T09:59:59.900Z"), CatchUp::Skip),
+            decide(
+                &every_second,
+                tick,
+                at("2026-03-10T09:59:59.900Z"),
+                CatchUp::Skip
+            ),
             None,
             "not due yet"
         );
         // Late by less than the grace (5 s at least): each tick fires.
         assert_eq!(
-            decide(&every_second, tick, at("2026-03-10T10:00:03Z"), CatchUp::Skip),
+            decide(
+                &every_second,
+                tick,
+                at("2026-03-10T10:00:03Z"),
+                CatchUp::Skip
+            ),
             Some(Due::Fire {
                 next: Some(at("2026-03-10T10:00:01Z")),
                 caught_up: false
@@ -852,7 +896,10 @@ mod tests {
         assert_eq!(daily.grace(tick), MAX_GRACE);
         assert!(matches!(
             decide(&daily, tick, at("2026-03-10T02:00:59Z"), CatchUp::Skip),
-            Some(Due::Fire { caught_up: false, .. })
+            Some(Due::Fire {
+                caught_up: false,
+                ..
+            })
         ));
         assert_eq!(
             decide(&daily, tick, at("2026-03-10T02:01:01Z"), CatchUp::Skip),
