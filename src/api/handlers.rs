@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::input::{
-    nest_definition_error, AddSchedule, FlowPath, JsonBody, ListQuery, OptionalJsonBody,
-    PathParam, RetryFlow, StartFlow,
+    nest_definition_error, AddSchedule, FlowPath, JsonBody, ListQuery, OptionalJsonBody, PathParam,
+    RetryFlow, StartFlow,
 };
 use super::{ApiState, OPENAPI};
 use crate::ids::FlowId;

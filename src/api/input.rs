@@ -438,18 +438,20 @@ impl AddSchedule {
                 format!("unknown field `{unknown}`; expected {SCHEDULE_FIELDS}"),
             ));
         }
-        let mut text = |field: &'static str, required: bool, what: &str| {
-            match body.remove(field) {
-                None | Some(Value::Null) if !required => Ok(None),
-                Some(Value::String(text)) => Ok(Some(text)),
-                _ => Err(ApiError::bad_field(
-                    "invalid_body",
-                    format!("$.{field}"),
-                    format!("`{field}` must be {what}"),
-                )),
-            }
+        let mut text = |field: &'static str, required: bool, what: &str| match body.remove(field) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            _ => Err(ApiError::bad_field(
+                "invalid_body",
+                format!("$.{field}"),
+                format!("`{field}` must be {what}"),
+            )),
         };
-        let name = text("name", true, "the schedule's name, a string such as \"nightly-report\"")?;
+        let name = text(
+            "name",
+            true,
+            "the schedule's name, a string such as \"nightly-report\"",
+        )?;
         let workflow = text("workflow", true, "the name of a registered workflow")?;
         let cron = text(
             "cron",

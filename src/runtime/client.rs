@@ -50,7 +50,9 @@ pub enum ClientError {
     #[error("no schedule named `{0}`")]
     UnknownSchedule(String),
     /// A schedule of that name is kept, with other settings.
-    #[error("a schedule named `{0}` exists with other settings; remove it first, or give another name")]
+    #[error(
+        "a schedule named `{0}` exists with other settings; remove it first, or give another name"
+    )]
     ScheduleExists(String),
     #[error(transparent)]
     InvalidSchedule(#[from] ScheduleError),

@@ -30,8 +30,8 @@ pub use worker::{
 
 use crate::broker::{Broker, BrokerError};
 use crate::store::{
-    EndedFeed, FlowQueries, FlowStore, Retention, ScheduleStore, Store, StoreError,
-    WorkerRegistry, WorkflowRegistry,
+    EndedFeed, FlowQueries, FlowStore, Retention, ScheduleStore, Store, StoreError, WorkerRegistry,
+    WorkflowRegistry,
 };
 
 /// What the runtime parts share: the store's capabilities, each named for

@@ -648,13 +648,7 @@ pub trait ScheduleStore: Send + Sync + 'static {
 
 /// Everything a backend offers; every real backend is one.
 pub trait Store:
-    FlowStore
-    + FlowQueries
-    + WorkflowRegistry
-    + WorkerRegistry
-    + Retention
-    + EndedFeed
-    + ScheduleStore
+    FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention + EndedFeed + ScheduleStore
 {
 }
 

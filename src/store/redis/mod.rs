@@ -251,10 +251,7 @@ impl RedisStore {
                 .and_then(|d| d.parse().ok())
                 .map(Timestamp),
             schedule: meta.get("schedule").filter(|s| !s.is_empty()).cloned(),
-            tick: meta
-                .get("tick")
-                .and_then(|t| t.parse().ok())
-                .map(Timestamp),
+            tick: meta.get("tick").and_then(|t| t.parse().ok()).map(Timestamp),
             created_at,
             ended_at: number(hot::ENDED_AT).map(Timestamp),
             waiting: text(hot::WAITING)
