@@ -40,11 +40,13 @@ mod durability;
 mod flows;
 mod handlers;
 mod harness;
+mod schedules;
 mod store;
 
 use flows::*;
 use handlers::*;
 use harness::*;
+use schedules::*;
 use store::*;
 
 macro_rules! conformance {
@@ -131,4 +133,10 @@ every_backend!(
     branches_follow_outputs_data_and_handlers_choices,
     the_feed_lists_ends_in_the_order_they_were_recorded,
     a_subscriber_is_followed_by_one_holder_at_a_time_from_its_cursor,
+    schedules_are_kept_by_name_paused_resumed_and_removed,
+    one_of_many_claimers_records_each_tick,
+    each_tick_starts_one_flow_however_many_engines_fire_it,
+    a_tick_started_before_a_crash_is_not_started_again,
+    missed_ticks_follow_the_catch_up_policy,
+    a_tick_starts_nothing_while_the_last_flow_runs,
 );
