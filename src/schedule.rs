@@ -415,8 +415,9 @@ impl Field {
             }
             _ => "",
         };
+        let article = if self == Field::Hour { "an" } else { "a" };
         format!(
-            "a {} is a number from {low} to {high}{extra}; or `*`, a range `a-b`, a list `a,b`, a step `*/n` or `a-b/n`",
+            "{article} {} is a number from {low} to {high}{extra}; or `*`, a range `a-b`, a list `a,b`, a step `*/n` or `a-b/n`",
             self.name()
         )
     }
