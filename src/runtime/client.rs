@@ -474,7 +474,7 @@ impl Client {
             .await?
         {
             ScheduleCreated::New => Ok((true, schedule)),
-            ScheduleCreated::Existing(kept) if kept.spec == schedule.spec => Ok((false, kept)),
+            ScheduleCreated::Existing(kept) if kept.spec == schedule.spec => Ok((false, *kept)),
             ScheduleCreated::Existing(kept) => Err(ClientError::ScheduleExists(kept.spec.name)),
         }
     }

@@ -1255,7 +1255,7 @@ impl ScheduleStore for EmbeddedStore {
     async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleCreated, StoreError> {
         self.change(|state| {
             if let Some(kept) = state.schedules.get(schedule.name()) {
-                return Ok(ScheduleCreated::Existing(kept.clone()));
+                return Ok(ScheduleCreated::Existing(Box::new(kept.clone())));
             }
             state
                 .schedules

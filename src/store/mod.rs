@@ -587,7 +587,7 @@ pub enum ScheduleCreated {
     /// The schedule is stored.
     New,
     /// A schedule of that name is kept: this one, unchanged.
-    Existing(Schedule),
+    Existing(Box<Schedule>),
 }
 
 /// Schedules, by name, and the ticks engines fire.

@@ -56,7 +56,7 @@ pub(crate) async fn schedules_are_kept_by_name_paused_resumed_and_removed(kind: 
     other.spec.cron = "0 3 * * *".into();
     assert_eq!(
         store.create_schedule(other).await.unwrap(),
-        ScheduleCreated::Existing(nightly.clone()),
+        ScheduleCreated::Existing(Box::new(nightly.clone())),
         "a kept name is not replaced"
     );
     assert_eq!(

@@ -1429,7 +1429,7 @@ impl ScheduleStore for RedisStore {
             return Ok(ScheduleCreated::New);
         }
         match self.schedule(&name).await? {
-            Some(kept) => Ok(ScheduleCreated::Existing(kept)),
+            Some(kept) => Ok(ScheduleCreated::Existing(Box::new(kept))),
             // Removed in between: try once more.
             None => Box::pin(self.create_schedule(schedule)).await,
         }
