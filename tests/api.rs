@@ -1066,6 +1066,11 @@ async fn openapi_describes_every_route() {
         "body_timeout",
         "contention",
         "unavailable",
+        "invalid_option",
+        "key_taken",
+        "invalid_schedule",
+        "unknown_schedule",
+        "schedule_exists",
     ] {
         assert!(codes.contains(&code), "the error codes lack {code}");
     }
