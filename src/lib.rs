@@ -8,7 +8,8 @@
 //! - [`rules`] holds the engine's decisions as plain functions;
 //! - [`store`] and [`broker`] are the backend traits, with their adapters;
 //! - [`handler`] is the user's code: Rust handlers and command handlers;
-//! - [`runtime`] runs engines, workers and clients over any backend.
+//! - [`runtime`] runs engines, workers and clients over any backend;
+//! - [`schedule`] reads cron cadences and decides what a due tick does.
 //!
 //! `ARCHITECTURE.md` in the repository follows one job through these parts.
 
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod rules;
 pub mod runtime;
+pub mod schedule;
 pub mod store;
 pub mod sync;
 pub mod time;

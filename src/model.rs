@@ -413,6 +413,10 @@ pub struct FlowRecord {
     /// runs to its end, whatever is registered later); `None` for a
     /// definition given inline, and for flows from before versions.
     pub workflow_version: Option<u32>,
+    /// The schedule that started the flow, if one did.
+    pub schedule: Option<String>,
+    /// The tick of that schedule the flow was started for.
+    pub tick: Option<Timestamp>,
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     /// Why the flow cannot go on right now, such as
@@ -454,6 +458,8 @@ impl FlowRecord {
             priority: 0,
             deadline: None,
             workflow_version: None,
+            schedule: None,
+            tick: None,
             created_at: at,
             ended_at: None,
             waiting: Vec::new(),

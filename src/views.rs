@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::rules;
 use crate::runtime::Page;
+use crate::schedule::{CatchUp, Overlap, Schedule};
 use crate::store::WorkflowVersion;
 use crate::time::Timestamp;
 use crate::version::Version;
@@ -98,6 +99,12 @@ pub struct FlowItem {
     /// When its running phase fails with "deadline passed", if it runs
     /// that long.
     pub deadline: Option<Timestamp>,
+    /// The schedule that started it, if one did.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The tick of that schedule it was started for.
+    #[serde(default)]
+    pub tick: Option<Timestamp>,
 }
 
 impl From<&FlowRecord> for FlowItem {
@@ -117,6 +124,8 @@ impl From<&FlowRecord> for FlowItem {
             key: record.key.clone(),
             priority: record.priority,
             deadline: record.deadline,
+            schedule: record.schedule.clone(),
+            tick: record.tick,
             progress: PhaseProgress::from(current),
             jobs: record
                 .handler_totals()
@@ -432,6 +441,64 @@ impl WorkflowVersions {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
+}
+
+/// A schedule: what its author wrote, and where its ticks are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub name: String,
+    pub workflow: String,
+    pub cron: String,
+    pub timezone: String,
+    pub data: Map<String, Value>,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub paused: bool,
+    /// The next tick an engine fires; null while paused, and once no tick
+    /// is to come.
+    pub next_tick: Option<Timestamp>,
+    /// The latest tick handled, whether it started a flow or not.
+    pub last_tick: Option<Timestamp>,
+    /// The flow started by the latest tick that started one.
+    pub last_flow: Option<FlowId>,
+    /// Why the latest tick started no flow, if it did not.
+    pub last_skip: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl From<&Schedule> for ScheduleView {
+    fn from(schedule: &Schedule) -> Self {
+        let spec = &schedule.spec;
+        Self {
+            name: spec.name.clone(),
+            workflow: spec.workflow.clone(),
+            cron: spec.cron.clone(),
+            timezone: spec.timezone.clone(),
+            data: spec.data.clone(),
+            overlap: spec.overlap,
+            catch_up: spec.catch_up,
+            paused: schedule.paused,
+            next_tick: schedule.next_tick.filter(|_| !schedule.paused),
+            last_tick: schedule.last_tick,
+            last_flow: schedule.last_flow.clone(),
+            last_skip: schedule.last_skip.clone(),
+            created_at: schedule.created_at,
+        }
+    }
+}
+
+/// `GET /api/schedules`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
+}
+
+impl From<&[Schedule]> for ScheduleList {
+    fn from(schedules: &[Schedule]) -> Self {
+        Self {
+            schedules: schedules.iter().map(ScheduleView::from).collect(),
+        }
+    }
 }
 
 /// Every error answer: `{"error": {...}}`.

@@ -163,6 +163,7 @@ async fn server_with(options: ApiOptions) -> Server {
                 calls: AtomicU64::new(0),
             },
         )
+        .fire_schedules(true)
         .start()
         .await
         .expect("start the embedded runtime");
@@ -1319,6 +1320,11 @@ async fn openapi_describes_every_route() {
         "body_timeout",
         "contention",
         "unavailable",
+        "invalid_option",
+        "key_taken",
+        "invalid_schedule",
+        "unknown_schedule",
+        "schedule_exists",
     ] {
         assert!(codes.contains(&code), "the error codes lack {code}");
     }
@@ -2257,4 +2263,271 @@ async fn a_request_dropped_halfway_still_leaves_its_flow_moving() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(embedded);
+}
+
+// ---------------------------------------------------------------- schedules
+
+impl Server {
+    async fn delete(&self, uri: &str) -> Answer {
+        self.send(Request::delete(uri).body(Body::empty()).unwrap())
+            .await
+    }
+}
+
+#[tokio::test]
+async fn schedules_are_added_listed_paused_resumed_and_removed() {
+    let server = server().await;
+    let nightly = json!({
+        "name": "nightly",
+        "workflow": "instant",
+        "cron": "0 2 * * *",
+        "timezone": "europe/lisbon",
+        "data": {"report": "sales"}
+    });
+    let added = server.post("/api/schedules", nightly.clone()).await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    assert_eq!(
+        added.headers[header::LOCATION].to_str().unwrap(),
+        "/api/schedules/nightly"
+    );
+    let schedule = &added.body;
+    assert_eq!(schedule["timezone"], "Europe/Lisbon", "written canonically");
+    assert_eq!(schedule["overlap"], "skip", "the default");
+    assert_eq!(schedule["catch_up"], "skip", "the default");
+    assert_eq!(schedule["paused"], false);
+    assert_eq!(schedule["data"], json!({"report": "sales"}));
+    assert!(schedule["last_tick"].is_null() && schedule["last_flow"].is_null());
+    let next = schedule["next_tick"].as_str().expect("a next tick");
+    // 02:00 in Lisbon is 01:00 or 02:00 UTC, whichever the season.
+    assert!(
+        next.ends_with("T01:00:00.000Z") || next.ends_with("T02:00:00.000Z"),
+        "{next}"
+    );
+
+    // The same again changes nothing; other settings under the name are refused.
+    let again = server.post("/api/schedules", nightly.clone()).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.body, added.body);
+    let mut other = nightly.clone();
+    other["cron"] = json!("0 3 * * *");
+    let taken = server.post("/api/schedules", other).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text);
+    assert_eq!(taken.error_code(), "schedule_exists");
+
+    let hourly = server
+        .post(
+            "/api/schedules",
+            json!({"name": "an-hourly", "workflow": "instant", "cron": "@hourly", "overlap": "allow", "catch_up": "one"}),
+        )
+        .await;
+    assert_eq!(hourly.status, StatusCode::CREATED, "{}", hourly.text);
+    let list = server.get("/api/schedules").await;
+    assert_eq!(list.status, StatusCode::OK);
+    let names: Vec<&str> = list.body["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["an-hourly", "nightly"], "by name");
+    assert_eq!(list.body["schedules"][0]["catch_up"], "one");
+    assert_eq!(list.body["schedules"][0]["overlap"], "allow");
+
+    let paused = server
+        .post("/api/schedules/nightly/pause", json!(null))
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    assert_eq!(paused.body["paused"], true);
+    assert!(paused.body["next_tick"].is_null(), "no tick while paused");
+    let twice = server
+        .post("/api/schedules/nightly/pause", json!(null))
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert_eq!(twice.error_code(), "wrong_state");
+    assert!(twice.message().contains("already paused"), "{}", twice.text);
+    let resumed = server
+        .post("/api/schedules/nightly/resume", json!(null))
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.text);
+    assert_eq!(resumed.body["paused"], false);
+    assert_eq!(resumed.body["next_tick"], json!(next));
+    let not_paused = server
+        .post("/api/schedules/nightly/resume", json!(null))
+        .await;
+    assert_eq!(not_paused.error_code(), "wrong_state");
+
+    let removed = server.delete("/api/schedules/nightly").await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text);
+    assert_eq!(removed.body["name"], "nightly");
+    for answer in [
+        server.get("/api/schedules/nightly").await,
+        server.delete("/api/schedules/nightly").await,
+        server
+            .post("/api/schedules/nightly/pause", json!(null))
+            .await,
+    ] {
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text);
+        assert_eq!(answer.error_code(), "unknown_schedule");
+    }
+    let one = server.get("/api/schedules/an-hourly").await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.body["cron"], "@hourly");
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_naming_the_field_at_fault() {
+    let server = server().await;
+    let add = |body: Value| async { server.post("/api/schedules", body).await };
+    let base = json!({"name": "s", "workflow": "instant", "cron": "0 2 * * *"});
+    let with = |field: &str, value: Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        body
+    };
+
+    let minute = add(with("cron", json!("61 * * * *"))).await;
+    assert_eq!(minute.status, StatusCode::BAD_REQUEST, "{}", minute.text);
+    assert_eq!(minute.error_code(), "invalid_schedule");
+    assert_eq!(minute.path(), Some("$.cron"));
+    assert!(
+        minute
+            .message()
+            .contains("bad minute field (field 1 of 5): `61` is out of the range 0 to 59"),
+        "{}",
+        minute.text
+    );
+    let weekday = add(with("cron", json!("*/5 0 9 * * FRIDAY"))).await;
+    assert!(
+        weekday
+            .message()
+            .contains("bad day-of-week field (field 6 of 6)"),
+        "{}",
+        weekday.text
+    );
+    let fields = add(with("cron", json!("* * *"))).await;
+    assert!(fields.message().contains("has 3 fields"), "{}", fields.text);
+
+    let zone = add(with("timezone", json!("Europe/Lisbonn"))).await;
+    assert_eq!(zone.status, StatusCode::BAD_REQUEST, "{}", zone.text);
+    assert_eq!(zone.error_code(), "invalid_schedule");
+    assert_eq!(zone.path(), Some("$.timezone"));
+    assert!(
+        zone.message()
+            .contains("no time zone `Europe/Lisbonn`; did you mean `Europe/Lisbon`?"),
+        "{}",
+        zone.text
+    );
+
+    let name = add(with("name", json!("a b"))).await;
+    assert_eq!(
+        (name.error_code(), name.path()),
+        ("invalid_schedule", Some("$.name"))
+    );
+    let unknown = add(with("workflow", json!("nothing-by-this-name"))).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        (unknown.error_code(), unknown.path()),
+        ("unknown_workflow", Some("$.workflow"))
+    );
+    let overlap = add(with("overlap", json!("sometimes"))).await;
+    assert_eq!(
+        (overlap.error_code(), overlap.path()),
+        ("invalid_body", Some("$.overlap"))
+    );
+    let catch_up = add(with("catch_up", json!("all"))).await;
+    assert_eq!(catch_up.path(), Some("$.catch_up"));
+    let data = add(with("data", json!([1]))).await;
+    assert_eq!(data.path(), Some("$.data"));
+    let extra = add(with("every", json!("day"))).await;
+    assert_eq!(
+        (extra.error_code(), extra.path()),
+        ("unknown_field", Some("$.every"))
+    );
+    let missing = add(json!({"name": "s", "workflow": "instant"})).await;
+    assert_eq!(
+        (missing.error_code(), missing.path()),
+        ("invalid_body", Some("$.cron"))
+    );
+    let not_an_object = add(json!(["s"])).await;
+    assert_eq!(not_an_object.error_code(), "invalid_body");
+
+    let patch = server
+        .send(json_request(Method::PATCH, "/api/schedules/s", "{}"))
+        .await;
+    assert_eq!(patch.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(patch.error_code(), "method_not_allowed");
+    let list = server.get("/api/schedules").await;
+    assert_eq!(list.body, json!({"schedules": []}), "nothing was added");
+}
+
+#[tokio::test]
+async fn each_tick_starts_one_flow_recording_the_schedule_and_tick() {
+    let server = server().await;
+    let added = server
+        .post(
+            "/api/schedules",
+            json!({"name": "every-second", "workflow": "instant", "cron": "*/1 * * * * *", "data": {"n": 7}}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
+    let first_tick = added.body["next_tick"].as_str().unwrap().to_owned();
+    // The wall-clock time the schedule needs: three ticks.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = server.get("/api/flows?workflow=instant").await;
+        if page.body["flows"].as_array().unwrap().len() >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 ticks took over 10 s: {}",
+            page.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused = server
+        .post("/api/schedules/every-second/pause", json!(null))
+        .await;
+    assert_eq!(paused.status, StatusCode::OK);
+    // Every flow the schedule started, read once it is paused.
+    let page = server.get("/api/flows?workflow=instant").await;
+    let flows = page.body["flows"].as_array().unwrap().clone();
+    assert!(flows.len() >= 3, "{}", page.text);
+    let mut ticks: Vec<String> = Vec::new();
+    for flow in &flows {
+        assert_eq!(flow["schedule"], "every-second", "{flow}");
+        let tick = flow["tick"].as_str().expect("a tick").to_owned();
+        assert_eq!(
+            flow["key"],
+            json!(format!("schedule:every-second:{}Z", &tick[..19])),
+            "the tick's key"
+        );
+        ticks.push(tick);
+    }
+    let mut distinct = ticks.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ticks.len(), "one flow per tick: {ticks:?}");
+    assert!(
+        distinct[0] >= first_tick,
+        "{distinct:?} before {first_tick}"
+    );
+    let detail = server
+        .get(&format!("/api/flows/{}", flows[0]["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(detail.body["schedule"], "every-second");
+    assert_eq!(detail.body["data"], json!({"n": 7}));
+    let schedule = server.get("/api/schedules/every-second").await;
+    assert!(
+        flows
+            .iter()
+            .any(|flow| flow["id"] == schedule.body["last_flow"]),
+        "the last flow is one of the schedule's: {}",
+        schedule.text
+    );
+    assert!(
+        distinct.contains(&schedule.body["last_tick"].as_str().unwrap().to_owned()),
+        "{}",
+        schedule.text
+    );
 }

@@ -623,6 +623,166 @@ fn errors_are_one_line_with_the_right_exit_status() {
     assert_one_line_error(&https);
 }
 
+// ---------------------------------------------------------------- schedules
+
+#[test]
+fn schedules_are_added_listed_paused_resumed_and_removed() {
+    let server = Server::start(&[]);
+    let added = server.cli(&[
+        "schedule",
+        "add",
+        "every-second",
+        "--workflow",
+        "work",
+        "--cron",
+        "*/1 * * * * *",
+        "--data",
+        r#"{"jobs": 1}"#,
+        "--tz",
+        "Europe/Lisbon",
+        "--overlap",
+        "allow",
+    ]);
+    assert_eq!(added.code(), Some(0), "{}", added.dump());
+    assert!(
+        added
+            .stdout
+            .starts_with("added schedule `every-second`: workflow `work` at `*/1 * * * * *` (Europe/Lisbon); next tick "),
+        "{}",
+        added.dump()
+    );
+    let again = server.cli(&[
+        "schedule",
+        "add",
+        "every-second",
+        "--workflow",
+        "work",
+        "--cron",
+        "*/1 * * * * *",
+        "--data",
+        r#"{"jobs": 1}"#,
+        "--tz",
+        "Europe/Lisbon",
+        "--overlap",
+        "allow",
+        "--json",
+    ]);
+    assert_eq!(again.code(), Some(0), "{}", again.dump());
+    assert_eq!(again.json()["name"], "every-second");
+    let taken = server.cli(&[
+        "schedule",
+        "add",
+        "every-second",
+        "--workflow",
+        "work",
+        "--cron",
+        "@daily",
+    ]);
+    let line = assert_one_line_error(&taken);
+    assert!(line.contains("exists with other settings"), "{line}");
+
+    // Its ticks start flows that say so.
+    let mut flows = Vec::new();
+    wait_for("two scheduled flows", Duration::from_secs(20), || {
+        flows = server.cli(&["list", "--json"]).json()["flows"]
+            .as_array()
+            .unwrap()
+            .clone();
+        flows.len() >= 2
+    });
+    for flow in &flows {
+        assert_eq!(flow["schedule"], "every-second", "{flow}");
+        assert!(flow["tick"].is_string(), "{flow}");
+    }
+
+    let list = server.cli(&["schedule", "list"]);
+    assert_eq!(list.code(), Some(0), "{}", list.dump());
+    let header = list.stdout.lines().next().unwrap_or_default();
+    assert!(header.starts_with("NAME"), "{}", list.dump());
+    let row = list.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("every-second") && row.contains("Europe/Lisbon") && row.contains("active"),
+        "{}",
+        list.dump()
+    );
+    let paused = server.cli(&["schedule", "pause", "every-second"]);
+    assert_eq!(
+        paused.stdout,
+        "paused schedule `every-second`\n",
+        "{}",
+        paused.dump()
+    );
+    let twice = assert_one_line_error(&server.cli(&["schedule", "pause", "every-second"]));
+    assert!(twice.contains("already paused"), "{twice}");
+    let listed = server.cli(&["schedule", "list", "--json"]).json();
+    assert_eq!(listed["schedules"][0]["paused"], true);
+    assert!(listed["schedules"][0]["next_tick"].is_null());
+    let resumed = server.cli(&["schedule", "resume", "every-second", "--json"]);
+    assert_eq!(resumed.code(), Some(0), "{}", resumed.dump());
+    assert_eq!(resumed.json()["paused"], false);
+    let removed = server.cli(&["schedule", "remove", "every-second"]);
+    assert_eq!(
+        removed.stdout,
+        "removed schedule `every-second` (the flows it started stay)\n",
+        "{}",
+        removed.dump()
+    );
+    let gone = assert_one_line_error(&server.cli(&["schedule", "remove", "every-second"]));
+    assert_eq!(
+        gone,
+        "error: no schedule named `every-second`; `distribot schedule list` lists them"
+    );
+}
+
+#[test]
+fn bad_schedules_are_one_line_naming_the_flag() {
+    let server = Server::start(&[]);
+    let add = |extra: &[&str]| {
+        let mut args = vec!["schedule", "add", "nightly", "--workflow", "work"];
+        args.extend_from_slice(extra);
+        server.cli(&args)
+    };
+    let line = assert_one_line_error(&add(&["--cron", "0 25 * * *"]));
+    assert!(
+        line.starts_with("error: --cron: the cron expression `0 25 * * *` has a bad hour field (field 2 of 5): `25` is out of the range 0 to 23; an hour is a number from 0 to 23"),
+        "{line}"
+    );
+    let line = assert_one_line_error(&add(&["--cron", "@daily", "--tz", "Europe/Lisbonn"]));
+    assert_eq!(
+        line,
+        "error: --tz: there is no time zone `Europe/Lisbonn`; did you mean `Europe/Lisbon`? give an IANA time zone such as `Europe/Lisbon`, `America/New_York` or `UTC` (the default)"
+    );
+    // A policy that is not one is refused by the argument parser, which
+    // lists the possible values.
+    let policy = add(&["--cron", "@daily", "--catch-up", "all"]);
+    assert_eq!(policy.code(), Some(2), "{}", policy.dump());
+    assert!(
+        policy
+            .stderr
+            .starts_with("error: invalid value 'all' for '--catch-up"),
+        "{}",
+        policy.dump()
+    );
+    let line = assert_one_line_error(&add(&["--cron", "@daily", "--data", "[1]"]));
+    assert!(line.contains("--data must be a JSON object"), "{line}");
+    let args = [
+        "schedule",
+        "add",
+        "nightly",
+        "--workflow",
+        "no-such-workflow",
+        "--cron",
+        "@daily",
+    ];
+    let line = assert_one_line_error(&server.cli(&args));
+    assert!(
+        line.starts_with("error: no workflow named `no-such-workflow` is registered; register it with `distribot workflows put FILE`"),
+        "{line}"
+    );
+    let listed = server.cli(&["schedule", "list", "--json"]);
+    assert_eq!(listed.json(), serde_json::json!({"schedules": []}));
+}
+
 // ---------------------------------------------------------------- auth
 
 #[test]

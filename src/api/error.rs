@@ -92,6 +92,16 @@ pub enum ApiError {
     /// A start's key belongs to another start's flow.
     #[error("{0}")]
     KeyTaken(String),
+    #[error("no schedule named `{0}`; GET /api/schedules lists them")]
+    UnknownSchedule(String),
+    /// A schedule of that name is kept, with other settings.
+    #[error(
+        "a schedule named `{0}` exists with other settings; remove it first, or give another name"
+    )]
+    ScheduleExists(String),
+    /// Pausing a paused schedule, or resuming one that runs.
+    #[error("{0}")]
+    ScheduleState(String),
     /// The backend did not answer; trying again later may work.
     #[error("the backend is unavailable: {0}")]
     Unavailable(String),
@@ -165,13 +175,16 @@ impl ApiError {
             | ApiError::NotAFlowId(_)
             | ApiError::UnknownWorkflow { .. }
             | ApiError::UnknownVersion { .. }
+            | ApiError::UnknownSchedule(_)
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(_)
             | ApiError::RedriveRejected(_)
             | ApiError::SignalRejected(_)
             | ApiError::Contention(_)
-            | ApiError::KeyTaken(_) => StatusCode::CONFLICT,
+            | ApiError::KeyTaken(_)
+            | ApiError::ScheduleExists(_)
+            | ApiError::ScheduleState(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -199,9 +212,12 @@ impl ApiError {
             ApiError::MalformedRequest => "malformed_request",
             ApiError::UriTooLong => "uri_too_long",
             ApiError::HeadersTooLarge => "headers_too_large",
-            ApiError::Rejected(_) | ApiError::RedriveRejected(_) | ApiError::SignalRejected(_) => {
-                "wrong_state"
-            }
+            ApiError::Rejected(_)
+            | ApiError::RedriveRejected(_)
+            | ApiError::SignalRejected(_)
+            | ApiError::ScheduleState(_) => "wrong_state",
+            ApiError::UnknownSchedule(_) => "unknown_schedule",
+            ApiError::ScheduleExists(_) => "schedule_exists",
             ApiError::Contention(_) => "contention",
             ApiError::KeyTaken(_) => "key_taken",
             ApiError::Unavailable(_) => "unavailable",
@@ -325,6 +341,14 @@ impl From<ClientError> for ApiError {
             ClientError::Contention(id) => ApiError::Contention(id),
             ClientError::KeyTaken { .. } => ApiError::KeyTaken(error.to_string()),
             ClientError::BadOption(message) => ApiError::bad_request("invalid_option", message),
+            ClientError::UnknownSchedule(name) => ApiError::UnknownSchedule(name),
+            ClientError::ScheduleExists(name) => ApiError::ScheduleExists(name),
+            ClientError::InvalidSchedule(invalid) => ApiError::bad_field(
+                "invalid_schedule",
+                format!("$.{}", invalid.field.as_str()),
+                invalid.message,
+            ),
+            ClientError::ScheduleState { .. } => ApiError::ScheduleState(error.to_string()),
             ClientError::Runtime(runtime) => runtime.into(),
         }
     }

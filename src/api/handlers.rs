@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::input::{
-    nest_definition_error, FlowAndName, FlowPath, JsonBody, ListQuery, OptionalJsonBody, PathParam,
-    RetryFlow, SendSignal, StartFlow, VersionPath,
+    nest_definition_error, AddSchedule, FlowAndName, FlowPath, JsonBody, ListQuery,
+    OptionalJsonBody, PathParam, RetryFlow, SendSignal, StartFlow, VersionPath,
 };
 use super::{ApiState, OPENAPI};
 use crate::ids::FlowId;
@@ -21,8 +21,8 @@ use crate::model::{Command, FlowStatus, Outputs};
 use crate::runtime::ClientError;
 use crate::store::{FlowQuery, WorkflowVersion};
 use crate::views::{
-    Created, FlowDetail, FlowPage, Retried, Signaled, StatusChange, WorkerList, WorkflowItem,
-    WorkflowList, WorkflowVersions, WORKFLOW_VERSION_HEADER,
+    Created, FlowDetail, FlowPage, Retried, ScheduleList, ScheduleView, Signaled, StatusChange,
+    WorkerList, WorkflowItem, WorkflowList, WorkflowVersions, WORKFLOW_VERSION_HEADER,
 };
 
 /// How long `/readyz` waits for the store before calling it unavailable.
@@ -261,6 +261,83 @@ pub async fn workers(State(state): State<ApiState>) -> Result<Json<WorkerList>, 
     Ok(Json(WorkerList {
         workers: state.client().workers().await?,
     }))
+}
+
+/// `POST /api/schedules`: 201 with the new schedule; 200 with the kept one
+/// when one of the same name and settings is (nothing changes).
+pub async fn add_schedule(
+    State(state): State<ApiState>,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let spec = AddSchedule::from_json(body)?;
+    let (created, schedule) =
+        state
+            .client()
+            .add_schedule(spec)
+            .await
+            .map_err(|error| match error {
+                ClientError::UnknownWorkflow(name) => ApiError::UnknownWorkflow {
+                    name,
+                    path: Some("$.workflow".to_owned()),
+                },
+                other => other.into(),
+            })?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [(
+            header::LOCATION,
+            format!("/api/schedules/{}", schedule.name()),
+        )],
+        Json(ScheduleView::from(&schedule)),
+    ))
+}
+
+pub async fn list_schedules(State(state): State<ApiState>) -> Result<Json<ScheduleList>, ApiError> {
+    let schedules = state.client().schedules().await?;
+    Ok(Json(ScheduleList::from(schedules.as_slice())))
+}
+
+pub async fn get_schedule(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(ScheduleView::from(
+        &state.client().schedule(&name).await?,
+    )))
+}
+
+pub async fn pause_schedule(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(ScheduleView::from(
+        &state.client().pause_schedule(&name).await?,
+    )))
+}
+
+pub async fn resume_schedule(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(ScheduleView::from(
+        &state.client().resume_schedule(&name).await?,
+    )))
+}
+
+/// `DELETE /api/schedules/{name}`: the schedule as it was. The flows it
+/// started stay.
+pub async fn remove_schedule(
+    State(state): State<ApiState>,
+    PathParam(name): PathParam,
+) -> Result<Json<ScheduleView>, ApiError> {
+    Ok(Json(ScheduleView::from(
+        &state.client().remove_schedule(&name).await?,
+    )))
 }
 
 pub async fn healthz() -> Json<Value> {

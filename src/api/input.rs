@@ -21,6 +21,7 @@ use crate::ids::FlowId;
 use crate::json::{self, JsonPath, StrictJsonError};
 use crate::model::FlowStatus;
 use crate::runtime::{StartOptions, WorkflowSource, MAX_PRIORITY};
+use crate::schedule::{CatchUp, Overlap, ScheduleSpec, DEFAULT_TIMEZONE};
 
 /// Deeper JSON than this is refused. serde_json stops at 128 on its own;
 /// refusing earlier leaves room for the envelopes stores wrap data in, so
@@ -432,6 +433,105 @@ impl StartFlow {
             source,
             data,
             options,
+        })
+    }
+}
+
+/// The body of `POST /api/schedules`.
+pub struct AddSchedule;
+
+const SCHEDULE_FIELDS: &str =
+    "`name`, `workflow`, `cron`, `timezone`, `data`, `overlap` or `catch_up`";
+
+impl AddSchedule {
+    /// The schedule a body asks for; its cron expression and time zone are
+    /// checked by the client, which says which field is wrong.
+    pub fn from_json(value: Value) -> Result<ScheduleSpec, ApiError> {
+        let Value::Object(mut body) = value else {
+            return Err(ApiError::bad_field(
+                "invalid_body",
+                "$",
+                "the body must be a JSON object: {\"name\": NAME, \"workflow\": NAME, \"cron\": \"0 2 * * *\"}",
+            ));
+        };
+        if let Some(unknown) = body.keys().find(|key| {
+            !matches!(
+                key.as_str(),
+                "name" | "workflow" | "cron" | "timezone" | "data" | "overlap" | "catch_up"
+            )
+        }) {
+            return Err(ApiError::bad_field(
+                "unknown_field",
+                JsonPath::root().key(unknown),
+                format!("unknown field `{unknown}`; expected {SCHEDULE_FIELDS}"),
+            ));
+        }
+        let mut text = |field: &'static str, required: bool, what: &str| match body.remove(field) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            _ => Err(ApiError::bad_field(
+                "invalid_body",
+                format!("$.{field}"),
+                format!("`{field}` must be {what}"),
+            )),
+        };
+        let name = text(
+            "name",
+            true,
+            "the schedule's name, a string such as \"nightly-report\"",
+        )?;
+        let workflow = text("workflow", true, "the name of a registered workflow")?;
+        let cron = text(
+            "cron",
+            true,
+            "a cron expression as a string, such as \"0 2 * * *\" or \"@daily\"",
+        )?;
+        let timezone = text(
+            "timezone",
+            false,
+            "an IANA time zone as a string, such as \"Europe/Lisbon\" (the default is \"UTC\")",
+        )?;
+        let overlap = text("overlap", false, "\"skip\" (the default) or \"allow\"")?;
+        let catch_up = text("catch_up", false, "\"skip\" (the default) or \"one\"")?;
+        let overlap = match overlap {
+            None => Overlap::default(),
+            Some(word) => Overlap::parse(&word).ok_or_else(|| {
+                ApiError::bad_field(
+                    "invalid_body",
+                    "$.overlap",
+                    format!("`overlap` must be \"skip\" (a tick starts nothing while the last flow runs; the default) or \"allow\", not `{word}`"),
+                )
+            })?,
+        };
+        let catch_up = match catch_up {
+            None => CatchUp::default(),
+            Some(word) => CatchUp::parse(&word).ok_or_else(|| {
+                ApiError::bad_field(
+                    "invalid_body",
+                    "$.catch_up",
+                    format!("`catch_up` must be \"skip\" (drop the ticks missed while no engine ran; the default) or \"one\" (start one flow for them), not `{word}`"),
+                )
+            })?,
+        };
+        let data = match body.remove("data") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(data)) => data,
+            Some(_) => {
+                return Err(ApiError::bad_field(
+                    "invalid_body",
+                    "$.data",
+                    "`data` must be a JSON object, like {\"report\": \"sales\"}",
+                ))
+            }
+        };
+        Ok(ScheduleSpec {
+            name: name.unwrap_or_default(),
+            workflow: workflow.unwrap_or_default(),
+            cron: cron.unwrap_or_default(),
+            timezone: timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned()),
+            data,
+            overlap,
+            catch_up,
         })
     }
 }

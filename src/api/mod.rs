@@ -1,4 +1,4 @@
-//! The HTTP API: flows, workflows and workers as JSON, live events over
+//! The HTTP API: flows, workflows, workers and schedules as JSON, live events over
 //! Server-Sent Events, Prometheus metrics, health probes, and the dashboard.
 //!
 //! It is an adapter and nothing more: handlers read the request, call the
@@ -212,6 +212,7 @@ enum Verb {
     Get,
     Post,
     Put,
+    Delete,
 }
 
 /// One route of the API: the router is built from these, and [`routes`]
@@ -232,6 +233,7 @@ impl Route {
             Verb::Get => routing::get(handler),
             Verb::Post => routing::post(handler),
             Verb::Put => routing::put(handler),
+            Verb::Delete => routing::delete(handler),
         };
         Self {
             verb,
@@ -243,7 +245,7 @@ impl Route {
 
 fn table() -> Vec<Route> {
     use handlers::*;
-    use Verb::{Get, Post, Put};
+    use Verb::{Delete, Get, Post, Put};
     vec![
         Route::new(Get, "/healthz", healthz),
         Route::new(Get, "/readyz", readyz),
@@ -266,6 +268,12 @@ fn table() -> Vec<Route> {
         Route::new(Get, "/api/workflows/{name}/versions", list_versions),
         Route::new(Get, "/api/workflows/{name}/versions/{version}", get_version),
         Route::new(Get, "/api/workers", workers),
+        Route::new(Post, "/api/schedules", add_schedule),
+        Route::new(Get, "/api/schedules", list_schedules),
+        Route::new(Get, "/api/schedules/{name}", get_schedule),
+        Route::new(Delete, "/api/schedules/{name}", remove_schedule),
+        Route::new(Post, "/api/schedules/{name}/pause", pause_schedule),
+        Route::new(Post, "/api/schedules/{name}/resume", resume_schedule),
     ]
 }
 
@@ -279,6 +287,7 @@ pub fn routes() -> Vec<(Method, &'static str)> {
                 Verb::Get => Method::GET,
                 Verb::Post => Method::POST,
                 Verb::Put => Method::PUT,
+                Verb::Delete => Method::DELETE,
             };
             (method, route.path)
         })

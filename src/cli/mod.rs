@@ -41,6 +41,9 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FLOW_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 
+/// What to do about a workflow that is not registered.
+pub const REGISTER_ADVICE: &str = "register it with `distribot workflows put FILE` (or, to start one flow, give a workflow file instead)";
+
 #[derive(Parser)]
 #[command(
     name = "distribot",
@@ -110,6 +113,9 @@ enum Command {
     Workers(commands::OutputArgs),
     /// List a server's workflows, print one (NAME), or register one (put FILE).
     Workflows(commands::workflows::WorkflowsArgs),
+    /// Start a workflow on a cron cadence: add, list, pause, resume or
+    /// remove schedules on a server.
+    Schedule(commands::schedule::ScheduleArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,6 +157,7 @@ pub fn main() -> i32 {
         Command::Watch(args) => with_runtime(|| commands::watch::watch(args)),
         Command::Workers(args) => with_runtime(|| commands::workers::workers(args)),
         Command::Workflows(args) => with_runtime(|| commands::workflows::workflows(args)),
+        Command::Schedule(args) => with_runtime(|| commands::schedule::schedule(args)),
     };
     match outcome {
         Ok(code) => code,

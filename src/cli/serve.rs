@@ -394,7 +394,8 @@ impl Runtime {
         let mut builder = Embedded::builder()
             .store_arc(store)
             .handlers(registry)
-            .retention(args.retention);
+            .retention(args.retention)
+            .fire_schedules(true);
         if let Some(limit) = args.concurrency {
             builder = builder.concurrency(limit);
         }

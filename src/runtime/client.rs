@@ -19,8 +19,10 @@ use crate::ids::FlowId;
 use crate::model::{
     Command, FlowRecord, FlowStatus, Outputs, ReceivedSignal, Requester, SignalOutcome, WorkerInfo,
 };
+use crate::schedule::{Schedule, ScheduleError, ScheduleSpec};
 use crate::store::{
-    CommandApplied, Created, FlowQuery, Redriven, Registered, StoreError, WorkflowVersion,
+    CommandApplied, Created, FlowQuery, Redriven, Registered, ScheduleCreated, StoreError,
+    WorkflowVersion,
 };
 use crate::time::Timestamp;
 
@@ -60,6 +62,18 @@ pub enum ClientError {
     /// A start option out of its range.
     #[error("{0}")]
     BadOption(String),
+    #[error("no schedule named `{0}`")]
+    UnknownSchedule(String),
+    /// A schedule of that name is kept, with other settings.
+    #[error(
+        "a schedule named `{0}` exists with other settings; remove it first, or give another name"
+    )]
+    ScheduleExists(String),
+    #[error(transparent)]
+    InvalidSchedule(#[from] ScheduleError),
+    /// Pausing a paused schedule, or resuming one that runs.
+    #[error("schedule `{name}` is {}", if *.paused { "already paused" } else { "not paused" })]
+    ScheduleState { name: String, paused: bool },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -211,7 +225,7 @@ impl Client {
             workflow,
             version: None,
         };
-        self.start_resolved(resolved, data, options).await
+        self.start_resolved(resolved, data, options, None).await
     }
 
     /// Starts a flow of a registered workflow (the latest version, or the
@@ -223,7 +237,22 @@ impl Client {
         options: StartOptions,
     ) -> Result<Started, ClientError> {
         let resolved = self.resolve(source).await?;
-        self.start_resolved(resolved, data, options).await
+        self.start_resolved(resolved, data, options, None).await
+    }
+
+    /// Starts the flow of the tick `tick` of the schedule `schedule`, which
+    /// the flow records. Give it the tick's key
+    /// ([`crate::schedule::tick_key`]), so that a tick starts one flow.
+    pub async fn start_scheduled(
+        &self,
+        resolved: Resolved,
+        data: Map<String, Value>,
+        options: StartOptions,
+        schedule: &str,
+        tick: Timestamp,
+    ) -> Result<Started, ClientError> {
+        self.start_resolved(resolved, data, options, Some((schedule.to_owned(), tick)))
+            .await
     }
 
     async fn start_resolved(
@@ -231,6 +260,7 @@ impl Client {
         resolved: Resolved,
         data: Map<String, Value>,
         options: StartOptions,
+        scheduled: Option<(String, Timestamp)>,
     ) -> Result<Started, ClientError> {
         if options.priority > MAX_PRIORITY {
             return Err(ClientError::BadOption(format!(
@@ -255,6 +285,10 @@ impl Client {
         record.key = options.key;
         record.priority = options.priority;
         record.workflow_version = version;
+        if let Some((schedule, tick)) = scheduled {
+            record.schedule = Some(schedule);
+            record.tick = Some(tick);
+        }
         record.deadline = options
             .timeout
             .or(record.workflow.timeout)
@@ -579,6 +613,86 @@ impl Client {
     /// The live workers.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
         Ok(self.backend.workers.workers().await?)
+    }
+
+    /// Adds a schedule of a registered workflow, its first tick the first
+    /// after now. True when it is new; false when one of the same name and
+    /// settings is kept (it is returned, unchanged). One of the same name
+    /// and other settings is [`ClientError::ScheduleExists`].
+    pub async fn add_schedule(&self, spec: ScheduleSpec) -> Result<(bool, Schedule), ClientError> {
+        let now = Timestamp::now();
+        let (spec, cadence) = spec.check(now)?;
+        // Each tick reads the workflow again: a registration that replaces
+        // it changes the flows to come.
+        self.workflow(&spec.workflow, None).await?;
+        let schedule = Schedule::new(spec, &cadence, now);
+        match self
+            .backend
+            .schedules
+            .create_schedule(schedule.clone())
+            .await?
+        {
+            ScheduleCreated::New => Ok((true, schedule)),
+            ScheduleCreated::Existing(kept) if kept.spec == schedule.spec => Ok((false, *kept)),
+            ScheduleCreated::Existing(kept) => Err(ClientError::ScheduleExists(kept.spec.name)),
+        }
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, ClientError> {
+        Ok(self.backend.schedules.schedules().await?)
+    }
+
+    pub async fn schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        self.backend
+            .schedules
+            .schedule(name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownSchedule(name.to_owned()))
+    }
+
+    /// Pauses a schedule: no engine fires its ticks until it is resumed.
+    pub async fn pause_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        self.set_schedule_paused(name, true, None).await
+    }
+
+    /// Resumes a paused schedule. Its next tick is the first after now:
+    /// the ticks that came while it was paused are not caught up.
+    pub async fn resume_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        let cadence = self.schedule(name).await?.cadence()?;
+        let next = cadence.next_after(Timestamp::now());
+        self.set_schedule_paused(name, false, next).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next: Option<Timestamp>,
+    ) -> Result<Schedule, ClientError> {
+        match self
+            .backend
+            .schedules
+            .pause_schedule(name, paused, next)
+            .await?
+        {
+            None => Err(ClientError::UnknownSchedule(name.to_owned())),
+            Some((schedule, true)) => Ok(schedule),
+            Some((_, false)) => Err(ClientError::ScheduleState {
+                name: name.to_owned(),
+                paused,
+            }),
+        }
+    }
+
+    /// Removes a schedule (the flows it started stay), and returns it as
+    /// it was.
+    pub async fn remove_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
+        self.backend
+            .schedules
+            .remove_schedule(name)
+            .await?
+            .ok_or_else(|| ClientError::UnknownSchedule(name.to_owned()))
     }
 
     /// Follows a flow: its record now, then again whenever it may have

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use super::{Backend, Client, Engine, RuntimeError, Worker, WorkerBuilder};
+use super::{Backend, Client, Engine, RuntimeError, Scheduler, Worker, WorkerBuilder};
 use crate::broker::{Broker, LocalBroker};
 use crate::handler::{Handler, HandlerOptions, HandlerRegistry};
 use crate::store::{EmbeddedStore, Store};
@@ -20,6 +20,7 @@ pub struct EmbeddedBuilder {
     registry: HandlerRegistry,
     concurrency: Option<usize>,
     retention: Option<std::time::Duration>,
+    schedules: bool,
 }
 
 impl EmbeddedBuilder {
@@ -67,6 +68,13 @@ impl EmbeddedBuilder {
         self
     }
 
+    /// Fires the ticks of the store's schedules (none are fired unless
+    /// this is set: `distribot serve` does, `distribot run` does not).
+    pub fn fire_schedules(mut self, fire: bool) -> Self {
+        self.schedules = fire;
+        self
+    }
+
     /// Starts the engine and the worker on the current tokio runtime. The
     /// engine first picks up the flows the store holds unfinished.
     pub async fn start(self) -> Result<Embedded, RuntimeError> {
@@ -83,6 +91,7 @@ impl EmbeddedBuilder {
         }
         let worker = worker.build();
         let retention = self.retention;
+        let scheduler = self.schedules.then(|| Scheduler::new(backend.clone()));
         let engine_task = {
             let engine = engine.clone();
             tokio::spawn(async move {
@@ -94,10 +103,14 @@ impl EmbeddedBuilder {
                     let engine = engine.clone();
                     tokio::spawn(async move { engine.retain(retention).await })
                 });
+                let scheduling = scheduler.map(|scheduler| tokio::spawn(scheduler.run()));
                 let outcome = engine.run().await;
                 sweeping.abort();
                 if let Some(retaining) = retaining {
                     retaining.abort();
+                }
+                if let Some(scheduling) = scheduling {
+                    scheduling.abort();
                 }
                 outcome
             })
@@ -134,6 +147,7 @@ impl Embedded {
             registry: HandlerRegistry::new(),
             concurrency: None,
             retention: None,
+            schedules: false,
         }
     }
 

@@ -11,6 +11,7 @@ mod catalog;
 mod client;
 mod embedded;
 mod engine;
+mod scheduler;
 mod worker;
 
 use std::sync::Arc;
@@ -22,13 +23,14 @@ pub use client::{
 };
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use engine::{Catalog, Engine, DEFAULT_RETENTION};
+pub use scheduler::Scheduler;
 pub use worker::{
     host_name, Worker, WorkerBuilder, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDLER_CONCURRENCY,
 };
 
 use crate::broker::{Broker, BrokerError};
 use crate::store::{
-    EndedFeed, FlowQueries, FlowStore, Retention, Store, StoreError, WorkerRegistry,
+    EndedFeed, FlowQueries, FlowStore, Retention, ScheduleStore, Store, StoreError, WorkerRegistry,
     WorkflowRegistry,
 };
 
@@ -42,6 +44,7 @@ pub struct Backend {
     pub workers: Arc<dyn WorkerRegistry>,
     pub retention: Arc<dyn Retention>,
     pub feed: Arc<dyn EndedFeed>,
+    pub schedules: Arc<dyn ScheduleStore>,
     pub broker: Arc<dyn Broker>,
 }
 
@@ -54,7 +57,8 @@ impl Backend {
             workflows: store.clone(),
             workers: store.clone(),
             retention: store.clone(),
-            feed: store,
+            feed: store.clone(),
+            schedules: store,
             broker,
         }
     }
@@ -87,8 +91,9 @@ impl Backend {
 }
 
 /// Runs an engine among many processes: it follows the workers' heartbeats
-/// for handler versions, sweeps unfinished flows every `sweep`, and removes
-/// flows that ended more than `retention` ago, until the broker shuts down.
+/// for handler versions, sweeps unfinished flows every `sweep`, fires the
+/// schedules' ticks (one engine records each), and removes flows that
+/// ended more than `retention` ago, until the broker shuts down.
 pub async fn run_distributed_engine(
     backend: Backend,
     sweep: std::time::Duration,
@@ -96,7 +101,7 @@ pub async fn run_distributed_engine(
 ) -> Result<(), RuntimeError> {
     let catalog = Arc::new(LiveCatalog::new());
     catalog.refresh(backend.workers.as_ref()).await?;
-    let engine = Engine::new(backend, catalog.clone());
+    let engine = Engine::new(backend.clone(), catalog.clone());
     let maintenance = {
         let engine = engine.clone();
         tokio::spawn(async move { engine.maintain(catalog, sweep).await })
@@ -105,9 +110,11 @@ pub async fn run_distributed_engine(
         let engine = engine.clone();
         tokio::spawn(async move { engine.retain(retention).await })
     };
+    let scheduling = tokio::spawn(Scheduler::new(backend).run());
     let outcome = engine.run().await;
     maintenance.abort();
     retaining.abort();
+    scheduling.abort();
     outcome
 }
 

@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use super::{
     child_summaries, limit_note_holds, next_token, same_definition, slot_note, token_note,
     visit_runs, CommandApplied, Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd,
-    FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Registered, Retention, SlotRequest,
-    SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
-    WorkflowVersion,
+    FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Registered, Retention,
+    ScheduleCreated, ScheduleStore, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
+    WorkerRegistry, WorkflowRegistry, WorkflowVersion,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -30,6 +30,7 @@ use crate::model::{
     SignalOutcome, Task, WorkerInfo,
 };
 use crate::rules;
+use crate::schedule::{Schedule, TickOutcome};
 use crate::time::Timestamp;
 use crate::version::Version;
 
@@ -175,6 +176,9 @@ pub(super) enum JournalEntry {
         name: String,
         position: FeedPosition,
     },
+    /// A schedule as it is now (created, or changed).
+    ScheduleSaved(Schedule),
+    ScheduleRemoved(String),
 }
 
 /// A follower of the feed of ended flows.
@@ -205,6 +209,7 @@ pub(super) struct State {
     /// The last position given; positions are never given twice.
     pub feed_head: FeedPosition,
     pub subscribers: HashMap<String, Subscriber>,
+    pub schedules: BTreeMap<String, Schedule>,
     workers: HashMap<String, WorkerInfo>,
     journaling: bool,
     pub pending: Vec<JournalEntry>,
@@ -263,6 +268,7 @@ pub(super) struct Loaded {
     pub workflows: BTreeMap<String, Vec<WorkflowVersion>>,
     pub feed: Vec<(FeedPosition, FlowId)>,
     pub subscribers: HashMap<String, FeedPosition>,
+    pub schedules: BTreeMap<String, Schedule>,
 }
 
 /// How far the journal has been made durable.
@@ -310,6 +316,7 @@ impl EmbeddedStore {
             workflows,
             feed,
             subscribers,
+            schedules,
         } = loaded;
         let keys = flows
             .values()
@@ -351,6 +358,7 @@ impl EmbeddedStore {
             feed: in_feed,
             feed_head,
             subscribers,
+            schedules,
             journaling: true,
             ..State::default()
         };
@@ -1371,6 +1379,125 @@ impl EndedFeed for EmbeddedStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for EmbeddedStore {
+    async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleCreated, StoreError> {
+        self.change(|state| {
+            if let Some(kept) = state.schedules.get(schedule.name()) {
+                return Ok(ScheduleCreated::Existing(Box::new(kept.clone())));
+            }
+            state
+                .schedules
+                .insert(schedule.name().to_owned(), schedule.clone());
+            state.log(JournalEntry::ScheduleSaved(schedule));
+            Ok(ScheduleCreated::New)
+        })
+        .await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        Ok(self.read(|state| state.schedules.get(name).cloned()))
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self.read(|state| state.schedules.values().cloned().collect()))
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        next_tick: Option<Timestamp>,
+    ) -> Result<Option<(Schedule, bool)>, StoreError> {
+        self.change(|state| {
+            let Some(schedule) = state.schedules.get_mut(name) else {
+                return Ok(None);
+            };
+            if schedule.paused == paused {
+                return Ok(Some((schedule.clone(), false)));
+            }
+            schedule.paused = paused;
+            if !paused {
+                schedule.next_tick = next_tick;
+            }
+            let saved = schedule.clone();
+            state.log(JournalEntry::ScheduleSaved(saved.clone()));
+            Ok(Some((saved, true)))
+        })
+        .await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        self.change(|state| {
+            let removed = state.schedules.remove(name);
+            if removed.is_some() {
+                state.log(JournalEntry::ScheduleRemoved(name.to_owned()));
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self.read(|state| {
+            let mut due: Vec<Schedule> = state
+                .schedules
+                .values()
+                .filter(|s| !s.paused && s.next_tick.is_some_and(|tick| tick <= now))
+                .cloned()
+                .collect();
+            due.sort_by_key(|s| s.next_tick);
+            due.truncate(limit);
+            due
+        }))
+    }
+
+    async fn earliest_tick(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .schedules
+                .values()
+                .filter(|s| !s.paused)
+                .filter_map(|s| s.next_tick)
+                .min()
+        }))
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        tick: Timestamp,
+        next: Option<Timestamp>,
+        outcome: &TickOutcome,
+    ) -> Result<bool, StoreError> {
+        self.change(|state| {
+            let Some(schedule) = state.schedules.get_mut(name) else {
+                return Ok(false);
+            };
+            if schedule.paused || schedule.next_tick != Some(tick) {
+                return Ok(false);
+            }
+            schedule.next_tick = next;
+            schedule.last_tick = Some(tick);
+            match outcome {
+                TickOutcome::Started(flow) => {
+                    schedule.last_flow = Some(flow.clone());
+                    schedule.last_skip = None;
+                }
+                TickOutcome::Skipped(why) => schedule.last_skip = Some(why.clone()),
+            }
+            let saved = schedule.clone();
+            state.log(JournalEntry::ScheduleSaved(saved));
+            Ok(true)
+        })
+        .await
     }
 }
 

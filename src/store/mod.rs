@@ -15,9 +15,11 @@
 //! - [`WorkerRegistry`]: the workers' heartbeats;
 //! - [`Retention`]: removing flows that ended long ago;
 //! - [`EndedFeed`]: the ends of flows in the order they were recorded,
-//!   and the cursors of those who follow them (webhooks).
+//!   and the cursors of those who follow them (webhooks);
+//! - [`ScheduleStore`]: schedules, and the compare-and-set on a schedule's
+//!   next tick that lets one engine of many record each tick.
 //!
-//! [`Store`] is all six, which every real backend is.
+//! [`Store`] is all seven, which every real backend is.
 
 mod embedded;
 mod redis;
@@ -39,6 +41,7 @@ use crate::model::{
     PhaseState, Progress, ReceivedSignal, Requester, SettledChild, SignalOutcome, Task, WorkerInfo,
 };
 use crate::rules::CommandRejected;
+use crate::schedule::{Schedule, TickOutcome};
 use crate::time::Timestamp;
 use crate::version::Version;
 
@@ -698,13 +701,84 @@ pub trait EndedFeed: Send + Sync + 'static {
     async fn release_subscriber(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }
 
+/// What storing a new schedule did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScheduleCreated {
+    /// The schedule is stored.
+    New,
+    /// A schedule of that name is kept: this one, unchanged.
+    Existing(Box<Schedule>),
+}
+
+/// Schedules, by name, and the ticks engines fire.
+///
+/// Every engine looks for due ticks. Whichever handles a tick starts its
+/// flow with a key made of the schedule's name and the tick (so that two
+/// engines, or one engine again after a crash, start one flow), and then
+/// moves the schedule's next tick on with [`ScheduleStore::advance_schedule`],
+/// a compare-and-set on the tick: one of them records it.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Stores a new schedule, unless one of that name is kept: that one is
+    /// returned, and nothing changes. Atomic.
+    async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleCreated, StoreError>;
+
+    async fn schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError>;
+
+    /// Every schedule, by name.
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+
+    /// Pauses a schedule (`paused`) or resumes it, its next tick then
+    /// `next_tick`. `None` when no schedule has the name; otherwise the
+    /// schedule as it is now, and false when it was so already (nothing
+    /// changed).
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        next_tick: Option<Timestamp>,
+    ) -> Result<Option<(Schedule, bool)>, StoreError>;
+
+    /// Removes a schedule, and returns it as it was.
+    async fn remove_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError>;
+
+    /// Schedules that run (not paused) whose next tick is at or before
+    /// `now`, the earliest tick first, at most `limit` of them.
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError>;
+
+    /// The earliest next tick of the schedules that run.
+    async fn earliest_tick(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Moves a schedule that runs from its next tick `tick` to `next`,
+    /// recording what `tick` did, if its next tick is still `tick`. False
+    /// when it is not (another engine recorded the tick, the schedule was
+    /// paused, resumed, removed or made anew): the caller records nothing.
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        tick: Timestamp,
+        next: Option<Timestamp>,
+        outcome: &TickOutcome,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Everything a backend offers; every real backend is one.
 pub trait Store:
-    FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention + EndedFeed
+    FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention + EndedFeed + ScheduleStore
 {
 }
 
 impl<T> Store for T where
-    T: FlowStore + FlowQueries + WorkflowRegistry + WorkerRegistry + Retention + EndedFeed
+    T: FlowStore
+        + FlowQueries
+        + WorkflowRegistry
+        + WorkerRegistry
+        + Retention
+        + EndedFeed
+        + ScheduleStore
 {
 }

@@ -25,12 +25,13 @@ use crate::ids::FlowId;
 use crate::model::{
     CommandRecord, FlowError, FlowRecord, FlowStatus, ParentLink, PhaseRun, Signals, Transition,
 };
+use crate::schedule::Schedule;
 use crate::time::Timestamp;
 
 /// Tables added later (the feed of ended flows, its subscribers, the
-/// versions of workflows) are created where missing, and older releases
-/// ignore them: the version moves only for changes an older release would
-/// misread.
+/// versions of workflows, the schedules) are created where missing, and
+/// older releases ignore them: the version moves only for changes an older
+/// release would misread.
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -75,6 +76,10 @@ CREATE TABLE IF NOT EXISTS subscribers (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 ";
 
 /// The parts of a flow record that change, as one JSON column.
@@ -99,6 +104,10 @@ struct StoredProgress {
     /// The registered version the flow started with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     workflow_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tick: Option<Timestamp>,
     created_at: Timestamp,
     ended_at: Option<Timestamp>,
 }
@@ -117,6 +126,8 @@ impl StoredProgress {
             signals: record.signals.clone(),
             parent: record.parent.clone(),
             workflow_version: record.workflow_version,
+            schedule: record.schedule.clone(),
+            tick: record.tick,
             created_at: record.created_at,
             ended_at: record.ended_at,
         }
@@ -187,6 +198,7 @@ impl EmbeddedStore {
             workflows: load_workflows(&conn, path)?,
             feed: load_feed(&conn, path)?,
             subscribers: load_subscribers(&conn, path)?,
+            schedules: load_schedules(&conn, path)?,
         };
         let (committed_tx, committed_rx) = watch::channel(Committed::default());
         let store = EmbeddedStore::journaled(loaded, committed_rx);
@@ -274,6 +286,8 @@ fn load_flows(conn: &Connection, path: &Path) -> Result<BTreeMap<FlowId, FlowSta
             priority: progress.priority,
             deadline: progress.deadline,
             workflow_version: progress.workflow_version,
+            schedule: progress.schedule,
+            tick: progress.tick,
             created_at: progress.created_at,
             ended_at: progress.ended_at,
             waiting: Vec::new(),
@@ -382,6 +396,33 @@ fn load_subscribers(
         })
         .map_err(&fail)?;
     rows.collect::<Result<_, _>>().map_err(&fail)
+}
+
+/// Every schedule, by name.
+fn load_schedules(
+    conn: &Connection,
+    path: &Path,
+) -> Result<BTreeMap<String, Schedule>, StoreError> {
+    let fail = backend_error(path);
+    let mut statement = conn
+        .prepare("SELECT name, record FROM schedules")
+        .map_err(&fail)?;
+    let rows = statement
+        .query_map([], |row| {
+            let name: String = row.get(0)?;
+            let record: String = row.get(1)?;
+            Ok((name, record))
+        })
+        .map_err(&fail)?;
+    let mut schedules = BTreeMap::new();
+    for row in rows {
+        let (name, record) = row.map_err(&fail)?;
+        let schedule: Schedule = serde_json::from_str(&record).map_err(|e| {
+            StoreError::Corrupt(format!("{}: schedule `{name}`: {e}", path.display()))
+        })?;
+        schedules.insert(name, schedule);
+    }
+    Ok(schedules)
 }
 
 /// Jobs of unfinished flows: outputs for later phases' enumerate, and the
@@ -517,6 +558,11 @@ fn commit(
             "INSERT INTO subscribers (name, position) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         )?;
+        let mut save_schedule = tx.prepare_cached(
+            "INSERT INTO schedules (name, record) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+        )?;
+        let mut remove_schedule = tx.prepare_cached("DELETE FROM schedules WHERE name = ?1")?;
         let mut add_version = tx.prepare_cached(
             "INSERT INTO workflow_versions (name, version, definition, created_at)
              VALUES (?1, ?2, ?3, ?4)",
@@ -592,6 +638,14 @@ fn commit(
                 }
                 JournalEntry::SubscriberMoved { name, position } => {
                     move_subscriber.execute(params![name, position.0 as i64])?;
+                }
+                JournalEntry::ScheduleSaved(schedule) => {
+                    let record = serde_json::to_string(schedule)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    save_schedule.execute(params![schedule.name(), record])?;
+                }
+                JournalEntry::ScheduleRemoved(name) => {
+                    remove_schedule.execute(params![name])?;
                 }
                 JournalEntry::WorkflowPut(registered) => {
                     let name = registered.workflow.name.as_str();

@@ -160,3 +160,73 @@ pub(crate) async fn one_process_at_a_time_holds_a_database() {
         "{error}"
     );
 }
+
+/// Schedules survive a reopen, with where their ticks are, and a flow keeps
+/// the schedule and tick that started it.
+#[tokio::test]
+pub(crate) async fn a_reopened_database_keeps_the_schedules() {
+    use distribot::schedule::{Cadence, Schedule, ScheduleSpec, TickOutcome};
+    use distribot::store::ScheduleStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let now = Timestamp(Timestamp::now().millis() / 1000 * 1000);
+    let spec = ScheduleSpec {
+        name: "nightly".into(),
+        workflow: "w".into(),
+        cron: "0 2 * * *".into(),
+        timezone: "Europe/Lisbon".into(),
+        data: json!({"report": "sales"}).as_object().unwrap().clone(),
+        overlap: distribot::schedule::Overlap::Allow,
+        catch_up: distribot::schedule::CatchUp::One,
+    };
+    let cadence = Cadence::new(&spec.cron, &spec.timezone).unwrap();
+    let mut schedule = Schedule::new(spec, &cadence, now);
+    schedule.next_tick = Some(now);
+    let next = cadence.next_after(now);
+    let (kept, removed, flow) = {
+        let store = EmbeddedStore::open(&path).unwrap();
+        store.create_schedule(schedule.clone()).await.unwrap();
+        let mut other = schedule.clone();
+        other.spec.name = "gone".into();
+        store.create_schedule(other).await.unwrap();
+        let (flow, _) = flow_in_a_phase(&store, 0).await;
+        assert!(store
+            .advance_schedule("nightly", now, next, &TickOutcome::Started(flow.clone()))
+            .await
+            .unwrap());
+        store.pause_schedule("nightly", true, None).await.unwrap();
+        let removed = store.remove_schedule("gone").await.unwrap();
+        (store.schedule("nightly").await.unwrap(), removed, flow)
+    };
+    assert!(removed.is_some());
+    let store = EmbeddedStore::open(&path).unwrap();
+    let reopened = store.schedule("nightly").await.unwrap();
+    assert_eq!(reopened, kept);
+    let reopened = reopened.unwrap();
+    assert!(reopened.paused);
+    assert_eq!(reopened.last_flow, Some(flow));
+    assert_eq!(reopened.next_tick, next);
+    assert_eq!(
+        store.schedules().await.unwrap().len(),
+        1,
+        "the removed one stays removed"
+    );
+
+    // A flow started by a tick keeps its schedule and tick.
+    let workflow = workflow(json!({
+        "workflow": "w",
+        "phases": {"a": {"is_initial": true, "transitions_to": "b"}, "b": {"is_final": true}}
+    }));
+    let id = FlowId::generate();
+    {
+        let mut record = FlowRecord::new(id.clone(), workflow, Map::new(), now);
+        record.schedule = Some("nightly".into());
+        record.tick = Some(now);
+        store.create_flow(record).await.unwrap();
+    }
+    drop(store);
+    let store = EmbeddedStore::open(&path).unwrap();
+    let record = store.flow(&id).await.unwrap().unwrap();
+    assert_eq!(record.schedule.as_deref(), Some("nightly"));
+    assert_eq!(record.tick, Some(now));
+}

@@ -40,12 +40,14 @@ mod durability;
 mod flows;
 mod handlers;
 mod harness;
+mod schedules;
 mod store;
 mod versions;
 
 use flows::*;
 use handlers::*;
 use harness::*;
+use schedules::*;
 use store::*;
 use versions::*;
 
@@ -140,4 +142,10 @@ every_backend!(
     registering_adds_a_version_unless_nothing_changed,
     registrations_at_once_get_versions_of_their_own,
     a_flow_runs_the_version_it_started_with,
+    schedules_are_kept_by_name_paused_resumed_and_removed,
+    one_of_many_claimers_records_each_tick,
+    each_tick_starts_one_flow_however_many_engines_fire_it,
+    a_tick_started_before_a_crash_is_not_started_again,
+    missed_ticks_follow_the_catch_up_policy,
+    a_tick_starts_nothing_while_the_last_flow_runs,
 );

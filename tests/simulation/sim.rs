@@ -316,7 +316,8 @@ impl Sim {
             workflows: real.clone(),
             workers: real.clone(),
             retention: real.clone(),
-            feed: real,
+            feed: real.clone(),
+            schedules: real,
             broker: Arc::new(SimBroker {
                 network: network.clone(),
                 journal: journal.clone(),

@@ -1,6 +1,6 @@
 //! The commands that work on flows somewhere else: `start`, `status`,
-//! `list`, `pause`, `resume ID`, `cancel`, `watch`, `workers` and
-//! `workflows`, one file each.
+//! `list`, `pause`, `resume ID`, `cancel`, `watch`, `workers`, `workflows`
+//! and `schedule`, one file each.
 //!
 //! Each speaks to a [`Target`]: a server's API, or a distributed backend
 //! directly. With `--json` each prints the API's JSON; without it,
@@ -11,6 +11,7 @@
 
 pub mod list;
 pub mod retry;
+pub mod schedule;
 pub mod signal;
 pub mod start;
 pub mod status;

@@ -180,7 +180,14 @@ impl ApiClient {
             // The API's own advice is an HTTP call; a CLI user wants a command.
             Ok(error) if error.error.code == "unknown_workflow" => {
                 return CliError::BadInput(format!(
-                    "{}; give a workflow file instead, or register it with `distribot workflows put FILE`",
+                    "{}; {}",
+                    error.error.message.split(';').next().unwrap_or_default(),
+                    crate::cli::REGISTER_ADVICE
+                ));
+            }
+            Ok(error) if error.error.code == "unknown_schedule" => {
+                return CliError::BadInput(format!(
+                    "{}; `distribot schedule list` lists them",
                     error.error.message.split(';').next().unwrap_or_default()
                 ));
             }

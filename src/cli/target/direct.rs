@@ -9,10 +9,11 @@ use distribot::config::Resolved;
 use distribot::ids::FlowId;
 use distribot::model::{Command, FlowStatus, Outputs, Requester};
 use distribot::runtime::{Client, ClientError, FlowFollow, StartOptions, WorkflowSource};
+use distribot::schedule::ScheduleSpec;
 use distribot::store::FlowQuery;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, Retried, Signaled, StatusChange,
-    WorkerList, WorkflowItem, WorkflowList, WorkflowVersions,
+    Created, FlowDetail, FlowPage, FlowUpdate, FlowUpdates, Retried, ScheduleList, ScheduleView,
+    Signaled, StatusChange, WorkerList, WorkflowItem, WorkflowList, WorkflowVersions,
 };
 use serde_json::{Map, Value};
 
@@ -37,7 +38,11 @@ fn flow_id(text: &str) -> FlowId {
 fn refused(error: ClientError) -> CliError {
     match error {
         ClientError::UnknownWorkflow(name) => CliError::BadInput(format!(
-            "no workflow named `{name}` is registered; give a workflow file instead, or register it with `distribot workflows put FILE`"
+            "no workflow named `{name}` is registered; {}",
+            crate::cli::REGISTER_ADVICE
+        )),
+        ClientError::UnknownSchedule(name) => CliError::BadInput(format!(
+            "no schedule named `{name}`; `distribot schedule list` lists them"
         )),
         ClientError::UnknownFlow(_)
         | ClientError::UnknownVersion { .. }
@@ -47,7 +52,10 @@ fn refused(error: ClientError) -> CliError {
         | ClientError::KeyTaken { .. }
         | ClientError::BadOption(_)
         | ClientError::InvalidDefinition(_)
-        | ClientError::NameMismatch { .. } => CliError::BadInput(error.to_string()),
+        | ClientError::NameMismatch { .. }
+        | ClientError::ScheduleExists(_)
+        | ClientError::InvalidSchedule(_)
+        | ClientError::ScheduleState { .. } => CliError::BadInput(error.to_string()),
         other => CliError::Runtime(anyhow::anyhow!(other)),
     }
 }
@@ -211,6 +219,31 @@ impl Target for DirectTarget {
             updates: FlowUpdates::default(),
             pending: Vec::new(),
         }))
+    }
+
+    async fn add_schedule(&self, spec: ScheduleSpec) -> CliResult<(bool, ScheduleView)> {
+        let (created, schedule) = self.client.add_schedule(spec).await.map_err(refused)?;
+        Ok((created, ScheduleView::from(&schedule)))
+    }
+
+    async fn schedules(&self) -> CliResult<ScheduleList> {
+        let schedules = self.client.schedules().await.map_err(refused)?;
+        Ok(ScheduleList::from(schedules.as_slice()))
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> CliResult<ScheduleView> {
+        let schedule = if paused {
+            self.client.pause_schedule(name).await
+        } else {
+            self.client.resume_schedule(name).await
+        }
+        .map_err(refused)?;
+        Ok(ScheduleView::from(&schedule))
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CliResult<ScheduleView> {
+        let schedule = self.client.remove_schedule(name).await.map_err(refused)?;
+        Ok(ScheduleView::from(&schedule))
     }
 
     async fn close(&self) {

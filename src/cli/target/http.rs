@@ -3,9 +3,11 @@
 use async_trait::async_trait;
 use distribot::model::{Command, Outputs};
 use distribot::runtime::StartOptions;
+use distribot::schedule::ScheduleSpec;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, Retried, Signaled, StatusChange, WorkerList,
-    WorkflowItem, WorkflowList, WorkflowVersions, WORKFLOW_VERSION_HEADER,
+    Created, FlowDetail, FlowPage, FlowUpdate, Retried, ScheduleList, ScheduleView, Signaled,
+    StatusChange, WorkerList, WorkflowItem, WorkflowList, WorkflowVersions,
+    WORKFLOW_VERSION_HEADER,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -160,6 +162,36 @@ impl Target for HttpTarget {
     async fn watch(&self, id: &str) -> CliResult<Box<dyn Watch>> {
         let url = self.api.url(&["api", "flows", id, "events"]);
         Ok(Box::new(EventWatch(self.api.events(url).await?)))
+    }
+
+    async fn add_schedule(&self, spec: ScheduleSpec) -> CliResult<(bool, ScheduleView)> {
+        let body = json!({
+            "name": spec.name,
+            "workflow": spec.workflow,
+            "cron": spec.cron,
+            "timezone": spec.timezone,
+            "data": spec.data,
+            "overlap": spec.overlap,
+            "catch_up": spec.catch_up,
+        });
+        let url = self.api.url(&["api", "schedules"]);
+        let (status, schedule) = self.api.call(Method::POST, url, Some(&body)).await?;
+        Ok((status == StatusCode::CREATED, schedule))
+    }
+
+    async fn schedules(&self) -> CliResult<ScheduleList> {
+        self.api.get(self.api.url(&["api", "schedules"])).await
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> CliResult<ScheduleView> {
+        let verb = if paused { "pause" } else { "resume" };
+        let url = self.api.url(&["api", "schedules", name, verb]);
+        self.api.post(url, None).await
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CliResult<ScheduleView> {
+        let url = self.api.url(&["api", "schedules", name]);
+        Ok(self.api.call(Method::DELETE, url, None).await?.1)
     }
 }
 

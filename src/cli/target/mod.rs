@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use distribot::config::Endpoint;
 use distribot::model::{Command, Outputs};
 use distribot::runtime::StartOptions;
+use distribot::schedule::ScheduleSpec;
 use distribot::views::{
-    Created, FlowDetail, FlowPage, FlowUpdate, Retried, Signaled, StatusChange, WorkerList,
-    WorkflowItem, WorkflowList, WorkflowVersions,
+    Created, FlowDetail, FlowPage, FlowUpdate, Retried, ScheduleList, ScheduleView, Signaled,
+    StatusChange, WorkerList, WorkflowItem, WorkflowList, WorkflowVersions,
 };
 use serde_json::{Map, Value};
 
@@ -103,6 +104,18 @@ pub trait Target: Send + Sync {
     /// Follows a flow: its transitions so far, then what happens, until
     /// its end.
     async fn watch(&self, id: &str) -> CliResult<Box<dyn Watch>>;
+
+    /// Adds a schedule; true when it is new, false when one of the same
+    /// name and settings is kept.
+    async fn add_schedule(&self, spec: ScheduleSpec) -> CliResult<(bool, ScheduleView)>;
+
+    async fn schedules(&self) -> CliResult<ScheduleList>;
+
+    /// Pauses a schedule (`paused`) or resumes it.
+    async fn pause_schedule(&self, name: &str, paused: bool) -> CliResult<ScheduleView>;
+
+    /// Removes a schedule, and returns it as it was.
+    async fn remove_schedule(&self, name: &str) -> CliResult<ScheduleView>;
 
     /// Closes what the target holds open, before the process ends.
     async fn close(&self) {}

@@ -102,6 +102,15 @@ impl Keys {
     pub fn token(&self, key: &str) -> String {
         format!("{}:token:{key}", self.prefix)
     }
+    /// A schedule: what its author wrote (`spec`), whether it is paused,
+    /// and where its ticks are.
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}:schedule:{name}", self.prefix)
+    }
+    /// Every schedule by its next tick (+inf while paused).
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
     pub fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
     }

@@ -31,9 +31,9 @@ use self::scripts::Scripts;
 use super::{
     child_summaries, definition_digest, limit_note_holds, slot_note, token_note, CommandApplied,
     Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries, FlowQuery,
-    FlowStore, JobsToQueue, Redriven, Registered, Retention, SlotRequest, SlotTaken, StoreError,
-    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry, WorkflowVersion, TOKEN_RESERVATION,
-    WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    FlowStore, JobsToQueue, Redriven, Registered, Retention, ScheduleCreated, ScheduleStore,
+    SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
+    WorkflowVersion, TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -43,6 +43,7 @@ use crate::model::{
     Requester, SettledChild, SignalOutcome, Signals, Task, Transition, WorkerInfo,
 };
 use crate::rules::{self, AdmissionFacts};
+use crate::schedule::{Schedule, ScheduleSpec, TickOutcome};
 use crate::time::Timestamp;
 use crate::version::Version;
 
@@ -287,6 +288,8 @@ impl RedisStore {
             workflow_version: meta
                 .get("workflow_version")
                 .and_then(|version| version.parse().ok()),
+            schedule: meta.get("schedule").filter(|s| !s.is_empty()).cloned(),
+            tick: meta.get("tick").and_then(|t| t.parse().ok()).map(Timestamp),
             created_at,
             ended_at: number(hot::ENDED_AT).map(Timestamp),
             waiting: text(hot::WAITING)
@@ -588,6 +591,12 @@ impl FlowStore for RedisStore {
             .arg(
                 flow.workflow_version
                     .map(|version| version.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(flow.schedule.as_deref().unwrap_or(""))
+            .arg(
+                flow.tick
+                    .map(|t| t.millis().to_string())
                     .unwrap_or_default(),
             )
             .invoke_async(&mut self.conn())
@@ -1671,5 +1680,209 @@ impl EndedFeed for RedisStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+}
+
+/// A schedule's hash as HGETALL returns it.
+type StoredSchedule = HashMap<String, String>;
+
+impl RedisStore {
+    /// Reads a schedule back from its hash; `None` for an empty one (no
+    /// such schedule).
+    fn schedule_from(name: &str, hash: StoredSchedule) -> Result<Option<Schedule>, StoreError> {
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let spec = hash
+            .get("spec")
+            .ok_or_else(|| corrupt(format!("schedule `{name}` has no spec")))?;
+        let spec: ScheduleSpec = from_json(spec, "a schedule")?;
+        let millis = |field: &str| {
+            hash.get(field)
+                .and_then(|value| value.parse::<u64>().ok())
+                .map(Timestamp)
+        };
+        let text = |field: &str| hash.get(field).filter(|value| !value.is_empty()).cloned();
+        Ok(Some(Schedule {
+            spec,
+            paused: hash.get("paused").is_some_and(|paused| paused == "1"),
+            next_tick: millis("next"),
+            last_tick: millis("last_tick"),
+            last_flow: text("last_flow").map(FlowId::new),
+            last_skip: text("last_skip"),
+            created_at: millis("created_at").unwrap_or_default(),
+        }))
+    }
+
+    /// Reads the schedules of `names`, in that order, in one round trip.
+    async fn schedules_named(&self, names: &[String]) -> Result<Vec<Schedule>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hgetall(self.keys.schedule(name));
+        }
+        let hashes: Vec<StoredSchedule> =
+            pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        let mut schedules = Vec::with_capacity(names.len());
+        for (name, hash) in names.iter().zip(hashes) {
+            // Removed between the two reads: not there.
+            if let Some(schedule) = Self::schedule_from(name, hash)? {
+                schedules.push(schedule);
+            }
+        }
+        Ok(schedules)
+    }
+}
+
+fn millis_arg(at: Option<Timestamp>) -> String {
+    at.map(|at| at.millis().to_string()).unwrap_or_default()
+}
+
+#[async_trait]
+impl ScheduleStore for RedisStore {
+    async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleCreated, StoreError> {
+        let name = schedule.name().to_owned();
+        let created: i64 = self
+            .scripts
+            .schedule_create
+            .key(self.keys.schedule(&name))
+            .key(self.keys.schedules())
+            .arg(&name)
+            .arg(to_json(&schedule.spec)?)
+            .arg(millis_arg(schedule.next_tick))
+            .arg(schedule.created_at.millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if created == 1 {
+            return Ok(ScheduleCreated::New);
+        }
+        match self.schedule(&name).await? {
+            Some(kept) => Ok(ScheduleCreated::Existing(Box::new(kept))),
+            // Removed in between: try once more.
+            None => Box::pin(self.create_schedule(schedule)).await,
+        }
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        let hash: StoredSchedule = self
+            .conn()
+            .hgetall(self.keys.schedule(name))
+            .await
+            .map_err(backend)?;
+        Self::schedule_from(name, hash)
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        let mut names: Vec<String> = self
+            .conn()
+            .zrange(self.keys.schedules(), 0, -1)
+            .await
+            .map_err(backend)?;
+        names.sort();
+        self.schedules_named(&names).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        next_tick: Option<Timestamp>,
+    ) -> Result<Option<(Schedule, bool)>, StoreError> {
+        let changed: i64 = self
+            .scripts
+            .schedule_pause
+            .key(self.keys.schedule(name))
+            .key(self.keys.schedules())
+            .arg(name)
+            .arg(if paused { "1" } else { "0" })
+            .arg(millis_arg(next_tick))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        if changed < 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .schedule(name)
+            .await?
+            .map(|schedule| (schedule, changed == 1)))
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<Option<Schedule>, StoreError> {
+        let (hash, _, _): (StoredSchedule, i64, i64) = redis::pipe()
+            .atomic()
+            .hgetall(self.keys.schedule(name))
+            .del(self.keys.schedule(name))
+            .zrem(self.keys.schedules(), name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Self::schedule_from(name, hash)
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        let names: Vec<String> = self
+            .conn()
+            .zrangebyscore_limit(
+                self.keys.schedules(),
+                "-inf",
+                now.millis(),
+                0,
+                limit.max(1) as isize,
+            )
+            .await
+            .map_err(backend)?;
+        let schedules = self.schedules_named(&names).await?;
+        // Moved on by another engine between the two reads: not due.
+        Ok(schedules
+            .into_iter()
+            .filter(|s| !s.paused && s.next_tick.is_some_and(|tick| tick <= now))
+            .collect())
+    }
+
+    async fn earliest_tick(&self) -> Result<Option<Timestamp>, StoreError> {
+        let first: Vec<(String, f64)> = self
+            .conn()
+            .zrange_withscores(self.keys.schedules(), 0, 0)
+            .await
+            .map_err(backend)?;
+        Ok(first
+            .first()
+            .filter(|(_, score)| score.is_finite() && *score >= 0.0)
+            .map(|(_, score)| Timestamp(*score as u64)))
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        tick: Timestamp,
+        next: Option<Timestamp>,
+        outcome: &TickOutcome,
+    ) -> Result<bool, StoreError> {
+        let (flow, skip) = match outcome {
+            TickOutcome::Started(flow) => (flow.as_str(), ""),
+            TickOutcome::Skipped(why) => ("", why.as_str()),
+        };
+        let moved: i64 = self
+            .scripts
+            .schedule_advance
+            .key(self.keys.schedule(name))
+            .key(self.keys.schedules())
+            .arg(name)
+            .arg(tick.millis())
+            .arg(millis_arg(next))
+            .arg(flow)
+            .arg(skip)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(moved == 1)
     }
 }

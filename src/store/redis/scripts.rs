@@ -31,6 +31,9 @@ pub(super) struct Scripts {
     pub unsubscribe: Script,
     pub register: Script,
     pub versions: Script,
+    pub schedule_create: Script,
+    pub schedule_pause: Script,
+    pub schedule_advance: Script,
 }
 
 impl Scripts {
@@ -64,6 +67,9 @@ impl Scripts {
             unsubscribe: script(include_str!("scripts/unsubscribe.lua")),
             register: over_versions(include_str!("scripts/register.lua")),
             versions: over_versions(include_str!("scripts/versions.lua")),
+            schedule_create: script(include_str!("scripts/schedule_create.lua")),
+            schedule_pause: script(include_str!("scripts/schedule_pause.lua")),
+            schedule_advance: script(include_str!("scripts/schedule_advance.lua")),
         }
     }
 }

@@ -7,6 +7,7 @@
 --       waits ('1' when the phase waits for a signal or child flows: running with no slots)
 --       parent (a child flow's ParentLink as JSON, or '')
 --       workflow_version
+--       schedule tick
 -- Returns {"created"} | {"existing", id} | {"taken", id} | {"duplicate"}
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
 local key = ARGV[10]
@@ -25,7 +26,7 @@ if key ~= '' then
 end
 redis.call('HSET', KEYS[1], 'workflow', ARGV[2], 'definition', ARGV[3], 'data', ARGV[4], 'created_at', ARGV[5],
   'key', key, 'fingerprint', ARGV[11], 'priority', ARGV[12], 'deadline', ARGV[13], 'parent', ARGV[15],
-  'workflow_version', ARGV[16])
+  'workflow_version', ARGV[16], 'schedule', ARGV[17], 'tick', ARGV[18])
 local slots = tonumber(ARGV[7])
 local state = VISIT_RUNNING
 if slots == 0 and ARGV[14] ~= '1' then state = VISIT_COMPLETED end
