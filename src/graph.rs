@@ -46,6 +46,12 @@ fn phase_label(phase: &Phase, escape: fn(&str) -> String, line_break: &str) -> S
                 .iter()
                 .map(|signal| escape(&format!("waits for {signal}"))),
         )
+        .chain(phase.subflows.iter().map(|subflows| {
+            escape(&match &subflows.for_each {
+                Some(pointer) => format!("{} for each {pointer}", subflows.workflow),
+                None => format!("child flow: {}", subflows.workflow),
+            })
+        }))
         .collect::<Vec<_>>()
         .join(line_break)
 }

@@ -105,6 +105,9 @@ pub struct FlowItem {
     /// The tick of that schedule it was started for.
     #[serde(default)]
     pub tick: Option<Timestamp>,
+    /// For a child flow: the flow, visit and element that started it.
+    #[serde(default)]
+    pub parent: Option<crate::model::ParentLink>,
 }
 
 impl From<&FlowRecord> for FlowItem {
@@ -126,6 +129,7 @@ impl From<&FlowRecord> for FlowItem {
             deadline: record.deadline,
             schedule: record.schedule.clone(),
             tick: record.tick,
+            parent: record.parent.clone(),
             progress: PhaseProgress::from(current),
             jobs: record
                 .handler_totals()
