@@ -550,3 +550,110 @@ async fn twenty_concurrent_keyed_starts_on_two_servers_make_one_flow() {
         .await;
     assert!(rules::ended_well(&record));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_child_flows_survive_killed_engines_and_workers() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation
+        .backend
+        .workflows
+        .put_workflow(
+            workflow(json!({
+                "workflow": "child",
+                "phases": {
+                    "work": {"is_initial": true, "transitions_to": "done", "handlers": ["Noop"]},
+                    "done": {"is_final": true}
+                }
+            })),
+            distribot::time::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    installation.start_engine();
+    installation.start_engine();
+    installation.start_worker_limited(4);
+    installation.start_worker_limited(4);
+    let parent = workflow(json!({
+        "workflow": "parent",
+        "phases": {
+            "fan": {"is_initial": true, "transitions_to": "done",
+                    "subflows": {"workflow": "child", "for_each": "/data/items",
+                                 "data": {"jobs": {"work": 3}, "sleep_ms": 15}}},
+            "done": {"is_final": true}
+        }
+    }));
+    let items: Vec<u32> = (0..200).collect();
+    let id = installation.start(&parent, json!({"items": items})).await;
+    // Strike while children run: an engine, then a worker, each restarted.
+    let ended = |installation: &Installation| {
+        let id = id.clone();
+        let client = installation.client.clone();
+        async move {
+            let record = client.status(&id).await.unwrap();
+            record.phases[0]
+                .children
+                .iter()
+                .filter(|child| child.ended_well.is_some())
+                .count()
+        }
+    };
+    eventually("some children to end", Duration::from_secs(60), || {
+        let count = ended(&installation);
+        async move { count.await >= 20 }
+    })
+    .await;
+    let mut engine = installation.engines.remove(0);
+    engine.kill().expect("kill -9 an engine");
+    engine.wait().ok();
+    let mut worker = installation.workers.remove(0);
+    worker.kill().expect("kill -9 a worker");
+    worker.wait().ok();
+    installation.start_engine();
+    installation.start_worker_limited(4);
+    assert!(
+        ended(&installation).await < 200,
+        "the kills landed before the children were done"
+    );
+
+    let record = installation.wait(&id, Duration::from_secs(240)).await;
+    assert!(rules::ended_well(&record), "{:?}", record.status);
+    let children = &record.phases[0].children;
+    assert_eq!(children.len(), 200);
+    assert!(children.iter().all(|child| child.ended_well == Some(true)));
+    let distinct: std::collections::BTreeSet<_> = children.iter().map(|c| &c.flow).collect();
+    assert_eq!(distinct.len(), 200, "one child per element");
+    // No element started a second child: every flow of the installation is
+    // the parent or one of its 200 children.
+    let mut seen = 0;
+    let mut before = None;
+    loop {
+        let page = installation
+            .client
+            .page(&distribot::store::FlowQuery {
+                before,
+                limit: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for flow in &page.flows {
+            if flow.id == record.id {
+                continue;
+            }
+            let parent = flow.parent.as_ref().expect("a child");
+            assert_eq!(parent.flow, record.id);
+            assert!(distinct.contains(&flow.id), "a child the parent does not know");
+            seen += 1;
+        }
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 200, "flows in the store besides the parent");
+    let outputs = installation.client.outputs(&record.id).await.unwrap();
+    assert_eq!(outputs["fan"]["child"].len(), 200);
+}
