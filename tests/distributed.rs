@@ -645,7 +645,10 @@ async fn two_hundred_child_flows_survive_killed_engines_and_workers() {
             }
             let parent = flow.parent.as_ref().expect("a child");
             assert_eq!(parent.flow, record.id);
-            assert!(distinct.contains(&flow.id), "a child the parent does not know");
+            assert!(
+                distinct.contains(&flow.id),
+                "a child the parent does not know"
+            );
             seen += 1;
         }
         match page.next {

@@ -16,7 +16,9 @@ use super::{Backend, LiveCatalog, RuntimeError};
 use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::metrics;
-use crate::model::{FlowError, FlowRecord, ParentLink, PhaseState, Progress, SettledChild, Task};
+use crate::model::{
+    Command, FlowError, FlowRecord, ParentLink, PhaseState, Progress, Requester, SettledChild, Task,
+};
 use crate::rules::{self, Step};
 use crate::store::{StoreError, WorkerRegistry, DISPATCH_LEASE};
 use crate::sync::lock;
@@ -526,10 +528,37 @@ impl Engine {
                 Err(other) => return Err(other.into()),
             }
         }
-        backend
+        let recorded = backend
             .flows
             .record_children(&record.id, cursor, &children, Timestamp::now())
             .await?;
+        // The parent ended meanwhile (canceled, say): its children stop too.
+        // (A parent paused meanwhile records them once resumed: the same
+        // keys find the same flows.)
+        if !recorded {
+            let ended = backend
+                .queries
+                .flow(&record.id)
+                .await?
+                .is_none_or(|now| now.status.is_ended());
+            if ended {
+                for child in &children {
+                    let canceled = backend
+                        .flows
+                        .apply_command(child, Command::Cancel, Requester::Engine, Timestamp::now())
+                        .await;
+                    if let Ok(applied) = canceled {
+                        backend
+                            .broker
+                            .announce(FlowEvent::Ended {
+                                flow: child.clone(),
+                                status: applied.status,
+                            })
+                            .await?;
+                    }
+                }
+            }
+        }
         Ok(Ok(()))
     }
 

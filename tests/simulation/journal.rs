@@ -34,6 +34,9 @@ pub(crate) struct Journal {
     /// The enumerate calls whose jobs were processed, by (flow, seq, slot).
     pub(crate) job_calls: BTreeMap<(usize, u32, u16), BTreeSet<Option<u64>>>,
     pub(crate) violations: Vec<String>,
+    /// Child flows the engines started, in the order they were created,
+    /// with their indices, for the scheduler to take on.
+    pub(crate) children: Vec<(FlowId, usize)>,
 }
 
 impl Journal {
@@ -51,7 +54,14 @@ impl Journal {
             recorded_calls: BTreeMap::new(),
             job_calls: BTreeMap::new(),
             violations: Vec::new(),
+            children: Vec::new(),
         }
+    }
+
+    /// The index the next flow gets: flows the scheduler starts and child
+    /// flows the engines start share one count.
+    pub(crate) fn next_index(&self) -> usize {
+        self.indices.values().max().map_or(0, |last| last + 1)
     }
 
     /// Counts a handler call; returns how many of the same came before.

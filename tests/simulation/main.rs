@@ -44,11 +44,12 @@
 //! - pause, resume or cancel a flow through the client, favouring flows at
 //!   a phase boundary (one job left, or a visit settled and not yet left);
 //!   the wrong state must be rejected, and is fine;
-//! - start a flow of one of five workflows: linear with an error phase;
+//! - start a flow of one of six workflows: linear with an error phase;
 //!   one with phases without handlers and no error phase; one that loops
 //!   back through a repair phase once; one that branches on its data and
-//!   its outputs together (so the plan knows which way it must go); a third
-//!   of them with an idempotency
+//!   its outputs together (so the plan knows which way it must go); one
+//!   (`family`) whose middle phase starts a child flow per element of an
+//!   earlier output and fans in on them; a third of them with an idempotency
 //!   key, and some starts repeat an earlier key: with the same workflow and
 //!   data they must return that flow and start nothing, with other data
 //!   they must be refused naming it (one flow per key).
@@ -70,7 +71,9 @@
 //! grows; per visit and handler `done <= total`, and a completed visit has
 //! every handler enumerated, `done == total` and every job processed; a
 //! signal completes at most one visit, of a phase that waits for it, and is
-//! then no longer kept, and only signals that were sent appear; no
+//! then no longer kept, and only signals that were sent appear; every
+//! child flow belongs to one element of one parent visit, and no element
+//! has two (crashes between starting and recording children included); no
 //! job or enumeration is admitted while its flow is paused, after its
 //! cancel was acknowledged, outside its flow's current running visit, or
 //! past its handler's `max_attempts`; a paused or canceled flow makes no

@@ -27,6 +27,21 @@ pub(crate) fn handler(name: &str) -> Value {
 }
 
 /// The workflows flows are started from, by name.
+/// The workflow the `family` workflow's children run: phases without
+/// handlers, so a child needs only an engine.
+pub(crate) fn leaf() -> Arc<Workflow> {
+    Arc::new(
+        parse_definition_value(&json!({
+            "workflow": "leaf",
+            "phases": {
+                "start": {"is_initial": true, "transitions_to": "end"},
+                "end": {"is_final": true}
+            }
+        }))
+        .expect("the leaf workflow is valid"),
+    )
+}
+
 pub(crate) fn workflows() -> &'static [(&'static str, Arc<Workflow>)] {
     static WORKFLOWS: OnceLock<Vec<(&'static str, Arc<Workflow>)>> = OnceLock::new();
     WORKFLOWS.get_or_init(|| {
@@ -120,6 +135,19 @@ pub(crate) fn workflows() -> &'static [(&'static str, Arc<Workflow>)] {
                     }
                 }),
             ),
+            // A phase that starts child flows of `leaf`, one per element of
+            // `data.kids` (none to three), and fans in on them.
+            (
+                "family",
+                json!({
+                    "workflow": "family",
+                    "phases": {
+                        "spawn": {"is_initial": true, "transitions_to": "done",
+                                  "subflows": {"workflow": "leaf", "for_each": "/data/kids"}},
+                        "done": {"is_final": true, "handlers": [handler("Finisher")]}
+                    }
+                }),
+            ),
         ];
         definitions
             .into_iter()
@@ -179,6 +207,8 @@ pub(crate) struct Plan {
     pub(crate) chaotic: bool,
     /// `data.route` is `left` (else `right`), for the workflow that branches.
     pub(crate) route_left: bool,
+    /// How many child flows the workflow that has children starts.
+    pub(crate) kids: usize,
 }
 
 pub(crate) fn plan_key(phase: &str, handler: &str) -> String {
@@ -186,6 +216,16 @@ pub(crate) fn plan_key(phase: &str, handler: &str) -> String {
 }
 
 impl Plan {
+    /// The plan of a flow nobody drew one for (a child flow): no handlers.
+    pub(crate) fn empty() -> Plan {
+        Plan {
+            handlers: BTreeMap::new(),
+            chaotic: false,
+            route_left: false,
+            kids: 0,
+        }
+    }
+
     pub(crate) fn draw(rng: &mut Rng, workflow: &Workflow, profile: Profile) -> Plan {
         let slots: Vec<(usize, usize)> = workflow
             .phases
@@ -252,6 +292,7 @@ impl Plan {
             handlers,
             chaotic: profile == Profile::Chaotic,
             route_left: rng.percent(50),
+            kids: rng.below(4),
         }
     }
 
@@ -283,6 +324,7 @@ impl Plan {
             "route".into(),
             json!(if self.route_left { "left" } else { "right" }),
         );
+        data.insert("kids".into(), json!(vec![Value::Null; self.kids]));
         data
     }
 

@@ -89,6 +89,7 @@ pub(crate) struct Counts {
     pub(crate) resumes: u64,
     pub(crate) cancels: u64,
     pub(crate) redrives: u64,
+    pub(crate) children: u64,
     pub(crate) signals_kept: u64,
     pub(crate) signals_consumed: u64,
     pub(crate) signal_duplicates: u64,
@@ -130,6 +131,7 @@ impl Counts {
             (&mut self.redrives, other.redrives),
             (&mut self.keyed_starts, other.keyed_starts),
             (&mut self.signals_kept, other.signals_kept),
+            (&mut self.children, other.children),
             (&mut self.signals_consumed, other.signals_consumed),
             (&mut self.signal_duplicates, other.signal_duplicates),
             (&mut self.keyed_repeats, other.keyed_repeats),
@@ -191,7 +193,7 @@ impl fmt::Display for Counts {
             "{} clock advances; commands: {} pauses, {} resumes, {} cancels, {} retries \
              acknowledged, {} rejected for the wrong state; {} keyed starts, {} repeated \
              (the same flow back), {} refused (the key was taken); signals: {} consumed at \
-             once, {} kept, {} duplicates",
+             once, {} kept, {} duplicates; {} child flows",
             self.clock_advances,
             self.pauses,
             self.resumes,
@@ -203,7 +205,8 @@ impl fmt::Display for Counts {
             self.keys_taken,
             self.signals_consumed,
             self.signals_kept,
-            self.signal_duplicates
+            self.signal_duplicates,
+            self.children
         )
     }
 }
@@ -232,6 +235,8 @@ pub(crate) struct SimFlow {
     pub(crate) redrives: u32,
     /// The ids of the signals sent to the flow.
     pub(crate) signals_sent: BTreeSet<String>,
+    /// A child flow an engine started (its parent's cancel may end it).
+    pub(crate) child: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,6 +345,12 @@ impl Sim {
             .map(|_| Engine::new(backend.clone(), Arc::new(registry.clone())))
             .collect();
         let worker = WorkerBuilder::new(backend.clone(), registry.clone()).build();
+        rt.block_on(distribot::store::WorkflowRegistry::put_workflow(
+            &store,
+            leaf(),
+            Timestamp(0),
+        ))
+        .expect("the leaf workflow registers");
         let client = Client::new(backend.clone());
         let counts = Counts {
             seeds: 1,
@@ -522,6 +533,8 @@ impl Sim {
                         show_path(&expected.path)
                     ));
                 }
+            } else if flow.child {
+                // A child ends as it may: canceled with its parent, say.
             } else if !matches!(record.status, FlowStatus::Finished | FlowStatus::Failed) {
                 return Err(format!(
                     "f{index} ended {} without being canceled",
@@ -1096,13 +1109,20 @@ impl Sim {
             return Ok(());
         }
         let records: Vec<FlowRecord> = (0..self.flows.len()).map(|i| self.record(i)).collect();
-        let near: Vec<usize> = (0..records.len())
+        // Children are steered through their parents, whose plans count
+        // on them.
+        let steerable: Vec<usize> = (0..records.len())
+            .filter(|&i| !self.flows[i].child)
+            .collect();
+        let near: Vec<usize> = steerable
+            .iter()
+            .copied()
             .filter(|&i| at_boundary(&records[i]))
             .collect();
         let index = if !near.is_empty() && self.rng.percent(60) {
             near[self.rng.below(near.len())]
         } else {
-            self.rng.below(records.len())
+            steerable[self.rng.below(steerable.len())]
         };
         // Flows that went wrong are retried now and then, from where they
         // failed or from scratch, at most twice each; others are sometimes
@@ -1293,6 +1313,7 @@ impl Sim {
             frozen: None,
             redrives: 0,
             signals_sent: BTreeSet::new(),
+            child: false,
             seen: Seen::default(),
         });
         self.note(line);
@@ -1339,7 +1360,69 @@ impl Sim {
 
     // ------------------------------------------------------------ checks
 
+    /// Child flows the engines started become flows of the run, in the
+    /// order they were made; their outcome is checked structurally.
+    fn take_on_children(&mut self) -> Checked {
+        let children = std::mem::take(&mut lock(&self.journal).children);
+        for (id, index) in children {
+            if index != self.flows.len() {
+                return Err(format!(
+                    "child {id} took index {index}, but the run has {} flows",
+                    self.flows.len()
+                ));
+            }
+            self.counts.children += 1;
+            self.flows.push(SimFlow {
+                id,
+                plan: Plan::empty(),
+                expected: None,
+                paused_at: None,
+                canceled_at: None,
+                frozen: None,
+                redrives: 0,
+                signals_sent: BTreeSet::new(),
+                child: true,
+                seen: Seen::default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every child flow is its parent's, once: no element of a visit has
+    /// two, and a visit that recorded its children names each at its
+    /// element.
+    pub(crate) fn check_children(&self) -> Checked {
+        let mut elements: BTreeMap<(FlowId, u32, u32), FlowId> = BTreeMap::new();
+        for index in 0..self.flows.len() {
+            let record = self.record(index);
+            let Some(parent) = &record.parent else {
+                continue;
+            };
+            let element = (parent.flow.clone(), parent.seq, parent.index);
+            if let Some(other) = elements.insert(element.clone(), record.id.clone()) {
+                return Err(format!(
+                    "flows {other} and {} are both the child of element {} of {}#{}",
+                    record.id, parent.index, parent.flow, parent.seq
+                ));
+            }
+            let parent_index = self.index_of(&parent.flow);
+            let visit = self.record(parent_index).phases[parent.seq as usize].clone();
+            if !visit.children.is_empty()
+                && visit.children.get(parent.index as usize).map(|c| &c.flow) != Some(&record.id)
+            {
+                return Err(format!(
+                    "f{index} is the child of element {} of f{parent_index}#{}, which names {:?}",
+                    parent.index,
+                    parent.seq,
+                    visit.children.get(parent.index as usize).map(|c| &c.flow)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn after_step(&mut self) -> Checked {
+        self.take_on_children()?;
         let (starts, violations, changed) = {
             let mut journal = lock(&self.journal);
             (
@@ -1374,7 +1457,8 @@ impl Sim {
         for index in changed {
             self.check_flow(index, &journal.succeeded)?;
         }
-        Ok(())
+        drop(journal);
+        self.check_children()
     }
 
     pub(crate) fn check_flow(
@@ -1502,7 +1586,9 @@ impl Sim {
             // A phase without handlers completes as it starts, unless it
             // waits for a signal: then it completes only with one.
             let waits = phase.wait_for.is_some();
-            if phase.handlers.is_empty() && !waits && run.state != PhaseState::Completed {
+            let spawns = phase.subflows.is_some();
+            if phase.handlers.is_empty() && !waits && !spawns && run.state != PhaseState::Completed
+            {
                 return fail(format!(
                     "visit {} has no handlers but is {:?}",
                     run.seq, run.state
@@ -1582,7 +1668,9 @@ impl Sim {
         if record.status.is_ended() != record.ended_at.is_some() {
             return fail("its end time does not match its status".into());
         }
-        if (record.status == FlowStatus::Canceled) != flow.canceled_at.is_some() {
+        // A child is steered through its parent, not by the client's
+        // commands this run keeps track of.
+        if !flow.child && (record.status == FlowStatus::Canceled) != flow.canceled_at.is_some() {
             return fail(format!(
                 "it is {} but the client acknowledged {} cancel",
                 record.status,
@@ -1593,7 +1681,7 @@ impl Sim {
                 }
             ));
         }
-        if (record.status == FlowStatus::Paused) != flow.paused_at.is_some() {
+        if !flow.child && (record.status == FlowStatus::Paused) != flow.paused_at.is_some() {
             return fail(format!(
                 "it is {} but the client acknowledged {} pause",
                 record.status,

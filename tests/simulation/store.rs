@@ -96,12 +96,31 @@ impl SimStore {
 #[async_trait]
 impl FlowStore for SimStore {
     async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
-        turn().await;
+        // No turn before the write: a flow's id is made just before it is
+        // created, and the store lists flows in id order, so letting another
+        // start in between would list them out of start order.
         let id = flow.id.clone();
-        let index = flow_index(&flow.data);
+        let child = flow.parent.is_some();
+        let index = (!child).then(|| flow_index(&flow.data));
         let created = self.inner.create_flow(flow).await;
-        lock(&self.journal).indices.insert(id.clone(), index);
+        {
+            let mut journal = lock(&self.journal);
+            match index {
+                Some(index) => {
+                    journal.indices.insert(id.clone(), index);
+                }
+                // A child an engine started (not one it found again): it
+                // takes the next index, and the scheduler takes it on.
+                None if matches!(created, Ok(Created::New)) => {
+                    let index = journal.next_index();
+                    journal.indices.insert(id.clone(), index);
+                    journal.children.push((id.clone(), index));
+                }
+                None => {}
+            }
+        }
         self.changed(&id, "create_flow");
+        turn().await;
         created
     }
 
@@ -332,7 +351,13 @@ impl FlowStore for SimStore {
         children: &[FlowId],
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.inner.record_children(flow, cursor, children, at).await
+        turn().await;
+        let recorded = self.inner.record_children(flow, cursor, children, at).await;
+        self.changed(
+            flow,
+            format!("record_children {}: {recorded:?}", children.len()),
+        );
+        recorded
     }
 
     async fn settle_children(
@@ -342,7 +367,13 @@ impl FlowStore for SimStore {
         settled: &[distribot::model::SettledChild],
         at: Timestamp,
     ) -> Result<Progress, StoreError> {
-        self.inner.settle_children(flow, cursor, settled, at).await
+        turn().await;
+        let progress = self.inner.settle_children(flow, cursor, settled, at).await;
+        self.changed(
+            flow,
+            format!("settle_children {}: {progress:?}", settled.len()),
+        );
+        progress
     }
 
     async fn redrive(
