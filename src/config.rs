@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::broker::QueueType;
+
 /// The namespace for queues and keys when none is given.
 pub const DEFAULT_PREFIX: &str = "distribot";
 
@@ -25,6 +27,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Namespaces every queue and key, so installations can share servers.
     pub prefix: Option<String>,
+    /// `classic` or `quorum`: the type of the installation's RabbitMQ
+    /// queues (see [`crate::broker::QueueType`]).
+    pub queue_type: Option<String>,
     /// The API server the CLI talks to.
     pub server: Option<String>,
     /// The API token (servers require it; the CLI sends it).
@@ -63,6 +68,7 @@ pub const ENVIRONMENT: &[(&str, Setting)] = &[
     ("DISTRIBOT_AMQP_URL", Setting::AmqpUrl),
     ("DISTRIBOT_REDIS_URL", Setting::RedisUrl),
     ("DISTRIBOT_PREFIX", Setting::Prefix),
+    ("DISTRIBOT_QUEUE_TYPE", Setting::QueueType),
     ("DISTRIBOT_SERVER", Setting::Server),
     ("DISTRIBOT_API_TOKEN", Setting::ApiToken),
     ("DISTRIBOT_WEBHOOK_SECRET", Setting::WebhookSecret),
@@ -74,6 +80,7 @@ pub enum Setting {
     AmqpUrl,
     RedisUrl,
     Prefix,
+    QueueType,
     Server,
     ApiToken,
     WebhookSecret,
@@ -148,6 +155,7 @@ impl Config {
             Setting::AmqpUrl => &mut self.amqp_url,
             Setting::RedisUrl => &mut self.redis_url,
             Setting::Prefix => &mut self.prefix,
+            Setting::QueueType => &mut self.queue_type,
             Setting::Server => &mut self.server,
             Setting::ApiToken => &mut self.api_token,
             Setting::WebhookSecret => &mut self.webhook_secret,
@@ -160,6 +168,7 @@ impl Config {
             amqp_url: over.amqp_url.or(self.amqp_url),
             redis_url: over.redis_url.or(self.redis_url),
             prefix: over.prefix.or(self.prefix),
+            queue_type: over.queue_type.or(self.queue_type),
             server: over.server.or(self.server),
             api_token: over.api_token.or(self.api_token),
             allowed_hosts: over.allowed_hosts.or(self.allowed_hosts),
@@ -196,6 +205,16 @@ impl Config {
 
     pub fn prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or(DEFAULT_PREFIX)
+    }
+
+    /// The RabbitMQ queue type, classic unless set.
+    pub fn queue_type(&self) -> Result<QueueType, String> {
+        match &self.queue_type {
+            None => Ok(QueueType::default()),
+            Some(text) => text.parse().map_err(|e| {
+                format!("{e} (set by --queue-type, DISTRIBOT_QUEUE_TYPE or queue_type in distribot.toml)")
+            }),
+        }
     }
 
     /// The server the CLI talks to when none is named.
@@ -257,8 +276,16 @@ impl Resolved {
     }
 }
 
-/// A URL with its password replaced by `****`, for anything that prints it.
+/// A URL with its password replaced by `****`, for anything that prints it
+/// (each of a comma-separated list of URLs, as for a RabbitMQ cluster).
 pub fn mask_url(url: &str) -> String {
+    url.split(',')
+        .map(mask_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn mask_one_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -296,6 +323,11 @@ mod tests {
         assert_eq!(mask_url("redis://cache:6379/0"), "redis://cache:6379/0");
         assert_eq!(mask_url("not a url"), "not a url");
         assert_eq!(
+            mask_url("amqp://u:a@n1:5672/%2f,amqp://u:b@n2:5673/%2f"),
+            "amqp://u:****@n1:5672/%2f,amqp://u:****@n2:5673/%2f",
+            "every node of a cluster"
+        );
+        assert_eq!(
             mask_url("amqp://u:p@ss@host/vhost"),
             "amqp://u:****@host/vhost",
             "an @ inside the password"
@@ -322,16 +354,18 @@ mod tests {
             Setting::AmqpUrl => "amqp_url",
             Setting::RedisUrl => "redis_url",
             Setting::Prefix => "prefix",
+            Setting::QueueType => "queue_type",
             Setting::Server => "server",
             Setting::ApiToken => "api_token",
             Setting::WebhookSecret => "webhook_secret",
         }
     }
 
-    const ALL: [Setting; 6] = [
+    const ALL: [Setting; 7] = [
         Setting::AmqpUrl,
         Setting::RedisUrl,
         Setting::Prefix,
+        Setting::QueueType,
         Setting::Server,
         Setting::ApiToken,
         Setting::WebhookSecret,
@@ -486,6 +520,24 @@ mod tests {
         assert_eq!(blank.webhook_secret(), None, "a blank secret is none");
         let error = toml::from_str::<Config>(r#"webhook_give_up_after = "soon""#).unwrap_err();
         assert!(error.message().contains("24h"), "{error}");
+    }
+
+    #[test]
+    fn the_queue_type_is_classic_unless_set_and_a_wrong_one_names_the_setting() {
+        assert_eq!(Config::default().queue_type(), Ok(QueueType::Classic));
+        assert_eq!(
+            only(Setting::QueueType, "Quorum").queue_type(),
+            Ok(QueueType::Quorum)
+        );
+        let error = only(Setting::QueueType, "mirrored")
+            .queue_type()
+            .unwrap_err();
+        assert!(
+            error.contains("mirrored")
+                && error.contains("--queue-type")
+                && error.contains("quorum"),
+            "{error}"
+        );
     }
 
     #[test]

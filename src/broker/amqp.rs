@@ -16,6 +16,10 @@
 //! | `P.delay.MS.QUEUE` | durable queue, TTL `MS`, dead-letters to `QUEUE` | retries waiting out their backoff |
 //! | `P.engine` | durable queue | nudges: flow ids for an engine to look at |
 //! | `P.events` | fanout exchange | flow events, for clients waiting on flows |
+//!
+//! The durable queues are classic or quorum queues, as the installation is
+//! set up ([`QueueType`]); a URL list names the nodes of a cluster, and a
+//! broken connection is replaced by one to the next node that answers.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -62,9 +66,61 @@ struct Link {
     generation: u64,
 }
 
+/// What kind of durable queues an installation uses. Every queue of one
+/// installation is of one type; RabbitMQ refuses to redeclare a queue as
+/// another type, so the type is checked when a broker connects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Single-node queues: the fastest, with priorities; what a one-node
+    /// RabbitMQ wants.
+    #[default]
+    Classic,
+    /// Raft-replicated queues that survive the death of a minority of a
+    /// cluster's nodes.
+    Quorum,
+}
+
+impl QueueType {
+    pub const CHOICES: &'static str = "classic or quorum";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            _ => Err(format!(
+                "`{text}` is not a queue type; use {}",
+                QueueType::CHOICES
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 struct Inner {
-    url: String,
+    /// The nodes to connect to, in order; a comma-separated `--amqp` gives
+    /// several.
+    urls: Vec<String>,
     display_url: String,
+    /// The node the last connection went to, where the next one tries first.
+    node: AtomicUsize,
+    queue_type: QueueType,
     prefix: String,
     link: Mutex<Option<Link>>,
     generation: AtomicUsize,
@@ -109,14 +165,41 @@ fn durable() -> QueueDeclareOptions {
 }
 
 impl AmqpBroker {
-    /// Connects to RabbitMQ at `url`, naming every queue under `prefix`.
-    /// `display_url` is the URL with its password masked, for messages.
+    /// Connects to RabbitMQ at `url`, naming every queue under `prefix`,
+    /// with classic queues. `display_url` is the URL with its password
+    /// masked, for messages.
     pub async fn connect(url: &str, display_url: &str, prefix: &str) -> Result<Self, BrokerError> {
+        Self::connect_with(url, display_url, prefix, QueueType::Classic).await
+    }
+
+    /// Connects to RabbitMQ at `url` (or the first node of a
+    /// comma-separated list that answers), with queues of `queue_type`. An
+    /// installation whose queues are of the other type is refused here,
+    /// with [`BrokerError::Misconfigured`].
+    pub async fn connect_with(
+        url: &str,
+        display_url: &str,
+        prefix: &str,
+        queue_type: QueueType,
+    ) -> Result<Self, BrokerError> {
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            return Err(BrokerError::Misconfigured(
+                "no RabbitMQ URL given: set --amqp (or DISTRIBOT_AMQP_URL, or amqp_url in distribot.toml)".into(),
+            ));
+        }
         let (events, _) = broadcast::channel(1 << 14);
         let broker = Self {
             inner: Arc::new(Inner {
-                url: url.to_owned(),
+                urls,
                 display_url: display_url.to_owned(),
+                node: AtomicUsize::new(0),
+                queue_type,
                 prefix: prefix.to_owned(),
                 link: Mutex::new(None),
                 generation: AtomicUsize::new(0),
@@ -131,7 +214,94 @@ impl AmqpBroker {
         // The first connection must work: a wrong URL is better reported
         // now than retried forever.
         broker.open_link(None).await?;
+        broker.check_queue_type().await?;
         Ok(broker)
+    }
+
+    /// Refuses an installation whose queues are of another type than this
+    /// broker's, naming the setting, instead of failing every declaration
+    /// later. The engine queue stands for the installation: it is looked
+    /// up first (a new installation has none, and none is made here), and
+    /// only an existing one is declared again with this broker's type.
+    async fn check_queue_type(&self) -> Result<(), BrokerError> {
+        let queue = self.engine_queue();
+        let connection = self.dial().await?;
+        let result = async {
+            let probe = connection.create_channel().await.map_err(failure)?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            if probe
+                .queue_declare(&queue, passive, FieldTable::default())
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            let channel = connection.create_channel().await.map_err(failure)?;
+            match channel
+                .queue_declare(&queue, durable(), self.arguments(&QueueKind::Plain, &queue))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(error) => Err(self.explain_mismatch(&queue, error)),
+            }
+        }
+        .await;
+        let _ = connection.close(0, "checked").await;
+        result
+    }
+
+    /// A declaration RabbitMQ refused: when the queue exists as the other
+    /// type, an error that says so and names the setting.
+    fn explain_mismatch(&self, queue: &str, error: lapin::Error) -> BrokerError {
+        match &error {
+            lapin::Error::ProtocolError(protocol)
+                if protocol.get_id() == 406 && protocol.to_string().contains("x-queue-type") =>
+            {
+                let other = match self.inner.queue_type {
+                    QueueType::Classic => QueueType::Quorum,
+                    QueueType::Quorum => QueueType::Classic,
+                };
+                BrokerError::Misconfigured(format!(
+                    "queue {queue} on {} is a {other} queue, but this process uses {} queues: \
+                     set --queue-type {other} (or DISTRIBOT_QUEUE_TYPE={other}, or queue_type = \
+                     \"{other}\" in distribot.toml) to use this installation as it is, or use \
+                     another --prefix for a new one",
+                    self.inner.display_url, self.inner.queue_type
+                ))
+            }
+            _ => failure(error),
+        }
+    }
+
+    /// The arguments a durable queue is declared with.
+    fn arguments(&self, kind: &QueueKind, queue: &str) -> FieldTable {
+        let mut arguments = match kind {
+            QueueKind::Plain => FieldTable::default(),
+            QueueKind::Tasks
+                if self.inner.queue_type == QueueType::Quorum || self.lacks_priorities(queue) =>
+            {
+                FieldTable::default()
+            }
+            QueueKind::Tasks => {
+                let mut arguments = FieldTable::default();
+                arguments.insert(
+                    ShortString::from("x-max-priority"),
+                    AMQPValue::ShortShortUInt(MAX_PRIORITY),
+                );
+                arguments
+            }
+            QueueKind::Delay(arguments) => arguments.clone(),
+        };
+        if self.inner.queue_type == QueueType::Quorum {
+            arguments.insert(
+                ShortString::from("x-queue-type"),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        arguments
     }
 
     fn task_queue(&self, queue: &str) -> String {
@@ -155,9 +325,24 @@ impl AmqpBroker {
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio)
             .with_connection_name("distribot".into());
-        Connection::connect(&self.inner.url, properties)
-            .await
-            .map_err(|e| failure(format!("cannot connect to {}: {e}", self.inner.display_url)))
+        let nodes = self.inner.urls.len();
+        let first = self.inner.node.load(Ordering::Acquire);
+        let mut errors = Vec::new();
+        for step in 0..nodes {
+            let node = (first + step) % nodes;
+            match Connection::connect(&self.inner.urls[node], properties.clone()).await {
+                Ok(connection) => {
+                    self.inner.node.store(node, Ordering::Release);
+                    return Ok(connection);
+                }
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        Err(failure(format!(
+            "cannot connect to {}: {}",
+            self.inner.display_url,
+            errors.join("; ")
+        )))
     }
 
     /// Replaces the connection unless someone already replaced the broken
@@ -248,21 +433,14 @@ impl AmqpBroker {
         if self.is_declared(queue) {
             return Ok(());
         }
-        let arguments = match kind {
-            QueueKind::Plain => FieldTable::default(),
-            QueueKind::Tasks if self.lacks_priorities(queue) => FieldTable::default(),
-            QueueKind::Tasks => {
-                let mut arguments = FieldTable::default();
-                arguments.insert(
-                    ShortString::from("x-max-priority"),
-                    AMQPValue::ShortShortUInt(MAX_PRIORITY),
-                );
-                arguments
-            }
-            QueueKind::Delay(arguments) => arguments.clone(),
-        };
+        let arguments = self.arguments(kind, queue);
         match channel.queue_declare(queue, durable(), arguments).await {
             Ok(_) => {}
+            Err(lapin::Error::ProtocolError(error))
+                if error.get_id() == 406 && error.to_string().contains("x-queue-type") =>
+            {
+                return Err(self.explain_mismatch(queue, lapin::Error::ProtocolError(error)));
+            }
             // The queue exists with other arguments: a task queue from
             // before priorities. It keeps working, without them; the next
             // try (on a new channel, as this one is closed) declares it as
@@ -383,6 +561,8 @@ impl AmqpBroker {
             let (channel, generation) = self.publisher().await?;
             match attempt(channel).await {
                 Ok(()) => return Ok(()),
+                // A new connection would meet the same refusal.
+                Err(error @ BrokerError::Misconfigured(_)) => return Err(error),
                 Err(error) => {
                     if self.is_closed() {
                         return Err(BrokerError::Closed);

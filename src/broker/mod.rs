@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-pub use amqp::AmqpBroker;
+pub use amqp::{AmqpBroker, QueueType};
 pub use local::LocalBroker;
 
 use crate::ids::{FlowId, HandlerName, PhaseName};
@@ -28,6 +28,10 @@ pub enum BrokerError {
     Closed,
     #[error("the broker failed: {0}")]
     Backend(String),
+    /// The servers disagree with the configuration (queues of another
+    /// type, say): trying again cannot help.
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 /// The queue of one handler version, named as the seed names them.

@@ -185,8 +185,14 @@ where
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISTRIBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,distribot::handlers=info"));
+    // lapin logs every refused declaration as an error of its own, even
+    // the lookups distribot makes on purpose (does this installation's
+    // engine queue exist yet?); distribot reports the failures that matter
+    // with their context, so lapin stays quiet unless DISTRIBOT_LOG asks.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DISTRIBOT_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,distribot::handlers=info,lapin=off")
+        });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

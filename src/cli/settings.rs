@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use distribot::broker::BrokerError;
 use distribot::config::{mask_url, Config, Endpoint, Resolved};
-use distribot::runtime::Backend;
+use distribot::runtime::{Backend, RuntimeError};
 use distribot::sync::Backoff;
 
 use super::{CliError, CliResult};
@@ -15,10 +16,16 @@ use super::{CliError, CliResult};
 /// Where the servers of a distributed installation are.
 #[derive(clap::Args, Clone)]
 pub struct BackendArgs {
-    /// RabbitMQ URL; also DISTRIBOT_AMQP_URL (or DISTRIBOT_RABBITMQ_URL), or
-    /// `amqp_url` in the config file.
+    /// RabbitMQ URL, or the URLs of a cluster's nodes joined by commas;
+    /// also DISTRIBOT_AMQP_URL (or DISTRIBOT_RABBITMQ_URL), or `amqp_url` in
+    /// the config file.
     #[arg(long, value_name = "URL")]
     pub amqp: Option<String>,
+    /// The type of the installation's RabbitMQ queues: classic (one node)
+    /// or quorum (replicated across a cluster); also DISTRIBOT_QUEUE_TYPE,
+    /// or `queue_type` in the config file [default: classic].
+    #[arg(long, value_name = "TYPE")]
+    pub queue_type: Option<String>,
     /// Redis URL; also DISTRIBOT_REDIS_URL, or `redis_url` in the config file.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
@@ -38,6 +45,7 @@ impl Default for BackendArgs {
     fn default() -> Self {
         Self {
             amqp: None,
+            queue_type: None,
             redis: None,
             prefix: None,
             config: None,
@@ -55,6 +63,7 @@ impl BackendArgs {
             amqp_url: self.amqp.clone(),
             redis_url: self.redis.clone(),
             prefix: self.prefix.clone(),
+            queue_type: self.queue_type.clone(),
             ..Config::default()
         };
         Ok(Config::resolve(
@@ -105,11 +114,16 @@ pub async fn connect_backend(resolved: &Resolved, timeout: Duration) -> CliResul
         },
     };
     let prefix = resolved.config.prefix();
+    let queue_type = resolved.config.queue_type().map_err(CliError::BadInput)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        match Backend::distributed(&amqp, &redis, prefix).await {
+        match Backend::distributed(&amqp, &redis, prefix, queue_type).await {
             Ok(backend) => return Ok(backend),
+            // Waiting cannot mend a setting.
+            Err(RuntimeError::Broker(BrokerError::Misconfigured(message))) => {
+                return Err(CliError::BadInput(message))
+            }
             Err(error) => {
                 let wait = backoff.next_wait();
                 if tokio::time::Instant::now() + wait >= deadline {

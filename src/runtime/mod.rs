@@ -70,6 +70,7 @@ impl Backend {
         amqp_url: &str,
         redis_url: &str,
         prefix: &str,
+        queue_type: crate::broker::QueueType,
     ) -> Result<Backend, RuntimeError> {
         let store = crate::store::RedisStore::connect(redis_url, prefix)
             .await
@@ -80,10 +81,11 @@ impl Backend {
                 },
                 other => other,
             })?;
-        let broker = crate::broker::AmqpBroker::connect(
+        let broker = crate::broker::AmqpBroker::connect_with(
             amqp_url,
             &crate::config::mask_url(amqp_url),
             prefix,
+            queue_type,
         )
         .await?;
         Ok(Backend::new(Arc::new(store), Arc::new(broker)))

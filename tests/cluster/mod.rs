@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use distribot::broker::QueueType;
 use distribot::definition::{parse_definition_value, Workflow};
 use distribot::ids::FlowId;
 use distribot::model::FlowRecord;
@@ -35,6 +36,7 @@ pub fn services() -> Option<(String, String)> {
 /// processes, and a client in this process.
 pub struct Installation {
     pub amqp: String,
+    pub queue_type: QueueType,
     pub redis: String,
     pub prefix: String,
     pub dir: tempfile::TempDir,
@@ -63,14 +65,21 @@ process = ["python3", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGK
 
 impl Installation {
     pub async fn new(amqp: &str, redis: &str) -> Self {
+        Self::with_queue_type(amqp, redis, QueueType::Classic).await
+    }
+
+    /// An installation whose RabbitMQ queues are of `queue_type`; `amqp` may
+    /// name several nodes, joined by commas.
+    pub async fn with_queue_type(amqp: &str, redis: &str, queue_type: QueueType) -> Self {
         let prefix = format!("distribot-test-{}", uuid::Uuid::now_v7().simple());
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("handlers.toml"), HANDLERS).unwrap();
-        let backend = Backend::distributed(amqp, redis, &prefix)
+        let backend = Backend::distributed(amqp, redis, &prefix, queue_type)
             .await
             .expect("connect to the services");
         Self {
             amqp: amqp.to_owned(),
+            queue_type,
             redis: redis.to_owned(),
             prefix,
             dir,
@@ -97,6 +106,8 @@ impl Installation {
                 &self.redis,
                 "--prefix",
                 &self.prefix,
+                "--queue-type",
+                self.queue_type.as_str(),
             ])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

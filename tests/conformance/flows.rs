@@ -975,10 +975,14 @@ pub(crate) async fn higher_priority_flows_are_taken_first(kind: Kind) {
     let record = harness.wait(&high).await;
     assert!(rules::ended_well(&record));
     let low_done = tagged.done("low");
-    assert!(
-        low_done < 250,
-        "the priority-9 flow ended after {low_done} of the 500 priority-0 jobs"
-    );
+    // Quorum queues on RabbitMQ 3 deliver in order, whatever the priority
+    // (docs: "Queue types"); the flows still end exact.
+    if !matches!(kind.tier, Tier::Quorum) {
+        assert!(
+            low_done < 250,
+            "the priority-9 flow ended after {low_done} of the 500 priority-0 jobs"
+        );
+    }
     assert!(rules::ended_well(&harness.wait(&low).await));
     assert_eq!(tagged.done("low"), 500);
 }

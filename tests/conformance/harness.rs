@@ -21,6 +21,8 @@ pub(crate) enum Tier {
     Redis,
     /// Redis state and RabbitMQ queues: the distributed backend.
     Distributed,
+    /// The distributed backend with quorum queues.
+    Quorum,
 }
 
 pub(crate) fn amqp_url() -> Option<String> {
@@ -147,14 +149,18 @@ impl Harness {
                     .expect("connect to redis");
                 (Arc::new(store), Scratch::Redis(PrefixGuard { url, prefix }))
             }
-            Tier::Distributed => {
+            Tier::Distributed | Tier::Quorum => {
+                let queue_type = match kind.tier {
+                    Tier::Quorum => distribot::broker::QueueType::Quorum,
+                    _ => distribot::broker::QueueType::Classic,
+                };
                 let redis = redis_url().expect("DISTRIBOT_REDIS_URL");
                 let amqp = amqp_url().expect("DISTRIBOT_AMQP_URL");
                 let prefix = Self::test_prefix();
                 let store = RedisStore::connect(&redis, &prefix)
                     .await
                     .expect("connect to redis");
-                let amqp_broker = AmqpBroker::connect(&amqp, &amqp, &prefix)
+                let amqp_broker = AmqpBroker::connect_with(&amqp, &amqp, &prefix, queue_type)
                     .await
                     .expect("connect to rabbitmq");
                 let scratch = Scratch::Distributed(
@@ -210,9 +216,21 @@ impl Harness {
             registry
         };
         let engine = Engine::new(backend.clone(), Arc::new(registry.clone()));
-        let mut tasks = vec![tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        if matches!(kind.tier, Tier::Quorum) {
+            // RabbitMQ 3.10 may close a connection when a consumer attaches
+            // to a quorum queue another connection has just declared, while
+            // the queue's replica still starts; the nudges the connection
+            // carried unconfirmed go with it. A distributed engine's sweep
+            // looks at every unfinished flow again, and so does this one.
+            let sweeping = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                sweeping.look_again_every(Duration::from_secs(1)).await;
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
             engine.run().await.expect("engine");
-        })];
+        }));
         for _ in 0..workers.max(1) {
             let worker = WorkerBuilder::new(backend.clone(), registry.clone()).build();
             tasks.push(tokio::spawn(async move {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use distribot::broker::{AmqpBroker, Broker, FlowEvent};
+use distribot::broker::{AmqpBroker, Broker, FlowEvent, QueueType};
 use distribot::config::mask_url;
 use distribot::definition::{parse_definition_value, Workflow};
 use distribot::handler::Noop;
@@ -148,6 +148,11 @@ pub struct BenchArgs {
     /// The repository, for the SDK programs [default: the working directory].
     #[arg(long, value_name = "DIR")]
     repo: Option<std::path::PathBuf>,
+    /// Give the fan-out phase's handler a workflow `concurrency` limit
+    /// (slots shared by every worker, kept in the store), to measure what a
+    /// limit costs. No limit by default.
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
     /// Print one JSON line per scenario instead of the table.
     #[arg(long)]
     json: bool,
@@ -405,13 +410,17 @@ fn print_table(outcomes: &[Outcome]) {
     }
 }
 
-fn bench_workflow() -> CliResult<Arc<Workflow>> {
+fn bench_workflow(args: &BenchArgs) -> CliResult<Arc<Workflow>> {
+    let fanout_handler = match args.concurrency {
+        Some(limit) => json!({"name": "Noop", "concurrency": limit}),
+        None => json!("Noop"),
+    };
     Ok(Arc::new(
         parse_definition_value(&json!({
             "workflow": "bench",
             "phases": {
                 "prepare": {"is_initial": true, "transitions_to": "fanout", "handlers": ["Noop"]},
-                "fanout": {"transitions_to": "finish", "handlers": ["Noop"]},
+                "fanout": {"transitions_to": "finish", "handlers": [fanout_handler]},
                 "finish": {"is_final": true, "handlers": ["Noop"]}
             }
         }))
@@ -494,6 +503,7 @@ struct Installation {
     processes: Processes,
     backend: Backend,
     amqp: String,
+    queue_type: QueueType,
     redis: String,
     prefix: String,
     dir: std::path::PathBuf,
@@ -502,6 +512,7 @@ struct Installation {
 impl Installation {
     async fn start(args: &BenchArgs) -> CliResult<Installation> {
         let config = args.services.resolve()?.config;
+        let queue_type = config.queue_type().map_err(CliError::BadInput)?;
         let (Some(amqp), Some(redis)) = (config.amqp_url, config.redis_url) else {
             return Err(CliError::BadInput(
                 "--backend distributed needs --amqp and --redis (or DISTRIBOT_AMQP_URL and DISTRIBOT_REDIS_URL)".into(),
@@ -521,6 +532,7 @@ impl Installation {
             std::process::Command::new(&exe)
                 .args(args)
                 .args(["--amqp", &amqp, "--redis", &redis, "--prefix", &prefix])
+                .args(["--queue-type", queue_type.as_str()])
                 .env_remove("DISTRIBOT_API_TOKEN")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -540,7 +552,7 @@ impl Installation {
         let mut processes = Processes(vec![spawn(&["serve", "--listen", "127.0.0.1:0"])?]);
         processes.0.push(spawn(&worker)?);
         processes.0.push(spawn(&worker)?);
-        let backend = Backend::distributed(&amqp, &redis, &prefix)
+        let backend = Backend::distributed(&amqp, &redis, &prefix, queue_type)
             .await
             .context("connecting")?;
         // Both workers announce themselves before the clock starts.
@@ -564,6 +576,7 @@ impl Installation {
             processes,
             backend,
             amqp,
+            queue_type,
             redis,
             prefix,
             dir,
@@ -577,8 +590,13 @@ impl Installation {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Ok(broker) =
-            AmqpBroker::connect(&self.amqp, &mask_url(&self.amqp), &self.prefix).await
+        if let Ok(broker) = AmqpBroker::connect_with(
+            &self.amqp,
+            &mask_url(&self.amqp),
+            &self.prefix,
+            self.queue_type,
+        )
+        .await
         {
             let queues = [
                 format!("{}.engine", self.prefix),
@@ -655,7 +673,7 @@ async fn run_soak(args: &BenchArgs, backend: BackendKind) -> CliResult<SoakRepor
         args.soak_jobs,
         value_name(backend)
     );
-    let workflow = bench_workflow()?;
+    let workflow = bench_workflow(args)?;
     match backend {
         BackendKind::Distributed => {
             let installation = Installation::start(args).await?;
@@ -724,7 +742,7 @@ async fn measure(
     kind: BackendKind,
     backend: &Backend,
 ) -> CliResult<Outcome> {
-    let workflow = bench_workflow()?;
+    let workflow = bench_workflow(args)?;
     let (flow_count, data) = shape(args, scenario);
     let client = Client::new(backend.clone());
     let mut events = backend.broker.subscribe();
