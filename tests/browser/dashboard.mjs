@@ -724,6 +724,20 @@ async function openScenarios() {
     }
   });
 
+  await step('a parent and its child flows link to each other', async () => {
+    const parent = await startFlow('family', '{"items": ["a", "b", "c"]}');
+    await expectText('flow-status', 'finished', FLOW_WAIT);
+    const children = page.locator('[data-testid=flow-children] li a');
+    await expectCount('[data-testid=flow-children] li a', 3);
+    const first = await children.first().textContent();
+    await children.first().click();
+    await expectText('flow-id', first.trim());
+    await page.locator('[data-testid=flow-parent] a', { hasText: parent }).waitFor();
+    await shot('detail-child');
+    await page.locator('[data-testid=flow-parent] a').click();
+    await expectText('flow-id', parent);
+  });
+
   // A `gated` flow fails while its gate (a file) is closed.
   const gate = join(gates, 'open');
   const gatedData = JSON.stringify({ gate });

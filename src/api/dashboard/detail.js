@@ -90,6 +90,24 @@ function mergeVisits(visits, changed) {
   }
 }
 
+/** Every child flow the visits of `flow` started, in order. */
+function childrenOf(flow) {
+  return (flow.phases ?? []).flatMap((visit) => visit.children ?? []);
+}
+
+/** Links to child flows, each marked with how it ended; the first 50. */
+function childLinks(children) {
+  const shown = children.slice(0, 50).map((child) => {
+    const mark = child.ended_well === true ? '✓' : child.ended_well === false ? '✗' : '…';
+    return h('li', {}, [
+      h('a', { href: `#/flows/${encodeURIComponent(child.flow)}`, class: 'mono', title: child.flow }, child.flow),
+      ` ${mark}`,
+    ]);
+  });
+  const rest = children.length - shown.length;
+  return [h('ul', { class: 'children' }, shown), rest > 0 && h('p', {}, `and ${rest} more`)];
+}
+
 /** A flow's priority: `P7` stands out, the default does not. */
 function priorityText(priority) {
   const title = 'From 0 (the default) to 9: workers take the jobs of higher-priority flows first';
@@ -275,6 +293,17 @@ export function mount(main, { id }) {
       flow.outputs_count !== undefined && fact('Outputs', count(flow.outputs_count), 'flow-outputs'),
       flow.deadline && fact('Deadline', deadlineText(flow.deadline), 'flow-deadline'),
       ended && fact('Outcome', flow.ended_well ? 'ended well' : 'did not end well', 'flow-outcome'),
+      // Sub-workflows, linked both ways: the flow whose phase started this
+      // one, and the children this flow's visits started.
+      flow.parent && fact(
+        'Parent',
+        [
+          h('a', { href: `#/flows/${encodeURIComponent(flow.parent.flow)}`, class: 'mono', title: flow.parent.flow }, flow.parent.flow),
+          ` (visit ${flow.parent.seq + 1}, element ${flow.parent.index})`,
+        ],
+        'flow-parent',
+      ),
+      childrenOf(flow).length > 0 && fact('Children', childLinks(childrenOf(flow)), 'flow-children'),
     );
     const superseded = supersededVisits(flow);
     const handlers = flow.phases.filter((visit, index) => !superseded.has(index)).flatMap((visit) => visit.handlers);
