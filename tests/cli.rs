@@ -1162,3 +1162,36 @@ fn workflow_versions_straight_on_the_backend() {
         "error: workflow `direct` has no version 3: its versions are 1 to 2"
     );
 }
+
+/// `serve --memory` (or `--db`) is a flag, the closest layer: it runs one
+/// process even where the environment names RabbitMQ and Redis (here,
+/// servers that do not exist, which a distributed start would wait for).
+#[test]
+fn serve_memory_beats_services_named_by_the_environment() {
+    let dir = scratch();
+    for choice in [vec!["--memory"], vec!["--db", "state.db"]] {
+        let mut command = distribot(dir.path());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&choice)
+            .env("DISTRIBOT_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+            .env("DISTRIBOT_REDIS_URL", "redis://127.0.0.1:1/");
+        let mut serve = Serve::spawn(command);
+        let log = serve.log();
+        assert!(
+            !log.contains("distributed"),
+            "{choice:?} ran a distributed engine:\n{log}"
+        );
+        serve.kill();
+    }
+    let output = distribot(dir.path())
+        .args(["serve", "--memory", "--amqp", "amqp://127.0.0.1:1/%2f"])
+        .output()
+        .expect("run serve");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--memory and --db run one process"),
+        "{stderr}"
+    );
+}

@@ -433,6 +433,9 @@ impl AmqpBroker {
         if self.is_declared(queue) {
             return Ok(());
         }
+        if self.is_closed() {
+            return Err(BrokerError::Closed);
+        }
         let arguments = self.arguments(kind, queue);
         match channel.queue_declare(queue, durable(), arguments).await {
             Ok(_) => {}
@@ -959,6 +962,10 @@ impl Broker for AmqpBroker {
     }
 
     fn shutdown(&self) {
+        // At once, not when the close below gets to run: from here on no
+        // queue is declared, so whoever deletes this broker's queues finds
+        // them all among `declared_queues`.
+        self.inner.closed.store(true, Ordering::Release);
         let broker = self.clone();
         tokio::spawn(async move { broker.close().await });
     }

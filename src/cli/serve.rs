@@ -38,9 +38,11 @@ pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: String,
-    /// Keep state durable in this SQLite file.
-    #[arg(long, default_value = "distribot.db")]
-    db: PathBuf,
+    /// Keep state durable in this SQLite file [default: distribot.db].
+    /// Choosing it (or --memory) runs one process even where the
+    /// environment or the config file names RabbitMQ and Redis.
+    #[arg(long)]
+    db: Option<PathBuf>,
     /// Keep state in memory only: it is gone when the server stops.
     #[arg(long, conflicts_with = "db")]
     memory: bool,
@@ -359,7 +361,16 @@ impl Runtime {
         resolved: &Resolved,
         registry: HandlerRegistry,
     ) -> CliResult<Runtime> {
-        if resolved.is_distributed() {
+        // A flag is the closest layer: --memory or --db beats RabbitMQ and
+        // Redis named by the environment or the file, and contradicts them
+        // named by flags.
+        let embedded_chosen = args.memory || args.db.is_some();
+        if embedded_chosen && (args.backend.amqp.is_some() || args.backend.redis.is_some()) {
+            return Err(CliError::BadInput(
+                "--memory and --db run one process, while --amqp and --redis name a distributed installation: give one or the other".into(),
+            ));
+        }
+        if resolved.is_distributed() && !embedded_chosen {
             let backend = connect_backend(resolved, args.backend.connect_timeout).await?;
             let mut tasks = Vec::new();
             let engine_backend = backend.clone();
@@ -390,7 +401,11 @@ impl Runtime {
                 tasks,
             });
         }
-        let store = open_store((!args.memory).then_some(args.db.as_path()))?;
+        let db = args
+            .db
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("distribot.db"));
+        let store = open_store((!args.memory).then_some(db.as_path()))?;
         let mut builder = Embedded::builder()
             .store_arc(store)
             .handlers(registry)

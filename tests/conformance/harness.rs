@@ -37,7 +37,7 @@ pub(crate) struct QueueGuard {
 
 impl Drop for QueueGuard {
     fn drop(&mut self) {
-        let queues = self.broker.declared_queues();
+        let broker = self.broker.clone();
         let url = self.url.clone();
         // The test's runtime is going away; clean up on one of our own.
         let _ = std::thread::spawn(move || {
@@ -45,10 +45,23 @@ impl Drop for QueueGuard {
                 return;
             };
             runtime.block_on(async {
-                if let Ok(broker) = AmqpBroker::connect(&url, &url, "cleanup").await {
-                    let _ = broker.delete_queues(&queues).await;
-                    broker.shutdown();
+                let Ok(cleaner) = AmqpBroker::connect(&url, &url, "cleanup").await else {
+                    return;
+                };
+                // A declaration already under way when the test's broker
+                // shut down may land after the first pass: a second pass
+                // takes what it added.
+                let mut deleted = Vec::new();
+                for _ in 0..2 {
+                    let queues: Vec<String> = broker
+                        .declared_queues()
+                        .into_iter()
+                        .filter(|queue| !deleted.contains(queue))
+                        .collect();
+                    let _ = cleaner.delete_queues(&queues).await;
+                    deleted.extend(queues);
                 }
+                cleaner.shutdown();
             });
         })
         .join();
