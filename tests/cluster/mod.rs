@@ -111,8 +111,24 @@ impl Installation {
             ])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        // DISTRIBOT_TEST_PROCESS_LOGS=FILE keeps what the processes say.
+        match std::env::var("DISTRIBOT_TEST_PROCESS_LOGS")
+            .ok()
+            .and_then(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok()
+            }) {
+            Some(file) => {
+                command.stderr(file).env("DISTRIBOT_LOG", "info,lapin=warn");
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
         command
     }
 
@@ -157,10 +173,14 @@ impl Installation {
     }
 
     pub async fn wait(&self, id: &FlowId, limit: Duration) -> FlowRecord {
-        tokio::time::timeout(limit, self.client.wait(id))
-            .await
-            .unwrap_or_else(|_| panic!("flow {id} did not end within {limit:?}"))
-            .expect("wait")
+        match tokio::time::timeout(limit, self.client.wait(id)).await {
+            Ok(record) => record.expect("wait"),
+            Err(_) => {
+                // Where it stands says where it stuck.
+                let now = self.client.status(id).await;
+                panic!("flow {id} did not end within {limit:?}; it stands at {now:#?}")
+            }
+        }
     }
 
     /// One engine, two workers of 4 jobs in flight, and 4 flows of 300
