@@ -735,8 +735,12 @@ pub(crate) async fn a_failed_flow_is_retried_from_the_phase_that_failed(kind: Ki
         record.error.is_none(),
         "the retried flow no longer carries the old error"
     );
-    // Only the jobs that had not completed ran again; the first phase did not.
-    assert_eq!(switch.calls(3), calls_before[3] + 1);
+    // Only the jobs that had not completed ran again (at least once: a
+    // redelivered task may run twice); the first phase did not.
+    assert!(
+        switch.calls(3) > calls_before[3],
+        "the failed job ran again"
+    );
     for job in done_before {
         assert_eq!(
             switch.calls(job),
