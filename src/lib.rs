@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod definition;
 pub mod graph;

@@ -555,7 +555,11 @@ impl FlowRecord {
                     carried.push(slot as u16);
                 }
             }
-            run.settle(at);
+            // Only work carried along can complete the visit now: a phase
+            // without handlers waits for its signal or its children again.
+            if !run.handlers.is_empty() {
+                run.settle(at);
+            }
         }
         self.transitions.push(Transition {
             from: Some(from),

@@ -667,15 +667,10 @@ pub const DEADLINE_PASSED: &str = "deadline passed";
 pub fn deadline_passed(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, FlowError)> {
     let deadline = flow.deadline?;
     let run = flow.current();
-    let spent = flow
-        .phases
-        .iter()
-        .filter_map(|visit| visit.error.as_ref())
-        .any(|error| error.message == DEADLINE_PASSED);
     if flow.status != FlowStatus::Running
         || run.state != PhaseState::Running
         || now < deadline
-        || spent
+        || deadline_spent(flow)
     {
         return None;
     }
@@ -689,6 +684,66 @@ pub fn deadline_passed(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, Flo
             message: DEADLINE_PASSED.to_owned(),
         },
     ))
+}
+
+/// Whether a deadline already failed a visit of the flow: it fails one.
+fn deadline_spent(flow: &FlowRecord) -> bool {
+    flow.phases
+        .iter()
+        .filter_map(|visit| visit.error.as_ref())
+        .any(|error| error.message == DEADLINE_PASSED)
+}
+
+/// Whether the current visit of a running flow ran past its phase's
+/// `timeout`: then it fails, and takes the phase's error transition.
+pub fn phase_timed_out(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, FlowError)> {
+    let run = flow.current();
+    if flow.status != FlowStatus::Running || run.state != PhaseState::Running {
+        return None;
+    }
+    let timeout = flow.workflow.phase(run.phase.as_str())?.timeout?;
+    if now < run.started_at.plus(timeout) {
+        return None;
+    }
+    Some((
+        run.cursor(),
+        FlowError {
+            phase: run.phase.clone(),
+            handler: None,
+            job_id: None,
+            attempts: 0,
+            message: format!(
+                "the phase did not complete within {}",
+                crate::time::format_duration(timeout)
+            ),
+        },
+    ))
+}
+
+/// What time ran out on for a running flow, if anything: its deadline
+/// first, then its current phase's timeout. Either fails the running visit.
+pub fn overdue(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, FlowError)> {
+    deadline_passed(flow, now).or_else(|| phase_timed_out(flow, now))
+}
+
+/// When time next runs out for a flow, as [`overdue`] reads it: the earlier
+/// of its deadline (unless spent or passed) and its running visit's
+/// timeout. `None` for a flow that waits on no clock.
+pub fn next_overdue_at(flow: &FlowRecord) -> Option<Timestamp> {
+    let run = flow.current();
+    if flow.status.is_ended() || run.state != PhaseState::Running {
+        return None;
+    }
+    let visit = flow
+        .workflow
+        .phase(run.phase.as_str())
+        .and_then(|phase| phase.timeout)
+        .map(|timeout| run.started_at.plus(timeout));
+    let deadline = flow.deadline.filter(|_| !deadline_spent(flow));
+    match (visit, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Why a flow cannot be retried.
@@ -1192,6 +1247,48 @@ mod tests {
         let mut flow = FlowRecord::new(FlowId::new("p1"), workflow, Map::new(), Timestamp(1));
         flow.current_mut().state = PhaseState::Completed;
         flow
+    }
+
+    #[test]
+    fn a_redriven_wait_waits_again_and_phase_timeouts_hold_to_the_clock() {
+        let definition = json!({
+            "workflow": "approve",
+            "phases": {
+                "review": {"is_initial": true, "wait_for": "approval", "timeout": "50ms",
+                           "transitions_to": "done", "on_error_transition_to": "rejected"},
+                "done": {"is_final": true},
+                "rejected": {"is_final": true}
+            }
+        });
+        let workflow = Arc::new(parse_definition_value(&definition).expect("valid"));
+        let mut flow = FlowRecord::new(FlowId::new("w1"), workflow, Map::new(), Timestamp(10));
+        assert_eq!(next_overdue_at(&flow), Some(Timestamp(60)));
+        assert_eq!(phase_timed_out(&flow, Timestamp(59)), None, "not yet");
+        let (cursor, error) = phase_timed_out(&flow, Timestamp(60)).expect("timed out");
+        assert_eq!(cursor.seq, 0);
+        assert!(error.message.contains("did not complete within 50ms"));
+        assert_eq!(overdue(&flow, Timestamp(60)), Some((cursor, error.clone())));
+        flow.current_mut().state = PhaseState::Failed;
+        flow.current_mut().error = Some(error.clone());
+        flow.current_mut().finished_at = Some(Timestamp(60));
+        flow.enter(&"rejected".into(), Some(error), Timestamp(60));
+        flow.current_mut().state = PhaseState::Completed;
+        flow.status = FlowStatus::Finished;
+        assert_eq!(
+            next_overdue_at(&flow),
+            None,
+            "an ended flow waits on no clock"
+        );
+        let failed = redrive_target(&flow).expect("it finished by an error");
+        flow.redrive(failed, false, crate::model::Requester::Api, Timestamp(100));
+        let run = flow.current();
+        assert_eq!(run.phase.as_str(), "review");
+        assert_eq!(
+            run.state,
+            PhaseState::Running,
+            "it waits for its signal again"
+        );
+        assert_eq!(next_overdue_at(&flow), Some(Timestamp(150)));
     }
 
     fn entered(step: Step) -> (String, Option<String>) {

@@ -9,7 +9,10 @@
 use std::fmt;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 /// Why a call is no longer wanted. The names are the long-lived program
 /// protocol's `cancel` reasons.
@@ -45,24 +48,60 @@ impl fmt::Display for CancelReason {
 }
 
 /// What a handler call holds: whether, and why, it was canceled.
+///
+/// One shared cell per call, not a channel: every job gets one, and almost
+/// none is ever canceled, so making and dropping it must cost next to
+/// nothing.
 #[derive(Clone, Debug)]
 pub struct Cancellation {
-    reason: watch::Receiver<Option<CancelReason>>,
+    state: Arc<State>,
 }
 
 /// What the worker holds: it cancels the call.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Canceler {
-    reason: watch::Sender<Option<CancelReason>>,
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// `NOT_CANCELED`, or the reason's code.
+    reason: AtomicU8,
+    canceled: Notify,
+}
+
+const NOT_CANCELED: u8 = 0;
+
+impl CancelReason {
+    fn code(self) -> u8 {
+        match self {
+            CancelReason::Timeout => 1,
+            CancelReason::Canceled => 2,
+            CancelReason::Deadline => 3,
+            CancelReason::Shutdown => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(CancelReason::Timeout),
+            2 => Some(CancelReason::Canceled),
+            3 => Some(CancelReason::Deadline),
+            4 => Some(CancelReason::Shutdown),
+            _ => None,
+        }
+    }
 }
 
 impl Cancellation {
     /// A call that can be canceled, and the means to cancel it.
     pub fn new() -> (Canceler, Cancellation) {
-        let (sender, receiver) = watch::channel(None);
+        let state = Arc::new(State::default());
         (
-            Canceler { reason: sender },
-            Cancellation { reason: receiver },
+            Canceler {
+                state: state.clone(),
+            },
+            Cancellation { state },
         )
     }
 
@@ -73,17 +112,21 @@ impl Cancellation {
 
     /// The reason, once the call was canceled.
     pub fn reason(&self) -> Option<CancelReason> {
-        *self.reason.borrow()
+        CancelReason::from_code(self.state.reason.load(Ordering::Acquire))
     }
 
     /// Waits until the call is canceled; never returns for one that no
-    /// one can cancel any more.
+    /// one cancels.
     pub async fn canceled(&self) -> CancelReason {
-        let mut reason = self.reason.clone();
-        let waited = reason.wait_for(Option::is_some).await.map(|reason| *reason);
-        match waited {
-            Ok(reason) => reason.unwrap_or(CancelReason::Canceled),
-            Err(_) => std::future::pending().await,
+        loop {
+            // Registered before the look, so a cancel in between wakes it.
+            let notified = self.state.canceled.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
         }
     }
 }
@@ -97,14 +140,15 @@ impl Default for Cancellation {
 impl Canceler {
     /// Cancels the call; the first reason given stays.
     pub fn cancel(&self, reason: CancelReason) {
-        self.reason.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
+        let first = self.state.reason.compare_exchange(
+            NOT_CANCELED,
+            reason.code(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if first.is_ok() {
+            self.state.canceled.notify_waiters();
+        }
     }
 }
 
@@ -120,5 +164,25 @@ mod tests {
         canceler.cancel(CancelReason::Shutdown);
         assert_eq!(cancellation.canceled().await, CancelReason::Timeout);
         assert_eq!(cancellation.reason(), Some(CancelReason::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_call_hears_every_reason() {
+        for reason in [
+            CancelReason::Timeout,
+            CancelReason::Canceled,
+            CancelReason::Deadline,
+            CancelReason::Shutdown,
+        ] {
+            let (canceler, cancellation) = Cancellation::new();
+            let waiting = tokio::spawn({
+                let cancellation = cancellation.clone();
+                async move { cancellation.canceled().await }
+            });
+            tokio::task::yield_now().await;
+            canceler.cancel(reason);
+            assert_eq!(waiting.await.unwrap(), reason);
+            assert_eq!(cancellation.reason(), Some(reason));
+        }
     }
 }

@@ -278,7 +278,7 @@ impl Client {
             ));
         }
         let Resolved { workflow, version } = resolved;
-        let now = Timestamp::now();
+        let now = self.backend.clock.now();
         let data = workflow.flow_data(data);
         let name = workflow.name.clone();
         let mut record = FlowRecord::new(FlowId::generate(), workflow, data, now);
@@ -439,7 +439,7 @@ impl Client {
         run_to_the_end(async move {
             let CommandApplied { status, released } = backend
                 .flows
-                .apply_command(&id, command, requester, Timestamp::now())
+                .apply_command(&id, command, requester, backend.clock.now())
                 .await?;
             let broker = &backend.broker;
             match status {
@@ -477,7 +477,7 @@ impl Client {
         run_to_the_end(async move {
             let Redriven { cursor, tasks } = backend
                 .flows
-                .redrive(&id, from_scratch, requester, Timestamp::now())
+                .redrive(&id, from_scratch, requester, backend.clock.now())
                 .await?;
             let mut slots: Vec<u16> = tasks.iter().map(|task| task.seq_and_slot().1).collect();
             slots.sort_unstable();
@@ -530,7 +530,7 @@ impl Client {
             name: name.to_owned(),
             id: signal_id.clone(),
             payload,
-            at: Timestamp::now(),
+            at: self.backend.clock.now(),
         };
         let backend = self.backend.clone();
         let flow = id.clone();
@@ -566,7 +566,7 @@ impl Client {
         Ok(self
             .backend
             .workflows
-            .put_workflow(workflow, Timestamp::now())
+            .put_workflow(workflow, self.backend.clock.now())
             .await?)
     }
 
@@ -620,7 +620,7 @@ impl Client {
     /// settings is kept (it is returned, unchanged). One of the same name
     /// and other settings is [`ClientError::ScheduleExists`].
     pub async fn add_schedule(&self, spec: ScheduleSpec) -> Result<(bool, Schedule), ClientError> {
-        let now = Timestamp::now();
+        let now = self.backend.clock.now();
         let (spec, cadence) = spec.check(now)?;
         // Each tick reads the workflow again: a registration that replaces
         // it changes the flows to come.
@@ -660,7 +660,7 @@ impl Client {
     /// the ticks that came while it was paused are not caught up.
     pub async fn resume_schedule(&self, name: &str) -> Result<Schedule, ClientError> {
         let cadence = self.schedule(name).await?.cadence()?;
-        let next = cadence.next_after(Timestamp::now());
+        let next = cadence.next_after(self.backend.clock.now());
         self.set_schedule_paused(name, false, next).await
     }
 

@@ -17,12 +17,12 @@ use crate::broker::{Acknowledge, FlowEvent};
 use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::metrics;
 use crate::model::{
-    Command, FlowError, FlowRecord, ParentLink, PhaseState, Progress, Requester, SettledChild, Task,
+    Command, FlowError, FlowRecord, ParentLink, Progress, Requester, SettledChild, Task,
 };
 use crate::rules::{self, Step};
 use crate::store::{StoreError, WorkerRegistry, DISPATCH_LEASE};
 use crate::sync::lock;
-use crate::time::{format_duration, Timestamp};
+use crate::time::Timestamp;
 use crate::version::Version;
 
 /// Which handler versions some worker can run right now.
@@ -89,8 +89,7 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     /// Flows being advanced now.
     active: Mutex<HashMap<FlowId, Pending>>,
-    /// Phase visits whose timeout is armed, and (as visit `u32::MAX`) flows
-    /// whose deadline is.
+    /// Phase visits for which a timer is armed.
     deadlines: Mutex<HashSet<(FlowId, u32)>>,
     limit: Arc<Semaphore>,
 }
@@ -187,7 +186,7 @@ impl Engine {
         let mut ticks = tokio::time::interval(period);
         loop {
             ticks.tick().await;
-            let cutoff = Timestamp::now().minus(retention);
+            let cutoff = self.now().minus(retention);
             loop {
                 match self
                     .inner
@@ -294,14 +293,14 @@ impl Engine {
             let Some(record) = backend.queries.flow(flow).await? else {
                 return Ok(());
             };
-            self.arm_phase_timeout(&record);
-            self.arm_flow_deadline(&record);
-            if let Some((cursor, error)) = rules::deadline_passed(&record, Timestamp::now()) {
+            self.arm_timer(&record);
+            if let Some((cursor, error)) = rules::overdue(&record, self.now()) {
+                let deadline = error.message == rules::DEADLINE_PASSED;
                 let progress = backend
                     .flows
-                    .record_failure(flow, &cursor, None, error, Timestamp::now())
+                    .record_failure(flow, &cursor, None, error, self.now())
                     .await?;
-                if progress == crate::model::Progress::Failed {
+                if deadline && progress == crate::model::Progress::Failed {
                     backend
                         .broker
                         .announce(FlowEvent::Expired {
@@ -327,7 +326,7 @@ impl Engine {
             match step {
                 Step::Idle => return Ok(()),
                 Step::Enter { from, to, error } => {
-                    let now = Timestamp::now();
+                    let now = self.now();
                     let entered = backend
                         .flows
                         .enter_phase(flow, &from, &to, error, now)
@@ -354,7 +353,7 @@ impl Engine {
                     status,
                     error,
                 } => {
-                    let now = Timestamp::now();
+                    let now = self.now();
                     if backend
                         .flows
                         .end_flow(flow, &from, status, error, now)
@@ -381,7 +380,7 @@ impl Engine {
                     if let Err(error) = self.spawn_children(&record, &cursor).await? {
                         backend
                             .flows
-                            .record_failure(flow, &cursor, None, error, Timestamp::now())
+                            .record_failure(flow, &cursor, None, error, self.now())
                             .await?;
                     }
                     continue;
@@ -403,11 +402,7 @@ impl Engine {
                 Step::Await { cursor, signal } => {
                     // A signal that came before the phase began completes it
                     // now; otherwise the flow waits, and says for what.
-                    if backend
-                        .flows
-                        .take_signal(flow, &cursor, Timestamp::now())
-                        .await?
-                    {
+                    if backend.flows.take_signal(flow, &cursor, self.now()).await? {
                         continue;
                     }
                     let reasons = vec![rules::signal_note(&signal)];
@@ -499,7 +494,7 @@ impl Engine {
             ))));
         };
         let workflow = registered.workflow;
-        let now = Timestamp::now();
+        let now = self.now();
         let mut children = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             if let Some(kept) = rules::carried_child(record, cursor.seq, index) {
@@ -530,7 +525,7 @@ impl Engine {
         }
         let recorded = backend
             .flows
-            .record_children(&record.id, cursor, &children, Timestamp::now())
+            .record_children(&record.id, cursor, &children, self.now())
             .await?;
         // The parent ended meanwhile (canceled, say): its children stop too.
         // (A parent paused meanwhile records them once resumed: the same
@@ -545,7 +540,7 @@ impl Engine {
                 for child in &children {
                     let canceled = backend
                         .flows
-                        .apply_command(child, Command::Cancel, Requester::Engine, Timestamp::now())
+                        .apply_command(child, Command::Cancel, Requester::Engine, self.now())
                         .await;
                     if let Ok(applied) = canceled {
                         backend
@@ -615,7 +610,7 @@ impl Engine {
         }
         let progress = backend
             .flows
-            .settle_children(&record.id, cursor, &settled, Timestamp::now())
+            .settle_children(&record.id, cursor, &settled, self.now())
             .await?;
         Ok((progress, left))
     }
@@ -638,7 +633,7 @@ impl Engine {
             .inner
             .backend
             .flows
-            .claim_dispatch(flow, cursor, &slots, Timestamp::now(), DISPATCH_LEASE)
+            .claim_dispatch(flow, cursor, &slots, self.now(), DISPATCH_LEASE)
             .await?;
         Ok(orders
             .into_iter()
@@ -659,70 +654,38 @@ impl Engine {
         lock(&self.inner.deadlines).retain(|(id, _)| id != flow);
     }
 
-    /// Wakes this engine for a flow when its deadline comes, once per flow:
-    /// the next look at it fails its running visit. (After a restart, or in
-    /// another engine, the sweep's first look arms it again.)
-    fn arm_flow_deadline(&self, record: &FlowRecord) {
-        let Some(deadline) = record.deadline else {
-            return;
-        };
-        if record.status.is_ended()
-            || !lock(&self.inner.deadlines).insert((record.id.clone(), u32::MAX))
-        {
-            return;
-        }
-        let wait = Timestamp::now().until(deadline);
-        let engine = self.clone();
-        let flow = record.id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            engine.nudge(flow).await;
-        });
+    fn now(&self) -> Timestamp {
+        self.inner.backend.clock.now()
     }
 
-    /// Starts the clock of a phase with a timeout, once per visit.
-    fn arm_phase_timeout(&self, record: &FlowRecord) {
-        let run = record.current();
-        if run.state != PhaseState::Running || record.status.is_ended() {
-            return;
-        }
-        let Some(timeout) = record
-            .workflow
-            .phase(run.phase.as_str())
-            .and_then(|phase| phase.timeout)
-        else {
+    /// Nudges a flow when time next runs out for it (its deadline, or its
+    /// running visit's timeout), once per visit: the look then fails the
+    /// visit (see [`rules::overdue`]). The nudge goes through the broker,
+    /// like any other, so the engine that takes it is one that is free.
+    /// The timer holds no engine alive, and is lost with the process;
+    /// after a restart, or in another engine, the sweep's first look arms
+    /// it again.
+    fn arm_timer(&self, record: &FlowRecord) {
+        let Some(at) = rules::next_overdue_at(record) else {
             return;
         };
-        if !lock(&self.inner.deadlines).insert((record.id.clone(), run.seq)) {
+        if !lock(&self.inner.deadlines).insert((record.id.clone(), record.current().seq)) {
             return;
         }
-        let deadline = run.started_at.plus(timeout);
-        let wait = Timestamp::now().until(deadline);
-        let engine = self.clone();
+        let engine = Arc::downgrade(&self.inner);
         let flow = record.id.clone();
-        let cursor = run.cursor();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let error = FlowError {
-                phase: cursor.phase.clone(),
-                handler: None,
-                job_id: None,
-                attempts: 0,
-                message: format!(
-                    "the phase did not complete within {}",
-                    format_duration(timeout)
-                ),
-            };
-            let flows = &engine.inner.backend.flows;
-            match flows
-                .record_failure(&flow, &cursor, None, error, Timestamp::now())
-                .await
-            {
-                Ok(progress) if progress.needs_engine() => engine.nudge(flow).await,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%flow, %error, "recording a phase timeout failed"),
-            }
-        });
+        self.inner.backend.clock.run_at(
+            at,
+            Box::pin(async move {
+                let Some(broker) = engine.upgrade().map(|inner| inner.backend.broker.clone())
+                else {
+                    return;
+                };
+                if let Err(error) = broker.nudge(&flow).await {
+                    tracing::warn!(%flow, %error, "nudging a flow whose time ran out failed; the sweep will");
+                }
+            }),
+        );
     }
 }
 

@@ -29,13 +29,14 @@ pub use worker::{
 };
 
 use crate::broker::{Broker, BrokerError};
+use crate::clock::Clock;
 use crate::store::{
     EndedFeed, FlowQueries, FlowStore, Retention, ScheduleStore, Store, StoreError, WorkerRegistry,
     WorkflowRegistry,
 };
 
 /// What the runtime parts share: the store's capabilities, each named for
-/// what it offers, and the broker.
+/// what it offers, the broker, and the clock they all read.
 #[derive(Clone)]
 pub struct Backend {
     pub flows: Arc<dyn FlowStore>,
@@ -46,6 +47,7 @@ pub struct Backend {
     pub feed: Arc<dyn EndedFeed>,
     pub schedules: Arc<dyn ScheduleStore>,
     pub broker: Arc<dyn Broker>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Backend {
@@ -60,6 +62,7 @@ impl Backend {
             feed: store.clone(),
             schedules: store,
             broker,
+            clock: crate::clock::system(),
         }
     }
 

@@ -13,7 +13,7 @@
 //! (the worker follows flow events), or when the worker stops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,37 +126,54 @@ struct WorkerInner {
 struct SlotHold {
     request: SlotRequest,
     worker: Arc<WorkerInner>,
-    renewing: tokio::task::JoinHandle<()>,
+    /// Cleared on drop, which ends the renewals.
+    held: Arc<AtomicBool>,
 }
 
 impl SlotHold {
     fn new(worker: Arc<WorkerInner>, request: SlotRequest) -> Self {
-        let renewing = {
-            let flows = worker.backend.flows.clone();
-            let request = request.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(request.lease / 3).await;
-                    if let Err(error) = flows.renew_slot(&request, Timestamp::now()).await {
-                        tracing::warn!(%error, slot = %request.key, "renewing a slot failed");
-                    }
-                }
-            })
-        };
+        let held = Arc::new(AtomicBool::new(true));
+        renew_slot_later(&worker.backend, request.clone(), held.clone());
         Self {
             request,
             worker,
-            renewing,
+            held,
         }
     }
 }
 
+/// Renews a held slot's lease when a third of it has passed, and again
+/// after that, until the hold is dropped.
+fn renew_slot_later(backend: &Backend, request: SlotRequest, held: Arc<AtomicBool>) {
+    let clock = backend.clock.clone();
+    let at = clock.now().plus(request.lease / 3);
+    let backend = backend.clone();
+    clock.run_at(
+        at,
+        Box::pin(async move {
+            if !held.load(Ordering::Acquire) {
+                return;
+            }
+            let now = backend.clock.now();
+            if let Err(error) = backend.flows.renew_slot(&request, now).await {
+                tracing::warn!(%error, slot = %request.key, "renewing a slot failed");
+            }
+            renew_slot_later(&backend, request, held);
+        }),
+    );
+}
+
 impl Drop for SlotHold {
     fn drop(&mut self) {
-        self.renewing.abort();
+        self.held.store(false, Ordering::Release);
+        // Dropped where no runtime runs (the process is going away): the
+        // lease ends the slot instead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let worker = self.worker.clone();
         let request = self.request.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             match worker.backend.flows.release_slot(&request).await {
                 Ok(()) => worker.slot_freed.notify_waiters(),
                 Err(error) => {
@@ -168,22 +185,24 @@ impl Drop for SlotHold {
 }
 
 /// A call in flight: its number, its visit, and the means to cancel it.
-type Call = (u64, u32, Arc<Canceler>);
+type Call = (u64, u32, Canceler);
 
 /// A handler call in flight, known to the worker until it is dropped.
 struct CallGuard<'a> {
     worker: &'a WorkerInner,
-    flow: FlowId,
+    flow: &'a FlowId,
     id: u64,
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         let mut calls = crate::sync::lock(&self.worker.calls);
-        if let Some(list) = calls.get_mut(&self.flow) {
-            list.retain(|(id, _, _)| *id != self.id);
+        if let Some(list) = calls.get_mut(self.flow) {
+            if let Some(at) = list.iter().position(|(id, _, _)| *id == self.id) {
+                list.swap_remove(at);
+            }
             if list.is_empty() {
-                calls.remove(&self.flow);
+                calls.remove(self.flow);
             }
         }
     }
@@ -320,10 +339,14 @@ impl Worker {
             let mut stopping = self.inner.stopping.subscribe();
             consumers.spawn(async move {
                 let mut in_flight = JoinSet::new();
+                // One wait for the whole loop, not one per delivery.
+                let stopped = stopping.wait_for(|stopping| *stopping);
+                let mut stopped = std::pin::pin!(stopped);
                 loop {
                     let delivery = tokio::select! {
+                        biased;
+                        _ = &mut stopped => None,
                         delivery = consumer.next() => delivery,
-                        _ = stopping.wait_for(|stopping| *stopping) => None,
                     };
                     let Some(delivery) = delivery else { break };
                     let worker = worker.clone();
@@ -401,24 +424,26 @@ impl Worker {
         self.settle(task, &context, attempt).await
     }
 
-    /// Admission, then the workflow's limits on the handler, which hold
-    /// across every worker: a slot of its `concurrency`, then a token of its
-    /// `rate`, each taken from the store in one step with a check that the
-    /// flow still runs the task's visit. A task that must wait asks again
-    /// after the wait (a slot's backoff, or exactly until the next token is
-    /// due), and asks admission again when the flow moved, so a pause or
-    /// cancel meanwhile stops it. `None` when admission says not to run.
+    /// The workflow's limits on the handler, which hold across every
+    /// worker (a slot of its `concurrency`, then a token of its `rate`, each
+    /// taken from the store in one step with a check that the flow still
+    /// runs the task's visit), then admission, the last look before the
+    /// call, as for every task: so a task that waited runs only if its job
+    /// is still wanted. A task that must wait asks again after the wait (a
+    /// slot's backoff, or exactly until its token is due); one whose flow
+    /// moved asks admission at once, so a pause or cancel meanwhile stops
+    /// it. `None` when admission says not to run.
     async fn admit_within_limits(
         &self,
         task: &Task,
         spec: Option<&HandlerSpec>,
     ) -> Result<Option<Option<SlotHold>>, RuntimeError> {
         let flows = &self.inner.backend.flows;
-        let key = task.handler().0.to_string();
+        let key = || task.handler().0.to_string();
         let slot = spec
             .and_then(|spec| spec.concurrency)
             .map(|limit| SlotRequest {
-                key: key.clone(),
+                key: key(),
                 limit,
                 holder: format!(
                     "{}:{}",
@@ -429,52 +454,59 @@ impl Worker {
             });
         let token = spec
             .and_then(|spec| spec.rate)
-            .map(|rate| TokenRequest { key, rate });
+            .map(|rate| TokenRequest { key: key(), rate });
+        let clock = self.inner.backend.clock.as_ref();
         let mut waits = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
-        'admission: loop {
+        loop {
+            // `None` when the flow moved while the task waited.
+            let acquired: Option<Option<SlotHold>> = 'limits: {
+                let held = match &slot {
+                    None => None,
+                    Some(request) => loop {
+                        match flows.take_slot(task, request, clock.now()).await? {
+                            SlotTaken::Taken => {
+                                break Some(SlotHold::new(self.inner.clone(), request.clone()))
+                            }
+                            SlotTaken::Moved => break 'limits None,
+                            // A slot given back here wakes the wait at once;
+                            // one given back by another worker is found by
+                            // the next try.
+                            SlotTaken::Busy { .. } => {
+                                let freed = self.inner.slot_freed.notified();
+                                tokio::select! {
+                                    _ = clock.sleep(waits.next_wait()) => {}
+                                    _ = freed => {}
+                                }
+                                self.check_stopping()?;
+                            }
+                        }
+                    },
+                };
+                if let Some(request) = &token {
+                    loop {
+                        match flows.take_token(task, request, clock.now()).await? {
+                            TokenTaken::Taken { wait } => {
+                                clock.sleep(wait).await;
+                                self.check_stopping()?;
+                                break;
+                            }
+                            TokenTaken::Later { wait } => {
+                                clock.sleep(wait).await;
+                                self.check_stopping()?;
+                            }
+                            TokenTaken::Moved => break 'limits None,
+                        }
+                    }
+                }
+                Some(held)
+            };
             if flows.admit(task).await? != Admission::Run {
                 return Ok(None);
             }
-            let held = match &slot {
-                None => None,
-                Some(request) => match flows.take_slot(task, request, Timestamp::now()).await? {
-                    SlotTaken::Taken => Some(SlotHold::new(self.inner.clone(), request.clone())),
-                    SlotTaken::Moved => continue 'admission,
-                    // A slot given back here wakes the wait at once; one
-                    // given back by another worker is found by the next try.
-                    SlotTaken::Busy { .. } => {
-                        let freed = self.inner.slot_freed.notified();
-                        tokio::select! {
-                            _ = waits.wait() => {}
-                            _ = freed => {}
-                        }
-                        self.check_stopping()?;
-                        continue 'admission;
-                    }
-                },
-            };
-            let Some(request) = &token else {
+            // Moved, and yet admitted: the flow came back to the visit
+            // meanwhile (a resume); its limits are taken again.
+            if let Some(held) = acquired {
                 return Ok(Some(held));
-            };
-            loop {
-                match flows.take_token(task, request, Timestamp::now()).await? {
-                    TokenTaken::Taken { wait } if wait.is_zero() => return Ok(Some(held)),
-                    // Reserved: once it is due, admission decides again, as
-                    // a pause or cancel may have come meanwhile.
-                    TokenTaken::Taken { wait } => {
-                        tokio::time::sleep(wait).await;
-                        self.check_stopping()?;
-                        if flows.admit(task).await? != Admission::Run {
-                            return Ok(None);
-                        }
-                        return Ok(Some(held));
-                    }
-                    TokenTaken::Later { wait } => {
-                        tokio::time::sleep(wait).await;
-                        self.check_stopping()?;
-                    }
-                    TokenTaken::Moved => continue 'admission,
-                }
             }
         }
     }
@@ -488,15 +520,20 @@ impl Worker {
 
     /// Makes a call known, so that its flow's end reaches it, until the
     /// returned guard is dropped.
-    fn track_call(&self, flow: &FlowId, visit: u32, canceler: Arc<Canceler>) -> CallGuard<'_> {
+    fn track_call<'a>(&'a self, flow: &'a FlowId, visit: u32, canceler: Canceler) -> CallGuard<'a> {
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
-        crate::sync::lock(&self.inner.calls)
-            .entry(flow.clone())
-            .or_default()
-            .push((id, visit, canceler));
+        let call = (id, visit, canceler);
+        let mut calls = crate::sync::lock(&self.inner.calls);
+        // The flow's entry is there already while its other jobs run.
+        match calls.get_mut(flow) {
+            Some(list) => list.push(call),
+            None => {
+                calls.insert(flow.clone(), vec![call]);
+            }
+        }
         CallGuard {
             worker: &self.inner,
-            flow: flow.clone(),
+            flow,
             id,
         }
     }
@@ -512,7 +549,6 @@ impl Worker {
     ) -> Result<Attempt, RuntimeError> {
         let handler = registered.handler.clone();
         let (canceler, cancellation) = Cancellation::new();
-        let canceler = Arc::new(canceler);
         let _known = self.track_call(task.flow(), task.seq_and_slot().0, canceler.clone());
         let call = match task {
             Task::Enumerate {
@@ -563,15 +599,17 @@ impl Worker {
             }
         };
         let abort = call.abort_handle();
+        let clock = self.inner.backend.clock.as_ref();
         let timed_out = async {
             match timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
+                Some(limit) => clock.sleep(limit).await,
                 None => std::future::pending().await,
             }
         };
         // The reason is set before the call is stopped, so that a handler
         // that notices it being dropped can tell the other side why.
         let outcome = tokio::select! {
+            biased;
             joined = call => joined,
             _ = timed_out => {
                 canceler.cancel(CancelReason::Timeout);
@@ -603,7 +641,7 @@ impl Worker {
         attempt: Attempt,
     ) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
-        let now = Timestamp::now();
+        let now = backend.clock.now();
         let progress = match (task, attempt) {
             // Stopped before it ended: nothing is recorded, and the task
             // goes back to its queue. If its flow ended (the usual reason),
@@ -723,7 +761,7 @@ impl Worker {
                         &cursor,
                         Some(slot),
                         flow_error,
-                        Timestamp::now(),
+                        backend.clock.now(),
                     )
                     .await?)
             }

@@ -9,6 +9,11 @@ thread_local! {
     pub(crate) static POLLING: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
 }
 
+thread_local! {
+    /// Set when the actor being polled waits for the clock.
+    pub(crate) static SLEPT: Cell<bool> = const { Cell::new(false) };
+}
+
 pub(crate) fn polling() -> Option<(u64, bool)> {
     POLLING.with(Cell::get)
 }
@@ -109,11 +114,20 @@ pub(crate) fn poll_actor(
     })
 }
 
-/// Steps an actor until it is done, one store operation at a time or not.
-pub(crate) fn run_out(rt: &tokio::runtime::Runtime, actor: &mut Actor) -> Result<(), RuntimeError> {
+/// Steps an actor until it is done, one store operation at a time or not;
+/// `None` if it stopped to wait for the clock, which only the scheduler
+/// moves.
+pub(crate) fn run_out(
+    rt: &tokio::runtime::Runtime,
+    actor: &mut Actor,
+) -> Option<Result<(), RuntimeError>> {
     for _ in 0..10_000 {
+        SLEPT.with(|slept| slept.set(false));
         if let Poll::Ready(outcome) = poll_actor(rt, actor) {
-            return outcome;
+            return Some(outcome);
+        }
+        if SLEPT.with(Cell::get) {
+            return None;
         }
     }
     panic!("an actor never finished");

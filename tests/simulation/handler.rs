@@ -5,6 +5,9 @@ use super::*;
 /// Every simulated handler: it follows the plan in its flow's data.
 pub(crate) struct SimHandler {
     pub(crate) journal: Arc<Mutex<Journal>>,
+    /// For the clock: a job that waited for a rate's token starts no
+    /// sooner than the token is for.
+    pub(crate) network: Arc<Mutex<Network>>,
 }
 
 pub(crate) fn flow_index(data: &Map<String, Value>) -> usize {
@@ -101,6 +104,22 @@ impl SimHandler {
             )
         };
         let attempt = request.attempt;
+        let now = lock(&self.network).clock * 1000;
+        {
+            let mut journal = lock(&self.journal);
+            let token = journal
+                .granted
+                .get(&format!("{} {attempt}", request.job_id))
+                .copied();
+            if let Some(token) = token.filter(|&token| token > now) {
+                let line = format!(
+                    "f{index} job {} attempt {attempt} started at {now} µs, before its rate \
+                     token at {token} µs",
+                    request.job_id
+                );
+                journal.violations.push(line);
+            }
+        }
         lock(&self.journal)
             .job_calls
             .entry((index, seq, slot))

@@ -37,6 +37,19 @@ pub(crate) struct Journal {
     /// Child flows the engines started, in the order they were created,
     /// with their indices, for the scheduler to take on.
     pub(crate) children: Vec<(FlowId, usize)>,
+    /// Slots of a shared limit held now: the holder, the actor that took
+    /// it (gone once that actor crashed: its slot stays held until its
+    /// lease ends), the limit, and the millisecond its lease ends.
+    pub(crate) slots: BTreeMap<String, (Option<u64>, u32, u64)>,
+    /// Rate tokens in the order granted, as the microsecond each is for,
+    /// by what the rate protects.
+    pub(crate) grants: BTreeMap<String, Vec<u64>>,
+    /// The microsecond each job attempt's token is for, by `JOB ATTEMPT`.
+    pub(crate) granted: BTreeMap<String, u64>,
+    /// Times a task found every slot of its limit taken, or had to wait
+    /// for its rate's token.
+    pub(crate) slot_waits: u64,
+    pub(crate) token_waits: u64,
 }
 
 impl Journal {
@@ -55,6 +68,11 @@ impl Journal {
             job_calls: BTreeMap::new(),
             violations: Vec::new(),
             children: Vec::new(),
+            slots: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            granted: BTreeMap::new(),
+            slot_waits: 0,
+            token_waits: 0,
         }
     }
 

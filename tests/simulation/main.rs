@@ -129,6 +129,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 mod actors;
+mod clock;
 mod handler;
 mod journal;
 mod network;
@@ -138,6 +139,7 @@ mod sim;
 mod store;
 
 use actors::*;
+use clock::*;
 use handler::*;
 use journal::*;
 use network::*;
@@ -155,10 +157,16 @@ struct Outcome {
 fn run_seed(seed: u64, verbose: bool) -> Outcome {
     let mut sim = Sim::new(seed, verbose);
     let result = sim.run();
+    let mut counts = sim.counts.clone();
+    {
+        let journal = lock(&sim.journal);
+        counts.slot_waits = journal.slot_waits;
+        counts.token_waits = journal.token_waits;
+    }
     Outcome {
         result,
         trace: std::mem::take(&mut sim.trace),
-        counts: sim.counts.clone(),
+        counts,
     }
 }
 

@@ -17,6 +17,11 @@ pub(crate) struct Network {
     pub(crate) clock: u64,
     pub(crate) tasks: Vec<Queued>,
     pub(crate) nudges: Vec<FlowId>,
+    /// Work the parts asked to run at a time (the engine's timers, the
+    /// renewals of slots), in the order asked.
+    pub(crate) timers: Vec<(u64, distribot::clock::ClockFuture)>,
+    /// When actors that sleep want to wake, as they last said.
+    pub(crate) sleepers: BTreeSet<u64>,
 }
 
 impl Network {
@@ -30,12 +35,26 @@ impl Network {
             .collect()
     }
 
+    /// The next time something waits for: a delayed task, a timer, a
+    /// sleeping actor.
     pub(crate) fn next_due(&self) -> Option<u64> {
         self.tasks
             .iter()
             .map(|queued| queued.due)
+            .chain(self.timers.iter().map(|(at, _)| *at))
+            .chain(self.sleepers.iter().copied())
             .filter(|&due| due > self.clock)
             .min()
+    }
+
+    /// The timers due now, taken out in the order they were set.
+    pub(crate) fn due_timers(&mut self) -> Vec<distribot::clock::ClockFuture> {
+        let clock = self.clock;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers)
+            .into_iter()
+            .partition(|(at, _)| *at <= clock);
+        self.timers = later;
+        due.into_iter().map(|(_, work)| work).collect()
     }
 }
 

@@ -5,14 +5,21 @@
 use super::*;
 
 /// Handlers and their attempts; every retry waits 5 ms, 10 ms, 20 ms.
-pub(crate) const HANDLERS: [(&str, u32); 6] = [
+pub(crate) const HANDLERS: [(&str, u32); 7] = [
     ("Alpha", 3),
     ("Beta", 2),
     ("Gamma", 4),
     ("Fixer", 2),
     ("Reporter", 2),
     ("Finisher", 3),
+    ("Limited", 3),
 ];
+
+/// The limits of the `Limited` handler in the workflow that has them: one
+/// call at a time across the installation, and a rate that bursts to five
+/// calls and then allows one every 200 ms.
+pub(crate) const LIMITED_CONCURRENCY: u32 = 1;
+pub(crate) const LIMITED_RATE: &str = "5/s";
 
 pub(crate) fn handler(name: &str) -> Value {
     let attempts = HANDLERS
@@ -132,6 +139,32 @@ pub(crate) fn workflows() -> &'static [(&'static str, Arc<Workflow>)] {
                         "review": {"wait_for": "go", "transitions_to": "done"},
                         "done": {"is_final": true, "handlers": [handler("Finisher")]},
                         "error": {"is_final": true}
+                    }
+                }),
+            ),
+            // The clock: a deadline for the whole flow, a timeout on a phase
+            // that works under a shared limit and a rate (its jobs wait for
+            // slots and tokens), and one on a phase that waits for a signal.
+            // A timeout takes the error transition, so the path is not
+            // planned: the checks hold it to the clock instead.
+            (
+                "timed",
+                json!({
+                    "workflow": "timed",
+                    "timeout": "1s",
+                    "phases": {
+                        "start": {"is_initial": true, "transitions_to": "review",
+                                  "on_error_transition_to": "late", "timeout": "400ms",
+                                  "handlers": [{
+                                      "name": "Limited",
+                                      "retry": {"max_attempts": 3, "initial_delay": "5ms", "max_delay": "20ms"},
+                                      "concurrency": LIMITED_CONCURRENCY,
+                                      "rate": LIMITED_RATE
+                                  }]},
+                        "review": {"wait_for": "go", "timeout": "40ms", "transitions_to": "done",
+                                   "on_error_transition_to": "late"},
+                        "done": {"is_final": true, "handlers": [handler("Finisher")]},
+                        "late": {"is_final": true}
                     }
                 }),
             ),
@@ -369,7 +402,9 @@ impl Plan {
 
     /// The path the flow must take, and how it must end, unless canceled.
     pub(crate) fn expected(&self, workflow: &Workflow) -> Option<Expected> {
-        if self.chaotic {
+        let clocked = workflow.timeout.is_some()
+            || workflow.phases.iter().any(|phase| phase.timeout.is_some());
+        if self.chaotic || clocked {
             return None;
         }
         let initial = workflow.initial_phase();

@@ -101,6 +101,10 @@ pub(crate) struct Counts {
     pub(crate) finished: u64,
     pub(crate) failed: u64,
     pub(crate) canceled: u64,
+    pub(crate) slot_waits: u64,
+    pub(crate) token_waits: u64,
+    pub(crate) deadlines_passed: u64,
+    pub(crate) phase_timeouts: u64,
 }
 
 impl Counts {
@@ -141,6 +145,10 @@ impl Counts {
             (&mut self.finished, other.finished),
             (&mut self.failed, other.failed),
             (&mut self.canceled, other.canceled),
+            (&mut self.slot_waits, other.slot_waits),
+            (&mut self.token_waits, other.token_waits),
+            (&mut self.deadlines_passed, other.deadlines_passed),
+            (&mut self.phase_timeouts, other.phase_timeouts),
         ];
         for (mine, theirs) in pairs {
             *mine += theirs;
@@ -187,6 +195,12 @@ impl fmt::Display for Counts {
             self.engine_crashes,
             self.advances_lost,
             self.process_crashes
+        )?;
+        writeln!(
+            f,
+            "the clock: {} deadlines passed, {} phases timed out; limits: {} waits for a slot, \
+             {} for a rate token",
+            self.deadlines_passed, self.phase_timeouts, self.slot_waits, self.token_waits
         )?;
         write!(
             f,
@@ -328,11 +342,15 @@ impl Sim {
                 journal: journal.clone(),
                 events,
             }),
+            clock: Arc::new(SimClock {
+                network: network.clone(),
+            }),
         };
         let mut registry = HandlerRegistry::new();
         for (name, _) in HANDLERS {
             let handler = SimHandler {
                 journal: journal.clone(),
+                network: network.clone(),
             };
             registry.register(
                 name,
@@ -344,7 +362,11 @@ impl Sim {
         let engines = (0..config.engines)
             .map(|_| Engine::new(backend.clone(), Arc::new(registry.clone())))
             .collect();
-        let worker = WorkerBuilder::new(backend.clone(), registry.clone()).build();
+        // A lease short enough that the slot of a crashed call frees
+        // within a run.
+        let worker = WorkerBuilder::new(backend.clone(), registry.clone())
+            .slot_lease(SIM_SLOT_LEASE)
+            .build();
         rt.block_on(distribot::store::WorkflowRegistry::put_workflow(
             &store,
             leaf(),
@@ -483,8 +505,14 @@ impl Sim {
     pub(crate) fn next_in_drain(&mut self) -> Option<Action> {
         let (ready, delayed, _) = self.pending();
         let nudges = self.deliverable_nudges().len();
-        if !self.actors.is_empty() {
+        let asleep = !lock(&self.network).sleepers.is_empty();
+        // Now and then the clock moves for actors that sleep; the others
+        // take their steps meanwhile.
+        let wake_sleepers = asleep && self.rng.percent(30);
+        if !self.actors.is_empty() && !wake_sleepers {
             Some(Action::Step)
+        } else if asleep {
+            Some(Action::Clock)
         } else if ready + nudges > 0 {
             if self.rng.below(ready + nudges) < ready {
                 Some(Action::Deliver)
@@ -542,6 +570,13 @@ impl Sim {
                 ));
             }
             self.check_outputs(index, &record)?;
+            for error in record.phases.iter().filter_map(|run| run.error.as_ref()) {
+                if error.message == rules::DEADLINE_PASSED {
+                    self.counts.deadlines_passed += 1;
+                } else if error.message.starts_with(PHASE_TIMED_OUT) {
+                    self.counts.phase_timeouts += 1;
+                }
+            }
             match record.status {
                 FlowStatus::Finished => self.counts.finished += 1,
                 FlowStatus::Failed => self.counts.failed += 1,
@@ -607,6 +642,8 @@ impl Sim {
     // ----------------------------------------------------------- actions
 
     /// Tasks due, tasks delayed, nudges.
+    /// Tasks ready, what waits for the clock (delayed tasks, timers,
+    /// sleeping actors), and nudges.
     pub(crate) fn pending(&self) -> (usize, usize, usize) {
         let network = lock(&self.network);
         let ready = network
@@ -614,7 +651,8 @@ impl Sim {
             .iter()
             .filter(|queued| network.is_ready(queued))
             .count();
-        (ready, network.tasks.len() - ready, network.nudges.len())
+        let waiting = network.tasks.len() - ready + network.timers.len() + network.sleepers.len();
+        (ready, waiting, network.nudges.len())
     }
 
     /// Nudges an engine can take now, with the engine: an engine advances
@@ -829,10 +867,14 @@ impl Sim {
                 self.actors.push(actor);
                 self.note_ops(line);
             }
-            Poll::Pending => {
-                let outcome = run_out(&self.rt, &mut actor);
-                self.finished(actor.role, outcome, faults, line);
-            }
+            Poll::Pending => match run_out(&self.rt, &mut actor) {
+                Some(outcome) => self.finished(actor.role, outcome, faults, line),
+                None => {
+                    let line = format!("{line}: waits for the clock");
+                    self.actors.push(actor);
+                    self.note_ops(line);
+                }
+            },
         }
     }
 
@@ -1047,6 +1089,8 @@ impl Sim {
                 );
                 network.tasks.clear();
                 network.nudges.clear();
+                network.timers.clear();
+                network.sleepers.clear();
                 drop(network);
                 for engine in &mut self.engines {
                     *engine = Engine::new(self.backend.clone(), Arc::new(self.registry.clone()));
@@ -1097,9 +1141,24 @@ impl Sim {
             _ => before + jump,
         };
         network.clock = target.max(before + 1);
-        let line = format!("the clock moves {before} -> {} ms", network.clock);
+        // Sleepers still waiting say so again when next polled.
+        network.sleepers.clear();
+        let due = network.due_timers();
+        let line = format!(
+            "the clock moves {before} -> {} ms; {} timers fire",
+            network.clock,
+            due.len()
+        );
         drop(network);
-        self.note(line);
+        if !due.is_empty() {
+            self.rt.block_on(async move {
+                for work in due {
+                    tokio::spawn(work);
+                }
+                quiesce().await;
+            });
+        }
+        self.note_ops(line);
     }
 
     /// A command at a random moment, favouring flows at a phase boundary.
@@ -1454,6 +1513,29 @@ impl Sim {
         let journal = self.journal.clone();
         let journal = lock(&journal);
         one_enumeration_per_visit(&journal)?;
+        // A shared limit holds: no more calls hold its slots than it allows.
+        // A crashed call's slot stays taken until its lease ends, and counts
+        // no more: it runs nothing. A lease that ran out (its holder stalled
+        // past it: a store operation delayed, renewals not run) counts no
+        // more either: that is what a lease means.
+        let now = lock(&self.network).clock;
+        let live: Vec<&String> = journal
+            .slots
+            .iter()
+            .filter(|(_, (actor, _, until))| {
+                *until > now
+                    && actor.is_none_or(|id| self.actors.iter().any(|actor| actor.id == id))
+            })
+            .map(|(holder, _)| holder)
+            .collect();
+        if let Some(limit) = journal.slots.values().map(|(_, limit, _)| *limit).min() {
+            if live.len() > limit as usize {
+                return Err(format!(
+                    "{} calls hold slots of a limit of {limit} at once: {live:?}",
+                    live.len()
+                ));
+            }
+        }
         for index in changed {
             self.check_flow(index, &journal.succeeded)?;
         }
@@ -1476,6 +1558,45 @@ impl Sim {
             ))
         };
         let workflow = &record.workflow;
+
+        // Time runs out no sooner than it must: a deadline fails a visit at
+        // or after the flow's deadline, a timeout at or after the visit's
+        // start and the phase's timeout.
+        for run in &record.phases {
+            let Some(error) = &run.error else { continue };
+            let Some(failed_at) = run.finished_at else {
+                continue;
+            };
+            if error.message == rules::DEADLINE_PASSED {
+                match record.deadline {
+                    Some(deadline) if failed_at >= deadline => {}
+                    deadline => {
+                        return fail(format!(
+                            "{}#{} failed on its deadline at {} ms, but the deadline is {:?}",
+                            run.phase,
+                            run.seq,
+                            failed_at.millis(),
+                            deadline.map(Timestamp::millis)
+                        ))
+                    }
+                }
+            }
+            if error.message.starts_with(PHASE_TIMED_OUT) {
+                let timeout = workflow
+                    .phase(run.phase.as_str())
+                    .and_then(|phase| phase.timeout);
+                match timeout {
+                    Some(timeout) if failed_at >= run.started_at.plus(timeout) => {}
+                    _ => return fail(format!(
+                        "{}#{} timed out at {} ms, started at {} ms with a timeout of {timeout:?}",
+                        run.phase,
+                        run.seq,
+                        failed_at.millis(),
+                        run.started_at.millis()
+                    )),
+                }
+            }
+        }
 
         // A signal is used once: by one visit, and then no longer kept;
         // and only signals that were sent are there at all.
@@ -1562,10 +1683,11 @@ impl Sim {
                         && phase.on_error_transition_to.as_ref() == Some(&transition.to)
                         && error.phase == left.phase
                         && left.error.as_ref() == Some(error)
-                        && error
-                            .handler
-                            .as_ref()
-                            .is_some_and(|h| phase.handlers.iter().any(|spec| spec.name == *h))
+                        && match &error.handler {
+                            Some(h) => phase.handlers.iter().any(|spec| spec.name == *h),
+                            // Time ran out, which the checks above hold to the clock.
+                            None => is_clock_error(error),
+                        }
                 }
             };
             if !allowed {
@@ -1627,12 +1749,19 @@ impl Sim {
                             handler.enumerated
                         ));
                     }
-                    let carried_from = redriven_from(&record, run.seq);
+                    // A redrive keeps the jobs that completed in the visit it
+                    // retried, which may have kept them from an earlier one.
+                    let mut visits = vec![run.seq];
+                    while let Some(from) = redriven_from(&record, *visits.last().unwrap_or(&0)) {
+                        if visits.contains(&from) {
+                            break;
+                        }
+                        visits.push(from);
+                    }
                     let missing = (0..handler.total as u32).find(|&job| {
-                        !succeeded.contains(&(index, run.seq, slot as u16, job))
-                            && !carried_from.is_some_and(|from| {
-                                succeeded.contains(&(index, from, slot as u16, job))
-                            })
+                        !visits
+                            .iter()
+                            .any(|&seq| succeeded.contains(&(index, seq, slot as u16, job)))
                     });
                     if let Some(job) = missing {
                         return fail(format!(
@@ -1910,4 +2039,13 @@ fn redriven_from(record: &FlowRecord, seq: u32) -> Option<u32> {
     record.transitions[seq]
         .retried_by
         .and_then(|_| failed_visit_before(record, seq))
+}
+
+/// How a phase timeout's error begins.
+pub(crate) const PHASE_TIMED_OUT: &str = "the phase did not complete within";
+
+/// An error the clock made: a flow's deadline or a phase's timeout.
+pub(crate) fn is_clock_error(error: &FlowError) -> bool {
+    error.handler.is_none()
+        && (error.message == rules::DEADLINE_PASSED || error.message.starts_with(PHASE_TIMED_OUT))
 }

@@ -16,6 +16,10 @@ pub(crate) struct SimStore {
 /// the real lease, scaled to a run's milliseconds.
 pub(crate) const SIM_DISPATCH_LEASE_MS: u64 = 60;
 
+/// How long a slot of a shared limit is held unless renewed (the least
+/// the worker allows).
+pub(crate) const SIM_SLOT_LEASE: Duration = Duration::from_millis(100);
+
 impl SimStore {
     /// Notes an operation that changes nothing.
     pub(crate) fn saw(&self, op: &'static str) {
@@ -307,14 +311,47 @@ impl FlowStore for SimStore {
         request: &SlotRequest,
         at: Timestamp,
     ) -> Result<SlotTaken, StoreError> {
-        self.inner.take_slot(task, request, at).await
+        turn().await;
+        let taken = self.inner.take_slot(task, request, at).await;
+        // As the store does: a take forgets the leases that ran out, which
+        // a late renewal then finds gone.
+        lock(&self.journal)
+            .slots
+            .retain(|_, (_, _, until)| *until > at.millis());
+        if let Ok(SlotTaken::Busy { .. }) = taken {
+            lock(&self.journal).slot_waits += 1;
+        }
+        if let Ok(SlotTaken::Taken) = taken {
+            let actor = polling().map(|(actor, _)| actor);
+            let until = at.plus(request.lease).millis();
+            let mut journal = lock(&self.journal);
+            journal
+                .slots
+                .insert(request.holder.clone(), (actor, request.limit, until));
+        }
+        self.noted(format!(
+            "take_slot {} for call {}: {taken:?}",
+            request.key,
+            call_number(&request.holder)
+        ));
+        taken
     }
 
     async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
+        turn().await;
+        if let Some(held) = lock(&self.journal).slots.get_mut(&request.holder) {
+            held.2 = at.plus(request.lease).millis();
+        }
         self.inner.renew_slot(request, at).await
     }
 
     async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+        turn().await;
+        lock(&self.journal).slots.remove(&request.holder);
+        self.noted(format!(
+            "release_slot of call {}",
+            call_number(&request.holder)
+        ));
         self.inner.release_slot(request).await
     }
 
@@ -324,7 +361,52 @@ impl FlowStore for SimStore {
         request: &TokenRequest,
         at: Timestamp,
     ) -> Result<TokenTaken, StoreError> {
-        self.inner.take_token(task, request, at).await
+        turn().await;
+        let taken = self.inner.take_token(task, request, at).await;
+        if matches!(taken, Ok(TokenTaken::Later { .. }))
+            || matches!(taken, Ok(TokenTaken::Taken { wait }) if !wait.is_zero())
+        {
+            lock(&self.journal).token_waits += 1;
+        }
+        if let Ok(TokenTaken::Taken { wait }) = taken {
+            let granted = at.millis() * 1000 + wait.as_micros() as u64;
+            let mut journal = lock(&self.journal);
+            let (interval, burst) = request.schedule();
+            // A token bucket lets no grant run ahead of the one `n` before
+            // it by more than its burst: `n` intervals apart, less the burst.
+            let grants = journal.grants.entry(request.key.clone()).or_default();
+            let too_soon = grants
+                .iter()
+                .rev()
+                .enumerate()
+                .find(|(back, earlier)| {
+                    let n = *back as u64 + 1;
+                    granted + burst < **earlier + n * interval
+                })
+                .map(|(back, earlier)| (back, *earlier));
+            if let Some((back, earlier)) = too_soon {
+                let line = format!(
+                    "a token of {} was granted for {granted} µs, {} grants after one for {earlier} µs: \
+                     faster than {} allows",
+                    request.key,
+                    back + 1,
+                    request.rate
+                );
+                journal.violations.push(line);
+            }
+            journal
+                .grants
+                .entry(request.key.clone())
+                .or_default()
+                .push(granted);
+            if let Task::Process { key, attempt, .. } = task {
+                journal
+                    .granted
+                    .insert(format!("{} {attempt}", key.id()), granted);
+            }
+        }
+        self.noted(format!("take_token {}: {taken:?}", request.key));
+        taken
     }
 
     async fn signal(
@@ -483,4 +565,10 @@ impl FlowQueries for SimStore {
         self.saw("outputs");
         self.inner.outputs(flow).await
     }
+}
+
+/// The call a slot's holder names, without the worker's id (which differs
+/// from run to run).
+fn call_number(holder: &str) -> &str {
+    holder.rsplit(':').next().unwrap_or(holder)
 }
