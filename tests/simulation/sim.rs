@@ -1585,15 +1585,15 @@ impl Sim {
                 let timeout = workflow
                     .phase(run.phase.as_str())
                     .and_then(|phase| phase.timeout);
-                match timeout {
-                    Some(timeout) if failed_at >= run.started_at.plus(timeout) => {}
-                    _ => return fail(format!(
-                        "{}#{} timed out at {} ms, started at {} ms with a timeout of {timeout:?}",
+                let early = timeout.is_none_or(|timeout| failed_at < run.started_at.plus(timeout));
+                if early {
+                    return fail(format!(
+                        "{}#{} timed out at {} ms; it started at {} ms, its timeout is {timeout:?}",
                         run.phase,
                         run.seq,
                         failed_at.millis(),
                         run.started_at.millis()
-                    )),
+                    ));
                 }
             }
         }
