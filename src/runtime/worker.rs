@@ -13,7 +13,7 @@
 //! (the worker follows flow events), or when the worker stops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use crate::metrics;
 use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
 use crate::rules::{self, AfterFailure};
 use crate::store::{
-    JobsToQueue, SlotRequest, SlotTaken, TokenRequest, TokenTaken, WORKER_LIVENESS,
+    JobsToQueue, SlotAdmission, SlotRequest, TokenRequest, TokenTaken, WORKER_LIVENESS,
 };
 use crate::sync::Backoff;
 use crate::time::{format_duration, Timestamp};
@@ -88,6 +88,8 @@ impl WorkerBuilder {
                 registry: self.registry,
                 overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 slot_freed: Notify::new(),
+                held: Mutex::new(HeldSlots::default()),
+                releases: Mutex::new(PendingReleases::default()),
                 calls: Mutex::new(HashMap::new()),
                 next_call: AtomicU64::new(0),
                 stopping: watch::channel(false).0,
@@ -111,6 +113,8 @@ struct WorkerInner {
     /// Wakes this worker's tasks waiting for a slot when one of its calls
     /// gives one back.
     slot_freed: Notify,
+    held: Mutex<HeldSlots>,
+    releases: Mutex<PendingReleases>,
     /// Handler calls in flight, by flow, so that a flow's end reaches them.
     calls: Mutex<HashMap<FlowId, Vec<Call>>>,
     next_call: AtomicU64,
@@ -126,61 +130,112 @@ struct WorkerInner {
 struct SlotHold {
     request: SlotRequest,
     worker: Arc<WorkerInner>,
-    /// Cleared on drop, which ends the renewals.
-    held: Arc<AtomicBool>,
 }
 
 impl SlotHold {
     fn new(worker: Arc<WorkerInner>, request: SlotRequest) -> Self {
-        let held = Arc::new(AtomicBool::new(true));
-        renew_slot_later(&worker.backend, request.clone(), held.clone());
-        Self {
-            request,
-            worker,
-            held,
+        let start_renewing = {
+            let mut held = crate::sync::lock(&worker.held);
+            held.slots.insert(request.holder.clone(), request.clone());
+            !std::mem::replace(&mut held.renewing, true)
+        };
+        if start_renewing {
+            renew_slots_later(&worker, request.lease / 3);
         }
+        Self { request, worker }
     }
 }
 
-/// Renews a held slot's lease when a third of it has passed, and again
-/// after that, until the hold is dropped.
-fn renew_slot_later(backend: &Backend, request: SlotRequest, held: Arc<AtomicBool>) {
-    let clock = backend.clock.clone();
-    let at = clock.now().plus(request.lease / 3);
-    let backend = backend.clone();
+/// The slots this worker's calls hold, by holder.
+#[derive(Default)]
+struct HeldSlots {
+    slots: HashMap<String, SlotRequest>,
+    /// Renewals are scheduled; they stop when no slot is held.
+    renewing: bool,
+}
+
+/// Renews every slot this worker holds after `every` (a third of a lease),
+/// and again after that, while any is held: one timer per worker, not one
+/// per job. A slot taken between two rounds is renewed by the next, well
+/// within its lease.
+fn renew_slots_later(worker: &Arc<WorkerInner>, every: Duration) {
+    let clock = worker.backend.clock.clone();
+    let at = clock.now().plus(every);
+    let worker = Arc::downgrade(worker);
     clock.run_at(
         at,
         Box::pin(async move {
-            if !held.load(Ordering::Acquire) {
+            let Some(worker) = worker.upgrade() else {
                 return;
+            };
+            let held: Vec<SlotRequest> = {
+                let mut held = crate::sync::lock(&worker.held);
+                if held.slots.is_empty() {
+                    held.renewing = false;
+                    return;
+                }
+                held.slots.values().cloned().collect()
+            };
+            let now = worker.backend.clock.now();
+            for request in &held {
+                if let Err(error) = worker.backend.flows.renew_slot(request, now).await {
+                    tracing::warn!(%error, slot = %request.key, "renewing a slot failed");
+                }
             }
-            let now = backend.clock.now();
-            if let Err(error) = backend.flows.renew_slot(&request, now).await {
-                tracing::warn!(%error, slot = %request.key, "renewing a slot failed");
-            }
-            renew_slot_later(&backend, request, held);
+            renew_slots_later(&worker, every);
         }),
     );
 }
 
 impl Drop for SlotHold {
     fn drop(&mut self) {
-        self.held.store(false, Ordering::Release);
+        crate::sync::lock(&self.worker.held)
+            .slots
+            .remove(&self.request.holder);
         // Dropped where no runtime runs (the process is going away): the
         // lease ends the slot instead.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let worker = self.worker.clone();
-        let request = self.request.clone();
-        runtime.spawn(async move {
-            match worker.backend.flows.release_slot(&request).await {
-                Ok(()) => worker.slot_freed.notify_waiters(),
-                Err(error) => {
-                    tracing::warn!(%error, slot = %request.key, "giving a slot back failed; its lease ends it")
-                }
+        let flush = {
+            let mut pending = crate::sync::lock(&self.worker.releases);
+            pending.requests.push(self.request.clone());
+            !std::mem::replace(&mut pending.flushing, true)
+        };
+        if flush {
+            runtime.spawn(give_slots_back(self.worker.clone()));
+        }
+    }
+}
+
+/// Slots this worker's calls are done with, to give back.
+#[derive(Default)]
+struct PendingReleases {
+    requests: Vec<SlotRequest>,
+    /// A task is giving slots back; the ones added meanwhile go with its
+    /// next batch.
+    flushing: bool,
+}
+
+/// Gives back the slots freed meanwhile, in one store step per batch: under
+/// load the calls that end while one batch is on its way go together in
+/// the next, so giving slots back costs a round trip per batch, not per job.
+async fn give_slots_back(worker: Arc<WorkerInner>) {
+    loop {
+        let batch = {
+            let mut pending = crate::sync::lock(&worker.releases);
+            if pending.requests.is_empty() {
+                pending.flushing = false;
+                return;
             }
-        });
+            std::mem::take(&mut pending.requests)
+        };
+        match worker.backend.flows.release_slots(&batch).await {
+            Ok(()) => worker.slot_freed.notify_waiters(),
+            Err(error) => {
+                tracing::warn!(%error, slots = batch.len(), "giving slots back failed; their leases end them")
+            }
+        }
     }
 }
 
@@ -424,15 +479,15 @@ impl Worker {
         self.settle(task, &context, attempt).await
     }
 
-    /// The workflow's limits on the handler, which hold across every
-    /// worker (a slot of its `concurrency`, then a token of its `rate`, each
-    /// taken from the store in one step with a check that the flow still
-    /// runs the task's visit), then admission, the last look before the
-    /// call, as for every task: so a task that waited runs only if its job
-    /// is still wanted. A task that must wait asks again after the wait (a
-    /// slot's backoff, or exactly until its token is due); one whose flow
-    /// moved asks admission at once, so a pause or cancel meanwhile stops
-    /// it. `None` when admission says not to run.
+    /// Admission, with the workflow's limits on the handler, which hold
+    /// across every worker: a slot of its `concurrency`, taken in the same
+    /// store step as admission (so a limited task costs no extra round
+    /// trip), then a token of its `rate`, taken with a check that the flow
+    /// still runs the task's visit. A task that must wait asks again after
+    /// the wait (a slot's backoff, or exactly until its token is due), and
+    /// a task that waited for its token asks admission again, so a pause or
+    /// cancel meanwhile stops it, and a job a duplicate finished meanwhile
+    /// does not run twice. `None` when admission says not to run.
     async fn admit_within_limits(
         &self,
         task: &Task,
@@ -458,54 +513,57 @@ impl Worker {
         let clock = self.inner.backend.clock.as_ref();
         let mut waits = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
         loop {
-            // `None` when the flow moved while the task waited.
-            let acquired: Option<Option<SlotHold>> = 'limits: {
-                let held = match &slot {
-                    None => None,
-                    Some(request) => loop {
-                        match flows.take_slot(task, request, clock.now()).await? {
-                            SlotTaken::Taken => {
-                                break Some(SlotHold::new(self.inner.clone(), request.clone()))
-                            }
-                            SlotTaken::Moved => break 'limits None,
-                            // A slot given back here wakes the wait at once;
-                            // one given back by another worker is found by
-                            // the next try.
-                            SlotTaken::Busy { .. } => {
-                                let freed = self.inner.slot_freed.notified();
-                                tokio::select! {
-                                    _ = clock.sleep(waits.next_wait()) => {}
-                                    _ = freed => {}
-                                }
-                                self.check_stopping()?;
-                            }
+            // With a slot, admission comes with it, in one store step.
+            let held = match &slot {
+                None => None,
+                Some(request) => match flows.admit_with_slot(task, request, clock.now()).await? {
+                    SlotAdmission::Run => Some(SlotHold::new(self.inner.clone(), request.clone())),
+                    SlotAdmission::Refused(_) => return Ok(None),
+                    // A slot given back here wakes the wait at once; one
+                    // given back by another worker is found by the next try.
+                    SlotAdmission::Busy { .. } => {
+                        let freed = self.inner.slot_freed.notified();
+                        tokio::select! {
+                            _ = clock.sleep(waits.next_wait()) => {}
+                            _ = freed => {}
                         }
-                    },
-                };
-                if let Some(request) = &token {
-                    loop {
-                        match flows.take_token(task, request, clock.now()).await? {
-                            TokenTaken::Taken { wait } => {
-                                clock.sleep(wait).await;
-                                self.check_stopping()?;
-                                break;
-                            }
-                            TokenTaken::Later { wait } => {
-                                clock.sleep(wait).await;
-                                self.check_stopping()?;
-                            }
-                            TokenTaken::Moved => break 'limits None,
-                        }
+                        self.check_stopping()?;
+                        continue;
                     }
+                },
+            };
+            let Some(request) = &token else {
+                if held.is_some() {
+                    return Ok(Some(held));
                 }
-                Some(held)
+                return Ok((flows.admit(task).await? == Admission::Run).then_some(None));
+            };
+            // The token comes after the slot, so starts never outrun the
+            // rate; after waiting for it, admission looks again, as a pause
+            // or cancel may have come meanwhile.
+            let moved = loop {
+                match flows.take_token(task, request, clock.now()).await? {
+                    TokenTaken::Taken { wait } if wait.is_zero() && held.is_some() => {
+                        return Ok(Some(held))
+                    }
+                    TokenTaken::Taken { wait } => {
+                        clock.sleep(wait).await;
+                        self.check_stopping()?;
+                        break false;
+                    }
+                    TokenTaken::Later { wait } => {
+                        clock.sleep(wait).await;
+                        self.check_stopping()?;
+                    }
+                    TokenTaken::Moved => break true,
+                }
             };
             if flows.admit(task).await? != Admission::Run {
                 return Ok(None);
             }
             // Moved, and yet admitted: the flow came back to the visit
             // meanwhile (a resume); its limits are taken again.
-            if let Some(held) = acquired {
+            if !moved {
                 return Ok(Some(held));
             }
         }

@@ -19,8 +19,8 @@ use super::{
     child_summaries, limit_note_holds, next_token, same_definition, slot_note, token_note,
     visit_runs, CommandApplied, Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd,
     FlowQueries, FlowQuery, FlowStore, JobsToQueue, Redriven, Registered, Retention,
-    ScheduleCreated, ScheduleStore, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
-    WorkerRegistry, WorkflowRegistry, WorkflowVersion,
+    ScheduleCreated, ScheduleStore, SlotAdmission, SlotRequest, SlotTaken, StoreError,
+    TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry, WorkflowVersion,
 };
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -763,26 +763,25 @@ impl FlowStore for EmbeddedStore {
     }
 
     async fn admit(&self, task: &Task) -> Result<Admission, StoreError> {
+        self.change(|state: &mut State| Ok(admit_in(state, task)))
+            .await
+    }
+
+    async fn admit_with_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotAdmission, StoreError> {
         self.change(|state: &mut State| {
-            let Some(entry) = state.flows.get_mut(task.flow()) else {
-                return Ok(Admission::Drop);
-            };
-            let already_done = match task {
-                Task::Process { key, .. } => {
-                    entry.jobs.get(&(key.seq, key.slot)).is_none_or(|table| {
-                        table.done.get(key.index as usize).copied().unwrap_or(true)
-                    })
-                }
-                Task::Enumerate { .. } => false,
-            };
-            let facts = rules::AdmissionFacts::from_record(&entry.record, task, already_done);
-            let admission = rules::admission(&facts, task);
-            // Parked tasks are not journaled: after a restart, recovery
-            // queues every unfinished job again and a paused flow parks it anew.
-            if admission == Admission::Parked {
-                entry.parked.push(task.clone());
-            }
-            Ok(admission)
+            Ok(match admit_in(state, task) {
+                Admission::Run => match take_slot_in(state, task, request, at) {
+                    SlotTaken::Taken => SlotAdmission::Run,
+                    SlotTaken::Busy { held } => SlotAdmission::Busy { held },
+                    SlotTaken::Moved => SlotAdmission::Refused(Admission::Drop),
+                },
+                refused => SlotAdmission::Refused(refused),
+            })
         })
         .await
     }
@@ -793,25 +792,7 @@ impl FlowStore for EmbeddedStore {
         request: &SlotRequest,
         at: Timestamp,
     ) -> Result<SlotTaken, StoreError> {
-        let mut state = self.shared.lock();
-        let state = &mut *state;
-        let Some(entry) = state.flows.get_mut(task.flow()) else {
-            return Ok(SlotTaken::Moved);
-        };
-        let seq = task.seq_and_slot().0;
-        if !visit_runs(&entry.record, seq) {
-            return Ok(SlotTaken::Moved);
-        }
-        let holders = state.slots.entry(request.key.clone()).or_default();
-        holders.retain(|_, until| *until > at);
-        let held = holders.len() as u32;
-        if held >= request.limit && !holders.contains_key(&request.holder) {
-            entry.limit_note = Some((seq, slot_note(request, held), None));
-            return Ok(SlotTaken::Busy { held });
-        }
-        holders.insert(request.holder.clone(), at.plus(request.lease));
-        entry.limit_note = None;
-        Ok(SlotTaken::Taken)
+        Ok(take_slot_in(&mut self.shared.lock(), task, request, at))
     }
 
     async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
@@ -826,10 +807,12 @@ impl FlowStore for EmbeddedStore {
         Ok(())
     }
 
-    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+    async fn release_slots(&self, requests: &[SlotRequest]) -> Result<(), StoreError> {
         let mut state = self.shared.lock();
-        if let Some(holders) = state.slots.get_mut(&request.key) {
-            holders.remove(&request.holder);
+        for request in requests {
+            if let Some(holders) = state.slots.get_mut(&request.key) {
+                holders.remove(&request.holder);
+            }
         }
         Ok(())
     }
@@ -1217,6 +1200,50 @@ impl WorkflowRegistry for EmbeddedStore {
                 .collect()
         }))
     }
+}
+
+/// Admission as [`FlowStore::admit`] decides it, parking the task of a
+/// paused flow.
+fn admit_in(state: &mut State, task: &Task) -> Admission {
+    let Some(entry) = state.flows.get_mut(task.flow()) else {
+        return Admission::Drop;
+    };
+    let already_done = match task {
+        Task::Process { key, .. } => entry
+            .jobs
+            .get(&(key.seq, key.slot))
+            .is_none_or(|table| table.done.get(key.index as usize).copied().unwrap_or(true)),
+        Task::Enumerate { .. } => false,
+    };
+    let facts = rules::AdmissionFacts::from_record(&entry.record, task, already_done);
+    let admission = rules::admission(&facts, task);
+    // Parked tasks are not journaled: after a restart, recovery queues
+    // every unfinished job again and a paused flow parks it anew.
+    if admission == Admission::Parked {
+        entry.parked.push(task.clone());
+    }
+    admission
+}
+
+/// A slot of `request` for a task, if its flow still runs the task's visit.
+fn take_slot_in(state: &mut State, task: &Task, request: &SlotRequest, at: Timestamp) -> SlotTaken {
+    let Some(entry) = state.flows.get_mut(task.flow()) else {
+        return SlotTaken::Moved;
+    };
+    let seq = task.seq_and_slot().0;
+    if !visit_runs(&entry.record, seq) {
+        return SlotTaken::Moved;
+    }
+    let holders = state.slots.entry(request.key.clone()).or_default();
+    holders.retain(|_, until| *until > at);
+    let held = holders.len() as u32;
+    if held >= request.limit && !holders.contains_key(&request.holder) {
+        entry.limit_note = Some((seq, slot_note(request, held), None));
+        return SlotTaken::Busy { held };
+    }
+    holders.insert(request.holder.clone(), at.plus(request.lease));
+    entry.limit_note = None;
+    SlotTaken::Taken
 }
 
 #[async_trait]

@@ -288,6 +288,18 @@ pub enum SlotTaken {
     Moved,
 }
 
+/// What admission with a slot decided: see [`FlowStore::admit_with_slot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotAdmission {
+    /// Admitted, and the slot is held.
+    Run,
+    /// Admission would let it run, but every slot is held: ask again after
+    /// a wait. The flow's waiting note says so until it gets one.
+    Busy { held: u32 },
+    /// Not admitted (parked, as `admit` parks, or dropped); no slot taken.
+    Refused(Admission),
+}
+
 /// What a status command did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommandApplied {
@@ -421,11 +433,40 @@ pub trait FlowStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<SlotTaken, StoreError>;
 
+    /// Admission and a slot of `request` together, for a task of a handler
+    /// with a `concurrency` limit: where admission lets the task run, the
+    /// slot is taken in the same step, so a limited task costs the store
+    /// no more round trips than any other. This default takes the slot
+    /// and then asks admission, giving the slot back on a refusal; stores
+    /// that can do both in one step override it.
+    async fn admit_with_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotAdmission, StoreError> {
+        let taken = self.take_slot(task, request, at).await?;
+        let admission = self.admit(task).await?;
+        Ok(match (admission, taken) {
+            (Admission::Run, SlotTaken::Taken) => SlotAdmission::Run,
+            (Admission::Run, SlotTaken::Busy { held }) => SlotAdmission::Busy { held },
+            // The flow came back to the visit between the two looks.
+            (Admission::Run, SlotTaken::Moved) => SlotAdmission::Busy { held: 0 },
+            (refused, taken) => {
+                if taken == SlotTaken::Taken {
+                    self.release_slots(std::slice::from_ref(request)).await?;
+                }
+                SlotAdmission::Refused(refused)
+            }
+        })
+    }
+
     /// Keeps a slot held for another lease.
     async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError>;
 
-    /// Gives a slot back.
-    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError>;
+    /// Gives slots back, in one step where the store can: a worker gives
+    /// back together the slots its calls freed meanwhile.
+    async fn release_slots(&self, requests: &[SlotRequest]) -> Result<(), StoreError>;
 
     /// Sends a signal to a flow: it completes the visit that waits for it,
     /// or is kept for the phase that will; a repeated id counts once

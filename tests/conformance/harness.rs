@@ -475,8 +475,27 @@ impl FlowStore for CountedAdmissions {
         self.inner.renew_slot(request, at).await
     }
 
-    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
-        self.inner.release_slot(request).await
+    async fn admit_with_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotAdmission, StoreError> {
+        let admitted = self.inner.admit_with_slot(task, request, at).await?;
+        let counter = match admitted {
+            SlotAdmission::Run => Some(&self.run),
+            SlotAdmission::Refused(Admission::Parked) => Some(&self.parked),
+            SlotAdmission::Refused(_) => Some(&self.dropped),
+            SlotAdmission::Busy { .. } => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(admitted)
+    }
+
+    async fn release_slots(&self, requests: &[SlotRequest]) -> Result<(), StoreError> {
+        self.inner.release_slots(requests).await
     }
 
     async fn take_token(

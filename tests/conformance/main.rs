@@ -27,8 +27,8 @@ use distribot::runtime::{
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, EndedEntry, EndedFeed, Enumerated, FeedPosition,
-    FlowQueries, FlowQuery, FlowStore, JobsToQueue, RedisStore, Redriven, SlotRequest, SlotTaken,
-    Store, StoreError, TokenRequest, TokenTaken,
+    FlowQueries, FlowQuery, FlowStore, JobsToQueue, RedisStore, Redriven, SlotAdmission,
+    SlotRequest, SlotTaken, Store, StoreError, TokenRequest, TokenTaken,
 };
 use distribot::time::Timestamp;
 use distribot::version::Version;
@@ -131,6 +131,7 @@ every_backend!(
     a_passed_deadline_fails_the_phase_that_runs,
     a_concurrency_limit_holds_across_workers,
     slots_are_shared_leased_and_given_back,
+    admission_and_a_slot_are_one_step,
     higher_priority_flows_are_taken_first,
     rate_tokens_are_shared_reserved_and_bounded,
     a_rate_bounds_job_starts_across_workers,

@@ -441,7 +441,7 @@ pub(crate) async fn slots_are_shared_leased_and_given_back(kind: Kind) {
         "{:?}",
         record.waiting
     );
-    store.release_slot(&slot("a")).await.unwrap();
+    store.release_slots(&[slot("a")]).await.unwrap();
     assert_eq!(
         store.take_slot(&task, &slot("c"), at).await.unwrap(),
         SlotTaken::Taken
@@ -491,6 +491,117 @@ pub(crate) async fn slots_are_shared_leased_and_given_back(kind: Kind) {
             .await
             .unwrap(),
         SlotTaken::Moved
+    );
+}
+
+pub(crate) async fn admission_and_a_slot_are_one_step(kind: Kind) {
+    let (store, _scratch) = Harness::store(kind).await;
+    let store = store.as_ref();
+    let (id, cursor) = flow_in_a_phase(store, 3).await;
+    let task = |index: u32| Task::Process {
+        key: key(&id, index),
+        phase: cursor.phase.clone(),
+        handler: "H".into(),
+        version: v1(),
+        attempt: 1,
+        job: Value::Null,
+        priority: 0,
+    };
+    let slot = |holder: &str| SlotRequest {
+        key: format!("H-{}", id),
+        limit: 1,
+        holder: holder.to_owned(),
+        lease: Duration::from_secs(10),
+    };
+    let at = Timestamp::now();
+    assert_eq!(
+        store
+            .admit_with_slot(&task(0), &slot("a"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Run
+    );
+    assert_eq!(
+        store
+            .admit_with_slot(&task(1), &slot("b"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Busy { held: 1 }
+    );
+    assert!(store
+        .flow(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .waiting
+        .contains(&format!("waiting for a slot: H-{id} 1/1")));
+    // A job done meanwhile (by a duplicate) is refused, and takes no slot.
+    store.record_job_done(&key(&id, 1), None, at).await.unwrap();
+    store.release_slots(&[slot("a")]).await.unwrap();
+    assert_eq!(
+        store
+            .admit_with_slot(&task(1), &slot("c"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Refused(Admission::Drop)
+    );
+    assert_eq!(
+        store
+            .admit_with_slot(&task(2), &slot("d"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Run,
+        "the refused task took no slot"
+    );
+    store.release_slots(&[slot("d")]).await.unwrap();
+    // A paused flow's task is parked, as admission parks it, and takes no
+    // slot; the resume hands it back.
+    store
+        .apply_command(&id, Command::Pause, Requester::Library, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .admit_with_slot(&task(2), &slot("e"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Refused(Admission::Parked)
+    );
+    let resumed = store
+        .apply_command(&id, Command::Resume, Requester::Library, at)
+        .await
+        .unwrap();
+    assert_eq!(resumed.released, vec![task(2)]);
+    assert_eq!(
+        store
+            .admit_with_slot(&task(2), &slot("f"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Run,
+        "the parked task took no slot"
+    );
+    // Slots go back together, several limits at once.
+    let other = |holder: &str| SlotRequest {
+        key: format!("G-{}", id),
+        limit: 1,
+        holder: holder.to_owned(),
+        lease: Duration::from_secs(10),
+    };
+    assert_eq!(
+        store.take_slot(&task(0), &other("g"), at).await.unwrap(),
+        SlotTaken::Taken
+    );
+    store.release_slots(&[slot("f"), other("g")]).await.unwrap();
+    assert_eq!(
+        store
+            .admit_with_slot(&task(0), &slot("h"), at)
+            .await
+            .unwrap(),
+        SlotAdmission::Run
+    );
+    assert_eq!(
+        store.take_slot(&task(0), &other("i"), at).await.unwrap(),
+        SlotTaken::Taken
     );
 }
 

@@ -95,12 +95,15 @@ include-method = "GET"
 parameters = { "path.name" = { dictionary = "workflows", probability = 0.5 } }
 TOML
 
+# One worker: with two threads, hypothesis's shared cache of lambda sources
+# races now and then, and the run fails with a "FlakyFailure" inside
+# schemathesis's coverage phase that the same seed does not repeat.
 status=0
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "http://$address/api/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,unsupported_method,allow_header_conformance \
     --request-timeout 10 \
     --max-examples 100 \
-    --workers 2 \
+    --workers 1 \
     --no-color \
     --generation-database none \
     "$@" || status=$?

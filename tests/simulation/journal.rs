@@ -44,7 +44,8 @@ pub(crate) struct Journal {
     /// Rate tokens in the order granted, as the microsecond each is for,
     /// by what the rate protects.
     pub(crate) grants: BTreeMap<String, Vec<u64>>,
-    /// The microsecond each job attempt's token is for, by `JOB ATTEMPT`.
+    /// The microsecond the earliest token of each job attempt is for, by
+    /// `JOB ATTEMPT`.
     pub(crate) granted: BTreeMap<String, u64>,
     /// Times a task found every slot of its limit taken, or had to wait
     /// for its rate's token.

@@ -120,7 +120,8 @@ use distribot::runtime::{
 };
 use distribot::store::{
     CommandApplied, Created, EmbeddedStore, Enumerated, FlowQueries, FlowQuery, FlowStore,
-    JobsToQueue, Redriven, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken,
+    JobsToQueue, Redriven, SlotAdmission, SlotRequest, SlotTaken, StoreError, TokenRequest,
+    TokenTaken,
 };
 use distribot::sync::lock;
 use distribot::time::Timestamp;

@@ -42,6 +42,27 @@ impl SimStore {
         journal.ops.push(op.into());
     }
 
+    /// Keeps the journal's slots as the store keeps them: a take forgets the
+    /// leases that ran out (which a late renewal then finds gone), and one
+    /// that got a slot holds it for the actor that asked.
+    pub(crate) fn slot_taken(&self, request: &SlotRequest, at: Timestamp, taken: SlotTaken) {
+        let mut journal = lock(&self.journal);
+        journal
+            .slots
+            .retain(|_, (_, _, until)| *until > at.millis());
+        match taken {
+            SlotTaken::Busy { .. } => journal.slot_waits += 1,
+            SlotTaken::Taken => {
+                let until = at.plus(request.lease).millis();
+                let actor = polling().map(|(actor, _)| actor);
+                journal
+                    .slots
+                    .insert(request.holder.clone(), (actor, request.limit, until));
+            }
+            SlotTaken::Moved => {}
+        }
+    }
+
     /// A result is recorded: crashing the actor now would not lose it.
     pub(crate) fn recorded(&self, flow: &FlowId, op: impl Into<Cow<'static, str>>) {
         if let Some((actor, _)) = polling() {
@@ -313,21 +334,8 @@ impl FlowStore for SimStore {
     ) -> Result<SlotTaken, StoreError> {
         turn().await;
         let taken = self.inner.take_slot(task, request, at).await;
-        // As the store does: a take forgets the leases that ran out, which
-        // a late renewal then finds gone.
-        lock(&self.journal)
-            .slots
-            .retain(|_, (_, _, until)| *until > at.millis());
-        if let Ok(SlotTaken::Busy { .. }) = taken {
-            lock(&self.journal).slot_waits += 1;
-        }
-        if let Ok(SlotTaken::Taken) = taken {
-            let actor = polling().map(|(actor, _)| actor);
-            let until = at.plus(request.lease).millis();
-            let mut journal = lock(&self.journal);
-            journal
-                .slots
-                .insert(request.holder.clone(), (actor, request.limit, until));
+        if let Ok(outcome) = &taken {
+            self.slot_taken(request, at, *outcome);
         }
         self.noted(format!(
             "take_slot {} for call {}: {taken:?}",
@@ -335,6 +343,32 @@ impl FlowStore for SimStore {
             call_number(&request.holder)
         ));
         taken
+    }
+
+    async fn admit_with_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotAdmission, StoreError> {
+        turn().await;
+        let admitted = self.inner.admit_with_slot(task, request, at).await;
+        match admitted {
+            Ok(SlotAdmission::Run) => {
+                self.started(task).await;
+                self.slot_taken(request, at, SlotTaken::Taken);
+            }
+            Ok(SlotAdmission::Busy { held }) => {
+                self.slot_taken(request, at, SlotTaken::Busy { held })
+            }
+            _ => {}
+        }
+        self.noted(format!(
+            "admit_with_slot {} for call {}: {admitted:?}",
+            request.key,
+            call_number(&request.holder)
+        ));
+        admitted
     }
 
     async fn renew_slot(&self, request: &SlotRequest, at: Timestamp) -> Result<(), StoreError> {
@@ -345,14 +379,22 @@ impl FlowStore for SimStore {
         self.inner.renew_slot(request, at).await
     }
 
-    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
+    async fn release_slots(&self, requests: &[SlotRequest]) -> Result<(), StoreError> {
         turn().await;
-        lock(&self.journal).slots.remove(&request.holder);
-        self.noted(format!(
-            "release_slot of call {}",
-            call_number(&request.holder)
-        ));
-        self.inner.release_slot(request).await
+        {
+            let mut journal = lock(&self.journal);
+            for request in requests {
+                journal.slots.remove(&request.holder);
+            }
+            let calls: Vec<&str> = requests
+                .iter()
+                .map(|request| call_number(&request.holder))
+                .collect();
+            journal
+                .ops
+                .push(format!("release_slots of calls {calls:?}").into());
+        }
+        self.inner.release_slots(requests).await
     }
 
     async fn take_token(
@@ -399,10 +441,14 @@ impl FlowStore for SimStore {
                 .entry(request.key.clone())
                 .or_default()
                 .push(granted);
+            // Duplicate deliveries of one attempt each take a token: a
+            // start is due by the earliest of them.
             if let Task::Process { key, attempt, .. } = task {
-                journal
+                let earliest = journal
                     .granted
-                    .insert(format!("{} {attempt}", key.id()), granted);
+                    .entry(format!("{} {attempt}", key.id()))
+                    .or_insert(granted);
+                *earliest = (*earliest).min(granted);
             }
         }
         self.noted(format!("take_token {}: {taken:?}", request.key));

@@ -32,8 +32,8 @@ use super::{
     child_summaries, definition_digest, limit_note_holds, slot_note, token_note, CommandApplied,
     Created, EndedEntry, EndedFeed, Enumerated, FeedPosition, FlowEnd, FlowQueries, FlowQuery,
     FlowStore, JobsToQueue, Redriven, Registered, Retention, ScheduleCreated, ScheduleStore,
-    SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry, WorkflowRegistry,
-    WorkflowVersion, TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
+    SlotAdmission, SlotRequest, SlotTaken, StoreError, TokenRequest, TokenTaken, WorkerRegistry,
+    WorkflowRegistry, WorkflowVersion, TOKEN_RESERVATION, WORKER_FORGET_AFTER, WORKER_LIVENESS,
 };
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
@@ -398,10 +398,7 @@ impl RedisStore {
     async fn admission_facts(&self, task: &Task) -> Result<Option<AdmissionFacts>, StoreError> {
         let flow = task.flow();
         let (seq, slot) = task.seq_and_slot();
-        let index = match task {
-            Task::Process { key, .. } => key.index.to_string(),
-            Task::Enumerate { .. } => String::new(),
-        };
+        let index = Self::job_index(task);
         let reply: String = self
             .scripts
             .facts
@@ -414,16 +411,15 @@ impl RedisStore {
             .await
             .map_err(backend)?;
         let facts: FactsReply = from_json(&reply, "admission facts")?;
-        let (Some(status), Some(current_seq)) = (facts.status, facts.seq) else {
-            return Ok(None);
-        };
-        Ok(Some(AdmissionFacts {
-            status,
-            current_seq,
-            visit_state: facts.state.unwrap_or(PhaseState::Failed),
-            enumerated: facts.enumerated,
-            job_done: facts.job_done,
-        }))
+        Ok(facts.facts())
+    }
+
+    /// The job index admission scripts read: empty for an enumerate task.
+    fn job_index(task: &Task) -> String {
+        match task {
+            Task::Process { key, .. } => key.index.to_string(),
+            Task::Enumerate { .. } => String::new(),
+        }
     }
 
     /// The tasks of the jobs not done yet of the given slots of a visit,
@@ -881,14 +877,56 @@ impl FlowStore for RedisStore {
         Err(StoreError::Contention(task.flow().clone()))
     }
 
+    async fn admit_with_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotAdmission, StoreError> {
+        let flow = task.flow();
+        let (seq, slot) = task.seq_and_slot();
+        let reply: String = self
+            .scripts
+            .admit_slot
+            .key(self.keys.hot(flow))
+            .key(self.keys.done(flow, seq, slot))
+            .key(self.keys.slots(&request.key))
+            .arg(seq)
+            .arg(slot)
+            .arg(Self::job_index(task))
+            .arg(at.millis())
+            .arg(request.lease.as_millis() as u64)
+            .arg(request.limit)
+            .arg(&request.holder)
+            .arg(slot_note_prefix(request, seq))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let reply: FactsReply = from_json(&reply, "admission facts")?;
+        let Some(facts) = reply.facts() else {
+            return Ok(SlotAdmission::Refused(Admission::Drop));
+        };
+        Ok(match rules::admission(&facts, task) {
+            Admission::Run if reply.slot.as_deref() == Some("taken") => SlotAdmission::Run,
+            Admission::Run => SlotAdmission::Busy {
+                held: reply.held.unwrap_or(request.limit),
+            },
+            // Parking must be atomic with the pause: the usual admission
+            // does it. A resume in between makes it a wait to try again.
+            Admission::Parked => match self.admit(task).await? {
+                Admission::Run => SlotAdmission::Busy { held: 0 },
+                refused => SlotAdmission::Refused(refused),
+            },
+            Admission::Drop => SlotAdmission::Refused(Admission::Drop),
+        })
+    }
+
     async fn take_slot(
         &self,
         task: &Task,
         request: &SlotRequest,
         at: Timestamp,
     ) -> Result<SlotTaken, StoreError> {
-        let note = slot_note(request, 0);
-        let note = note.trim_end_matches(&format!("0/{}", request.limit));
         let reply: Vec<String> = self
             .scripts
             .slot
@@ -899,7 +937,7 @@ impl FlowStore for RedisStore {
             .arg(request.lease.as_millis() as u64)
             .arg(request.limit)
             .arg(&request.holder)
-            .arg(format!("{}||{note}", task.seq_and_slot().0))
+            .arg(slot_note_prefix(request, task.seq_and_slot().0))
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
@@ -1093,12 +1131,19 @@ impl FlowStore for RedisStore {
         })
     }
 
-    async fn release_slot(&self, request: &SlotRequest) -> Result<(), StoreError> {
-        let _: () = self
-            .conn()
-            .zrem(self.keys.slots(&request.key), &request.holder)
-            .await
-            .map_err(backend)?;
+    async fn release_slots(&self, requests: &[SlotRequest]) -> Result<(), StoreError> {
+        let mut by_limit: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for request in requests {
+            by_limit
+                .entry(request.key.as_str())
+                .or_default()
+                .push(request.holder.as_str());
+        }
+        let mut pipe = redis::pipe();
+        for (key, holders) in by_limit {
+            pipe.zrem(self.keys.slots(key), holders).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
         Ok(())
     }
 
@@ -1885,4 +1930,12 @@ impl ScheduleStore for RedisStore {
             .map_err(backend)?;
         Ok(moved == 1)
     }
+}
+
+/// The start of a flow's waiting note while a task of visit `seq` waits for
+/// a slot: the scripts add `held/limit`.
+fn slot_note_prefix(request: &SlotRequest, seq: u32) -> String {
+    let note = slot_note(request, 0);
+    let note = note.trim_end_matches(&format!("0/{}", request.limit));
+    format!("{seq}||{note}")
 }

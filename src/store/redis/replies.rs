@@ -59,7 +59,8 @@ pub(super) enum QueueReply {
     Recorded,
 }
 
-/// The reply of `facts.lua`: what admission decides on.
+/// The reply of `facts.lua` and `admit_slot.lua`: what admission decides
+/// on, and the slot the second took, if it asked for one.
 #[derive(Debug, Deserialize)]
 pub(super) struct FactsReply {
     pub status: Option<FlowStatus>,
@@ -69,4 +70,25 @@ pub(super) struct FactsReply {
     pub enumerated: bool,
     #[serde(default)]
     pub job_done: bool,
+    /// `taken` or `busy`, when admission let the task run.
+    #[serde(default)]
+    pub slot: Option<String>,
+    #[serde(default)]
+    pub held: Option<u32>,
+}
+
+impl FactsReply {
+    /// The facts, or `None` for a flow that is gone.
+    pub fn facts(&self) -> Option<crate::rules::AdmissionFacts> {
+        let (Some(status), Some(current_seq)) = (self.status, self.seq) else {
+            return None;
+        };
+        Some(crate::rules::AdmissionFacts {
+            status,
+            current_seq,
+            visit_state: self.state.unwrap_or(PhaseState::Failed),
+            enumerated: self.enumerated,
+            job_done: self.job_done,
+        })
+    }
 }

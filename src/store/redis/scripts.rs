@@ -1,6 +1,7 @@
 //! The Lua scripts, one file each beside this one, each behind the shared
 //! prelude of field names and guards (`hot.rs`); those over the versions
-//! of workflows also behind `versioned.lua`.
+//! of workflows also behind `versioned.lua`, those that admit a task or
+//! take a slot behind `admission.lua` and `slots.lua`.
 
 use redis::Script;
 
@@ -15,6 +16,7 @@ pub(super) struct Scripts {
     pub done: Script,
     pub failure: Script,
     pub facts: Script,
+    pub admit_slot: Script,
     pub park: Script,
     pub status: Script,
     pub remove: Script,
@@ -42,6 +44,8 @@ impl Scripts {
         let script = |body: &str| Script::new(&format!("{prelude}\n{body}"));
         let versioned = include_str!("scripts/versioned.lua");
         let over_versions = |body: &str| script(&format!("{versioned}\n{body}"));
+        let admission = include_str!("scripts/admission.lua");
+        let slots = include_str!("scripts/slots.lua");
         Self {
             create: script(include_str!("scripts/create.lua")),
             enter: script(include_str!("scripts/enter.lua")),
@@ -50,13 +54,20 @@ impl Scripts {
             enumerated: script(include_str!("scripts/enumerated.lua")),
             done: script(include_str!("scripts/done.lua")),
             failure: script(include_str!("scripts/failure.lua")),
-            facts: script(include_str!("scripts/facts.lua")),
+            facts: script(&format!(
+                "{admission}\n{}",
+                include_str!("scripts/facts.lua")
+            )),
+            admit_slot: script(&format!(
+                "{admission}\n{slots}\n{}",
+                include_str!("scripts/admit_slot.lua")
+            )),
             park: script(include_str!("scripts/park.lua")),
             status: script(include_str!("scripts/status.lua")),
             remove: script(include_str!("scripts/remove.lua")),
             redrive: script(include_str!("scripts/redrive.lua")),
             redriven: script(include_str!("scripts/redriven.lua")),
-            slot: script(include_str!("scripts/slot.lua")),
+            slot: script(&format!("{slots}\n{}", include_str!("scripts/slot.lua"))),
             token: script(include_str!("scripts/token.lua")),
             signal: script(include_str!("scripts/signal.lua")),
             take_signal: script(include_str!("scripts/take_signal.lua")),
