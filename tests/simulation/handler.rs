@@ -153,7 +153,13 @@ impl SimHandler {
         lock(&self.journal)
             .succeeded
             .insert((index, seq, slot, job));
-        Ok(Some(json!({"job": format!("{seq}.{slot}.{job}")})))
+        // Every visit of a flow is a visit of the polling workflow's one
+        // phase that works, so the visit's number is its sequence's.
+        let ready_after = request.data["ready_after"].as_u64().unwrap_or(1);
+        Ok(Some(json!({
+            "job": format!("{seq}.{slot}.{job}"),
+            "ready": u64::from(seq) + 1 >= ready_after
+        })))
     }
 
     pub(crate) fn noted<T>(&self, what: &str, outcome: &Result<T, HandlerError>, done: String) {

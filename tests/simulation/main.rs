@@ -44,12 +44,16 @@
 //! - pause, resume or cancel a flow through the client, favouring flows at
 //!   a phase boundary (one job left, or a visit settled and not yet left);
 //!   the wrong state must be rejected, and is fine;
-//! - start a flow of one of six workflows: linear with an error phase;
+//! - start a flow of one of eight workflows: linear with an error phase;
 //!   one with phases without handlers and no error phase; one that loops
 //!   back through a repair phase once; one that branches on its data and
 //!   its outputs together (so the plan knows which way it must go); one
 //!   (`family`) whose middle phase starts a child flow per element of an
-//!   earlier output and fans in on them; a third of them with an idempotency
+//!   earlier output and fans in on them; one (`timed`) with a deadline,
+//!   timeouts on a working and on a waiting phase, and a handler under a
+//!   shared `concurrency` limit and a `rate`; one (`poll`) whose phase
+//!   loops back to itself by a branch until its output says ready, guarded
+//!   by `max_visits`; a third of them with an idempotency
 //!   key, and some starts repeat an earlier key: with the same workflow and
 //!   data they must return that flow and start nothing, with other data
 //!   they must be refused naming it (one flow per key).
@@ -77,7 +81,15 @@
 //! job or enumeration is admitted while its flow is paused, after its
 //! cancel was acknowledged, outside its flow's current running visit, or
 //! past its handler's `max_attempts`; a paused or canceled flow makes no
-//! transition; the path follows the plan. At the end every paused flow is
+//! transition; no loop enters a phase past its `max_visits`, and a loop
+//! stopped by it leaves by the phase's error transition; time runs out no
+//! sooner than it must (a deadline fails a visit at or after the flow's
+//! deadline, a timeout at or after the visit's start plus the phase's
+//! timeout); no more calls hold a limit's slots (with a lease running)
+//! than it allows, no rate token is granted sooner than the bucket allows,
+//! and no job starts before its token is due; the path follows the plan
+//! (flows with a clock or a loop are not planned, and are held to these
+//! checks instead). At the end every paused flow is
 //! resumed, everything pending is delivered without faults and without
 //! sweeps, and every flow must have ended: `canceled` if a cancel was
 //! acknowledged, otherwise `finished` or `failed` as its plan demands, with
@@ -112,7 +124,7 @@ use distribot::handler::{
 use distribot::ids::{Cursor, FlowId, JobKey, PhaseName};
 use distribot::model::{
     Admission, Command, EnumerateInput, FlowContext, FlowError, FlowRecord, FlowStatus, Outputs,
-    PhaseState, Progress, Requester, SignalOutcome, Task,
+    PhaseRun, PhaseState, Progress, Requester, SignalOutcome, Task,
 };
 use distribot::rules;
 use distribot::runtime::{

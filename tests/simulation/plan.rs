@@ -5,7 +5,7 @@
 use super::*;
 
 /// Handlers and their attempts; every retry waits 5 ms, 10 ms, 20 ms.
-pub(crate) const HANDLERS: [(&str, u32); 7] = [
+pub(crate) const HANDLERS: [(&str, u32); 8] = [
     ("Alpha", 3),
     ("Beta", 2),
     ("Gamma", 4),
@@ -13,7 +13,11 @@ pub(crate) const HANDLERS: [(&str, u32); 7] = [
     ("Reporter", 2),
     ("Finisher", 3),
     ("Limited", 3),
+    ("Poller", 2),
 ];
+
+/// How many times the polling workflow's `check` phase may be entered.
+pub(crate) const POLL_MAX_VISITS: u32 = 3;
 
 /// The limits of the `Limited` handler in the workflow that has them: one
 /// call at a time across the installation, and a rate that bursts to five
@@ -168,6 +172,28 @@ pub(crate) fn workflows() -> &'static [(&'static str, Arc<Workflow>)] {
                     }
                 }),
             ),
+            // Polls until ready: `check` loops back to itself by its default
+            // branch until its first job says `ready` (from the visit
+            // `data.ready_after` on), guarded by `max_visits`; crossing it
+            // is an error that leads to `gave-up`.
+            (
+                "poll",
+                json!({
+                    "workflow": "poll",
+                    "phases": {
+                        "check": {"is_initial": true, "max_visits": POLL_MAX_VISITS,
+                                  "on_error_transition_to": "gave-up",
+                                  "handlers": [handler("Poller")],
+                                  "transitions_to": [
+                                      {"when": {"path": "/outputs/check/Poller/0/ready", "equals": true},
+                                       "to": "done"},
+                                      {"to": "check"}
+                                  ]},
+                        "done": {"is_final": true},
+                        "gave-up": {"is_final": true}
+                    }
+                }),
+            ),
             // A phase that starts child flows of `leaf`, one per element of
             // `data.kids` (none to three), and fans in on them.
             (
@@ -242,6 +268,9 @@ pub(crate) struct Plan {
     pub(crate) route_left: bool,
     /// How many child flows the workflow that has children starts.
     pub(crate) kids: usize,
+    /// From which visit of the polling workflow's `check` on its jobs say
+    /// `ready` (past its `max_visits`: never).
+    pub(crate) ready_after: u64,
 }
 
 pub(crate) fn plan_key(phase: &str, handler: &str) -> String {
@@ -256,6 +285,7 @@ impl Plan {
             chaotic: false,
             route_left: false,
             kids: 0,
+            ready_after: 1,
         }
     }
 
@@ -326,6 +356,7 @@ impl Plan {
             chaotic: profile == Profile::Chaotic,
             route_left: rng.percent(50),
             kids: rng.below(4),
+            ready_after: rng.within(1, u64::from(POLL_MAX_VISITS) + 1),
         }
     }
 
@@ -358,6 +389,7 @@ impl Plan {
             json!(if self.route_left { "left" } else { "right" }),
         );
         data.insert("kids".into(), json!(vec![Value::Null; self.kids]));
+        data.insert("ready_after".into(), json!(self.ready_after));
         data
     }
 
@@ -402,9 +434,14 @@ impl Plan {
 
     /// The path the flow must take, and how it must end, unless canceled.
     pub(crate) fn expected(&self, workflow: &Workflow) -> Option<Expected> {
-        let clocked = workflow.timeout.is_some()
-            || workflow.phases.iter().any(|phase| phase.timeout.is_some());
-        if self.chaotic || clocked {
+        // Time and loops are not planned: the checks hold such flows to
+        // the clock and to `max_visits` instead.
+        let unplanned = workflow.timeout.is_some()
+            || workflow
+                .phases
+                .iter()
+                .any(|phase| phase.timeout.is_some() || phase.max_visits.is_some());
+        if self.chaotic || unplanned {
             return None;
         }
         let initial = workflow.initial_phase();

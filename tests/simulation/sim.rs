@@ -105,6 +105,8 @@ pub(crate) struct Counts {
     pub(crate) token_waits: u64,
     pub(crate) deadlines_passed: u64,
     pub(crate) phase_timeouts: u64,
+    pub(crate) loops: u64,
+    pub(crate) max_visits_crossed: u64,
 }
 
 impl Counts {
@@ -149,6 +151,8 @@ impl Counts {
             (&mut self.token_waits, other.token_waits),
             (&mut self.deadlines_passed, other.deadlines_passed),
             (&mut self.phase_timeouts, other.phase_timeouts),
+            (&mut self.loops, other.loops),
+            (&mut self.max_visits_crossed, other.max_visits_crossed),
         ];
         for (mine, theirs) in pairs {
             *mine += theirs;
@@ -199,8 +203,14 @@ impl fmt::Display for Counts {
         writeln!(
             f,
             "the clock: {} deadlines passed, {} phases timed out; limits: {} waits for a slot, \
-             {} for a rate token",
-            self.deadlines_passed, self.phase_timeouts, self.slot_waits, self.token_waits
+             {} for a rate token; loops: {} phases entered again, {} loops stopped \
+             by max_visits",
+            self.deadlines_passed,
+            self.phase_timeouts,
+            self.slot_waits,
+            self.token_waits,
+            self.loops,
+            self.max_visits_crossed
         )?;
         write!(
             f,
@@ -570,6 +580,21 @@ impl Sim {
                 ));
             }
             self.check_outputs(index, &record)?;
+            for (seq, transition) in record.transitions.iter().enumerate() {
+                let again = record.phases[..seq]
+                    .iter()
+                    .any(|run| run.phase == transition.to);
+                if again && transition.error.is_none() && transition.retried_by.is_none() {
+                    self.counts.loops += 1;
+                }
+                if transition
+                    .error
+                    .as_ref()
+                    .is_some_and(|error| error.message.contains("(its max_visits)"))
+                {
+                    self.counts.max_visits_crossed += 1;
+                }
+            }
             for error in record.phases.iter().filter_map(|run| run.error.as_ref()) {
                 if error.message == rules::DEADLINE_PASSED {
                     self.counts.deadlines_passed += 1;
@@ -1677,6 +1702,23 @@ impl Sim {
                             .as_ref()
                             .is_some_and(|next| next.leads_to(transition.to.as_str()))
                 }
+                // A loop that would enter a phase past its `max_visits`
+                // leaves a visit that completed, by its error transition.
+                Some(error) if left.state == PhaseState::Completed => {
+                    error.handler.is_none()
+                        && error.message.contains("(its max_visits)")
+                        && record.transitions[seq - 1].error.is_none()
+                        && phase.on_error_transition_to.as_ref() == Some(&transition.to)
+                        && workflow.phases.iter().any(|target| {
+                            target.max_visits.is_some_and(|most| {
+                                record.phases[..seq]
+                                    .iter()
+                                    .filter(|run| run.phase == target.name)
+                                    .count()
+                                    >= most as usize
+                            })
+                        })
+                }
                 Some(error) => {
                     left.state == PhaseState::Failed
                         && record.transitions[seq - 1].error.is_none()
@@ -1690,6 +1732,23 @@ impl Sim {
                         }
                 }
             };
+            // No loop enters a phase past its `max_visits` (a redrive,
+            // which someone asked for, may).
+            let entered = workflow.phase(transition.to.as_str()).expect("a phase");
+            if let Some(most) = entered.max_visits {
+                let before = record.phases[..seq]
+                    .iter()
+                    .filter(|run| run.phase == entered.name)
+                    .count();
+                if transition.retried_by.is_none() && before >= most as usize {
+                    return fail(format!(
+                        "transition {seq} ({}) enters {} a {}th time, past its max_visits {most}",
+                        moves(&record)[seq],
+                        entered.name,
+                        before + 1
+                    ));
+                }
+            }
             if !allowed {
                 return fail(format!(
                     "transition {seq} ({}) is not allowed from a {:?} visit",
@@ -2023,13 +2082,21 @@ fn one_enumeration_per_visit(journal: &Journal) -> Checked {
 }
 
 /// The visit a redrive at transition `seq` went back to: the latest earlier
-/// visit of the same phase that failed.
+/// visit of the same phase that went wrong (it failed, or a loop past
+/// `max_visits` left it by its error transition).
 fn failed_visit_before(record: &FlowRecord, seq: usize) -> Option<u32> {
     let phase = &record.transitions[seq].to;
+    let went_wrong = |run: &PhaseRun| {
+        run.state == PhaseState::Failed
+            || record
+                .transitions
+                .get(run.seq as usize + 1)
+                .is_some_and(|left| left.error.is_some())
+    };
     record.phases[..seq]
         .iter()
         .rev()
-        .find(|run| run.phase == *phase && run.state == PhaseState::Failed)
+        .find(|run| run.phase == *phase && went_wrong(run))
         .map(|run| run.seq)
 }
 
