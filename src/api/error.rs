@@ -316,7 +316,9 @@ impl From<RuntimeError> for ApiError {
         match error {
             RuntimeError::Store(store) => store.into(),
             RuntimeError::Broker(broker) => broker.into(),
-            RuntimeError::Stopping => ApiError::Unavailable(error.to_string()),
+            RuntimeError::Stopping | RuntimeError::Stalled(_) => {
+                ApiError::Unavailable(error.to_string())
+            }
         }
     }
 }

@@ -58,6 +58,26 @@ fn failure(error: impl std::fmt::Display) -> BrokerError {
     BrokerError::Backend(format!("rabbitmq: {error}"))
 }
 
+/// The longest an acknowledgement may take. One sent on a channel whose
+/// connection died under it can wait forever; the broker redelivers what
+/// that channel held once it notices, so giving up on it loses nothing,
+/// and waiting would hold whatever waits on it (an engine's pass over a
+/// flow, a worker's task) for good.
+const ACK_BOUND: Duration = Duration::from_secs(10);
+
+/// Settles a delivery (ack or nack), within [`ACK_BOUND`].
+async fn settle<E: std::fmt::Display>(
+    settling: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), BrokerError> {
+    match tokio::time::timeout(ACK_BOUND, settling).await {
+        Ok(settled) => settled.map_err(failure),
+        Err(_) => Err(failure(format!(
+            "settling a delivery took more than {}; the broker redelivers it",
+            crate::time::format_duration(ACK_BOUND)
+        ))),
+    }
+}
+
 /// The connection in use, and which one it is, so that whoever notices it
 /// broke replaces it only once.
 struct Link {
@@ -823,12 +843,12 @@ impl Broker for AmqpBroker {
                                 // Not ours to understand: keeping it would
                                 // redeliver it forever.
                                 tracing::error!(%error, queue, "dropping a message that is not a task batch");
-                                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                                let _ = settle(delivery.acker.ack(BasicAckOptions::default())).await;
                                 continue;
                             }
                         };
                         if tasks.is_empty() {
-                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                            let _ = settle(delivery.acker.ack(BasicAckOptions::default())).await;
                             continue;
                         }
                         let ack = Arc::new(MessageAck {
@@ -997,18 +1017,13 @@ impl MessageAck {
             return Ok(());
         }
         if self.handed_back.load(Ordering::Acquire) {
-            self.acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
-                .map_err(failure)
+            settle(self.acker.nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            }))
+            .await
         } else {
-            self.acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(failure)
+            settle(self.acker.ack(BasicAckOptions::default())).await
         }
     }
 }
@@ -1076,19 +1091,13 @@ struct NudgeAck {
 #[async_trait]
 impl Acknowledge for NudgeAck {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(failure)
+        settle(self.acker.ack(BasicAckOptions::default())).await
     }
 
     async fn retry(self: Box<Self>) -> Result<(), BrokerError> {
         tokio::time::sleep(REDELIVERY_DELAY).await;
         self.broker.nudge(&self.flow).await?;
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(failure)
+        settle(self.acker.ack(BasicAckOptions::default())).await
     }
 }
 

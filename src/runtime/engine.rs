@@ -76,6 +76,11 @@ const RETENTION_BATCH: usize = 1_000;
 /// How long ended flows are kept when nothing else is configured.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The longest one pass over a flow may take before it is given up (see
+/// [`Engine::bounded_advance`]). Far above any pass that makes progress:
+/// the longest start a batch of child flows.
+const STEP_BOUND: Duration = Duration::from_secs(60);
+
 /// How many flows one engine advances at once.
 const CONCURRENT_FLOWS: usize = 256;
 
@@ -260,7 +265,7 @@ impl Engine {
                     Some(pending) => std::mem::take(&mut pending.acks),
                     None => Vec::new(),
                 };
-                let outcome = engine.advance(&flow).await;
+                let outcome = engine.bounded_advance(&flow).await;
                 for ack in acks {
                     let settled = match &outcome {
                         Ok(()) => ack.ack().await,
@@ -283,6 +288,20 @@ impl Engine {
                 }
             }
         });
+    }
+
+    /// [`Engine::advance`], given up after [`STEP_BOUND`]: a pass that waits
+    /// that long waits on something that will not answer (a broker node
+    /// that died under a request), and holds the flow's one-pass-at-a-time
+    /// guard meanwhile, so no nudge or sweep could move the flow. Dropping
+    /// the pass is as safe as an engine crashing in it: every step is a
+    /// compare-and-set, and the next nudge or sweep takes a new pass.
+    async fn bounded_advance(&self, flow: &FlowId) -> Result<(), RuntimeError> {
+        tokio::select! {
+            biased;
+            outcome = self.advance(flow) => outcome,
+            _ = self.inner.backend.clock.sleep(STEP_BOUND) => Err(RuntimeError::Stalled(STEP_BOUND)),
+        }
     }
 
     /// Takes steps until the flow has nothing more to decide.

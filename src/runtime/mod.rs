@@ -133,4 +133,7 @@ pub enum RuntimeError {
     /// The worker is stopping; the task goes back to its queue.
     #[error("the worker is stopping")]
     Stopping,
+    /// A pass over a flow waited past its bound, and was given up.
+    #[error("the step waited more than {}; it was given up and will be taken again", crate::time::format_duration(*.0))]
+    Stalled(std::time::Duration),
 }
