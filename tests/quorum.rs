@@ -6,8 +6,8 @@
 //! The test starts the three nodes itself, from Debian's
 //! `rabbitmq-server`, each with its own node name, ports, data folder and
 //! Erlang cookie, and no plugins. It runs where `DISTRIBOT_RABBITMQ_CLUSTER=1`
-//! and Redis is given (not in CI: see RELIABILITY.md); the nodes are stopped
-//! however the test ends.
+//! and Redis is given (CI sets both); the nodes are stopped however the
+//! test ends.
 
 mod cluster;
 
