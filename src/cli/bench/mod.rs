@@ -135,6 +135,13 @@ pub struct BenchArgs {
     /// Jobs in flight per worker process (distributed).
     #[arg(long, default_value_t = 256)]
     worker_concurrency: usize,
+    /// Engine processes of the distributed installation (`serve`), for the
+    /// scale-out curve.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    engines: u16,
+    /// Worker processes of the distributed installation.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
     /// What runs the no-op handler: the built-in one, or a long-lived
     /// program on one of the SDKs (from this repository, see --repo).
     #[arg(long, value_enum, default_value_t = HandlerKind::Builtin)]
@@ -359,6 +366,12 @@ fn run_child(args: &BenchArgs, scenario: Scenario, backend: BackendKind) -> CliR
             &args.in_flight.to_string(),
             "--repo",
             &repo_root(args)?.to_string_lossy(),
+            "--engines",
+            &args.engines.to_string(),
+            "--workers",
+            &args.workers.to_string(),
+            "--worker-concurrency",
+            &args.worker_concurrency.to_string(),
         ])
         .stderr(Stdio::inherit())
         .output()
@@ -497,10 +510,13 @@ impl Drop for Processes {
     }
 }
 
-/// One engine and two workers of a distributed installation of its own,
-/// torn down (processes, keys, queues) when dropped.
+/// The engines and workers of a distributed installation of its own (one
+/// engine and two workers unless told otherwise), torn down (processes,
+/// keys, queues) when dropped.
 struct Installation {
+    /// The engines first, then the workers.
     processes: Processes,
+    engines: usize,
     backend: Backend,
     amqp: String,
     queue_type: QueueType,
@@ -549,13 +565,19 @@ impl Installation {
             "--concurrency",
             concurrency.as_str(),
         ];
-        let mut processes = Processes(vec![spawn(&["serve", "--listen", "127.0.0.1:0"])?]);
-        processes.0.push(spawn(&worker)?);
-        processes.0.push(spawn(&worker)?);
+        let mut processes = Processes(Vec::new());
+        for _ in 0..args.engines {
+            processes
+                .0
+                .push(spawn(&["serve", "--listen", "127.0.0.1:0"])?);
+        }
+        for _ in 0..args.workers {
+            processes.0.push(spawn(&worker)?);
+        }
         let backend = Backend::distributed(&amqp, &redis, &prefix, queue_type)
             .await
             .context("connecting")?;
-        // Both workers announce themselves before the clock starts.
+        // Every worker announces itself before the clock starts.
         let deadline = Instant::now() + Duration::from_secs(30);
         while backend
             .workers
@@ -563,7 +585,7 @@ impl Installation {
             .await
             .context("reading workers")?
             .len()
-            < 2
+            < usize::from(args.workers)
         {
             if Instant::now() > deadline {
                 return Err(CliError::Runtime(anyhow::anyhow!(
@@ -574,6 +596,7 @@ impl Installation {
         }
         Ok(Installation {
             processes,
+            engines: usize::from(args.engines),
             backend,
             amqp,
             queue_type,
@@ -645,7 +668,7 @@ async fn run_distributed(args: &BenchArgs, scenario: Scenario) -> CliResult<Outc
     eprintln!("running {} on distributed…", value_name(scenario));
     let installation = Installation::start(args).await?;
     let pids = installation.pids();
-    let (engines, workers) = pids.split_at(1);
+    let (engines, workers) = pids.split_at(installation.engines);
     let before = cpu_of(engines, workers);
     let mut outcome = measure(
         args,
