@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::definition::{HandlerSpec, Next, Phase, RetryPolicy, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, PhaseName};
 use crate::model::{
-    Admission, ChildRun, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseState, Progress,
-    ReceivedSignal, SettledChild, SignalOutcome, Task,
+    Admission, ChildRun, Command, FlowError, FlowRecord, FlowStatus, Outcome, PhaseRun, PhaseState,
+    Progress, ReceivedSignal, SettledChild, SignalOutcome, Task,
 };
 use crate::time::Timestamp;
 use crate::version::{Requirement, Version};
@@ -674,16 +674,19 @@ pub fn deadline_passed(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, Flo
     {
         return None;
     }
-    Some((
-        run.cursor(),
-        FlowError {
-            phase: run.phase.clone(),
-            handler: None,
-            job_id: None,
-            attempts: 0,
-            message: DEADLINE_PASSED.to_owned(),
-        },
-    ))
+    Some(time_ran_out(run, DEADLINE_PASSED.to_owned()))
+}
+
+/// The failure of a running visit that time ran out on.
+fn time_ran_out(run: &PhaseRun, message: String) -> (Cursor, FlowError) {
+    let error = FlowError {
+        phase: run.phase.clone(),
+        handler: None,
+        job_id: None,
+        attempts: 0,
+        message,
+    };
+    (run.cursor(), error)
 }
 
 /// Whether a deadline already failed a visit of the flow: it fails one.
@@ -705,19 +708,11 @@ pub fn phase_timed_out(flow: &FlowRecord, now: Timestamp) -> Option<(Cursor, Flo
     if now < run.started_at.plus(timeout) {
         return None;
     }
-    Some((
-        run.cursor(),
-        FlowError {
-            phase: run.phase.clone(),
-            handler: None,
-            job_id: None,
-            attempts: 0,
-            message: format!(
-                "the phase did not complete within {}",
-                crate::time::format_duration(timeout)
-            ),
-        },
-    ))
+    let message = format!(
+        "the phase did not complete within {}",
+        crate::time::format_duration(timeout)
+    );
+    Some(time_ran_out(run, message))
 }
 
 /// What time ran out on for a running flow, if anything: its deadline
