@@ -18,6 +18,10 @@ pub const SEQ: &str = "seq";
 /// or the one that failed it.
 pub const ERROR: &str = "error";
 pub const ENDED_AT: &str = "ended_at";
+/// How many times the flow was retried (redriven). The indexes keep the
+/// same count for an unfinished flow, so that a repair read before a retry
+/// is not applied after it (`scripts/index.lua`).
+pub const RUNS: &str = "runs";
 /// Why the flow cannot go on right now, as JSON.
 pub const WAITING: &str = "waiting";
 /// Why a task of the flow waits for a shared limit, while one does.
@@ -91,6 +95,7 @@ pub fn lua_prelude() -> String {
         ("seq", SEQ),
         ("error", ERROR),
         ("ended_at", ENDED_AT),
+        ("runs", RUNS),
         ("limit_note", LIMIT_NOTE),
         ("phase", PHASE),
         ("slots", SLOTS),
@@ -131,6 +136,11 @@ pub fn lua_prelude() -> String {
         .filter(|status| status.is_ended())
         .map(FlowStatus::as_str)
         .collect());
+    let statuses = FlowStatus::ALL
+        .into_iter()
+        .map(|status| format!("'{status}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let settled = set(PhaseState::ALL
         .into_iter()
         .filter(|state| state.is_settled())
@@ -140,6 +150,7 @@ pub fn lua_prelude() -> String {
         r#"
 local F = {{{fields}}}
 local ENDED = {{{ended}}}
+local STATUSES = {{{statuses}}}
 local SETTLED = {{{settled}}}
 local RUNNING = '{running}'
 local PAUSED = '{paused}'

@@ -8,8 +8,26 @@
 //! define handed to them in one prelude (`hot.rs`). Their replies are read
 //! into typed structs (`replies.rs`).
 //!
+//! A flow's keys and the installation-wide indexes (listings, unfinished
+//! flows, ended flows and their feed, idempotency keys) live in different
+//! hash slots, so that the same code runs on a Redis Cluster
+//! (`connection.rs`). No script changes both; an operation that changes
+//! both runs two steps, in the order that leaves nothing lost if a crash
+//! comes between them:
+//!
+//! - a flow becomes unfinished in the indexes *before* its keys say so
+//!   (creation, retry), so that every flow that runs is in `unfinished`;
+//! - it leaves `unfinished` *after* its keys say it ended.
+//!
+//! The sweep over unfinished flows ([`FlowQueries::unfinished_flows`])
+//! reads each one's keys and settles the indexes to match in one script
+//! (`scripts/index.lua`): an ended flow is moved to the ended ones, a
+//! creation that never wrote its keys is forgotten once it is older than
+//! [`INDEX_GRACE`], and the listing by status is put right.
+//!
 //! The keys are listed in `keys.rs` and in `ARCHITECTURE.md`.
 
+mod connection;
 mod hot;
 mod keys;
 mod replies;
@@ -20,11 +38,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use self::connection::Connection;
+pub use self::connection::Endpoint;
 use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
@@ -54,9 +74,18 @@ const CONTEXT_CACHE_LIMIT: usize = 10_000;
 /// it reports contention.
 const CONTENDED_TRIES: usize = 8;
 
+/// How long an index entry may wait for the flow step that follows it
+/// (`scripts/index.lua`) before the sweep takes its writer for dead. Far
+/// longer than the step takes; a flow's creation or retry that crashed
+/// between its two steps is put right this long after.
+pub const INDEX_GRACE: Duration = Duration::from_secs(60);
+
+/// How many flows one index script settles.
+const SETTLE_BATCH: usize = 500;
+
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     scripts: Arc<Scripts>,
     cache: Arc<Mutex<Caches>>,
@@ -84,7 +113,16 @@ type StoredFlow = (
 /// them.
 type RecordedJobs = (Option<String>, Option<Vec<u8>>, Option<String>);
 
-/// The per-visit JSON kept in `P:flow:ID:visits`.
+/// What a flow's keys say, for its indexes to follow: its status (none
+/// when it has no keys), how many times it was retried, when it ended.
+struct FlowSettled {
+    id: FlowId,
+    status: Option<FlowStatus>,
+    runs: u32,
+    ended_at: Option<Timestamp>,
+}
+
+/// The per-visit JSON kept in `P:flow:{ID}:visits`.
 #[derive(Serialize, Deserialize)]
 struct StoredVisit {
     seq: u32,
@@ -110,21 +148,14 @@ fn from_json<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T, 
 }
 
 impl RedisStore {
-    /// Connects to Redis at `url`, namespacing every key under `prefix`.
-    /// The connection reconnects by itself, with backoff, when Redis goes
-    /// away.
+    /// Connects to Redis at `url` (one node, or a cluster's seed nodes:
+    /// see [`Endpoint`]), namespacing every key under `prefix`. The
+    /// connection reconnects by itself, with backoff, when Redis goes away
+    /// or a replica takes over.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(3)
-            .set_factor(50)
-            .set_max_delay(2_000)
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(10));
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(backend)?;
+        let endpoint = Endpoint::parse(url)
+            .map_err(|problem| StoreError::backend_message(format!("--redis: {problem}")))?;
+        let conn = Connection::open(&endpoint).await.map_err(backend)?;
         Ok(Self {
             conn,
             keys: Keys {
@@ -135,8 +166,63 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.conn.clone()
+    }
+
+    /// A script over the installation-wide indexes (`scripts/index.lua`),
+    /// with the keys and arguments every one of them starts with.
+    fn over_index<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.keys.unfinished());
+        invocation
+            .key(self.keys.flows())
+            .key(self.keys.ended())
+            .key(self.keys.feed())
+            .key(self.keys.feed_head())
+            .key(self.keys.idempotency())
+            .arg(self.keys.status_prefix())
+            .arg(self.keys.workflow_index_prefix())
+            .arg(INDEX_GRACE.as_millis() as u64);
+        invocation
+    }
+
+    /// The indexes' second step after a flow's status changed: settles them
+    /// to what the flow's keys now say.
+    async fn settle_indexes(&self, settled: &[FlowSettled]) -> Result<(), StoreError> {
+        for batch in settled.chunks(SETTLE_BATCH) {
+            let mut invocation = self.over_index(&self.scripts.index_settle);
+            for flow in batch {
+                invocation
+                    .arg(flow.id.as_str())
+                    .arg(flow.status.map(FlowStatus::as_str).unwrap_or(""))
+                    .arg(flow.runs)
+                    .arg(flow.ended_at.map(|at| at.millis()).unwrap_or(0));
+            }
+            let _: i64 = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// What each flow's keys say of its status, read at once (each flow's
+    /// keys are in their own hash slot on a cluster).
+    async fn read_settled(&self, ids: &[FlowId]) -> Result<Vec<FlowSettled>, StoreError> {
+        try_join_all(ids.iter().map(|id| async move {
+            let (status, runs, ended_at): (Option<String>, Option<u32>, Option<u64>) = self
+                .conn()
+                .hget(self.keys.hot(id), &[hot::STATUS, hot::RUNS, hot::ENDED_AT])
+                .await
+                .map_err(backend)?;
+            Ok::<_, StoreError>(FlowSettled {
+                id: id.clone(),
+                status: status.as_deref().and_then(FlowStatus::parse),
+                runs: runs.unwrap_or(0),
+                ended_at: ended_at.map(Timestamp),
+            })
+        }))
+        .await
     }
 
     fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
@@ -546,6 +632,9 @@ fn waits(phase: &crate::definition::Phase) -> &'static str {
 #[async_trait]
 impl FlowStore for RedisStore {
     async fn create_flow(&self, flow: FlowRecord) -> Result<Created, StoreError> {
+        if let Some(existing) = self.claim_creation(&flow).await? {
+            return existing;
+        }
         let initial = flow.workflow.initial_phase();
         let reply: Vec<String> = self
             .scripts
@@ -554,11 +643,6 @@ impl FlowStore for RedisStore {
             .key(self.keys.hot(&flow.id))
             .key(self.keys.visits(&flow.id))
             .key(self.keys.transitions(&flow.id))
-            .key(self.keys.flows())
-            .key(self.keys.by_status(FlowStatus::Running))
-            .key(self.keys.by_workflow(flow.workflow.name.as_str()))
-            .key(self.keys.unfinished())
-            .key(self.keys.idempotency())
             .arg(flow.id.as_str())
             .arg(flow.workflow.name.as_str())
             .arg(flow.workflow.to_json().to_string())
@@ -600,11 +684,6 @@ impl FlowStore for RedisStore {
             .map_err(backend)?;
         match reply.as_slice() {
             [created] if created == "created" => Ok(Created::New),
-            [existing, id] if existing == "existing" => Ok(Created::Existing(FlowId::new(id))),
-            [taken, id] if taken == "taken" => Err(StoreError::KeyTaken {
-                key: flow.key.clone().unwrap_or_default(),
-                flow: FlowId::new(id),
-            }),
             _ => Err(StoreError::DuplicateFlow(flow.id)),
         }
     }
@@ -676,17 +755,10 @@ impl FlowStore for RedisStore {
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let error_json = error.as_ref().map(to_json).transpose()?.unwrap_or_default();
-        let ended: i64 = self
+        let runs: i64 = self
             .scripts
             .end
             .key(self.keys.hot(flow))
-            .key(self.keys.by_status(FlowStatus::Running))
-            .key(self.keys.by_status(status))
-            .key(self.keys.unfinished())
-            .key(self.keys.ended())
-            .key(self.keys.feed())
-            .key(self.keys.feed_head())
-            .arg(flow.as_str())
             .arg(from.seq)
             .arg(from.phase.as_str())
             .arg(status.as_str())
@@ -695,7 +767,17 @@ impl FlowStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(ended == 1)
+        if runs < 0 {
+            return Ok(false);
+        }
+        self.settle_indexes(&[FlowSettled {
+            id: flow.clone(),
+            status: Some(status),
+            runs: runs as u32,
+            ended_at: Some(at),
+        }])
+        .await?;
+        Ok(true)
     }
 
     async fn claim_dispatch(
@@ -883,6 +965,9 @@ impl FlowStore for RedisStore {
         request: &SlotRequest,
         at: Timestamp,
     ) -> Result<SlotAdmission, StoreError> {
+        if self.conn.is_cluster() {
+            return self.admit_then_take_slot(task, request, at).await;
+        }
         let flow = task.flow();
         let (seq, slot) = task.seq_and_slot();
         let reply: String = self
@@ -927,6 +1012,19 @@ impl FlowStore for RedisStore {
         request: &SlotRequest,
         at: Timestamp,
     ) -> Result<SlotTaken, StoreError> {
+        if self.conn.is_cluster() {
+            let seq = task.seq_and_slot().0;
+            if !self.visit_runs(task.flow(), seq).await? {
+                return Ok(SlotTaken::Moved);
+            }
+            return Ok(match self.take_slot_alone(task, request, at).await? {
+                SlotTaken::Busy { held } => {
+                    self.note_slot_wait(task, request, held, at).await?;
+                    SlotTaken::Busy { held }
+                }
+                taken => taken,
+            });
+        }
         let reply: Vec<String> = self
             .scripts
             .slot
@@ -1109,6 +1207,9 @@ impl FlowStore for RedisStore {
     ) -> Result<TokenTaken, StoreError> {
         let seq = task.seq_and_slot().0;
         let (interval, burst) = request.schedule();
+        if self.conn.is_cluster() {
+            return self.take_token_alone(task, request, at).await;
+        }
         let reply: Vec<String> = self
             .scripts
             .token
@@ -1138,6 +1239,19 @@ impl FlowStore for RedisStore {
                 .entry(request.key.as_str())
                 .or_default()
                 .push(request.holder.as_str());
+        }
+        if self.conn.is_cluster() {
+            // Each limit's slots are in their own hash slot.
+            try_join_all(by_limit.into_iter().map(|(key, holders)| async move {
+                let _: i64 = self
+                    .conn()
+                    .zrem(self.keys.slots(key), holders)
+                    .await
+                    .map_err(backend)?;
+                Ok::<_, StoreError>(())
+            }))
+            .await?;
+            return Ok(());
         }
         let mut pipe = redis::pipe();
         for (key, holders) in by_limit {
@@ -1170,15 +1284,8 @@ impl FlowStore for RedisStore {
                 .scripts
                 .status
                 .key(self.keys.hot(flow))
-                .key(self.keys.by_status(current))
-                .key(self.keys.by_status(next))
-                .key(self.keys.unfinished())
                 .key(self.keys.parked(flow))
-                .key(self.keys.ended())
                 .key(self.keys.commands(flow))
-                .key(self.keys.feed())
-                .key(self.keys.feed_head())
-                .arg(flow.as_str())
                 .arg(current.as_str())
                 .arg(next.as_str())
                 .arg(at.millis())
@@ -1186,10 +1293,20 @@ impl FlowStore for RedisStore {
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(backend)?;
-            if reply.first().map(String::as_str) != Some("1") {
+            let [applied, runs, parked @ ..] = reply.as_slice() else {
+                continue;
+            };
+            if applied != "1" {
                 continue;
             }
-            let released = reply[1..]
+            self.settle_indexes(&[FlowSettled {
+                id: flow.clone(),
+                status: Some(next),
+                runs: runs.parse().unwrap_or(0),
+                ended_at: next.is_ended().then_some(at),
+            }])
+            .await?;
+            let released = parked
                 .iter()
                 .map(|task| from_json(task, "a parked task"))
                 .collect::<Result<Vec<Task>, _>>()?;
@@ -1220,15 +1337,24 @@ impl FlowStore for RedisStore {
                 .workflow
                 .phase(cursor.phase.as_str())
                 .ok_or_else(|| corrupt(format!("flow {flow} names no phase `{}`", cursor.phase)))?;
+            let runs: Option<u32> = self
+                .conn()
+                .hget(self.keys.hot(flow), hot::RUNS)
+                .await
+                .map_err(backend)?;
+            let runs = runs.unwrap_or(0) + 1;
+            let _: i64 = self
+                .over_index(&self.scripts.index_reopen)
+                .arg(flow.as_str())
+                .arg(runs)
+                .arg(record.workflow.name.as_str())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
             let mut invocation = self.scripts.redrive.key(self.keys.hot(flow));
             invocation
                 .key(self.keys.visits(flow))
-                .key(self.keys.transitions(flow))
-                .key(self.keys.by_status(record.status))
-                .key(self.keys.by_status(FlowStatus::Running))
-                .key(self.keys.unfinished())
-                .key(self.keys.ended())
-                .key(self.keys.feed());
+                .key(self.keys.transitions(flow));
             for &slot in &carried {
                 invocation
                     .key(self.keys.done(flow, failed, slot))
@@ -1239,7 +1365,7 @@ impl FlowStore for RedisStore {
                     .key(self.keys.jobs(flow, cursor.seq, slot));
             }
             invocation
-                .arg(flow.as_str())
+                .arg(runs)
                 .arg(record.status.as_str())
                 .arg(record.current().seq)
                 .arg(failed)
@@ -1261,6 +1387,9 @@ impl FlowStore for RedisStore {
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(backend)?;
+            // Whether or not it applied: the indexes follow the flow.
+            let settled = self.read_settled(std::slice::from_ref(flow)).await?;
+            self.settle_indexes(&settled).await?;
             if applied == 1 {
                 let tasks = self.unfinished(flow, &cursor, &carried).await?;
                 return Ok(Redriven { cursor, tasks });
@@ -1330,12 +1459,14 @@ impl FlowQueries for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hget(self.keys.hot(id), &[hot::STATUS, hot::ERROR]);
-        }
         let replies: Vec<(Option<String>, Option<String>)> =
-            pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+            try_join_all(ids.iter().map(|id| async move {
+                self.conn()
+                    .hget(self.keys.hot(id), &[hot::STATUS, hot::ERROR])
+                    .await
+                    .map_err(backend)
+            }))
+            .await?;
         Ok(replies
             .into_iter()
             .map(|(status, error)| {
@@ -1376,14 +1507,29 @@ impl FlowQueries for RedisStore {
         Ok(Some(context))
     }
 
+    /// Also the repair of the indexes: every flow listed as unfinished is
+    /// read, and the indexes settled to what its keys say (see the
+    /// module's doc). Only the flows still unfinished are returned.
     async fn unfinished_flows(&self) -> Result<Vec<FlowId>, StoreError> {
         let mut ids: Vec<String> = self
             .conn()
-            .smembers(self.keys.unfinished())
+            .hkeys(self.keys.unfinished())
             .await
             .map_err(backend)?;
         ids.sort();
-        Ok(ids.into_iter().map(FlowId::new).collect())
+        let ids: Vec<FlowId> = ids.into_iter().map(FlowId::new).collect();
+        let mut unfinished = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(SETTLE_BATCH) {
+            let settled = self.read_settled(batch).await?;
+            self.settle_indexes(&settled).await?;
+            unfinished.extend(
+                settled
+                    .into_iter()
+                    .filter(|flow| flow.status.is_some_and(|status| !status.is_ended()))
+                    .map(|flow| flow.id),
+            );
+        }
+        Ok(unfinished)
     }
 
     async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
@@ -1482,6 +1628,64 @@ impl FlowQueries for RedisStore {
 }
 
 impl RedisStore {
+    /// The first step of a creation (`scripts/index_create.lua`): indexes
+    /// the flow and claims its key. Returns what the creation ends with
+    /// when the key is held by a flow already.
+    async fn claim_creation(
+        &self,
+        flow: &FlowRecord,
+    ) -> Result<Option<Result<Created, StoreError>>, StoreError> {
+        let key = flow.key.as_deref().unwrap_or("");
+        let mut replace = String::new();
+        let mut waits = 0;
+        loop {
+            let reply: Vec<String> = self
+                .over_index(&self.scripts.index_create)
+                .arg(flow.id.as_str())
+                .arg(flow.workflow.name.as_str())
+                .arg(key)
+                .arg(&replace)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            match reply.as_slice() {
+                [claimed] if claimed == "claimed" => return Ok(None),
+                [held, holder] if held == "held" => {
+                    let holder = FlowId::new(holder);
+                    let fingerprint: Option<String> = self
+                        .conn()
+                        .hget(self.keys.flow(&holder), "fingerprint")
+                        .await
+                        .map_err(backend)?;
+                    match fingerprint {
+                        Some(kept) if kept == flow.fingerprint() => {
+                            return Ok(Some(Ok(Created::Existing(holder))))
+                        }
+                        Some(_) => {
+                            return Ok(Some(Err(StoreError::KeyTaken {
+                                key: key.to_owned(),
+                                flow: holder,
+                            })))
+                        }
+                        // Gone, or not written yet: the script decides.
+                        None => replace = holder.as_str().to_owned(),
+                    }
+                }
+                [busy, _] if busy == "busy" => {
+                    // The holder's creation may be under way: look at it
+                    // again in a moment.
+                    waits += 1;
+                    if waits == CONTENDED_TRIES {
+                        return Err(StoreError::Contention(flow.id.clone()));
+                    }
+                    replace.clear();
+                    tokio::time::sleep(Duration::from_millis(25 * waits as u64)).await;
+                }
+                _ => return Err(corrupt("a creation's claim came back unreadable")),
+            }
+        }
+    }
+
     /// Versions as `scripts/versions.lua` reads them: `which` is `latest`,
     /// `all` or a version number; an empty `name` is every workflow.
     async fn read_versions(
@@ -1628,24 +1832,83 @@ impl WorkerRegistry for RedisStore {
 
 #[async_trait]
 impl Retention for RedisStore {
+    /// Three steps, each safe to repeat: take the flows out of the
+    /// listings, remove their keys, then take them out of `ended` and the
+    /// feed, which is where the next run finds them if a crash cut this
+    /// one short.
     async fn remove_ended(&self, ended_before: Timestamp, limit: usize) -> Result<u64, StoreError> {
-        let removed: u64 = self
-            .scripts
-            .remove
-            .key(self.keys.ended())
-            .key(self.keys.flows())
-            .key(self.keys.idempotency())
-            .key(self.keys.feed())
-            .arg(&self.keys.prefix)
-            .arg(ended_before.millis())
-            .arg(limit.max(1))
+        let ids: Vec<String> = self
+            .conn()
+            .zrangebyscore_limit(
+                self.keys.ended(),
+                "-inf",
+                format!("({}", ended_before.millis()),
+                0,
+                limit.max(1) as isize,
+            )
+            .await
+            .map_err(backend)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<FlowId> = ids.into_iter().map(FlowId::new).collect();
+        let metas: Vec<(Option<String>, Option<String>)> =
+            try_join_all(ids.iter().map(|id| async move {
+                self.conn()
+                    .hget(self.keys.flow(id), &["workflow", "key"])
+                    .await
+                    .map_err(backend)
+            }))
+            .await?;
+        let mut unlist = self.over_index(&self.scripts.index_remove);
+        unlist.arg("unlist");
+        for (id, (workflow, key)) in ids.iter().zip(&metas) {
+            unlist
+                .arg(id.as_str())
+                .arg(workflow.as_deref().unwrap_or(""))
+                .arg(key.as_deref().unwrap_or(""));
+        }
+        let _: i64 = unlist
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        if removed > 0 {
+        let gone: Vec<i64> = try_join_all(ids.iter().map(|id| async move {
+            self.scripts
+                .remove
+                .key(self.keys.flow(id))
+                .key(self.keys.hot(id))
+                .arg(ended_before.millis())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)
+        }))
+        .await?;
+        let removed: Vec<&FlowId> = ids
+            .iter()
+            .zip(&gone)
+            .filter_map(|(id, gone)| (*gone == 1).then_some(id))
+            .collect();
+        let mut drop = self.over_index(&self.scripts.index_remove);
+        drop.arg("drop");
+        for id in &removed {
+            drop.arg(id.as_str());
+        }
+        let _: i64 = drop.invoke_async(&mut self.conn()).await.map_err(backend)?;
+        // A flow retried meanwhile is running again: its listings follow.
+        if removed.len() < ids.len() {
+            let kept: Vec<FlowId> = ids
+                .iter()
+                .zip(&gone)
+                .filter(|(_, gone)| **gone != 1)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let settled = self.read_settled(&kept).await?;
+            self.settle_indexes(&settled).await?;
+        }
+        if !removed.is_empty() {
             self.caches().contexts.clear();
         }
-        Ok(removed)
+        Ok(removed.len() as u64)
     }
 }
 
@@ -1934,6 +2197,147 @@ impl ScheduleStore for RedisStore {
 
 /// The start of a flow's waiting note while a task of visit `seq` waits for
 /// a slot: the scripts add `held/limit`.
+/// Shared limits and rates on a Redis Cluster, where a limit's keys and a
+/// flow's are in different hash slots: admission (or the visit's check)
+/// comes first, the slot or token second, and the wait is noted on the
+/// flow in a step of its own, with an end so that it goes by itself.
+impl RedisStore {
+    async fn admit_then_take_slot(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotAdmission, StoreError> {
+        let admission = self.admit(task).await?;
+        if admission != Admission::Run {
+            return Ok(SlotAdmission::Refused(admission));
+        }
+        Ok(match self.take_slot_alone(task, request, at).await? {
+            SlotTaken::Busy { held } => {
+                self.note_slot_wait(task, request, held, at).await?;
+                SlotAdmission::Busy { held }
+            }
+            _ => SlotAdmission::Run,
+        })
+    }
+
+    /// Takes the slot and, at the same time, clears the flow's note of an
+    /// earlier wait (noted again if this one waits too).
+    async fn take_slot_alone(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        at: Timestamp,
+    ) -> Result<SlotTaken, StoreError> {
+        let take = async {
+            self.scripts
+                .take_slot
+                .key(self.keys.slots(&request.key))
+                .arg(at.millis())
+                .arg(request.lease.as_millis() as u64)
+                .arg(request.limit)
+                .arg(&request.holder)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend)
+        };
+        let clear = async {
+            self.conn()
+                .hdel(self.keys.hot(task.flow()), hot::LIMIT_NOTE)
+                .await
+                .map_err(backend)
+        };
+        let (reply, _): (Vec<String>, i64) = futures_util::future::try_join(take, clear).await?;
+        Ok(match reply.as_slice() {
+            [busy, held] if busy == "busy" => SlotTaken::Busy {
+                held: held.parse().unwrap_or(request.limit),
+            },
+            _ => SlotTaken::Taken,
+        })
+    }
+
+    async fn take_token_alone(
+        &self,
+        task: &Task,
+        request: &TokenRequest,
+        at: Timestamp,
+    ) -> Result<TokenTaken, StoreError> {
+        let seq = task.seq_and_slot().0;
+        if !self.visit_runs(task.flow(), seq).await? {
+            return Ok(TokenTaken::Moved);
+        }
+        let (interval, burst) = request.schedule();
+        let reply: Vec<String> = self
+            .scripts
+            .take_token
+            .key(self.keys.token(&request.key))
+            .arg(at.millis() * 1000)
+            .arg(interval)
+            .arg(burst)
+            .arg(TOKEN_RESERVATION.as_micros() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let micros = |text: &str| Duration::from_micros(text.parse().unwrap_or(0));
+        let taken = match reply.as_slice() {
+            [taken, wait] if taken == "taken" => TokenTaken::Taken { wait: micros(wait) },
+            [_, wait] => TokenTaken::Later { wait: micros(wait) },
+            _ => return Err(corrupt("a rate's reply came back unreadable")),
+        };
+        let wait = match taken {
+            TokenTaken::Taken { wait } => wait,
+            TokenTaken::Later { wait } => wait + TOKEN_RESERVATION,
+            TokenTaken::Moved => Duration::ZERO,
+        };
+        if !wait.is_zero() {
+            let note = format!("{seq}|{}|{}", at.plus(wait).millis(), token_note(request));
+            self.write_limit_note(task.flow(), note).await?;
+        }
+        Ok(taken)
+    }
+
+    /// Whether the flow still runs visit `seq`.
+    async fn visit_runs(&self, flow: &FlowId, seq: u32) -> Result<bool, StoreError> {
+        let (status, current, state): (Option<String>, Option<u32>, Option<String>) = self
+            .conn()
+            .hget(
+                self.keys.hot(flow),
+                &[hot::STATUS, hot::SEQ, &hot::visit(hot::STATE, seq)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(status.as_deref() == Some(FlowStatus::Running.as_str())
+            && current == Some(seq)
+            && state.as_deref() == Some(PhaseState::Running.as_str()))
+    }
+
+    /// A slot's wait, noted for a lease: the task asks again before then.
+    async fn note_slot_wait(
+        &self,
+        task: &Task,
+        request: &SlotRequest,
+        held: u32,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let note = format!(
+            "{}|{}|{}",
+            task.seq_and_slot().0,
+            at.plus(request.lease).millis(),
+            slot_note(request, held)
+        );
+        self.write_limit_note(task.flow(), note).await
+    }
+
+    async fn write_limit_note(&self, flow: &FlowId, note: String) -> Result<(), StoreError> {
+        let _: () = self
+            .conn()
+            .hset(self.keys.hot(flow), hot::LIMIT_NOTE, note)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
 fn slot_note_prefix(request: &SlotRequest, seq: u32) -> String {
     let note = slot_note(request, 0);
     let note = note.trim_end_matches(&format!("0/{}", request.limit));

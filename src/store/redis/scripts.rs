@@ -1,7 +1,9 @@
 //! The Lua scripts, one file each beside this one, each behind the shared
 //! prelude of field names and guards (`hot.rs`); those over the versions
 //! of workflows also behind `versioned.lua`, those that admit a task or
-//! take a slot behind `admission.lua` and `slots.lua`.
+//! take a slot behind `admission.lua` and `slots.lua`, those over a rate
+//! behind `bucket.lua`, and those over the installation-wide indexes behind
+//! `index.lua`.
 
 use redis::Script;
 
@@ -9,6 +11,12 @@ use super::hot::lua_prelude;
 
 pub(super) struct Scripts {
     pub create: Script,
+    pub index_create: Script,
+    pub index_settle: Script,
+    pub index_reopen: Script,
+    pub index_remove: Script,
+    pub take_slot: Script,
+    pub take_token: Script,
     pub enter: Script,
     pub end: Script,
     pub claim: Script,
@@ -46,8 +54,23 @@ impl Scripts {
         let over_versions = |body: &str| script(&format!("{versioned}\n{body}"));
         let admission = include_str!("scripts/admission.lua");
         let slots = include_str!("scripts/slots.lua");
+        let bucket = include_str!("scripts/bucket.lua");
+        let index = include_str!("scripts/index.lua");
+        let over_index = |body: &str| script(&format!("{index}\n{body}"));
         Self {
             create: script(include_str!("scripts/create.lua")),
+            index_create: over_index(include_str!("scripts/index_create.lua")),
+            index_settle: over_index(include_str!("scripts/index_settle.lua")),
+            index_reopen: over_index(include_str!("scripts/index_reopen.lua")),
+            index_remove: over_index(include_str!("scripts/index_remove.lua")),
+            take_slot: script(&format!(
+                "{slots}\n{}",
+                include_str!("scripts/take_slot.lua")
+            )),
+            take_token: script(&format!(
+                "{bucket}\n{}",
+                include_str!("scripts/take_token.lua")
+            )),
             enter: script(include_str!("scripts/enter.lua")),
             end: script(include_str!("scripts/end.lua")),
             claim: script(include_str!("scripts/claim.lua")),
@@ -68,7 +91,7 @@ impl Scripts {
             redrive: script(include_str!("scripts/redrive.lua")),
             redriven: script(include_str!("scripts/redriven.lua")),
             slot: script(&format!("{slots}\n{}", include_str!("scripts/slot.lua"))),
-            token: script(include_str!("scripts/token.lua")),
+            token: script(&format!("{bucket}\n{}", include_str!("scripts/token.lua"))),
             signal: script(include_str!("scripts/signal.lua")),
             take_signal: script(include_str!("scripts/take_signal.lua")),
             record_children: script(include_str!("scripts/record_children.lua")),

@@ -2,30 +2,27 @@
 -- still as the rules saw it (a compare-and-set on status and visit). The
 -- carried handlers keep their jobs, done bits and outputs (copied to the
 -- new visit), and are marked redriven and not queued: until their jobs
--- are confirmed queued, recovery hands them out again.
--- KEYS: hot visits transitions by_status(old) by_status(running) unfinished ended feed
+-- are confirmed queued, recovery hands them out again. The flow is
+-- unfinished again in the indexes before this (index_reopen.lua), and
+-- listed as running after.
+-- KEYS: hot visits transitions
 --       then per carried slot: done_old out_old jobs_old done_new out_new jobs_new
--- ARGV: id expected_status expected_seq failed_seq phase new_seq slots at visit transition
+-- ARGV: runs expected_status expected_seq failed_seq phase new_seq slots at visit transition
 --       waits, then the carried slots
 -- Returns 1 when applied, 0 when the flow moved meanwhile.
 local hot = KEYS[1]
-local st = redis.call('HMGET', hot, F.status, F.seq)
-if st[1] ~= ARGV[2] or st[2] ~= ARGV[3] then return 0 end
+local st = redis.call('HMGET', hot, F.status, F.seq, F.runs)
+if st[1] ~= ARGV[2] or st[2] ~= ARGV[3] or tonumber(st[3] or '0') + 1 ~= tonumber(ARGV[1]) then return 0 end
 local failed, seq, at = ARGV[4], ARGV[6], ARGV[8]
 local slots = tonumber(ARGV[7])
-redis.call('HSET', hot, F.status, RUNNING, F.seq, seq, F.phase .. seq, ARGV[5], F.slots .. seq, slots, F.state .. seq, VISIT_RUNNING)
+redis.call('HSET', hot, F.status, RUNNING, F.runs, ARGV[1], F.seq, seq, F.phase .. seq, ARGV[5], F.slots .. seq, slots, F.state .. seq, VISIT_RUNNING)
 if slots == 0 and ARGV[11] ~= '1' then redis.call('HSET', hot, F.state .. seq, VISIT_COMPLETED, F.finished .. seq, at) end
 redis.call('HDEL', hot, F.ended_at, F.error)
 redis.call('RPUSH', KEYS[2], ARGV[9])
 redis.call('RPUSH', KEYS[3], ARGV[10])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[1])
-redis.call('SADD', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[1])
-redis.call('ZREM', KEYS[8], ARGV[1])
 for i = 12, #ARGV do
   local slot = ARGV[i]
-  local base = 8 + (i - 12) * 6
+  local base = 3 + (i - 12) * 6
   local o, h = failed .. ':' .. slot, seq .. ':' .. slot
   local old = redis.call('HMGET', hot, F.enumerated .. o, F.total .. o, F.version .. o)
   if old[1] == '1' then
