@@ -23,6 +23,9 @@ pub(crate) enum Tier {
     Distributed,
     /// The distributed backend with quorum queues.
     Quorum,
+    /// Redis state on a Redis Cluster (three masters, three replicas),
+    /// with the in-process broker.
+    RedisCluster,
 }
 
 pub(crate) fn amqp_url() -> Option<String> {
@@ -73,8 +76,17 @@ pub(crate) fn redis_url() -> Option<String> {
     std::env::var("DISTRIBOT_REDIS_URL").ok()
 }
 
+/// Where the Redis Cluster tier's seed nodes are, as `--redis` takes them.
+pub(crate) fn redis_cluster_url() -> Option<String> {
+    std::env::var("DISTRIBOT_REDIS_CLUSTER_URL").ok()
+}
+
 /// Removes every key under a test's prefix (never the whole database).
 pub(crate) fn remove_prefix(url: &str, prefix: &str) {
+    if let Some(seeds) = url.strip_prefix("redis+cluster://") {
+        remove_prefix_on_cluster(seeds, prefix);
+        return;
+    }
     let Ok(client) = ::redis::Client::open(url) else {
         return;
     };
@@ -87,6 +99,29 @@ pub(crate) fn remove_prefix(url: &str, prefix: &str) {
         .unwrap_or_default();
     for chunk in keys.chunks(500) {
         let _: Result<(), _> = ::redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
+/// The same on a cluster: the keys are looked for on every master, and
+/// removed one by one, since they are in many hash slots.
+fn remove_prefix_on_cluster(seeds: &str, prefix: &str) {
+    let seeds: Vec<String> = seeds
+        .trim_end_matches('/')
+        .split(',')
+        .map(|host| format!("redis://{host}/"))
+        .collect();
+    let Ok(client) = ::redis::cluster::ClusterClient::new(seeds) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for key in keys {
+        let _: Result<(), _> = ::redis::cmd("DEL").arg(key).query(&mut conn);
     }
 }
 
@@ -154,8 +189,12 @@ impl Harness {
                 let store = EmbeddedStore::open(&dir.path().join("state.db")).expect("open db");
                 (Arc::new(store), Scratch::Dir(dir))
             }
-            Tier::Redis => {
-                let url = redis_url().expect("the Redis tier runs with DISTRIBOT_REDIS_URL set");
+            Tier::Redis | Tier::RedisCluster => {
+                let url = match kind.tier {
+                    Tier::RedisCluster => redis_cluster_url()
+                        .expect("the Redis Cluster tier runs with DISTRIBOT_REDIS_CLUSTER_URL set"),
+                    _ => redis_url().expect("the Redis tier runs with DISTRIBOT_REDIS_URL set"),
+                };
                 let prefix = Self::test_prefix();
                 let store = RedisStore::connect(&url, &prefix)
                     .await
@@ -222,7 +261,11 @@ impl Harness {
         });
         backend.flows = counted.clone();
         // The distributed backend brings its own broker.
-        let local = matches!(kind.tier, Tier::Memory | Tier::Sqlite | Tier::Redis).then_some(local);
+        let local = matches!(
+            kind.tier,
+            Tier::Memory | Tier::Sqlite | Tier::Redis | Tier::RedisCluster
+        )
+        .then_some(local);
         let registry = if kind.programs {
             relayed(registry).await
         } else {

@@ -40,6 +40,7 @@ mod durability;
 mod flows;
 mod handlers;
 mod harness;
+mod indexes;
 mod schedules;
 mod store;
 mod versions;
@@ -47,6 +48,7 @@ mod versions;
 use flows::*;
 use handlers::*;
 use harness::*;
+use indexes::*;
 use schedules::*;
 use store::*;
 use versions::*;
@@ -89,6 +91,7 @@ macro_rules! every_backend {
         conformance_with_service!(distributed, super::Kind { tier: super::Tier::Distributed, programs: false }, super::redis_url().is_some() && super::amqp_url().is_some(), "DISTRIBOT_REDIS_URL and DISTRIBOT_AMQP_URL", [$($case),*]);
         // Not in CI yet: a flow now and then stalls on quorum queues (RELIABILITY.md).
         conformance_with_service!(distributed_quorum, super::Kind { tier: super::Tier::Quorum, programs: false }, super::redis_url().is_some() && super::amqp_url().is_some() && std::env::var("DISTRIBOT_QUORUM_TIER").as_deref() == Ok("1"), "DISTRIBOT_REDIS_URL, DISTRIBOT_AMQP_URL and DISTRIBOT_QUORUM_TIER=1", [$($case),*]);
+        conformance_with_service!(redis_cluster, super::Kind { tier: super::Tier::RedisCluster, programs: false }, super::redis_cluster_url().is_some(), "DISTRIBOT_REDIS_CLUSTER_URL", [$($case),*]);
         // The same cases with every handler run as a long-lived program.
         conformance!(memory_programs, super::Kind { tier: super::Tier::Memory, programs: true }, [$($case),*]);
         conformance!(sqlite_programs, super::Kind { tier: super::Tier::Sqlite, programs: true }, [$($case),*]);
@@ -151,4 +154,26 @@ every_backend!(
     a_tick_started_before_a_crash_is_not_started_again,
     missed_ticks_follow_the_catch_up_policy,
     a_tick_starts_nothing_while_the_last_flow_runs,
+);
+
+// The Redis store's own case: its indexes after a crash between two steps.
+conformance_with_service!(
+    redis_indexes,
+    super::Kind {
+        tier: super::Tier::Redis,
+        programs: false
+    },
+    super::redis_url().is_some(),
+    "DISTRIBOT_REDIS_URL",
+    [the_sweep_repairs_indexes_a_crash_left_between_two_steps]
+);
+conformance_with_service!(
+    redis_cluster_indexes,
+    super::Kind {
+        tier: super::Tier::RedisCluster,
+        programs: false
+    },
+    super::redis_cluster_url().is_some(),
+    "DISTRIBOT_REDIS_CLUSTER_URL",
+    [the_sweep_repairs_indexes_a_crash_left_between_two_steps]
 );

@@ -411,7 +411,7 @@ pub(crate) async fn a_database_from_before_versions_reads_its_definitions_as_ver
     assert!(next.version.created_at.is_some());
 }
 
-/// Redis from before versions: `P:workflows` alone holds a definition,
+/// Redis from before versions: `P:{P}:workflows` alone holds a definition,
 /// which reads as version 1; a definition an older release put there
 /// over a versioned one is the version after the last one kept.
 #[tokio::test]
@@ -430,7 +430,7 @@ pub(crate) async fn redis_from_before_versions_reads_its_definitions_as_versions
         let mut conn = client.get_connection().unwrap();
         let text = workflow(definition).to_json().to_string();
         let _: () = ::redis::cmd("HSET")
-            .arg(format!("{prefix}:workflows"))
+            .arg(format!("{prefix}:{{{prefix}}}:workflows"))
             .arg("gated")
             .arg(text)
             .query(&mut conn)
