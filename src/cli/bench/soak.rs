@@ -61,8 +61,11 @@ impl Leftovers {
         // The ended-flows feed's position counter stays for good once a
         // flow has ended (positions never go back): one key per
         // installation, not per flow.
-        let head = format!("{}:ended:head", self.prefix);
-        Some(keys.iter().filter(|key| **key != head).count())
+        Some(
+            keys.iter()
+                .filter(|key| !key.ends_with(":ended:head"))
+                .count(),
+        )
     }
 
     fn queues(&self) -> Option<usize> {
