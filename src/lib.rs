@@ -30,6 +30,7 @@ pub mod schedule;
 pub mod store;
 pub mod sync;
 pub mod time;
+pub mod trace;
 pub mod version;
 pub mod views;
 pub mod webhook;

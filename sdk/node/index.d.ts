@@ -23,6 +23,8 @@ interface BaseContext<Data> {
   version: string;
   /** The flow's input. */
   data: Data;
+  /** The W3C trace context of this call while the worker traces, else null. */
+  traceparent: string | null;
   /** Aborted when the worker cancels this request (timeout, flow canceled or paused, deadline, shutdown). */
   readonly signal: AbortSignal;
   /** Writes a line to the worker's log, tagged with this request's handler, flow and job. */

@@ -96,6 +96,8 @@ class Context {
     this.phase = message.phase;
     this.handler = message.handler;
     this.version = message.version;
+    // The W3C trace context of this call while the worker traces.
+    this.traceparent = message.traceparent ?? null;
   }
   get signal() {
     return this.#request.signal();

@@ -614,6 +614,14 @@ impl AmqpBroker {
         if message.priority > 0 {
             properties = properties.with_priority(message.priority);
         }
+        if let Some(traceparents) = &message.traceparents {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                TRACEPARENT_HEADER.into(),
+                AMQPValue::LongString(traceparents.as_str().into()),
+            );
+            properties = properties.with_headers(headers);
+        }
         channel
             .basic_publish(
                 "",
@@ -727,6 +735,42 @@ struct Outgoing {
     priority: u8,
     /// For delay queues: the queue they dead-letter into, which must exist.
     target: Option<String>,
+    /// For task messages while tracing is on: each task's trace context,
+    /// in order, joined by commas.
+    traceparents: Option<String>,
+}
+
+/// The header of a task message that carries its tasks' trace contexts.
+const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The trace contexts of a message's tasks, while tracing is on.
+fn traceparents(tasks: &[Task]) -> Option<String> {
+    if !crate::trace::enabled() {
+        return None;
+    }
+    let contexts: Vec<String> = tasks
+        .iter()
+        .filter_map(crate::trace::task_traceparent)
+        .collect();
+    Some(contexts.join(","))
+}
+
+/// What a delivered task message's header says of its tasks' trace
+/// contexts, one per task (none where it says nothing).
+fn carried_traceparents(properties: &BasicProperties, tasks: usize) -> Vec<Option<String>> {
+    let listed = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(TRACEPARENT_HEADER))
+        .and_then(|value| match value {
+            AMQPValue::LongString(text) => Some(text.to_string()),
+            _ => None,
+        });
+    let mut contexts: Vec<Option<String>> = listed
+        .map(|text| text.split(',').map(|one| Some(one.to_owned())).collect())
+        .unwrap_or_default();
+    contexts.resize(tasks, None);
+    contexts
 }
 
 /// Lets a confirm nobody waits for resolve in the background (the channel
@@ -788,6 +832,7 @@ impl Broker for AmqpBroker {
                     kind: QueueKind::Tasks,
                     priority,
                     target: None,
+                    traceparents: traceparents(chunk),
                 });
             }
         }
@@ -801,6 +846,7 @@ impl Broker for AmqpBroker {
         let message = Outgoing {
             kind: QueueKind::Delay(delay_arguments(delay, &target)),
             priority: task.priority().min(MAX_PRIORITY),
+            traceparents: traceparents(std::slice::from_ref(&task)),
             body: encode(&[task])?,
             queue,
             target: Some(target),
@@ -818,7 +864,7 @@ impl Broker for AmqpBroker {
         let messages_in_flight =
             (prefetch.div_ceil(TASKS_PER_MESSAGE) + 1).min(u16::MAX as usize) as u16;
         let (sender, receiver) =
-            mpsc::channel::<(Task, Arc<MessageAck>)>(prefetch + TASKS_PER_MESSAGE);
+            mpsc::channel::<(Task, Option<String>, Arc<MessageAck>)>(prefetch + TASKS_PER_MESSAGE);
         for queue in queues {
             let queue = self.task_queue(&queue);
             let sender = sender.clone();
@@ -851,13 +897,14 @@ impl Broker for AmqpBroker {
                             let _ = settle(delivery.acker.ack(BasicAckOptions::default())).await;
                             continue;
                         }
+                        let carried = carried_traceparents(&delivery.properties, tasks.len());
                         let ack = Arc::new(MessageAck {
                             remaining: AtomicUsize::new(tasks.len()),
                             handed_back: AtomicBool::new(false),
                             acker: delivery.acker,
                         });
-                        for task in tasks {
-                            if sender.send((task, ack.clone())).await.is_err() {
+                        for (task, traceparent) in tasks.into_iter().zip(carried) {
+                            if sender.send((task, traceparent, ack.clone())).await.is_err() {
                                 return Ok(());
                             }
                         }
@@ -880,6 +927,7 @@ impl Broker for AmqpBroker {
             kind: QueueKind::Plain,
             priority: 0,
             target: None,
+            traceparents: None,
         };
         // Not waiting for the confirm saves a disk round trip per phase. A
         // nudge lost with a crashing broker delays a flow until the next
@@ -1058,7 +1106,7 @@ impl Acknowledge for TaskAck {
 
 struct AmqpConsumer {
     broker: AmqpBroker,
-    receiver: mpsc::Receiver<(Task, Arc<MessageAck>)>,
+    receiver: mpsc::Receiver<(Task, Option<String>, Arc<MessageAck>)>,
     unacked: Arc<Semaphore>,
 }
 
@@ -1066,12 +1114,13 @@ struct AmqpConsumer {
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Delivery> {
         let permit = self.unacked.clone().acquire_owned().await.ok()?;
-        let (task, message) = self.receiver.recv().await?;
+        let (task, traceparent, message) = self.receiver.recv().await?;
         if self.broker.is_closed() {
             return None;
         }
         Some(Delivery {
             task: task.clone(),
+            traceparent,
             ack: Box::new(TaskAck {
                 broker: self.broker.clone(),
                 task,

@@ -241,6 +241,7 @@ impl Consumer for LocalConsumer {
                 };
                 return Some(Delivery {
                     task,
+                    traceparent: None,
                     ack: Box::new(ack),
                 });
             }

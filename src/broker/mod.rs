@@ -75,6 +75,9 @@ impl FlowEvent {
 /// A task handed to a worker, to be acknowledged once its result is safe.
 pub struct Delivery {
     pub task: Task,
+    /// The W3C trace context the task's message carried, when tracing is
+    /// on (see `crate::trace`).
+    pub traceparent: Option<String>,
     pub ack: Box<dyn Acknowledge>,
 }
 

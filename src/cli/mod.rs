@@ -55,6 +55,11 @@ struct Cli {
     /// per line, with the event's fields) for log collectors.
     #[arg(long, global = true, value_enum, env = "DISTRIBOT_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Export OpenTelemetry traces over OTLP/HTTP to this collector (its
+    /// base URL, such as http://localhost:4318); also
+    /// OTEL_EXPORTER_OTLP_ENDPOINT. Off when neither is set.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +123,32 @@ enum Command {
     Schedule(commands::schedule::ScheduleArgs),
 }
 
+impl Command {
+    /// The subcommand's name, as the service name of its traces.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Resume(_) => "resume",
+            Command::Validate { .. } => "validate",
+            Command::Graph { .. } => "graph",
+            Command::Bench(_) => "bench",
+            Command::Serve(_) => "serve",
+            Command::Worker(_) => "worker",
+            Command::Start(_) => "start",
+            Command::Status(_) => "status",
+            Command::List(_) => "list",
+            Command::Pause(_) => "pause",
+            Command::Cancel(_) => "cancel",
+            Command::Retry(_) => "retry",
+            Command::Signal(_) => "signal",
+            Command::Watch(_) => "watch",
+            Command::Workers(_) => "workers",
+            Command::Workflows(_) => "workflows",
+            Command::Schedule(_) => "schedule",
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Mermaid,
@@ -139,7 +170,17 @@ pub fn main() -> i32 {
         }
     };
     init_logging(cli.log_format);
-    let outcome = match cli.command {
+    if let Err(problem) = distribot::trace::init(cli.otlp_endpoint.as_deref(), cli.command.name()) {
+        eprintln!("error: {problem}");
+        return EXIT_BAD_INPUT;
+    }
+    let outcome = run_command(cli.command);
+    distribot::trace::shutdown();
+    outcome
+}
+
+fn run_command(command: Command) -> i32 {
+    let outcome = match command {
         Command::Validate { file } => validate(&file),
         Command::Graph { file, format } => graph(&file, format),
         Command::Run(args) => with_runtime(|| run::run(args)),

@@ -51,10 +51,22 @@ impl CommandHandler {
         Ok(())
     }
 
-    async fn call(&self, launch: &Launch, input: &impl Serialize) -> Result<String, HandlerError> {
+    /// Runs the command once; `traceparent` (while tracing is on) goes in
+    /// its environment as `TRACEPARENT`, where OpenTelemetry's libraries
+    /// look for it.
+    async fn call(
+        &self,
+        launch: &Launch,
+        input: &impl Serialize,
+        traceparent: Option<&str>,
+    ) -> Result<String, HandlerError> {
         let stdin_json = serde_json::to_vec(input)
             .map_err(|e| HandlerError::permanent(format!("cannot encode the input: {e}")))?;
-        let mut child = launch.command().spawn().map_err(|e| {
+        let mut command = launch.command();
+        if let Some(traceparent) = traceparent {
+            command.env("TRACEPARENT", traceparent);
+        }
+        let mut child = command.spawn().map_err(|e| {
             HandlerError::new(format!(
                 "cannot start `{}` in {}: {e}",
                 launch.describe(),
@@ -219,14 +231,22 @@ pub(crate) fn preview(text: &str) -> String {
 impl Handler for CommandHandler {
     async fn enumerate(&self, request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
         match &self.enumerate {
-            Some(argv) => parse_enumerate_output(&self.call(argv, &request).await?),
+            Some(argv) => parse_enumerate_output(
+                &self
+                    .call(argv, &request, request.traceparent.as_deref())
+                    .await?,
+            ),
             None => Ok(vec![Value::Null]),
         }
     }
 
     async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
         match &self.process {
-            Some(argv) => parse_process_output(&self.call(argv, &request).await?),
+            Some(argv) => parse_process_output(
+                &self
+                    .call(argv, &request, request.traceparent.as_deref())
+                    .await?,
+            ),
             None => Ok(None),
         }
     }

@@ -616,6 +616,7 @@ mod tests {
             attempt: 1,
             job: Value::from(3),
             data: Default::default(),
+            traceparent: None,
             cancellation: Cancellation::never(),
         };
         let body = serde_json::to_value(Body {
@@ -680,6 +681,7 @@ mod tests {
             attempt: 1,
             job: Value::Null,
             data: Default::default(),
+            traceparent: None,
             cancellation,
         };
         let call = tokio::spawn(async move { handler.process(request).await });
@@ -735,6 +737,7 @@ mod tests {
             data: Default::default(),
             outputs: Default::default(),
             error: None,
+            traceparent: None,
             cancellation: Cancellation::never(),
         };
         let error = handler.enumerate(enumerate).await.unwrap_err();
@@ -761,6 +764,7 @@ mod tests {
             attempt: 1,
             job: Value::Null,
             data: Default::default(),
+            traceparent: None,
             cancellation: Cancellation::never(),
         };
         let error = handler.process(process).await.unwrap_err();

@@ -51,6 +51,10 @@ pub struct EnumerateRequest {
     pub data: Arc<Map<String, Value>>,
     pub outputs: Outputs,
     pub error: Option<FlowError>,
+    /// The W3C trace context of this call, while tracing is on: the
+    /// handler's own spans go under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Set when the call is no longer wanted.
     #[serde(skip)]
     pub cancellation: Cancellation,
@@ -70,6 +74,10 @@ pub struct JobRequest {
     pub attempt: u32,
     pub job: Value,
     pub data: Arc<Map<String, Value>>,
+    /// The W3C trace context of this call, while tracing is on: the
+    /// handler's own spans go under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Set when the call is no longer wanted.
     #[serde(skip)]
     pub cancellation: Cancellation,

@@ -379,6 +379,7 @@ impl Engine {
                         .await?
                     {
                         phase_left(&record, now);
+                        crate::trace::flow_ended(&record, status, now);
                         metrics::flow_ended(record.workflow.name.as_str(), status);
                         self.forget(flow);
                         // A child's end is its parent's news.
@@ -710,6 +711,7 @@ impl Engine {
 
 /// Counts the phase visit a flow just left.
 fn phase_left(record: &FlowRecord, at: Timestamp) {
+    crate::trace::visit_left(record, at);
     let visit = record.current();
     metrics::phase_completed(
         record.workflow.name.as_str(),

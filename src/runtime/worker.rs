@@ -37,6 +37,7 @@ use crate::store::{
 };
 use crate::sync::Backoff;
 use crate::time::{format_duration, Timestamp};
+use crate::trace;
 
 /// Jobs in flight per handler version when neither the handlers file nor the
 /// workflow says otherwise.
@@ -417,12 +418,16 @@ impl Worker {
     }
 
     async fn handle(&self, delivery: Delivery) {
-        let Delivery { task, ack } = delivery;
+        let Delivery {
+            task,
+            traceparent,
+            ack,
+        } = delivery;
         let _overall = match &self.inner.overall {
             Some(limit) => limit.clone().acquire_owned().await.ok(),
             None => None,
         };
-        match self.execute(&task).await {
+        match self.execute_carried(&task, traceparent.as_deref()).await {
             Ok(()) => {
                 if let Err(error) = ack.ack().await {
                     tracing::warn!(%error, "acknowledging a task failed; it will be delivered again");
@@ -449,6 +454,16 @@ impl Worker {
     /// delivery and acknowledge it when it returns `Ok`; a simulation can
     /// call it directly, in any order it likes.
     pub async fn execute(&self, task: &Task) -> Result<(), RuntimeError> {
+        self.execute_carried(task, None).await
+    }
+
+    /// [`Worker::execute`], with the trace context the task's message
+    /// carried.
+    async fn execute_carried(
+        &self,
+        task: &Task,
+        traceparent: Option<&str>,
+    ) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
         let Some(context) = backend.queries.flow_context(task.flow()).await? else {
             return Ok(());
@@ -472,7 +487,16 @@ impl Worker {
             .and_then(|spec| spec.timeout)
             .or(registered.options.timeout);
         let began = std::time::Instant::now();
-        let attempt = self.attempt(task, &context, registered, timeout).await?;
+        let span = trace::CallSpan::start(task, traceparent);
+        let attempt = self
+            .attempt(task, &context, registered, timeout, span.traceparent())
+            .await;
+        span.end(match &attempt {
+            Ok(Attempt::Failed(error)) => Some(error.message.as_str()),
+            Ok(_) => None,
+            Err(_) => Some("the attempt was not recorded"),
+        });
+        let attempt = attempt?;
         if let (Task::Process { .. }, Attempt::Processed(_)) = (task, &attempt) {
             metrics::job_processed(handler.as_str(), began.elapsed());
         }
@@ -604,6 +628,7 @@ impl Worker {
         context: &FlowContext,
         registered: &RegisteredHandler,
         timeout: Option<Duration>,
+        traceparent: Option<String>,
     ) -> Result<Attempt, RuntimeError> {
         let handler = registered.handler.clone();
         let (canceler, cancellation) = Cancellation::new();
@@ -628,6 +653,7 @@ impl Worker {
                     data: context.data.clone(),
                     outputs: input.outputs,
                     error: input.error,
+                    traceparent,
                     cancellation: cancellation.clone(),
                 };
                 tokio::spawn(
@@ -651,6 +677,7 @@ impl Worker {
                     attempt: *attempt,
                     job: job.clone(),
                     data: context.data.clone(),
+                    traceparent,
                     cancellation: cancellation.clone(),
                 };
                 tokio::spawn(async move { handler.process(request).await.map(Attempt::Processed) })

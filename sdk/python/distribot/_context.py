@@ -98,6 +98,9 @@ class Context(object):
     job_id = _request_field("job_id", "process: stable across attempts; key side effects on it.")
     attempt = _request_field("attempt", "process: the attempt number, from 1.")
     job = _request_field("job", "process: the job (also passed as the second argument).")
+    traceparent = _request_field(
+        "traceparent", "The W3C trace context of this call while the worker traces, else None."
+    )
 
     @property
     def cancelled(self):

@@ -68,5 +68,7 @@ module Distribot
   class ProcessContext < Context
     def job_id = @request["job_id"]
     def attempt = @request["attempt"]
+    # The W3C trace context of this call while the worker traces, else nil.
+    def traceparent = @request["traceparent"]
   end
 end

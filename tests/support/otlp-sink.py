@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""An OTLP/HTTP endpoint that accepts every export and keeps nothing: what
+the benchmarks point `--otlp-endpoint` at to measure what tracing costs
+distribot, not a collector.
+
+    tests/support/otlp-sink.py PORT
+"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
