@@ -456,6 +456,14 @@ impl AmqpBroker {
         if self.is_closed() {
             return Err(BrokerError::Closed);
         }
+        // Noted before it is asked for: a declaration cut short after the
+        // broker made the queue (its caller dropped, the process stopping)
+        // still leaves a name for the clean-up to find.
+        self.inner
+            .ever_declared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.to_owned());
         let arguments = self.arguments(kind, queue);
         match channel.queue_declare(queue, durable(), arguments).await {
             Ok(_) => {}
@@ -481,11 +489,6 @@ impl AmqpBroker {
             Err(error) => return Err(failure(error)),
         }
         self.mark_declared(queue);
-        self.inner
-            .ever_declared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(queue.to_owned());
         Ok(())
     }
 

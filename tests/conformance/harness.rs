@@ -42,33 +42,37 @@ impl Drop for QueueGuard {
     fn drop(&mut self) {
         let broker = self.broker.clone();
         let url = self.url.clone();
-        // The test's runtime is going away; clean up on one of our own.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        after_the_case(move || remove_queues(broker, url));
+    }
+}
+
+fn remove_queues(broker: AmqpBroker, url: String) {
+    // The test's runtime is gone; clean up on one of our own.
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(cleaner) = AmqpBroker::connect(&url, &url, "cleanup").await else {
                 return;
             };
-            runtime.block_on(async {
-                let Ok(cleaner) = AmqpBroker::connect(&url, &url, "cleanup").await else {
-                    return;
-                };
-                // A declaration already under way when the test's broker
-                // shut down may land after the first pass: a second pass
-                // takes what it added.
-                let mut deleted = Vec::new();
-                for _ in 0..2 {
-                    let queues: Vec<String> = broker
-                        .declared_queues()
-                        .into_iter()
-                        .filter(|queue| !deleted.contains(queue))
-                        .collect();
-                    let _ = cleaner.delete_queues(&queues).await;
-                    deleted.extend(queues);
-                }
-                cleaner.shutdown();
-            });
-        })
-        .join();
-    }
+            // A declaration already under way when the test's broker
+            // shut down may land after the first pass: a second pass
+            // takes what it added.
+            let mut deleted = Vec::new();
+            for _ in 0..2 {
+                let queues: Vec<String> = broker
+                    .declared_queues()
+                    .into_iter()
+                    .filter(|queue| !deleted.contains(queue))
+                    .collect();
+                let _ = cleaner.delete_queues(&queues).await;
+                deleted.extend(queues);
+            }
+            cleaner.shutdown();
+        });
+    })
+    .join();
 }
 
 /// Where the Redis tier's server is; those tests skip without it.
@@ -133,7 +137,56 @@ pub(crate) struct PrefixGuard {
 
 impl Drop for PrefixGuard {
     fn drop(&mut self) {
-        remove_prefix(&self.url, &self.prefix);
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        after_the_case(move || remove_prefix(&url, &prefix));
+    }
+}
+
+/// A clean-up waiting for the end of a case.
+type CleanUp = Box<dyn FnOnce()>;
+
+thread_local! {
+    /// Clean-ups waiting for the end of the case running on this thread
+    /// ([`run_case`]); `None` outside a case.
+    static AFTER_THE_CASE: std::cell::RefCell<Option<Vec<CleanUp>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `clean_up` once the case running on this thread has stopped
+/// everything it started, or now outside a case.
+fn after_the_case(clean_up: impl FnOnce() + 'static) {
+    let clean_up: CleanUp = Box::new(clean_up);
+    let waiting = AFTER_THE_CASE.with(|after| match after.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(clean_up);
+            None
+        }
+        None => Some(clean_up),
+    });
+    if let Some(clean_up) = waiting {
+        clean_up();
+    }
+}
+
+/// Runs one case on a runtime of its own, and cleans up what it left
+/// (its keys, its queues) only once that runtime is gone: the tasks the
+/// engine and workers spawned stop with it, so none of them writes after
+/// the clean-up.
+pub(crate) fn run_case<F: std::future::Future<Output = ()>>(case: F) {
+    AFTER_THE_CASE.with(|after| *after.borrow_mut() = Some(Vec::new()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime for the case");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(case)));
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let clean_ups = AFTER_THE_CASE.with(|after| after.borrow_mut().take().unwrap_or_default());
+    for clean_up in clean_ups {
+        clean_up();
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
     }
 }
 

@@ -57,9 +57,9 @@ macro_rules! conformance {
     ($backend:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
         mod $backend {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($kind).await;
+                #[test]
+                fn $case() {
+                    super::run_case(super::$case($kind));
                 }
             )*
         }
@@ -70,13 +70,13 @@ macro_rules! conformance_with_service {
     ($backend:ident, $kind:expr, $available:expr, $variable:literal, [$($case:ident),* $(,)?]) => {
         mod $backend {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
+                #[test]
+                fn $case() {
                     if !($available) {
                         eprintln!("skipped: set {} to run the {} tier", $variable, stringify!($backend));
                         return;
                     }
-                    super::$case($kind).await;
+                    super::run_case(super::$case($kind));
                 }
             )*
         }
