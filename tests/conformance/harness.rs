@@ -85,47 +85,35 @@ pub(crate) fn redis_cluster_url() -> Option<String> {
     std::env::var("DISTRIBOT_REDIS_CLUSTER_URL").ok()
 }
 
-/// Removes every key under a test's prefix (never the whole database).
-pub(crate) fn remove_prefix(url: &str, prefix: &str) {
-    if let Some(seeds) = url.strip_prefix("redis+cluster://") {
-        remove_prefix_on_cluster(seeds, prefix);
-        return;
-    }
-    let Ok(client) = ::redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_connection() else {
-        return;
-    };
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: Result<(), _> = ::redis::cmd("DEL").arg(chunk).query(&mut conn);
-    }
+/// A plain connection to the Redis at `url`: one node, or a cluster named
+/// as `--redis` takes it (`redis+cluster://host:port,host:port`).
+pub(crate) fn raw_connection(url: &str) -> Option<Box<dyn ::redis::ConnectionLike>> {
+    Some(match url.strip_prefix("redis+cluster://") {
+        Some(seeds) => {
+            let seeds: Vec<String> = seeds
+                .trim_end_matches('/')
+                .split(',')
+                .map(|host| format!("redis://{host}/"))
+                .collect();
+            let client = ::redis::cluster::ClusterClient::new(seeds).ok()?;
+            Box::new(client.get_connection().ok()?)
+        }
+        None => Box::new(::redis::Client::open(url).ok()?.get_connection().ok()?),
+    })
 }
 
-/// The same on a cluster: the keys are looked for on every master, and
-/// removed one by one, since they are in many hash slots.
-fn remove_prefix_on_cluster(seeds: &str, prefix: &str) {
-    let seeds: Vec<String> = seeds
-        .trim_end_matches('/')
-        .split(',')
-        .map(|host| format!("redis://{host}/"))
-        .collect();
-    let Ok(client) = ::redis::cluster::ClusterClient::new(seeds) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_connection() else {
+/// Removes every key under a test's prefix (never the whole database),
+/// one by one, since on a cluster they are in many hash slots.
+pub(crate) fn remove_prefix(url: &str, prefix: &str) {
+    let Some(mut conn) = raw_connection(url) else {
         return;
     };
     let keys: Vec<String> = ::redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
-        .query(&mut conn)
+        .query(conn.as_mut())
         .unwrap_or_default();
     for key in keys {
-        let _: Result<(), _> = ::redis::cmd("DEL").arg(key).query(&mut conn);
+        let _: Result<(), _> = ::redis::cmd("DEL").arg(key).query(conn.as_mut());
     }
 }
 

@@ -7,27 +7,6 @@
 
 use super::*;
 
-/// Raw commands on the store's Redis, one node or a cluster.
-fn raw(url: &str) -> Box<dyn ::redis::ConnectionLike> {
-    match url.strip_prefix("redis+cluster://") {
-        Some(seeds) => {
-            let seeds: Vec<String> = seeds
-                .trim_end_matches('/')
-                .split(',')
-                .map(|host| format!("redis://{host}/"))
-                .collect();
-            let client = ::redis::cluster::ClusterClient::new(seeds).unwrap();
-            Box::new(client.get_connection().unwrap())
-        }
-        None => Box::new(
-            ::redis::Client::open(url)
-                .unwrap()
-                .get_connection()
-                .unwrap(),
-        ),
-    }
-}
-
 fn run(conn: &mut dyn ::redis::ConnectionLike, args: &[&str]) {
     let mut cmd = ::redis::cmd(args[0]);
     for arg in &args[1..] {
@@ -61,7 +40,7 @@ pub(crate) async fn the_sweep_repairs_indexes_a_crash_left_between_two_steps(kin
         _ => unreachable!("a Redis case"),
     };
     let store = store.as_ref();
-    let mut conn = raw(&url);
+    let mut conn = raw_connection(&url).expect("a connection to the store's Redis");
     let conn = conn.as_mut();
     let index = |name: &str| format!("{prefix}:{{{prefix}}}:{name}");
     let by_status = |status: FlowStatus| index(&format!("flows:status:{status}"));
