@@ -1195,3 +1195,32 @@ fn serve_memory_beats_services_named_by_the_environment() {
         "{stderr}"
     );
 }
+
+/// A `--redis` that no client could read is refused at once (exit 2,
+/// saying how to write it), not waited on as if the server were starting.
+#[test]
+fn an_unreadable_redis_url_is_refused_at_once() {
+    let dir = scratch();
+    for (url, says) in [
+        ("cache:6379", "is not a Redis URL"),
+        ("redis+cluster://", "names no node"),
+        (
+            "redis+cluster://u:secret@10.0.0.1:7001/2",
+            "not a host:port",
+        ),
+        ("redis://a:7001,amqp://b:7002", "is not a redis:// URL"),
+    ] {
+        let output = distribot(dir.path())
+            .args(["list", "--amqp", "amqp://127.0.0.1:1/%2f", "--redis", url])
+            .output()
+            .expect("run list");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("waiting for the servers"),
+            "{url}: {stderr}"
+        );
+        assert!(!stderr.contains("secret"), "{url}: {stderr}");
+    }
+}

@@ -115,6 +115,9 @@ pub async fn connect_backend(resolved: &Resolved, timeout: Duration) -> CliResul
     };
     let prefix = resolved.config.prefix();
     let queue_type = resolved.config.queue_type().map_err(CliError::BadInput)?;
+    // Waiting cannot mend a URL either.
+    distribot::store::RedisEndpoint::parse(&redis)
+        .map_err(|problem| CliError::BadInput(format!("--redis: {problem}")))?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {

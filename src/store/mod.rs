@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use self::redis::RedisStore;
+pub use self::redis::{Endpoint as RedisEndpoint, RedisStore};
 pub use embedded::EmbeddedStore;
 
 use crate::definition::{Rate, Workflow};

@@ -56,6 +56,7 @@ impl Endpoint {
                     "`{bad}` in a `{CLUSTER_SCHEME}` URL is not a host:port (a cluster has no databases to choose)"
                 ));
             }
+            seeds.iter().try_for_each(|seed| readable(seed))?;
             return Ok(Self::Cluster(seeds));
         }
         if text.contains(',') {
@@ -70,10 +71,24 @@ impl Endpoint {
                     "`{bad}` is not a redis:// URL: a cluster's seed nodes are written `redis://host:port,redis://host:port` or `{CLUSTER_SCHEME}host:port,host:port`"
                 ));
             }
+            seeds.iter().try_for_each(|seed| readable(seed))?;
             return Ok(Self::Cluster(seeds));
         }
+        readable(text)?;
         Ok(Self::Single(text.to_owned()))
     }
+}
+
+/// Whether the Redis client can read `url` at all.
+fn readable(url: &str) -> Result<(), String> {
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "`{}` is not a Redis URL ({e}): write redis://host:port/ for one Redis, or {CLUSTER_SCHEME}host:port,host:port for a cluster",
+                crate::config::mask_url(url)
+            )
+        })
 }
 
 /// A connection to one Redis or to a Redis Cluster. Both reconnect by
@@ -193,5 +208,7 @@ mod tests {
         );
         let database = Endpoint::parse("redis+cluster://a:1/2,b:2").unwrap_err();
         assert!(database.contains("not a host:port"), "{database}");
+        let garbage = Endpoint::parse("cache:6379").unwrap_err();
+        assert!(garbage.contains("is not a Redis URL"), "{garbage}");
     }
 }
