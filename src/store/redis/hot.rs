@@ -1,4 +1,4 @@
-//! The hot hash of a flow (`P:flow:ID:hot`): the fields the scripts count
+//! The hot hash of a flow (`P:flow:{ID}:hot`): the fields the scripts count
 //! in, named once here for the Rust that reads them and the Lua that
 //! writes them.
 //!
