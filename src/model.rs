@@ -758,6 +758,59 @@ pub enum Task {
     },
 }
 
+/// The jobs of one enumeration on their way to a queue, at their first
+/// attempt.
+///
+/// A queue that holds tasks in memory keeps the batch as it is and makes
+/// each job's [`Task::Process`] only when a worker takes it, so a phase of a
+/// million jobs waits as its job values alone, not as a million tasks.
+#[derive(Clone, Debug)]
+pub struct EnumeratedJobs {
+    pub flow: FlowId,
+    pub cursor: Cursor,
+    pub slot: u16,
+    pub handler: HandlerName,
+    pub version: Version,
+    pub priority: u8,
+    pub jobs: Vec<Value>,
+}
+
+impl EnumeratedJobs {
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// The task of the job at `index`, taking its value out of the batch
+    /// (a job is queued once, so nothing needs it there afterwards).
+    pub fn take_task(&mut self, index: usize) -> Task {
+        Task::Process {
+            key: JobKey {
+                flow: self.flow.clone(),
+                seq: self.cursor.seq,
+                slot: self.slot,
+                index: index as u32,
+            },
+            phase: self.cursor.phase.clone(),
+            handler: self.handler.clone(),
+            version: self.version.clone(),
+            attempt: 1,
+            job: std::mem::take(&mut self.jobs[index]),
+            priority: self.priority,
+        }
+    }
+
+    /// Every job's task, in order.
+    pub fn into_tasks(mut self) -> Vec<Task> {
+        (0..self.jobs.len())
+            .map(|index| self.take_task(index))
+            .collect()
+    }
+}
+
 fn is_zero(priority: &u8) -> bool {
     *priority == 0
 }

@@ -17,7 +17,7 @@ use super::{
     queue_name, Acknowledge, Broker, BrokerError, Consumer, Delivery, FlowEvent, Inbox, Nudge,
 };
 use crate::ids::FlowId;
-use crate::model::{Task, MAX_PRIORITY};
+use crate::model::{EnumeratedJobs, Task, MAX_PRIORITY};
 
 struct Inner {
     queues: Mutex<HashMap<String, Lanes>>,
@@ -32,22 +32,42 @@ struct Inner {
 /// the next one, first in first out within a lane.
 #[derive(Default)]
 struct Lanes {
-    lanes: Vec<VecDeque<Task>>,
+    lanes: Vec<VecDeque<Queued>>,
     len: usize,
 }
 
+/// What a lane holds: a task, or an enumeration's jobs, which become tasks
+/// one by one as they are taken (the next one at `next`).
+enum Queued {
+    Task(Task),
+    Jobs { jobs: EnumeratedJobs, next: usize },
+}
+
 impl Lanes {
-    fn push(&mut self, task: Task) {
-        let lane = usize::from(task.priority().min(MAX_PRIORITY));
+    fn push(&mut self, priority: u8, queued: Queued, count: usize) {
+        let lane = usize::from(priority.min(MAX_PRIORITY));
         if self.lanes.len() <= lane {
             self.lanes.resize_with(lane + 1, VecDeque::new);
         }
-        self.lanes[lane].push_back(task);
-        self.len += 1;
+        self.lanes[lane].push_back(queued);
+        self.len += count;
     }
 
     fn pop(&mut self) -> Option<Task> {
-        let task = self.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        let lane = self.lanes.iter_mut().rev().find(|lane| !lane.is_empty())?;
+        let task = match lane.pop_front()? {
+            Queued::Task(task) => task,
+            Queued::Jobs { mut jobs, next } => {
+                let task = jobs.take_task(next);
+                if next + 1 < jobs.len() {
+                    lane.push_front(Queued::Jobs {
+                        jobs,
+                        next: next + 1,
+                    });
+                }
+                task
+            }
+        };
         self.len -= 1;
         Some(task)
     }
@@ -88,11 +108,24 @@ impl LocalBroker {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
             for task in tasks {
                 let (handler, version) = task.handler();
-                queues
-                    .entry(queue_name(handler, version))
-                    .or_default()
-                    .push(task);
+                let lanes = queues.entry(queue_name(handler, version)).or_default();
+                lanes.push(task.priority(), Queued::Task(task), 1);
             }
+        }
+        self.inner.available.notify_waiters();
+    }
+
+    fn push_jobs(&self, jobs: EnumeratedJobs) {
+        if jobs.is_empty() {
+            return;
+        }
+        {
+            let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let lanes = queues
+                .entry(queue_name(&jobs.handler, &jobs.version))
+                .or_default();
+            let (priority, count) = (jobs.priority, jobs.len());
+            lanes.push(priority, Queued::Jobs { jobs, next: 0 }, count);
         }
         self.inner.available.notify_waiters();
     }
@@ -115,6 +148,14 @@ impl Broker for LocalBroker {
             return Err(BrokerError::Closed);
         }
         self.push(tasks);
+        Ok(())
+    }
+
+    async fn publish_jobs(&self, jobs: EnumeratedJobs) -> Result<(), BrokerError> {
+        if self.is_closed() {
+            return Err(BrokerError::Closed);
+        }
+        self.push_jobs(jobs);
         Ok(())
     }
 

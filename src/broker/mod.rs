@@ -18,7 +18,7 @@ pub use amqp::{AmqpBroker, QueueType};
 pub use local::LocalBroker;
 
 use crate::ids::{FlowId, HandlerName, PhaseName};
-use crate::model::{FlowStatus, Task};
+use crate::model::{EnumeratedJobs, FlowStatus, Task};
 use crate::version::Version;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,11 @@ pub trait Inbox: Send {
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, tasks: Vec<Task>) -> Result<(), BrokerError>;
+
+    /// Publishes the jobs of one enumeration, each as its own task.
+    async fn publish_jobs(&self, jobs: EnumeratedJobs) -> Result<(), BrokerError> {
+        self.publish(jobs.into_tasks()).await
+    }
 
     /// Publishes a task once `delay` has passed (retries with backoff).
     async fn publish_later(&self, task: Task, delay: Duration) -> Result<(), BrokerError>;

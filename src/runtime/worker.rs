@@ -28,9 +28,11 @@ use crate::handler::{
     CancelReason, Canceler, Cancellation, EnumerateRequest, HandlerError, HandlerRegistry,
     JobRequest, RegisteredHandler,
 };
-use crate::ids::{Cursor, FlowId, JobKey};
+use crate::ids::{Cursor, FlowId};
 use crate::metrics;
-use crate::model::{Admission, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo};
+use crate::model::{
+    Admission, EnumeratedJobs, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo,
+};
 use crate::rules::{self, AfterFailure};
 use crate::store::{
     JobsToQueue, SlotAdmission, SlotRequest, TokenRequest, TokenTaken, WORKER_LIVENESS,
@@ -756,25 +758,18 @@ impl Worker {
                     JobsToQueue::Recorded(recorded) => Some(recorded),
                 };
                 if let Some(jobs) = to_queue {
-                    let tasks = jobs
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, job)| Task::Process {
-                            key: JobKey {
-                                flow: flow.clone(),
-                                seq: cursor.seq,
-                                slot: *slot,
-                                index: index as u32,
-                            },
-                            phase: cursor.phase.clone(),
+                    backend
+                        .broker
+                        .publish_jobs(EnumeratedJobs {
+                            flow: flow.clone(),
+                            cursor: cursor.clone(),
+                            slot: *slot,
                             handler: handler.clone(),
                             version: version.clone(),
-                            attempt: 1,
-                            job,
                             priority: task.priority(),
+                            jobs,
                         })
-                        .collect();
-                    backend.broker.publish(tasks).await?;
+                        .await?;
                     backend.flows.jobs_queued(flow, cursor, *slot).await?;
                 }
                 recorded.progress

@@ -41,7 +41,9 @@ pub(super) struct JobTable {
     pub version: Version,
     pub jobs: Vec<Value>,
     pub done: Vec<bool>,
-    pub outputs: Vec<Option<Value>>,
+    /// The outputs of the jobs that gave one, by index: most jobs give
+    /// none, and a million `None`s would cost 32 MB.
+    pub outputs: BTreeMap<u32, Value>,
     /// The attempt each job is on; 1 until it fails once.
     pub attempts: Vec<u32>,
     /// Whether the jobs are confirmed queued. Not durable: after a restart,
@@ -94,7 +96,7 @@ impl JobTable {
             version,
             jobs,
             done: vec![false; count],
-            outputs: vec![None; count],
+            outputs: BTreeMap::new(),
             attempts: vec![1; count],
             queued: false,
         }
@@ -673,7 +675,9 @@ impl FlowStore for EmbeddedStore {
             }
             table.done[index] = true;
             let journal_output = if journaling { output.clone() } else { None };
-            table.outputs[index] = output;
+            if let Some(output) = output {
+                table.outputs.insert(index as u32, output);
+            }
             let record = &mut entry.record;
             let Some(run) = record.phases.get_mut(key.seq as usize) else {
                 return Err(StoreError::Corrupt(format!(
@@ -986,7 +990,7 @@ impl FlowStore for EmbeddedStore {
                                     slot,
                                     index: index as u32,
                                 },
-                                output: table.outputs[index].clone(),
+                                output: table.outputs.get(&(index as u32)).cloned(),
                             });
                         }
                     }
@@ -1561,7 +1565,7 @@ pub(super) fn collect_outputs(entry: &FlowState, before_seq: u32) -> Outputs {
             let values: Vec<Value> = entry
                 .jobs
                 .get(&(run.seq, slot as u16))
-                .map(|table| table.outputs.iter().flatten().cloned().collect())
+                .map(|table| table.outputs.values().cloned().collect())
                 .unwrap_or_default();
             by_handler
                 .entry(handler.handler.clone())

@@ -472,11 +472,11 @@ fn load_jobs(
                 serde_json::from_str::<Value>(text)
                     .map_err(|e| corrupt(format!("flow {id}: job {seq}.{slot}.{index}: {e}")))
             };
+            if let Some(output) = output.as_deref().map(parse).transpose()? {
+                table.outputs.insert(table.jobs.len() as u32, output);
+            }
             table.jobs.push(parse(&job)?);
             table.done.push(done);
-            table
-                .outputs
-                .push(output.as_deref().map(parse).transpose()?);
             table.attempts.push(attempt);
         }
         // As when the flow ended in this process: outputs kept, and the
