@@ -192,10 +192,15 @@ pub struct JobKey {
 
 impl JobKey {
     pub fn id(&self) -> JobId {
-        JobId::new(format!(
+        use std::fmt::Write;
+        // Sized up front: this runs once per job attempt.
+        let mut text = String::with_capacity(self.flow.as_str().len() + 24);
+        let _infallible = write!(
+            text,
             "{}.{}.{}.{}",
             self.flow, self.seq, self.slot, self.index
-        ))
+        );
+        JobId::new(text)
     }
 }
 

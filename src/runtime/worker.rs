@@ -13,10 +13,12 @@
 //! (the worker follows flow events), or when the worker stops.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::{Either, FutureExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -466,9 +468,42 @@ impl Worker {
         task: &Task,
         traceparent: Option<&str>,
     ) -> Result<(), RuntimeError> {
+        let Some(only_job) = self.run_task(task, traceparent).await? else {
+            return Ok(());
+        };
+        // An enumeration of one job runs it here, after the enumeration's
+        // own slot and capacity are given back, instead of sending it
+        // through the queue to come back: a trip to the broker and back
+        // saved on every phase of one job. Its enumeration is marked queued
+        // only once the job is recorded (or queued for its retry), so a
+        // crash before that redelivers the enumeration, which queues it.
+        let traceparent = trace::task_traceparent(&only_job);
+        self.run_task(&only_job, traceparent.as_deref()).await?;
+        if let Task::Process { key, phase, .. } = &only_job {
+            let cursor = Cursor {
+                seq: key.seq,
+                phase: phase.clone(),
+            };
+            self.inner
+                .backend
+                .flows
+                .jobs_queued(&key.flow, &cursor, key.slot)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One task, from admission to its recorded outcome; for an
+    /// enumeration of one job that this worker hosts, that job, to be run
+    /// next by the caller.
+    async fn run_task(
+        &self,
+        task: &Task,
+        traceparent: Option<&str>,
+    ) -> Result<Option<Task>, RuntimeError> {
         let backend = &self.inner.backend;
         let Some(context) = backend.queries.flow_context(task.flow()).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let (handler, version) = task.handler();
         let spec = handler_spec(&context, task);
@@ -478,7 +513,7 @@ impl Worker {
             None => None,
         };
         let Some(_held) = self.admit_within_limits(task, spec).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(registered) = registered else {
             let error =
@@ -622,8 +657,10 @@ impl Worker {
         }
     }
 
-    /// Runs the handler in a task of its own, so that a panic or a timeout
-    /// becomes a failed attempt instead of a lost job.
+    /// Runs the handler so that a panic or a timeout becomes a failed
+    /// attempt instead of a lost job. The call runs inside this task, not
+    /// a task of its own: stopping it is dropping it, and a panic is caught
+    /// where it unwinds, which saves a spawn per job.
     async fn attempt(
         &self,
         task: &Task,
@@ -632,7 +669,7 @@ impl Worker {
         timeout: Option<Duration>,
         traceparent: Option<String>,
     ) -> Result<Attempt, RuntimeError> {
-        let handler = registered.handler.clone();
+        let handler = &registered.handler;
         let (canceler, cancellation) = Cancellation::new();
         let _known = self.track_call(task.flow(), task.seq_and_slot().0, canceler.clone());
         let call = match task {
@@ -658,7 +695,7 @@ impl Worker {
                     traceparent,
                     cancellation: cancellation.clone(),
                 };
-                tokio::spawn(
+                Either::Left(
                     async move { handler.enumerate(request).await.map(Attempt::Enumerated) },
                 )
             }
@@ -682,10 +719,10 @@ impl Worker {
                     traceparent,
                     cancellation: cancellation.clone(),
                 };
-                tokio::spawn(async move { handler.process(request).await.map(Attempt::Processed) })
+                Either::Right(async move { handler.process(request).await.map(Attempt::Processed) })
             }
         };
-        let abort = call.abort_handle();
+        let call = AssertUnwindSafe(call).catch_unwind();
         let clock = self.inner.backend.clock.as_ref();
         let timed_out = async {
             match timeout {
@@ -700,7 +737,6 @@ impl Worker {
             joined = call => joined,
             _ = timed_out => {
                 canceler.cancel(CancelReason::Timeout);
-                abort.abort();
                 let limit = timeout.unwrap_or_default();
                 return Ok(Attempt::Failed(HandlerError::new(format!(
                     "timed out after {}",
@@ -708,14 +744,13 @@ impl Worker {
                 ))));
             }
             _ = cancellation.canceled() => {
-                abort.abort();
                 return Ok(Attempt::Canceled);
             }
         };
         Ok(match outcome {
             Ok(Ok(attempt)) => attempt,
             Ok(Err(error)) => Attempt::Failed(error),
-            Err(join_error) => Attempt::Failed(HandlerError::new(panic_message(join_error))),
+            Err(panic) => Attempt::Failed(HandlerError::new(panic_message(panic))),
         })
     }
 
@@ -726,9 +761,10 @@ impl Worker {
         task: &Task,
         context: &FlowContext,
         attempt: Attempt,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<Task>, RuntimeError> {
         let backend = &self.inner.backend;
         let now = backend.clock.now();
+        let mut run_here = None;
         let progress = match (task, attempt) {
             // Stopped before it ended: nothing is recorded, and the task
             // goes back to its queue. If its flow ended (the usual reason),
@@ -758,19 +794,21 @@ impl Worker {
                     JobsToQueue::Recorded(recorded) => Some(recorded),
                 };
                 if let Some(jobs) = to_queue {
-                    backend
-                        .broker
-                        .publish_jobs(EnumeratedJobs {
-                            flow: flow.clone(),
-                            cursor: cursor.clone(),
-                            slot: *slot,
-                            handler: handler.clone(),
-                            version: version.clone(),
-                            priority: task.priority(),
-                            jobs,
-                        })
-                        .await?;
-                    backend.flows.jobs_queued(flow, cursor, *slot).await?;
+                    let mut jobs = EnumeratedJobs {
+                        flow: flow.clone(),
+                        cursor: cursor.clone(),
+                        slot: *slot,
+                        handler: handler.clone(),
+                        version: version.clone(),
+                        priority: task.priority(),
+                        jobs,
+                    };
+                    if jobs.len() == 1 && self.inner.registry.get(handler, version).is_some() {
+                        run_here = Some(jobs.take_task(0));
+                    } else {
+                        backend.broker.publish_jobs(jobs).await?;
+                        backend.flows.jobs_queued(flow, cursor, *slot).await?;
+                    }
                 }
                 recorded.progress
             }
@@ -788,7 +826,7 @@ impl Worker {
         if progress.needs_engine() {
             backend.broker.nudge(task.flow()).await?;
         }
-        Ok(())
+        Ok(run_here)
     }
 
     /// Retries with backoff while attempts remain; then fails the phase.
@@ -867,11 +905,7 @@ fn handler_spec<'a>(context: &'a FlowContext, task: &Task) -> Option<&'a Handler
         .get(slot as usize)
 }
 
-fn panic_message(error: tokio::task::JoinError) -> String {
-    if !error.is_panic() {
-        return "the handler was stopped".to_owned();
-    }
-    let payload = error.into_panic();
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
