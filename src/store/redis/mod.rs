@@ -27,6 +27,7 @@
 //!
 //! The keys are listed in `keys.rs` and in `ARCHITECTURE.md`.
 
+mod completions;
 mod connection;
 mod hot;
 mod keys;
@@ -43,6 +44,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use self::completions::Completions;
 use self::connection::Connection;
 pub use self::connection::Endpoint;
 use self::keys::Keys;
@@ -89,6 +91,7 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Arc<Scripts>,
     cache: Arc<Mutex<Caches>>,
+    completions: Arc<Completions>,
 }
 
 #[derive(Default)]
@@ -163,6 +166,7 @@ impl RedisStore {
             },
             scripts: Arc::new(Scripts::new()),
             cache: Arc::new(Mutex::new(Caches::default())),
+            completions: Arc::default(),
         })
     }
 
@@ -872,25 +876,8 @@ impl FlowStore for RedisStore {
         output: Option<Value>,
         at: Timestamp,
     ) -> Result<Progress, StoreError> {
-        let reply = self
-            .visit_reply(
-                self.scripts
-                    .done
-                    .key(self.keys.hot(&key.flow))
-                    .key(self.keys.done(&key.flow, key.seq, key.slot))
-                    .key(self.keys.outputs(&key.flow, key.seq, key.slot))
-                    .arg(key.seq)
-                    .arg(key.slot)
-                    .arg(key.index)
-                    .arg(u8::from(output.is_some()))
-                    .arg(output.map(|o| o.to_string()).unwrap_or_default())
-                    .arg(at.millis()),
-            )
-            .await?;
-        if !reply.exists() {
-            return Err(StoreError::UnknownFlow(key.flow.clone()));
-        }
-        Ok(reply.progress(key.seq))
+        self.complete(key, output.map(|output| output.to_string()), at)
+            .await
     }
 
     async fn record_retry(&self, task: &Task, _next_attempt: u32) -> Result<(), StoreError> {

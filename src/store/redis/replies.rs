@@ -39,6 +39,23 @@ impl VisitReply {
     }
 }
 
+/// The reply of `done.lua`: the visit, and which of the call's jobs were
+/// refused.
+#[derive(Debug, Deserialize)]
+pub(super) struct DoneReply {
+    #[serde(flatten)]
+    pub visit: VisitReply,
+    /// A character per job of the call, in order: `1` for one refused.
+    #[serde(default, rename = "refused")]
+    pub refused_jobs: String,
+}
+
+impl DoneReply {
+    pub fn is_refused(&self, position: usize) -> bool {
+        self.refused_jobs.as_bytes().get(position) == Some(&b'1')
+    }
+}
+
 /// The reply of `enumerated.lua`.
 #[derive(Debug, Deserialize)]
 pub(super) struct EnumeratedReply {
