@@ -27,8 +27,8 @@
 //!
 //! The keys are listed in `keys.rs` and in `ARCHITECTURE.md`.
 
-mod completions;
 mod connection;
+mod grouped;
 mod hot;
 mod keys;
 mod replies;
@@ -44,9 +44,9 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use self::completions::Completions;
 use self::connection::Connection;
 pub use self::connection::Endpoint;
+use self::grouped::{Completion, Grouped};
 use self::keys::Keys;
 use self::replies::{EnumeratedReply, FactsReply, QueueReply, VisitReply};
 use self::scripts::Scripts;
@@ -91,7 +91,9 @@ pub struct RedisStore {
     keys: Keys,
     scripts: Arc<Scripts>,
     cache: Arc<Mutex<Caches>>,
-    completions: Arc<Completions>,
+    /// Job completions and job admissions, sent in groups (`grouped.rs`).
+    completions: Arc<Grouped<Completion, Progress>>,
+    admissions: Arc<Grouped<String, Option<AdmissionFacts>>>,
 }
 
 #[derive(Default)]
@@ -167,6 +169,7 @@ impl RedisStore {
             scripts: Arc::new(Scripts::new()),
             cache: Arc::new(Mutex::new(Caches::default())),
             completions: Arc::default(),
+            admissions: Arc::default(),
         })
     }
 
@@ -483,25 +486,6 @@ impl RedisStore {
             outputs.insert(visit.phase.clone(), by_handler);
         }
         Ok(outputs)
-    }
-
-    async fn admission_facts(&self, task: &Task) -> Result<Option<AdmissionFacts>, StoreError> {
-        let flow = task.flow();
-        let (seq, slot) = task.seq_and_slot();
-        let index = Self::job_index(task);
-        let reply: String = self
-            .scripts
-            .facts
-            .key(self.keys.hot(flow))
-            .key(self.keys.done(flow, seq, slot))
-            .arg(seq)
-            .arg(slot)
-            .arg(index)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let facts: FactsReply = from_json(&reply, "admission facts")?;
-        Ok(facts.facts())
     }
 
     /// The job index admission scripts read: empty for an enumerate task.
@@ -876,8 +860,12 @@ impl FlowStore for RedisStore {
         output: Option<Value>,
         at: Timestamp,
     ) -> Result<Progress, StoreError> {
-        self.complete(key, output.map(|output| output.to_string()), at)
-            .await
+        let completion = Completion {
+            index: key.index,
+            output: output.map(|output| output.to_string()),
+            at,
+        };
+        self.complete(key, completion).await
     }
 
     async fn record_retry(&self, task: &Task, _next_attempt: u32) -> Result<(), StoreError> {

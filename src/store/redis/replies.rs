@@ -92,9 +92,19 @@ pub(super) struct FactsReply {
     pub slot: Option<String>,
     #[serde(default)]
     pub held: Option<u32>,
+    /// From `facts.lua`: a character per task asked about, `1` for a job
+    /// already done.
+    #[serde(default)]
+    pub done: String,
 }
 
 impl FactsReply {
+    /// Whether the task at `position` of a `facts.lua` call is a job
+    /// already done.
+    pub fn is_job_done(&self, position: usize) -> bool {
+        self.done.as_bytes().get(position) == Some(&b'1')
+    }
+
     /// The facts, or `None` for a flow that is gone.
     pub fn facts(&self) -> Option<crate::rules::AdmissionFacts> {
         let (Some(status), Some(current_seq)) = (self.status, self.seq) else {
