@@ -187,14 +187,21 @@ impl RedisStore {
             .await
             .map_err(backend)?;
         let reply: DoneReply = from_json(&reply, "a script's reply")?;
+        let progress = reply.visit.progress(seq);
+        // News for the engine goes to one completion of the group, the
+        // last counted: its worker nudges, and the others need not send
+        // the same nudge again.
+        let told = (0..completions.len()).rev().find(|&at| !reply.is_refused(at));
         Ok((0..completions.len())
             .map(|position| {
                 if !reply.visit.exists() {
                     Err(StoreError::UnknownFlow(flow.clone()))
                 } else if reply.is_refused(position) {
                     Ok(Progress::Refused)
+                } else if progress.needs_engine() && Some(position) != told {
+                    Ok(Progress::Running)
                 } else {
-                    Ok(reply.visit.progress(seq))
+                    Ok(progress)
                 }
             })
             .collect())
