@@ -22,6 +22,7 @@ use futures_util::future::{Either, FutureExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use super::{Backend, RuntimeError};
 use crate::broker::{queue_name, Delivery, FlowEvent};
@@ -398,7 +399,9 @@ impl Worker {
             let worker = self.clone();
             let mut stopping = self.inner.stopping.subscribe();
             consumers.spawn(async move {
-                let mut in_flight = JoinSet::new();
+                // Tracked, not joined: nothing reads a job's task's result,
+                // and a tracker costs no handle per job to reap.
+                let in_flight = TaskTracker::new();
                 // One wait for the whole loop, not one per delivery.
                 let stopped = stopping.wait_for(|stopping| *stopping);
                 let mut stopped = std::pin::pin!(stopped);
@@ -411,10 +414,9 @@ impl Worker {
                     let Some(delivery) = delivery else { break };
                     let worker = worker.clone();
                     in_flight.spawn(async move { worker.handle(delivery).await });
-                    // Reap finished jobs so the set does not grow without bound.
-                    while in_flight.try_join_next().is_some() {}
                 }
-                while in_flight.join_next().await.is_some() {}
+                in_flight.close();
+                in_flight.wait().await;
             });
         }
         while consumers.join_next().await.is_some() {}

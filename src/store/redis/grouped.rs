@@ -191,7 +191,9 @@ impl RedisStore {
         // News for the engine goes to one completion of the group, the
         // last counted: its worker nudges, and the others need not send
         // the same nudge again.
-        let told = (0..completions.len()).rev().find(|&at| !reply.is_refused(at));
+        let told = (0..completions.len())
+            .rev()
+            .find(|&at| !reply.is_refused(at));
         Ok((0..completions.len())
             .map(|position| {
                 if !reply.visit.exists() {
