@@ -724,7 +724,11 @@ impl Worker {
                 Either::Right(async move { handler.process(request).await.map(Attempt::Processed) })
             }
         };
+        // Pinned here, not moved into the `select!`, which would drop it
+        // before a branch's body runs: the call must outlive the body that
+        // sets why it stops.
         let call = AssertUnwindSafe(call).catch_unwind();
+        tokio::pin!(call);
         let clock = self.inner.backend.clock.as_ref();
         let timed_out = async {
             match timeout {
@@ -736,7 +740,7 @@ impl Worker {
         // that notices it being dropped can tell the other side why.
         let outcome = tokio::select! {
             biased;
-            joined = call => joined,
+            joined = &mut call => joined,
             _ = timed_out => {
                 canceler.cancel(CancelReason::Timeout);
                 let limit = timeout.unwrap_or_default();

@@ -308,6 +308,50 @@ pub(crate) async fn a_job_past_its_timeout_fails(kind: Kind) {
     assert_eq!(error.attempts, 2);
 }
 
+pub(crate) struct Panicker;
+
+#[async_trait]
+impl Handler for Panicker {
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        panic!("job {} hit a bug", request.job_id);
+    }
+}
+
+/// A handler that panics fails its attempt with the panic's message, and
+/// the worker goes on: the phase's one job runs where it was enumerated,
+/// and its panic is caught there as anywhere.
+pub(crate) async fn a_panicking_handler_fails_its_attempts(kind: Kind) {
+    let harness = Harness::start(
+        kind,
+        registry(vec![
+            ("Flaky", Arc::new(Panicker)),
+            ("Reporter", Counter::new()),
+        ]),
+    )
+    .await;
+    let record = harness
+        .run(
+            &failing_workflow(json!({"max_attempts": 2, "initial_delay": "1ms"})),
+            json!({}),
+        )
+        .await;
+    assert_eq!(record.current().phase.as_str(), "error");
+    let error = record.error.clone().expect("error recorded");
+    // Run as a program, the panic is in the relay's call back into this
+    // process, and the program reports its own failure instead.
+    if !kind.programs {
+        assert!(
+            error.message.starts_with("the handler panicked: job ")
+                && error.message.ends_with("hit a bug"),
+            "{}",
+            error.message
+        );
+    }
+    assert_eq!(error.attempts, 2);
+    // The worker survived both panics: the error phase's handler ran.
+    assert!(record.current().handlers.iter().all(|run| run.done == 1));
+}
+
 pub(crate) async fn a_phase_past_its_timeout_fails(kind: Kind) {
     let gated = Gated::new(1);
     let harness = Harness::start(
