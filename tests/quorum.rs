@@ -126,6 +126,9 @@ impl RabbitCluster {
             .env("RABBITMQ_CONF_ENV_FILE", shared.join("rabbitmq-env.conf"))
             .env("RABBITMQ_PID_FILE", node.home.join("pid"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            // Erlang writes a crash dump into the working folder unless told
+            // otherwise; keep it with the node's other files.
+            .env("ERL_CRASH_DUMP", node.home.join("erl_crash.dump"))
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
                 "-kernel inet_dist_use_interface {127,0,0,1}",
