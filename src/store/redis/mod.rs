@@ -415,11 +415,24 @@ impl RedisStore {
 
     /// Outputs of the visits before `before_seq` (all of them for `u32::MAX`).
     async fn collect_outputs(&self, id: &FlowId, before_seq: u32) -> Result<Outputs, StoreError> {
-        let mut conn = self.conn();
-        let visits: Vec<String> = conn
+        let visits: Vec<String> = self
+            .conn()
             .lrange(self.keys.visits(id), 0, -1)
             .await
             .map_err(backend)?;
+        self.collect_outputs_of_visits(id, &visits, before_seq)
+            .await
+    }
+
+    /// [`RedisStore::collect_outputs`], with the flow's visits (as stored)
+    /// read already, by a caller that read them with something else.
+    async fn collect_outputs_of_visits(
+        &self,
+        id: &FlowId,
+        visits: &[String],
+        before_seq: u32,
+    ) -> Result<Outputs, StoreError> {
+        let mut conn = self.conn();
         let visits: Vec<StoredVisit> = visits
             .iter()
             .map(|v| from_json(v, "a phase visit"))
@@ -1584,12 +1597,17 @@ impl FlowQueries for RedisStore {
         flow: &FlowId,
         cursor: &Cursor,
     ) -> Result<EnumerateInput, StoreError> {
-        let outputs = self.collect_outputs(flow, cursor.seq).await?;
-        let transition: Option<String> = self
-            .conn()
+        // The visits and the transition in one round trip: an enumeration
+        // waits on this read.
+        let (visits, transition): (Vec<String>, Option<String>) = redis::pipe()
+            .lrange(self.keys.visits(flow), 0, -1)
             .lindex(self.keys.transitions(flow), cursor.seq as isize)
+            .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
+        let outputs = self
+            .collect_outputs_of_visits(flow, &visits, cursor.seq)
+            .await?;
         let error = transition
             .map(|t| from_json::<Transition>(&t, "a transition"))
             .transpose()?
