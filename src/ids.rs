@@ -192,14 +192,17 @@ pub struct JobKey {
 
 impl JobKey {
     pub fn id(&self) -> JobId {
-        use std::fmt::Write;
-        // Sized up front: this runs once per job attempt.
+        // This runs once per job attempt: the text is sized up front and the
+        // numbers written without the formatting machinery.
+        let mut numbers = itoa::Buffer::new();
         let mut text = String::with_capacity(self.flow.as_str().len() + 24);
-        let _infallible = write!(
-            text,
-            "{}.{}.{}.{}",
-            self.flow, self.seq, self.slot, self.index
-        );
+        text.push_str(self.flow.as_str());
+        text.push('.');
+        text.push_str(numbers.format(self.seq));
+        text.push('.');
+        text.push_str(numbers.format(self.slot));
+        text.push('.');
+        text.push_str(numbers.format(self.index));
         JobId::new(text)
     }
 }

@@ -15,7 +15,7 @@
 //! together under [`OTHER`].
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -134,6 +134,7 @@ pub fn install() -> MetricsHandle {
                 }
             };
             describe();
+            crate::sync::lock(&JOB_SERIES).clear();
             let upkeep = prometheus.clone();
             let spawned = std::thread::Builder::new()
                 .name("distribot-metrics".into())
@@ -211,10 +212,44 @@ pub fn flow_ended(workflow: &str, status: FlowStatus) {
 /// A job of `handler` was processed successfully in `duration`; feeds both
 /// the processed counter and the job duration histogram.
 pub fn job_processed(handler: &str, duration: Duration) {
-    let handler = HANDLERS.label(handler);
-    metrics::counter!(JOBS_PROCESSED, "handler" => handler.clone()).increment(1);
-    metrics::histogram!(JOB_DURATION, "handler" => handler).record(duration.as_secs_f64());
+    let mut known = crate::sync::lock(&JOB_SERIES);
+    if let Some(series) = known.get(handler) {
+        series.record(duration);
+        return;
+    }
+    let label = HANDLERS.label(handler);
+    let series = JobSeries {
+        processed: metrics::counter!(JOBS_PROCESSED, "handler" => label.clone()),
+        duration: metrics::histogram!(JOB_DURATION, "handler" => label),
+    };
+    series.record(duration);
+    // Handler names come from the workers' registries, so there are few;
+    // the bound only keeps a strange process from growing this without end.
+    if known.len() < 2 * MAX_LABEL_VALUES {
+        known.insert(handler.to_owned(), series);
+    }
 }
+
+/// One handler's processed-job series, kept so that counting a job is a
+/// lookup rather than building the series' key and labels again: this runs
+/// once per job.
+struct JobSeries {
+    processed: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl JobSeries {
+    fn record(&self, duration: Duration) {
+        self.processed.increment(1);
+        self.duration.record(duration.as_secs_f64());
+    }
+}
+
+/// Series taken from the recorder in place when they were first used. They
+/// are forgotten when [`install`] sets up the process's recorder, as ones
+/// taken before it would record nowhere.
+static JOB_SERIES: LazyLock<Mutex<HashMap<String, JobSeries, foldhash::fast::RandomState>>> =
+    LazyLock::new(|| Mutex::new(HashMap::default()));
 
 /// A job of `handler` spent its last attempt and failed its phase.
 pub fn job_failed(handler: &str) {

@@ -20,7 +20,9 @@ use crate::ids::FlowId;
 use crate::model::{EnumeratedJobs, Task, MAX_PRIORITY};
 
 struct Inner {
-    queues: Mutex<HashMap<String, Lanes>>,
+    /// Looked up on every take, so hashed with foldhash rather than SipHash;
+    /// queue names come from handler names and versions.
+    queues: Mutex<HashMap<String, Lanes, foldhash::fast::RandomState>>,
     available: Notify,
     nudges: mpsc::UnboundedSender<FlowId>,
     inbox: Mutex<Option<mpsc::UnboundedReceiver<FlowId>>>,
@@ -90,7 +92,7 @@ impl LocalBroker {
         let (events, _) = broadcast::channel(1 << 16);
         Self {
             inner: Arc::new(Inner {
-                queues: Mutex::new(HashMap::new()),
+                queues: Mutex::new(HashMap::default()),
                 available: Notify::new(),
                 nudges,
                 inbox: Mutex::new(Some(inbox)),

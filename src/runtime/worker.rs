@@ -96,7 +96,7 @@ impl WorkerBuilder {
                 slot_freed: Notify::new(),
                 held: Mutex::new(HeldSlots::default()),
                 releases: Mutex::new(PendingReleases::default()),
-                calls: Mutex::new(HashMap::new()),
+                calls: Mutex::new(HashMap::default()),
                 next_call: AtomicU64::new(0),
                 stopping: watch::channel(false).0,
                 slot_lease: self.slot_lease,
@@ -122,7 +122,9 @@ struct WorkerInner {
     held: Mutex<HeldSlots>,
     releases: Mutex<PendingReleases>,
     /// Handler calls in flight, by flow, so that a flow's end reaches them.
-    calls: Mutex<HashMap<FlowId, Vec<Call>>>,
+    /// Every job enters and leaves it, so it hashes with foldhash rather
+    /// than SipHash; flow ids are not chosen to collide.
+    calls: Mutex<HashMap<FlowId, Vec<Call>, foldhash::fast::RandomState>>,
     next_call: AtomicU64,
     /// Set when the worker stops taking tasks.
     stopping: watch::Sender<bool>,
@@ -413,7 +415,7 @@ impl Worker {
                     };
                     let Some(delivery) = delivery else { break };
                     let worker = worker.clone();
-                    in_flight.spawn(async move { worker.handle(delivery).await });
+                    in_flight.spawn(Box::pin(async move { worker.handle(delivery).await }));
                 }
                 in_flight.close();
                 in_flight.wait().await;
