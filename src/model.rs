@@ -787,6 +787,14 @@ impl EnumeratedJobs {
     /// The task of the job at `index`, taking its value out of the batch
     /// (a job is queued once, so nothing needs it there afterwards).
     pub fn take_task(&mut self, index: usize) -> Task {
+        let job = std::mem::take(&mut self.jobs[index]);
+        self.task_of(index, job, 1)
+    }
+
+    /// The task of the job at `index` of this enumeration, with its value
+    /// and attempt: the one place a job's task is made, whether the batch
+    /// holds the jobs or a store recovering them holds them itself.
+    pub fn task_of(&self, index: usize, job: Value, attempt: u32) -> Task {
         Task::Process {
             key: JobKey {
                 flow: self.flow.clone(),
@@ -797,8 +805,8 @@ impl EnumeratedJobs {
             phase: self.cursor.phase.clone(),
             handler: self.handler.clone(),
             version: self.version.clone(),
-            attempt: 1,
-            job: std::mem::take(&mut self.jobs[index]),
+            attempt,
+            job,
             priority: self.priority,
         }
     }

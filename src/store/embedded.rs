@@ -25,8 +25,8 @@ use super::{
 use crate::definition::Workflow;
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
-    Admission, Command, CommandRecord, EnumerateInput, FlowContext, FlowError, FlowRecord,
-    FlowStatus, Outputs, PhaseState, Progress, ReceivedSignal, Requester, SettledChild,
+    Admission, Command, CommandRecord, EnumerateInput, EnumeratedJobs, FlowContext, FlowError,
+    FlowRecord, FlowStatus, Outputs, PhaseState, Progress, ReceivedSignal, Requester, SettledChild,
     SignalOutcome, Task, WorkerInfo,
 };
 use crate::rules;
@@ -68,24 +68,20 @@ impl JobTable {
 
     /// The tasks of the jobs not done yet, at their current attempts.
     pub fn unfinished(&self, flow: &FlowId, cursor: &Cursor, slot: u16, priority: u8) -> Vec<Task> {
+        let enumeration = EnumeratedJobs {
+            flow: flow.clone(),
+            cursor: cursor.clone(),
+            slot,
+            handler: self.handler.clone(),
+            version: self.version.clone(),
+            priority,
+            jobs: Vec::new(),
+        };
         self.jobs
             .iter()
             .enumerate()
             .filter(|(index, _)| !self.done[*index])
-            .map(|(index, job)| Task::Process {
-                key: JobKey {
-                    flow: flow.clone(),
-                    seq: cursor.seq,
-                    slot,
-                    index: index as u32,
-                },
-                phase: cursor.phase.clone(),
-                handler: self.handler.clone(),
-                version: self.version.clone(),
-                attempt: self.attempts[index],
-                job: job.clone(),
-                priority,
-            })
+            .map(|(index, job)| enumeration.task_of(index, job.clone(), self.attempts[index]))
             .collect()
     }
 

@@ -60,9 +60,9 @@ use super::{
 use crate::definition::{parse_stored_definition, Workflow};
 use crate::ids::{Cursor, FlowId, HandlerName, JobKey, PhaseName};
 use crate::model::{
-    Admission, ChildRun, Command, CommandRecord, EnumerateInput, FlowContext, FlowError,
-    FlowRecord, FlowStatus, HandlerRun, Outputs, PhaseRun, PhaseState, Progress, ReceivedSignal,
-    Requester, SettledChild, SignalOutcome, Signals, Task, Transition, WorkerInfo,
+    Admission, ChildRun, Command, CommandRecord, EnumerateInput, EnumeratedJobs, FlowContext,
+    FlowError, FlowRecord, FlowStatus, HandlerRun, Outputs, PhaseRun, PhaseState, Progress,
+    ReceivedSignal, Requester, SettledChild, SignalOutcome, Signals, Task, Transition, WorkerInfo,
 };
 use crate::rules::{self, AdmissionFacts};
 use crate::schedule::{Schedule, ScheduleSpec, TickOutcome};
@@ -572,22 +572,18 @@ impl RedisStore {
                             cursor.seq
                         ))
                     })?;
+            let enumeration = EnumeratedJobs {
+                flow: flow.clone(),
+                cursor: cursor.clone(),
+                slot,
+                handler,
+                version,
+                priority,
+                jobs: Vec::new(),
+            };
             for (index, job) in jobs.into_iter().enumerate() {
                 if !is_done(index) {
-                    tasks.push(Task::Process {
-                        key: JobKey {
-                            flow: flow.clone(),
-                            seq: cursor.seq,
-                            slot,
-                            index: index as u32,
-                        },
-                        phase: cursor.phase.clone(),
-                        handler: handler.clone(),
-                        version: version.clone(),
-                        attempt: 1,
-                        job,
-                        priority,
-                    });
+                    tasks.push(enumeration.task_of(index, job, 1));
                 }
             }
         }
