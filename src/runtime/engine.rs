@@ -308,8 +308,14 @@ impl Engine {
     pub async fn advance(&self, flow: &FlowId) -> Result<(), RuntimeError> {
         let backend = &self.inner.backend;
         let mut looked_again = false;
+        // The flow as the step before read it along with its own write.
+        let mut read_ahead: Option<FlowRecord> = None;
         loop {
-            let Some(record) = backend.queries.flow(flow).await? else {
+            let record = match read_ahead.take() {
+                Some(record) => Some(record),
+                None => backend.queries.flow(flow).await?,
+            };
+            let Some(record) = record else {
                 return Ok(());
             };
             self.arm_timer(&record);
@@ -346,16 +352,22 @@ impl Engine {
                 Step::Idle => return Ok(()),
                 Step::Enter { from, to, error } => {
                     let now = self.now();
-                    let entered = backend
+                    // The next pass starts from the flow read in the same
+                    // round trip as the step: one trip to the store fewer
+                    // on every phase.
+                    let (entered, after) = backend
                         .flows
-                        .enter_phase(flow, &from, &to, error, now)
+                        .enter_phase_and_read(flow, &from, &to, error, now)
                         .await?;
+                    read_ahead = after;
                     if let Some(cursor) = entered {
                         phase_left(&record, now);
                         // What the flow waited for was the phase's; the next
                         // one notes its own.
                         if !record.waiting.is_empty() {
                             backend.flows.note_waiting(flow, Vec::new()).await?;
+                            // Read before this write: the next pass reads again.
+                            read_ahead = None;
                         }
                         backend
                             .broker

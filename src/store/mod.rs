@@ -346,6 +346,21 @@ pub trait FlowStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<Option<Cursor>, StoreError>;
 
+    /// [`FlowStore::enter_phase`], and the flow as it stands right after,
+    /// for a store that reads it in the same round trip. `None` for the
+    /// flow when it did not read it (the default) or found nothing: the
+    /// caller reads it itself.
+    async fn enter_phase_and_read(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<(Option<Cursor>, Option<FlowRecord>), StoreError> {
+        Ok((self.enter_phase(flow, from, to, error, at).await?, None))
+    }
+
     /// Ends a running flow that is still at the settled visit `from`, with
     /// the error that failed it, if any. False when it was not there.
     async fn end_flow(

@@ -114,9 +114,30 @@ type StoredFlow = (
     Vec<String>,
 );
 
+/// What entering a phase and reading the flow after it return in one
+/// pipeline: the script's answer, then the [`StoredFlow`] fields.
+type EnteredAndStored = (
+    i64,
+    HashMap<String, String>,
+    HashMap<String, String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+);
+
 /// A handler's recorded jobs, done bits and version, as one read returns
 /// them.
 type RecordedJobs = (Option<String>, Option<Vec<u8>>, Option<String>);
+
+/// The visit `scripts/enter.lua` began, when its answer says it did.
+fn entered_cursor(entered: i64, from: &Cursor, to: &PhaseName) -> Option<Cursor> {
+    (entered >= 0).then(|| Cursor {
+        seq: from.seq + 1,
+        phase: to.clone(),
+    })
+}
 
 /// What a flow's keys say, for its indexes to follow: its status (none
 /// when it has no keys), how many times it was retried, when it ended.
@@ -253,18 +274,30 @@ impl RedisStore {
     }
 
     async fn load(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
-        let mut conn = self.conn();
-        let (meta, hot, visits, transitions, commands, pending, seen): StoredFlow = redis::pipe()
-            .hgetall(self.keys.flow(id))
+        let mut pipe = redis::pipe();
+        self.read_flow_into(&mut pipe, id);
+        let stored: StoredFlow = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        self.flow_from(id, stored)
+    }
+
+    /// The commands that read a whole flow, as [`StoredFlow`] holds it,
+    /// added to `pipe`.
+    fn read_flow_into(&self, pipe: &mut redis::Pipeline, id: &FlowId) {
+        pipe.hgetall(self.keys.flow(id))
             .hgetall(self.keys.hot(id))
             .lrange(self.keys.visits(id), 0, -1)
             .lrange(self.keys.transitions(id), 0, -1)
             .lrange(self.keys.commands(id), 0, -1)
             .lrange(self.keys.signals(id), 0, -1)
-            .smembers(self.keys.signal_ids(id))
-            .query_async(&mut conn)
-            .await
-            .map_err(backend)?;
+            .smembers(self.keys.signal_ids(id));
+    }
+
+    /// The flow that a read of its keys found; `None` when it has none.
+    fn flow_from(
+        &self,
+        id: &FlowId,
+        (meta, hot, visits, transitions, commands, pending, seen): StoredFlow,
+    ) -> Result<Option<FlowRecord>, StoreError> {
         if meta.is_empty() {
             return Ok(None);
         }
@@ -702,45 +735,48 @@ impl FlowStore for RedisStore {
         error: Option<FlowError>,
         at: Timestamp,
     ) -> Result<Option<Cursor>, StoreError> {
-        let Some(context) = self.flow_context(flow).await? else {
-            return Err(StoreError::UnknownFlow(flow.clone()));
-        };
-        let phase = context.workflow.phase(to.as_str()).ok_or_else(|| {
-            corrupt(format!(
-                "flow {flow} cannot enter `{to}`: its workflow has no such phase"
-            ))
-        })?;
-        let seq = from.seq + 1;
-        let transition = Transition {
-            from: Some(from.phase.clone()),
-            to: to.clone(),
-            at,
-            error: error.clone(),
-            retried_by: None,
-        };
-        let error_json = error.as_ref().map(to_json).transpose()?.unwrap_or_default();
         let entered: i64 = self
-            .scripts
-            .enter
-            .key(self.keys.hot(flow))
-            .key(self.keys.visits(flow))
-            .key(self.keys.transitions(flow))
-            .arg(from.seq)
-            .arg(from.phase.as_str())
-            .arg(to.as_str())
-            .arg(phase.handlers.len())
-            .arg(at.millis())
-            .arg(visit_json(seq, phase, at)?)
-            .arg(to_json(&transition)?)
-            .arg(error_json)
-            .arg(waits(phase))
+            .entering(flow, from, to, error, at)
+            .await?
             .invoke_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok((entered >= 0).then(|| Cursor {
-            seq,
-            phase: to.clone(),
-        }))
+        Ok(entered_cursor(entered, from, to))
+    }
+
+    async fn enter_phase_and_read(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<(Option<Cursor>, Option<FlowRecord>), StoreError> {
+        let invocation = self.entering(flow, from, to, error, at).await?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation);
+        self.read_flow_into(&mut pipe, flow);
+        let reply: redis::RedisResult<EnteredAndStored> = pipe.query_async(&mut self.conn()).await;
+        match reply {
+            Ok((entered, meta, hot, visits, transitions, commands, pending, seen)) => {
+                let stored = (meta, hot, visits, transitions, commands, pending, seen);
+                Ok((
+                    entered_cursor(entered, from, to),
+                    self.flow_from(flow, stored)?,
+                ))
+            }
+            // A pipeline does not load a script the node lacks (a new or
+            // restarted Redis): the call on its own does, and the caller
+            // reads the flow itself this once.
+            Err(error) if error.kind() == redis::ErrorKind::NoScriptError => {
+                let entered: i64 = invocation
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(backend)?;
+                Ok((entered_cursor(entered, from, to), None))
+            }
+            Err(error) => Err(backend(error)),
+        }
     }
 
     async fn end_flow(
@@ -1617,6 +1653,50 @@ impl FlowQueries for RedisStore {
 }
 
 impl RedisStore {
+    /// The call that moves a flow from `from` into `to` (`scripts/enter.lua`),
+    /// ready to be sent alone or in a pipeline.
+    async fn entering(
+        &self,
+        flow: &FlowId,
+        from: &Cursor,
+        to: &PhaseName,
+        error: Option<FlowError>,
+        at: Timestamp,
+    ) -> Result<redis::ScriptInvocation<'_>, StoreError> {
+        let Some(context) = self.flow_context(flow).await? else {
+            return Err(StoreError::UnknownFlow(flow.clone()));
+        };
+        let phase = context.workflow.phase(to.as_str()).ok_or_else(|| {
+            corrupt(format!(
+                "flow {flow} cannot enter `{to}`: its workflow has no such phase"
+            ))
+        })?;
+        let seq = from.seq + 1;
+        let transition = Transition {
+            from: Some(from.phase.clone()),
+            to: to.clone(),
+            at,
+            error: error.clone(),
+            retried_by: None,
+        };
+        let error_json = error.as_ref().map(to_json).transpose()?.unwrap_or_default();
+        let mut invocation = self.scripts.enter.prepare_invoke();
+        invocation
+            .key(self.keys.hot(flow))
+            .key(self.keys.visits(flow))
+            .key(self.keys.transitions(flow))
+            .arg(from.seq)
+            .arg(from.phase.as_str())
+            .arg(to.as_str())
+            .arg(phase.handlers.len())
+            .arg(at.millis())
+            .arg(visit_json(seq, phase, at)?)
+            .arg(to_json(&transition)?)
+            .arg(error_json)
+            .arg(waits(phase));
+        Ok(invocation)
+    }
+
     /// The first step of a creation (`scripts/index_create.lua`): indexes
     /// the flow and claims its key. Returns what the creation ends with
     /// when the key is held by a flow already.
