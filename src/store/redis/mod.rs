@@ -114,19 +114,6 @@ type StoredFlow = (
     Vec<String>,
 );
 
-/// What entering a phase and reading the flow after it return in one
-/// pipeline: the script's answer, then the [`StoredFlow`] fields.
-type EnteredAndStored = (
-    i64,
-    HashMap<String, String>,
-    HashMap<String, String>,
-    Vec<String>,
-    Vec<String>,
-    Vec<String>,
-    Vec<String>,
-    Vec<String>,
-);
-
 /// A handler's recorded jobs, done bits and version, as one read returns
 /// them.
 type RecordedJobs = (Option<String>, Option<Vec<u8>>, Option<String>);
@@ -756,15 +743,21 @@ impl FlowStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
         self.read_flow_into(&mut pipe, flow);
-        let reply: redis::RedisResult<EnteredAndStored> = pipe.query_async(&mut self.conn()).await;
+        // The script's answer, then the read's replies as `load` gets them.
+        let reply: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.conn()).await;
         match reply {
-            Ok((entered, meta, hot, visits, transitions, commands, pending, seen)) => {
-                let stored = (meta, hot, visits, transitions, commands, pending, seen);
+            Ok(mut replies) if !replies.is_empty() => {
+                let read = redis::Value::Array(replies.split_off(1));
+                let entered: i64 = redis::from_redis_value(&replies[0]).map_err(backend)?;
+                let stored: StoredFlow = redis::from_redis_value(&read).map_err(backend)?;
                 Ok((
                     entered_cursor(entered, from, to),
                     self.flow_from(flow, stored)?,
                 ))
             }
+            Ok(_) => Err(corrupt(format!(
+                "entering a phase of flow {flow} got no reply"
+            ))),
             // A pipeline does not load a script the node lacks (a new or
             // restarted Redis): the call on its own does, and the caller
             // reads the flow itself this once.
