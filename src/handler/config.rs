@@ -59,6 +59,7 @@ struct ProgramEntry {
     command: Vec<String>,
     processes: Option<usize>,
     in_flight: Option<usize>,
+    in_place: Option<usize>,
     timeout: Option<String>,
     hello_timeout: Option<String>,
     #[serde(default)]
@@ -119,6 +120,7 @@ pub fn host_program(registry: &mut HandlerRegistry, program: &Program) -> Result
                 timeout: config.timeout,
                 concurrency: Some(config.processes * config.in_flight),
                 capacity: Some(program.capacity().clone()),
+                in_place: config.in_place,
             },
         );
     }
@@ -134,6 +136,7 @@ struct HandlerEntry {
     process: Option<Vec<String>>,
     timeout: Option<String>,
     concurrency: Option<usize>,
+    in_place: Option<usize>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     /// A handler built into distribot instead of commands.
@@ -273,6 +276,7 @@ fn parse_handlers(
                 timeout,
                 concurrency: entry.concurrency,
                 capacity: None,
+                in_place: entry.in_place,
             },
         );
     }
@@ -305,6 +309,7 @@ fn parse_handlers(
             launch,
             processes: entry.processes.unwrap_or(DEFAULT_PROCESSES),
             in_flight: entry.in_flight.unwrap_or(DEFAULT_IN_FLIGHT),
+            in_place: entry.in_place,
             timeout: duration("timeout", &entry.timeout)?,
             hello_timeout: duration("hello_timeout", &entry.hello_timeout)?
                 .unwrap_or(DEFAULT_HELLO_TIMEOUT),
@@ -361,7 +366,7 @@ mod tests {
     #[test]
     fn programs_are_read_with_their_defaults() {
         let (_, programs) = parse_handlers(
-            "[[programs]]\ncommand = [\"python3\", \"handlers.py\"]\n\n[[programs]]\ncommand = [\"node\", \"h.mjs\"]\nprocesses = 2\nin_flight = 8\ntimeout = \"30s\"\nenv = { A = \"1\" }\n",
+            "[[programs]]\ncommand = [\"python3\", \"handlers.py\"]\n\n[[programs]]\ncommand = [\"node\", \"h.mjs\"]\nprocesses = 2\nin_flight = 8\nin_place = 4\ntimeout = \"30s\"\nenv = { A = \"1\" }\n",
             Path::new("/srv"),
             &environment,
         )
@@ -369,6 +374,10 @@ mod tests {
         assert_eq!(programs.len(), 2);
         assert_eq!((programs[0].processes, programs[0].in_flight), (1, 64));
         assert_eq!((programs[1].processes, programs[1].in_flight), (2, 8));
+        assert_eq!(
+            (programs[0].in_place, programs[1].in_place),
+            (None, Some(4))
+        );
         assert_eq!(programs[1].timeout, Some(Duration::from_secs(30)));
         assert_eq!(programs[0].name, "programs[0] (python3 handlers.py)");
         let error = parse_handlers(
@@ -417,6 +426,7 @@ mod tests {
             process = ["python3", "pages.py"]
             timeout = "30s"
             concurrency = 4
+            in_place = 0
 
             [[handlers]]
             name = "PageDownloader"
@@ -438,6 +448,9 @@ mod tests {
         let first = registry.get(&name, &"1.2.0".parse().unwrap()).unwrap();
         assert_eq!(first.options.timeout, Some(Duration::from_secs(30)));
         assert_eq!(first.options.concurrency, Some(4));
+        assert_eq!(first.options.in_place, Some(0));
+        let second = registry.get(&name, &"1.3.0".parse().unwrap()).unwrap();
+        assert_eq!(second.options.in_place, None);
         assert_eq!(
             registry.offered(&HandlerName::new("JobFinisher"))[0].to_string(),
             "0.0.0"

@@ -140,6 +140,10 @@ pub struct HandlerOptions {
     /// Calls in flight, shared with the other handlers that run in the
     /// same place (the copies of one program).
     pub capacity: Option<Capacity>,
+    /// The most jobs of one enumeration the worker runs itself, where the
+    /// enumeration ran, rather than queuing them for any worker (`None`:
+    /// the worker's default; `Some(0)`: every job goes through the queue).
+    pub in_place: Option<usize>,
 }
 
 /// How many calls may be in flight at once in one place, shared by every

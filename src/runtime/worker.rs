@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::future::{Either, FutureExt};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
@@ -31,7 +31,7 @@ use crate::handler::{
     CancelReason, Canceler, Cancellation, EnumerateRequest, HandlerError, HandlerRegistry,
     JobRequest, RegisteredHandler,
 };
-use crate::ids::{Cursor, FlowId};
+use crate::ids::{Cursor, FlowId, HandlerName};
 use crate::metrics;
 use crate::model::{
     Admission, EnumeratedJobs, FlowContext, FlowError, HostedHandler, Progress, Task, WorkerInfo,
@@ -43,6 +43,7 @@ use crate::store::{
 use crate::sync::Backoff;
 use crate::time::{format_duration, Timestamp};
 use crate::trace;
+use crate::version::Version;
 
 /// Jobs in flight per handler version when neither the handlers file nor the
 /// workflow says otherwise.
@@ -50,6 +51,13 @@ pub const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
 
 /// How long a stopping worker waits for the calls in flight before it
 /// cancels them.
+/// The most jobs of one enumeration a worker runs where the enumeration
+/// ran, rather than queuing them for any worker, unless a handler's
+/// `in_place` says otherwise: enough for the small phases whose per-job
+/// messages would cost more than their work, few enough that a phase of
+/// long jobs still spreads over the workers.
+pub const IN_PLACE_JOBS: usize = 16;
+
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a slot of a shared limit is held at a time; a call renews it
@@ -88,8 +96,10 @@ impl WorkerBuilder {
     }
 
     pub fn build(self) -> Worker {
+        let in_place = in_place_room(&self.registry);
         Worker {
             inner: Arc::new(WorkerInner {
+                in_place,
                 backend: self.backend,
                 registry: self.registry,
                 overall: self.concurrency.map(|n| Arc::new(Semaphore::new(n))),
@@ -125,12 +135,60 @@ struct WorkerInner {
     /// Every job enters and leaves it, so it hashes with foldhash rather
     /// than SipHash; flow ids are not chosen to collide.
     calls: Mutex<HashMap<FlowId, Vec<Call>, foldhash::fast::RandomState>>,
+    /// Room, per handler version, for jobs run where their enumeration
+    /// ran (see [`Worker::room_in_place`]).
+    in_place: HashMap<(HandlerName, Version), InPlaceRoom>,
     next_call: AtomicU64,
     /// Set when the worker stops taking tasks.
     stopping: watch::Sender<bool>,
     slot_lease: Duration,
     id: String,
     started_at: Timestamp,
+}
+
+/// What became of one task.
+enum Settled {
+    /// A job's output is recorded.
+    Done,
+    /// An enumeration is recorded, and its jobs are to run here.
+    RunHere(InPlace),
+    /// Anything else: not admitted, an enumeration queued, a failure.
+    Other,
+}
+
+/// A small enumeration's jobs, to run where it ran, with the room they take.
+struct InPlace {
+    jobs: EnumeratedJobs,
+    room: OwnedSemaphorePermit,
+}
+
+/// Room for in-place jobs per hosted handler version: the most jobs of one
+/// enumeration to run in place, and a count of them bounded by the
+/// version's `concurrency`, which bounds the tasks taken from its queue too.
+fn in_place_room(registry: &HandlerRegistry) -> HashMap<(HandlerName, Version), InPlaceRoom> {
+    registry
+        .iter()
+        .filter_map(|entry| {
+            let options = &entry.options;
+            let per_enumeration = options.in_place.unwrap_or(IN_PLACE_JOBS);
+            let concurrency = options.concurrency.unwrap_or(DEFAULT_HANDLER_CONCURRENCY);
+            (per_enumeration > 0).then(|| {
+                (
+                    (entry.name.clone(), entry.version.clone()),
+                    InPlaceRoom {
+                        per_enumeration,
+                        running: Arc::new(Semaphore::new(concurrency)),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// See [`in_place_room`].
+struct InPlaceRoom {
+    per_enumeration: usize,
+    running: Arc<Semaphore>,
 }
 
 /// A slot of a shared limit, renewed while it is held and given back when
@@ -472,42 +530,78 @@ impl Worker {
         task: &Task,
         traceparent: Option<&str>,
     ) -> Result<(), RuntimeError> {
-        let Some(only_job) = self.run_task(task, traceparent).await? else {
+        let Settled::RunHere(mut here) = self.run_task(task, traceparent).await? else {
             return Ok(());
         };
-        // An enumeration of one job runs it here, after the enumeration's
-        // own slot and capacity are given back, instead of sending it
-        // through the queue to come back: a trip to the broker and back
-        // saved on every phase of one job. Its enumeration is marked queued
-        // only once the job is recorded (or queued for its retry), so a
-        // crash before that redelivers the enumeration, which queues it.
-        let traceparent = trace::task_traceparent(&only_job);
-        self.run_task(&only_job, traceparent.as_deref()).await?;
-        if let Task::Process { key, phase, .. } = &only_job {
-            let cursor = Cursor {
-                seq: key.seq,
-                phase: phase.clone(),
-            };
-            self.inner
-                .backend
-                .flows
-                .jobs_queued(&key.flow, &cursor, key.slot)
-                .await?;
+        // A small enumeration's jobs run here, at once, after the
+        // enumeration's own slot and capacity are given back, instead of
+        // going through the queue to come back (as eager activities do in
+        // other engines): a trip to the broker and back saved per job.
+        let jobs: Vec<Task> = (0..here.jobs.len())
+            .map(|index| here.jobs.take_task(index))
+            .collect();
+        let runs = jobs.iter().map(|job| async move {
+            let traceparent = trace::task_traceparent(job);
+            self.run_task(job, traceparent.as_deref()).await
+        });
+        let mut all_done = true;
+        for outcome in futures_util::future::join_all(runs).await {
+            all_done &= matches!(outcome?, Settled::Done);
         }
+        drop(here.room);
+        // Until the enumeration is marked queued, a repeat of it (after a
+        // crash here, say) runs or queues its jobs again. Once every job
+        // is recorded done there is nothing left to repeat: a repeat's
+        // admissions would refuse them all, so the mark and its round trip
+        // are saved. A job that was not done (a retry queued for later, a
+        // pause) needs the mark, or a repeat would queue it twice.
+        if all_done {
+            return Ok(());
+        }
+        let EnumeratedJobs {
+            flow, cursor, slot, ..
+        } = &here.jobs;
+        self.inner
+            .backend
+            .flows
+            .jobs_queued(flow, cursor, *slot)
+            .await?;
         Ok(())
     }
 
-    /// One task, from admission to its recorded outcome; for an
-    /// enumeration of one job that this worker hosts, that job, to be run
-    /// next by the caller.
+    /// Room to run `jobs` jobs of a handler version here, where their
+    /// enumeration ran: the worker hosts the version, they are no more
+    /// than its `in_place` (default [`IN_PLACE_JOBS`]), and with the jobs
+    /// already run this way they are no more than its `concurrency`.
+    /// Otherwise they go through the queue, and any worker takes them.
+    fn room_in_place(
+        &self,
+        handler: &HandlerName,
+        version: &Version,
+        jobs: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        let room = self
+            .inner
+            .in_place
+            .get(&(handler.clone(), version.clone()))?;
+        if jobs == 0 || jobs > room.per_enumeration {
+            return None;
+        }
+        let jobs = u32::try_from(jobs).ok()?;
+        room.running.clone().try_acquire_many_owned(jobs).ok()
+    }
+
+    /// One task, from admission to its recorded outcome; for a small
+    /// enumeration, the jobs to run next here (see
+    /// [`Worker::room_in_place`]).
     async fn run_task(
         &self,
         task: &Task,
         traceparent: Option<&str>,
-    ) -> Result<Option<Task>, RuntimeError> {
+    ) -> Result<Settled, RuntimeError> {
         let backend = &self.inner.backend;
         let Some(context) = backend.queries.flow_context(task.flow()).await? else {
-            return Ok(None);
+            return Ok(Settled::Other);
         };
         let (handler, version) = task.handler();
         let spec = handler_spec(&context, task);
@@ -517,7 +611,7 @@ impl Worker {
             None => None,
         };
         let Some(_held) = self.admit_within_limits(task, spec).await? else {
-            return Ok(None);
+            return Ok(Settled::Other);
         };
         let Some(registered) = registered else {
             let error =
@@ -769,10 +863,10 @@ impl Worker {
         task: &Task,
         context: &FlowContext,
         attempt: Attempt,
-    ) -> Result<Option<Task>, RuntimeError> {
+    ) -> Result<Settled, RuntimeError> {
         let backend = &self.inner.backend;
         let now = backend.clock.now();
-        let mut run_here = None;
+        let mut settled = Settled::Other;
         let progress = match (task, attempt) {
             // Stopped before it ended: nothing is recorded, and the task
             // goes back to its queue. If its flow ended (the usual reason),
@@ -802,7 +896,7 @@ impl Worker {
                     JobsToQueue::Recorded(recorded) => Some(recorded),
                 };
                 if let Some(jobs) = to_queue {
-                    let mut jobs = EnumeratedJobs {
+                    let jobs = EnumeratedJobs {
                         flow: flow.clone(),
                         cursor: cursor.clone(),
                         slot: *slot,
@@ -811,8 +905,8 @@ impl Worker {
                         priority: task.priority(),
                         jobs,
                     };
-                    if jobs.len() == 1 && self.inner.registry.get(handler, version).is_some() {
-                        run_here = Some(jobs.take_task(0));
+                    if let Some(room) = self.room_in_place(handler, version, jobs.len()) {
+                        settled = Settled::RunHere(InPlace { jobs, room });
                     } else {
                         backend.broker.publish_jobs(jobs).await?;
                         backend.flows.jobs_queued(flow, cursor, *slot).await?;
@@ -824,6 +918,8 @@ impl Worker {
                 let progress = backend.flows.record_job_done(key, output, now).await?;
                 if progress == Progress::Refused {
                     tracing::warn!(job = %key.id(), "a job outside its visit's recorded enumeration was not counted");
+                } else {
+                    settled = Settled::Done;
                 }
                 progress
             }
@@ -834,7 +930,7 @@ impl Worker {
         if progress.needs_engine() {
             backend.broker.nudge(task.flow()).await?;
         }
-        Ok(run_here)
+        Ok(settled)
     }
 
     /// Retries with backoff while attempts remain; then fails the phase.

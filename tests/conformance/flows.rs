@@ -1382,3 +1382,56 @@ pub(crate) async fn steering_a_parent_reaches_its_children(kind: Kind) {
     }
     gated.open();
 }
+
+/// A phase of a few jobs runs them at once in the worker that enumerated
+/// them, without a trip through the queue; a handler with `in_place = 0`
+/// sends every job through the queue, to any worker.
+pub(crate) async fn a_small_phase_runs_its_jobs_where_they_were_enumerated(kind: Kind) {
+    let placed = Placed::new(4);
+    let spread = Placed::new(4);
+    let mut handlers = HandlerRegistry::new();
+    handlers.register_arc(
+        "Placed".into(),
+        v1(),
+        placed.clone(),
+        HandlerOptions::default(),
+    );
+    handlers.register_arc(
+        "Spread".into(),
+        v1(),
+        spread.clone(),
+        HandlerOptions {
+            in_place: Some(0),
+            ..HandlerOptions::default()
+        },
+    );
+    let harness = Harness::start(kind, handlers).await;
+    let flow = workflow(json!({
+        "workflow": "small-phases",
+        "phases": {
+            "placed": {"is_initial": true, "transitions_to": "spread", "handlers": ["Placed"]},
+            "spread": {"transitions_to": "done", "handlers": ["Spread"]},
+            "done": {"is_final": true}
+        }
+    }));
+    let record = harness.run(&flow, json!({})).await;
+    assert_eq!(record.status, FlowStatus::Finished, "{:?}", record.error);
+    assert_eq!(totals(&record, "Placed").1, 4);
+    assert_eq!(totals(&record, "Spread").1, 4);
+    // Run as programs, the calls come back from the relay on tasks of
+    // their own, and say nothing of where the worker ran them.
+    if kind.programs {
+        return;
+    }
+    let enumerated = placed.enumerated_in.lock().unwrap()[0];
+    let processed = placed.processed_in.lock().unwrap().clone();
+    assert!(enumerated.is_some());
+    assert_eq!(processed, vec![enumerated; 4], "in the enumeration's task");
+    let enumerated = spread.enumerated_in.lock().unwrap()[0];
+    let processed = spread.processed_in.lock().unwrap().clone();
+    assert_eq!(processed.len(), 4);
+    assert!(
+        processed.iter().all(|task| *task != enumerated),
+        "each job from the queue, in a task of its own"
+    );
+}

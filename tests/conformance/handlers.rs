@@ -311,3 +311,48 @@ impl Handler for Poller {
         Ok(Some(output))
     }
 }
+
+/// Enumerates `jobs` jobs and notes which tokio task each call ran in; each
+/// job waits until all of them have begun, so the phase ends only if they
+/// run at once.
+pub(crate) struct Placed {
+    pub(crate) jobs: usize,
+    pub(crate) all_begun: tokio::sync::Barrier,
+    pub(crate) enumerated_in: Mutex<Vec<Option<tokio::task::Id>>>,
+    pub(crate) processed_in: Mutex<Vec<Option<tokio::task::Id>>>,
+}
+
+impl Placed {
+    pub(crate) fn new(jobs: usize) -> Arc<Self> {
+        Arc::new(Self {
+            jobs,
+            all_begun: tokio::sync::Barrier::new(jobs),
+            enumerated_in: Mutex::new(Vec::new()),
+            processed_in: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Placed {
+    async fn enumerate(&self, _request: EnumerateRequest) -> Result<Vec<Value>, HandlerError> {
+        self.enumerated_in
+            .lock()
+            .unwrap()
+            .push(tokio::task::try_id());
+        Ok((0..self.jobs).map(Value::from).collect())
+    }
+
+    async fn process(&self, request: JobRequest) -> Result<Option<Value>, HandlerError> {
+        self.processed_in
+            .lock()
+            .unwrap()
+            .push(tokio::task::try_id());
+        // A bound, not a synchronisation: jobs run one after another would
+        // wait here for ever.
+        tokio::time::timeout(Duration::from_secs(10), self.all_begun.wait())
+            .await
+            .map_err(|_| HandlerError::permanent("the phase's jobs did not run at once"))?;
+        Ok(Some(request.job))
+    }
+}

@@ -690,6 +690,7 @@ pub(crate) async fn relayed(registry: HandlerRegistry) -> HandlerRegistry {
                     .options
                     .concurrency
                     .unwrap_or(distribot::runtime::DEFAULT_HANDLER_CONCURRENCY),
+                in_place: entry.options.in_place,
                 timeout: entry.options.timeout,
                 hello_timeout: DEFAULT_HELLO_TIMEOUT,
                 name: format!("relay of {}", entry.name),

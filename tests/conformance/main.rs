@@ -112,6 +112,7 @@ every_backend!(
     a_failing_enumerate_fails_the_phase,
     a_job_past_its_timeout_fails,
     a_panicking_handler_fails_its_attempts,
+    a_small_phase_runs_its_jobs_where_they_were_enumerated,
     a_phase_past_its_timeout_fails,
     pause_holds_new_jobs_and_transitions_until_resume,
     commands_in_the_wrong_state_are_errors,

@@ -52,6 +52,8 @@ pub struct ProgramConfig {
     pub processes: usize,
     /// Requests outstanding per copy.
     pub in_flight: usize,
+    /// Passed to each hosted handler's [`super::HandlerOptions::in_place`].
+    pub in_place: Option<usize>,
     /// Per request, unless the workflow says otherwise.
     pub timeout: Option<Duration>,
     pub hello_timeout: Duration,
