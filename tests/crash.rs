@@ -1,7 +1,9 @@
 //! Crash tests of the embedded backend: `kill -9` a `distribot run --db` at
 //! 20 seeded moments, then `distribot resume` must finish every time with
 //! exact counts: every job's side effect recorded at least once, every
-//! output counted once, every phase entered once.
+//! output counted once, every phase entered once. Once with a phase of
+//! jobs queued one by one, once with a small phase whose jobs run where
+//! their enumeration ran.
 //!
 //! The moments come from a seed (`DISTRIBOT_CRASH_SEED`, default 1), so a
 //! failure names the seed and the round that replays it.
@@ -15,7 +17,6 @@ use std::time::Duration;
 use common::{copy_tree, distribot, fixtures, run_in, scratch, wait_for, Running};
 use serde_json::{json, Value};
 
-const JOBS: usize = 24;
 const ROUNDS: u64 = 20;
 
 /// splitmix64: enough randomness to pick moments, and the same every time.
@@ -40,6 +41,18 @@ fn side_effects(log: &Path) -> BTreeMap<usize, usize> {
 
 #[test]
 fn killed_runs_resume_with_exact_counts() {
+    kill_and_resume(24, 2);
+}
+
+/// 8 jobs and room for 8 at once: they run in place, together, and a kill
+/// lands among them.
+#[test]
+fn killed_runs_of_a_small_phase_resume_with_exact_counts() {
+    kill_and_resume(8, 8);
+}
+
+/// `jobs` jobs of the fixture's handler, `concurrency` of them at once.
+fn kill_and_resume(jobs: usize, concurrency: usize) {
     let seed: u64 = std::env::var("DISTRIBOT_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -49,7 +62,7 @@ fn killed_runs_resume_with_exact_counts() {
     for round in 0..ROUNDS {
         // The kill comes once `after` jobs have started, plus up to 40 ms:
         // from before the first job to the last one.
-        let after = (next(&mut state) % JOBS as u64) as usize;
+        let after = (next(&mut state) % jobs as u64) as usize;
         let extra = Duration::from_millis(next(&mut state) % 40);
         let replay =
             format!("DISTRIBOT_CRASH_SEED={seed} (round {round}: after {after} jobs + {extra:?})");
@@ -57,9 +70,16 @@ fn killed_runs_resume_with_exact_counts() {
         let dir = scratch();
         let folder = dir.path().join("slow");
         copy_tree(&fixtures().join("slow"), &folder);
+        let handlers = folder.join("handlers.toml");
+        let configured = std::fs::read_to_string(&handlers).unwrap();
+        std::fs::write(
+            &handlers,
+            configured.replace("concurrency = 2", &format!("concurrency = {concurrency}")),
+        )
+        .unwrap();
         let log = dir.path().join("jobs.log");
         let db = dir.path().join("state.db");
-        let data = json!({"jobs": JOBS, "delay": 0.02, "log": log}).to_string();
+        let data = json!({"jobs": jobs, "delay": 0.02, "log": log}).to_string();
 
         let mut command = distribot(&folder);
         command.args(["run", "workflow.json", "--data", &data, "--db"]);
@@ -76,8 +96,15 @@ fn killed_runs_resume_with_exact_counts() {
             continue;
         }
         run.kill();
+        // Killed before it made its database: nothing ran, nothing to resume.
+        if !db.exists() {
+            assert!(
+                side_effects(&log).is_empty(),
+                "{replay}: jobs ran without a database"
+            );
+            continue;
+        }
 
-        let handlers = folder.join("handlers.toml");
         let outcome = run_in(
             &folder,
             [
@@ -115,12 +142,12 @@ fn killed_runs_resume_with_exact_counts() {
             "{replay}: each phase once"
         );
         let slow = &summary["handlers"]["Slow"];
-        assert_eq!(slow["total"], JOBS as u64, "{replay}: {summary}");
-        assert_eq!(slow["done"], JOBS as u64, "{replay}: {summary}");
+        assert_eq!(slow["total"], jobs as u64, "{replay}: {summary}");
+        assert_eq!(slow["done"], jobs as u64, "{replay}: {summary}");
         let effects = side_effects(&log);
         assert_eq!(
             effects.len(),
-            JOBS,
+            jobs,
             "{replay}: every job's side effect at least once: {effects:?}"
         );
         let outputs: Vec<u64> = summary["outputs"]["Slow"]
@@ -129,7 +156,7 @@ fn killed_runs_resume_with_exact_counts() {
             .iter()
             .map(|output| output["n"].as_u64().unwrap())
             .collect();
-        let expected: Vec<u64> = (0..JOBS as u64).collect();
+        let expected: Vec<u64> = (0..jobs as u64).collect();
         assert_eq!(
             outputs, expected,
             "{replay}: every output once, in enumeration order"

@@ -165,6 +165,89 @@ async fn workers_killed_mid_job_lose_nothing() {
     }
 }
 
+/// Phases of 10 jobs run where their enumeration ran: a worker killed
+/// among them takes its enumeration's delivery with it, and the next
+/// worker runs or queues what was left, each job counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_amid_small_phases_lose_nothing() {
+    let Some((amqp, redis)) = services() else {
+        return;
+    };
+    let mut installation = Installation::new(&amqp, &redis).await;
+    installation.start_engine();
+    installation.start_worker();
+    installation.start_worker();
+    let flow = many_phases();
+    let data = json!({"jobs": {"a": 10, "b": 10, "c": 10}, "sleep_ms": 50});
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(installation.start(&flow, data.clone()).await);
+    }
+    let all = 30 * 31;
+    let mut last_done = 0;
+    let mut kills = 0;
+    while kills < 6 {
+        // Strike only while jobs are moving, so each kill lands mid-run.
+        let before = last_done;
+        eventually(
+            &format!("jobs to progress past {before} of {all}"),
+            Duration::from_secs(60),
+            || {
+                let installation = &installation;
+                let ids = &ids;
+                async move {
+                    let done = installation.done(ids).await;
+                    done > before || done == all
+                }
+            },
+        )
+        .await;
+        last_done = installation.done(&ids).await;
+        if last_done == all {
+            break;
+        }
+        let mut child = installation.workers.remove(kills % 2);
+        child.kill().expect("kill -9 a worker");
+        child.wait().ok();
+        installation.start_worker();
+        kills += 1;
+    }
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed before the run ended: too short a run to test"
+    );
+    for id in &ids {
+        let record = installation.wait(id, Duration::from_secs(120)).await;
+        assert!(
+            rules::ended_well(&record),
+            "flow {id} ended {}",
+            record.status
+        );
+        let entered: Vec<&str> = record.transitions.iter().map(|t| t.to.as_str()).collect();
+        assert_eq!(
+            entered,
+            ["prepare", "a", "b", "c", "done"],
+            "each phase entered once"
+        );
+        let noop = record.handler_totals()["Noop"];
+        assert_eq!((noop.total, noop.done), (31, 31), "flow {id}");
+    }
+}
+
+/// Four phases of the Noop handler, one job in the first.
+fn many_phases() -> std::sync::Arc<distribot::definition::Workflow> {
+    workflow(json!({
+        "workflow": "many-phases",
+        "phases": {
+            "prepare": {"is_initial": true, "transitions_to": "a", "handlers": ["Noop"]},
+            "a": {"transitions_to": "b", "handlers": ["Noop"]},
+            "b": {"transitions_to": "c", "handlers": ["Noop"]},
+            "c": {"transitions_to": "done", "handlers": ["Noop"]},
+            "done": {"is_final": true}
+        }
+    }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_engine_is_covered_by_the_other_and_a_restarted_one_rejoins() {
     let Some((amqp, redis)) = services() else {
@@ -175,16 +258,7 @@ async fn a_killed_engine_is_covered_by_the_other_and_a_restarted_one_rejoins() {
     installation.start_engine();
     installation.start_worker();
     installation.start_worker();
-    let flow = workflow(json!({
-        "workflow": "many-phases",
-        "phases": {
-            "prepare": {"is_initial": true, "transitions_to": "a", "handlers": ["Noop"]},
-            "a": {"transitions_to": "b", "handlers": ["Noop"]},
-            "b": {"transitions_to": "c", "handlers": ["Noop"]},
-            "c": {"transitions_to": "done", "handlers": ["Noop"]},
-            "done": {"is_final": true}
-        }
-    }));
+    let flow = many_phases();
     let data = json!({"jobs": {"a": 50, "b": 50, "c": 50}, "sleep_ms": 5});
     let mut ids = Vec::new();
     for _ in 0..10 {

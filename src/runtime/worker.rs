@@ -159,7 +159,15 @@ enum Settled {
 /// A small enumeration's jobs, to run where it ran, with the room they take.
 struct InPlace {
     jobs: EnumeratedJobs,
-    room: OwnedSemaphorePermit,
+    room: Room,
+}
+
+/// Room for jobs run in place: in their handler's `concurrency`, and in
+/// the worker's own cap when it has one (beyond the unit the enumeration's
+/// delivery holds, which its jobs take over).
+struct Room {
+    _handler: OwnedSemaphorePermit,
+    _overall: Option<OwnedSemaphorePermit>,
 }
 
 /// Room for in-place jobs per hosted handler version: the most jobs of one
@@ -571,15 +579,11 @@ impl Worker {
 
     /// Room to run `jobs` jobs of a handler version here, where their
     /// enumeration ran: the worker hosts the version, they are no more
-    /// than its `in_place` (default [`IN_PLACE_JOBS`]), and with the jobs
-    /// already run this way they are no more than its `concurrency`.
+    /// than its `in_place` (default [`IN_PLACE_JOBS`]), with the jobs
+    /// already run this way they are no more than its `concurrency`, and
+    /// they fit in the worker's `--concurrency`.
     /// Otherwise they go through the queue, and any worker takes them.
-    fn room_in_place(
-        &self,
-        handler: &HandlerName,
-        version: &Version,
-        jobs: usize,
-    ) -> Option<OwnedSemaphorePermit> {
+    fn room_in_place(&self, handler: &HandlerName, version: &Version, jobs: usize) -> Option<Room> {
         let room = self
             .inner
             .in_place
@@ -587,8 +591,17 @@ impl Worker {
         if jobs == 0 || jobs > room.per_enumeration {
             return None;
         }
-        let jobs = u32::try_from(jobs).ok()?;
-        room.running.clone().try_acquire_many_owned(jobs).ok()
+        let count = u32::try_from(jobs).ok()?;
+        let overall = match (&self.inner.overall, count - 1) {
+            (Some(limit), more) if more > 0 => {
+                Some(limit.clone().try_acquire_many_owned(more).ok()?)
+            }
+            _ => None,
+        };
+        Some(Room {
+            _handler: room.running.clone().try_acquire_many_owned(count).ok()?,
+            _overall: overall,
+        })
     }
 
     /// One task, from admission to its recorded outcome; for a small
