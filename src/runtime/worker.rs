@@ -544,7 +544,7 @@ impl Worker {
         // A small enumeration's jobs run here, at once, after the
         // enumeration's own slot and capacity are given back, instead of
         // going through the queue to come back (as eager activities do in
-        // other engines): a trip to the broker and back saved per job.
+        // other engines): a trip to the broker and back saved per phase.
         let jobs: Vec<Task> = (0..here.jobs.len())
             .map(|index| here.jobs.take_task(index))
             .collect();
