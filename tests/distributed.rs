@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::{assert_exact, eventually, fan_out, services, workflow, Installation};
+use distribot::ids::FlowId;
 use distribot::model::FlowStatus;
 use distribot::rules;
 use serde_json::json;
@@ -136,28 +137,11 @@ async fn workers_killed_mid_job_lose_nothing() {
                 .await,
         );
     }
-    let mut kills = 0;
-    let mut last_done = 0;
-    while kills < 10 {
-        // Strike only while jobs are moving, so each kill lands mid-run.
-        let before = last_done;
-        eventually("jobs to progress", Duration::from_secs(60), || {
-            let installation = &installation;
-            let ids = &ids;
-            async move { installation.done(ids).await > before }
-        })
-        .await;
-        last_done = installation.done(&ids).await;
-        let victim = kills % installation.workers.len();
-        let mut child = installation.workers.remove(victim);
-        child.kill().expect("kill -9 a worker");
-        child.wait().ok();
-        installation.start_worker();
-        kills += 1;
-    }
+    let (kills, last_done) =
+        kill_workers_while_jobs_move(&mut installation, &ids, 10, 6 * 402).await;
     assert!(
-        last_done < 6 * 402,
-        "the kills landed before the run ended ({last_done} jobs done)"
+        kills == 10 && last_done < 6 * 402,
+        "the kills landed before the run ended ({kills} kills, {last_done} jobs done)"
     );
     for id in &ids {
         let record = installation.wait(id, Duration::from_secs(120)).await;
@@ -183,18 +167,32 @@ async fn workers_killed_amid_small_phases_lose_nothing() {
     for _ in 0..30 {
         ids.push(installation.start(&flow, data.clone()).await);
     }
-    let all = 30 * 31;
+    let (kills, _) = kill_workers_while_jobs_move(&mut installation, &ids, 6, 30 * 31).await;
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed before the run ended: too short a run to test"
+    );
+    assert_many_phases_ran(&installation, &ids, 31).await;
+}
+
+/// Kills a worker with `kill -9` and starts another, up to `kills` times,
+/// each once jobs moved since the last, so that each kill lands mid-run;
+/// stops early once all `all` jobs are done. The kills made, and the jobs
+/// done before the last.
+async fn kill_workers_while_jobs_move(
+    installation: &mut Installation,
+    ids: &[FlowId],
+    kills: usize,
+    all: u64,
+) -> (usize, u64) {
     let mut last_done = 0;
-    let mut kills = 0;
-    while kills < 6 {
-        // Strike only while jobs are moving, so each kill lands mid-run.
+    for kill in 0..kills {
         let before = last_done;
         eventually(
             &format!("jobs to progress past {before} of {all}"),
             Duration::from_secs(60),
             || {
-                let installation = &installation;
-                let ids = &ids;
+                let installation = &*installation;
                 async move {
                     let done = installation.done(ids).await;
                     done > before || done == all
@@ -202,21 +200,23 @@ async fn workers_killed_amid_small_phases_lose_nothing() {
             },
         )
         .await;
-        last_done = installation.done(&ids).await;
+        last_done = installation.done(ids).await;
         if last_done == all {
-            break;
+            return (kill, last_done);
         }
-        let mut child = installation.workers.remove(kills % 2);
+        let victim = kill % installation.workers.len();
+        let mut child = installation.workers.remove(victim);
         child.kill().expect("kill -9 a worker");
         child.wait().ok();
         installation.start_worker();
-        kills += 1;
     }
-    assert!(
-        kills >= 3,
-        "only {kills} kills landed before the run ended: too short a run to test"
-    );
-    for id in &ids {
+    (kills, last_done)
+}
+
+/// Every flow of [`many_phases`] ended well, entered each phase once, and
+/// counted each of its `jobs` Noop jobs once.
+async fn assert_many_phases_ran(installation: &Installation, ids: &[FlowId], jobs: u64) {
+    for id in ids {
         let record = installation.wait(id, Duration::from_secs(120)).await;
         assert!(
             rules::ended_well(&record),
@@ -227,10 +227,10 @@ async fn workers_killed_amid_small_phases_lose_nothing() {
         assert_eq!(
             entered,
             ["prepare", "a", "b", "c", "done"],
-            "each phase entered once"
+            "flow {id}: each phase entered once"
         );
         let noop = record.handler_totals()["Noop"];
-        assert_eq!((noop.total, noop.done), (31, 31), "flow {id}");
+        assert_eq!((noop.total, noop.done), (jobs, jobs), "flow {id}");
     }
 }
 
@@ -290,21 +290,7 @@ async fn a_killed_engine_is_covered_by_the_other_and_a_restarted_one_rejoins() {
     let mut second = installation.engines.remove(0);
     second.kill().unwrap();
     second.wait().ok();
-    for id in &ids {
-        let record = installation.wait(id, Duration::from_secs(120)).await;
-        assert!(
-            rules::ended_well(&record),
-            "flow {id} ended {}",
-            record.status
-        );
-        let entered: Vec<&str> = record.transitions.iter().map(|t| t.to.as_str()).collect();
-        assert_eq!(
-            entered,
-            ["prepare", "a", "b", "c", "done"],
-            "each phase entered once"
-        );
-        assert_eq!(record.handler_totals()["Noop"].done, 151);
-    }
+    assert_many_phases_ran(&installation, &ids, 151).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
