@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use self::connection::Connection;
 pub use self::connection::Endpoint;
@@ -260,6 +260,19 @@ impl RedisStore {
         Ok(workflow)
     }
 
+    /// Keeps a flow's context for the next task or step of the flow; the
+    /// cache starts over when it is full.
+    fn remember_context(&self, context: FlowContext) -> FlowContext {
+        let mut caches = self.caches();
+        if caches.contexts.len() >= CONTEXT_CACHE_LIMIT {
+            caches.contexts.clear();
+        }
+        caches
+            .contexts
+            .insert(context.id.clone(), context.clone());
+        context
+    }
+
     async fn load(&self, id: &FlowId) -> Result<Option<FlowRecord>, StoreError> {
         let mut pipe = redis::pipe();
         self.read_flow_into(&mut pipe, id);
@@ -292,8 +305,20 @@ impl RedisStore {
             meta.get(name)
                 .ok_or_else(|| corrupt(format!("flow {id} has no `{name}`")))
         };
-        let workflow = self.definition(field("definition")?)?;
-        let data: Map<String, Value> = from_json(field("data")?, "flow data")?;
+        // The definition and data never change: a flow read after the
+        // first takes them from the context cache rather than parsing the
+        // data again, and the first read fills it, which spares the next
+        // step's context its own round trip.
+        let cached = self.caches().contexts.get(id).cloned();
+        let context = match cached {
+            Some(context) => context,
+            None => self.remember_context(FlowContext {
+                id: id.clone(),
+                workflow: self.definition(field("definition")?)?,
+                data: Arc::new(from_json(field("data")?, "flow data")?),
+            }),
+        };
+        let FlowContext { workflow, data, .. } = context;
         let created_at = Timestamp(field("created_at")?.parse().unwrap_or(0));
         let number = |name: &str| hot.get(name).and_then(|v| v.parse::<u64>().ok());
         let text = |name: &str| hot.get(name).filter(|v| !v.is_empty());
@@ -381,7 +406,7 @@ impl RedisStore {
         let mut record = FlowRecord {
             id: id.clone(),
             workflow,
-            data: Arc::new(data),
+            data,
             status,
             transitions,
             phases,
@@ -1507,17 +1532,11 @@ impl FlowQueries for RedisStore {
         let (Some(definition), Some(data)) = (definition, data) else {
             return Ok(None);
         };
-        let context = FlowContext {
+        Ok(Some(self.remember_context(FlowContext {
             id: id.clone(),
             workflow: self.definition(&definition)?,
             data: Arc::new(from_json(&data, "flow data")?),
-        };
-        let mut caches = self.caches();
-        if caches.contexts.len() >= CONTEXT_CACHE_LIMIT {
-            caches.contexts.clear();
-        }
-        caches.contexts.insert(id.clone(), context.clone());
-        Ok(Some(context))
+        })))
     }
 
     /// Also the repair of the indexes: every flow listed as unfinished is
