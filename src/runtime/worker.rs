@@ -49,8 +49,6 @@ use crate::version::Version;
 /// workflow says otherwise.
 pub const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
 
-/// How long a stopping worker waits for the calls in flight before it
-/// cancels them.
 /// The most jobs of one enumeration a worker runs where the enumeration
 /// ran, rather than queuing them for any worker, unless a handler's
 /// `in_place` says otherwise: enough for the small phases whose per-job
@@ -58,6 +56,8 @@ pub const DEFAULT_HANDLER_CONCURRENCY: usize = 64;
 /// long jobs still spreads over the workers.
 pub const IN_PLACE_JOBS: usize = 16;
 
+/// How long a stopping worker waits for the calls in flight before it
+/// cancels them.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a slot of a shared limit is held at a time; a call renews it

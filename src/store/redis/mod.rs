@@ -267,9 +267,7 @@ impl RedisStore {
         if caches.contexts.len() >= CONTEXT_CACHE_LIMIT {
             caches.contexts.clear();
         }
-        caches
-            .contexts
-            .insert(context.id.clone(), context.clone());
+        caches.contexts.insert(context.id.clone(), context.clone());
         context
     }
 
